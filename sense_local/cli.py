@@ -1,0 +1,167 @@
+"""`sense-local` command line: thin subcommands over the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import SenseError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="GGUF path or registry name (default: $SENSE_MODEL or the default model)")
+    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, up to 8)")
+    p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to Metal/CUDA (-1: all)")
+
+
+def load_engine(args):
+    from .engine import Engine
+    from .registry import resolve_model
+
+    path = resolve_model(args.model)
+    return Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+
+
+def cmd_info(args) -> int:
+    from .model_info import read_model_info
+    from .registry import resolve_model
+
+    info = read_model_info(resolve_model(args.model_pos or args.model))
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return 0
+    rows = info.to_dict()
+    template = rows.pop("chat_template")
+    for key, value in rows.items():
+        print(f"{key:>12}: {value}")
+    print(f"{'template':>12}: {'yes (' + str(len(template)) + ' chars)' if template else 'none (ChatML fallback)'}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .generation import GenerationOptions, make_decoder, prompt_tokens
+
+    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed)
+    prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
+    engine = load_engine(args)
+    tokens = prompt_tokens(engine, prompt, raw=args.raw, system=args.system)
+    decoder = make_decoder(engine, options)
+    events = []
+    for ev in decoder.generate(tokens, options.max_tokens):
+        if args.json:
+            events.append(ev)
+        else:
+            sys.stdout.write(ev.text)
+            sys.stdout.flush()
+    stats = decoder.stats
+    if args.json:
+        doc = {
+            "text": "".join(e.text for e in events),
+            "tokens": stats.tokens,
+            "forwards": stats.forwards,
+            "tau": round(stats.tau, 4),
+            "tok_per_s": round(stats.tok_per_s, 2),
+            "method": stats.method,
+            "drafted": stats.drafted,
+            "accepted": stats.accepted,
+            "stop_reason": stats.stop_reason,
+        }
+        if args.events:
+            doc["events"] = [
+                {"token": e.token, "text": e.text, "source": e.source, "soft": e.soft} for e in events
+            ]
+        print(json.dumps(doc, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+        if args.stats:
+            print(
+                f"[{stats.method}] {stats.tokens} tokens, {stats.forwards} forwards, tau {stats.tau:.2f}, "
+                f"{stats.tok_per_s:.1f} tok/s, accepted {stats.accepted}/{stats.drafted}",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def cmd_chat(args) -> int:
+    if args.plain or not sys.stdin.isatty():
+        from .plain_chat import run_plain_chat
+
+        return run_plain_chat(args, load_engine(args))
+    from tui.app import run_app
+
+    return run_app(args)
+
+
+def cmd_bench(args) -> int:
+    from .bench.runner import run_bench_cli
+
+    return run_bench_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .spec.methods import METHODS
+
+    parser = argparse.ArgumentParser(prog="sense-local", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="print GGUF model facts")
+    p.add_argument("model_pos", nargs="?", metavar="MODEL", help="GGUF path or registry name")
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("generate", help="generate a reply to one prompt ('-' reads stdin)")
+    p.add_argument("prompt")
+    _add_model_args(p)
+    p.add_argument("--method", default="ar", help=f"decoding method: {', '.join(METHODS)} (default ar)")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the text and statistics")
+    p.add_argument("--events", action="store_true", help="with --json: include per-token events")
+    p.add_argument("--stats", action="store_true", help="print statistics to stderr")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", help="chat with the model (TUI; --plain for a line-based loop)")
+    _add_model_args(p)
+    p.add_argument("--method", default="pld")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--plain", action="store_true", help="line-based chat instead of the TUI")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("bench", help="benchmark methods against plain decoding and llama-cpp-python")
+    _add_model_args(p)
+    p.add_argument("--suite", choices=["quick", "full"], default="quick")
+    p.add_argument("--methods", default=None, help="comma-separated (default: all registered + peers)")
+    p.add_argument("--kinds", default=None, help="comma-separated task kinds to run (default: all)")
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions per run (median taken)")
+    p.add_argument("--json", dest="json_file", help="write the results as JSON to this file")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SenseError as exc:
+        print(f"sense-local: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `| head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,279 @@
+"""The target model: one llama.cpp context that returns logits *and* final hidden states.
+
+The context is created with embeddings enabled and pooling NONE, so a single `llama_decode` of k
+tokens yields per-position logits [k, n_vocab] and hidden states [k, n_embd] (the final hidden
+state after the output norm, before the LM head). Both are exposed as zero-copy numpy views into
+llama.cpp's output buffers: they are valid until the next `eval`, so callers copy what they keep.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import native
+from .errors import ContextOverflowError, ModelError
+from .model_info import check_readable_gguf, read_model_info
+
+llama_cpp = native.llama_cpp
+
+
+@dataclass
+class EvalOutput:
+    logits: np.ndarray  # [k, n_vocab] float32, view valid until the next eval
+    hidden: np.ndarray  # [k, n_embd] float32, view valid until the next eval
+
+
+def default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class Engine:
+    """A loaded GGUF model with one sequence of committed tokens in its KV cache."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        n_batch: int = 512,
+    ):
+        self.path = Path(model_path)
+        check_readable_gguf(self.path)
+        native.ensure_backend()
+        self.n_threads = n_threads or default_threads()
+        self.n_gpu_layers = n_gpu_layers
+
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = n_gpu_layers
+        self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self._model:
+            if native.USEARCH_WAS_FIRST:
+                raise ModelError(
+                    f"{self.path}: llama.cpp could not load the model because usearch was imported before "
+                    "sense_local (a libstdc++ clash); import sense_local first"
+                )
+            raise ModelError(f"{self.path}: llama.cpp could not load this model (unsupported or damaged GGUF)")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.n_embd = llama_cpp.llama_model_n_embd(self._model)
+        n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+        self.n_ctx = min(n_ctx, n_ctx_train) if n_ctx_train > 0 else n_ctx
+        self.n_batch = min(n_batch, self.n_ctx)
+
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx
+        cparams.n_batch = self.n_batch
+        cparams.n_ubatch = self.n_batch
+        cparams.n_seq_max = 1
+        cparams.n_threads = self.n_threads
+        cparams.n_threads_batch = self.n_threads
+        cparams.embeddings = True
+        cparams.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
+        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+            raise ModelError(f"{self.path}: llama.cpp could not create a context (n_ctx={self.n_ctx})")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+
+        # One reusable batch; numpy views over its arrays make filling it vectorised.
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        n = self.n_batch
+        self._b_token = np.ctypeslib.as_array(self._batch.token, shape=(n,))  # [n_batch] int32
+        self._b_pos = np.ctypeslib.as_array(self._batch.pos, shape=(n,))  # [n_batch] int32
+        self._b_logits = np.ctypeslib.as_array(self._batch.logits, shape=(n,))  # [n_batch] int8
+        np.ctypeslib.as_array(self._batch.n_seq_id, shape=(n,))[:] = 1
+        for i in range(n):
+            self._batch.seq_id[i][0] = 0
+
+        self.tokens: list[int] = []  # committed tokens in the KV cache (len == n_past)
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.bos_id = llama_cpp.llama_vocab_bos(self._vocab)
+        self.eos_id = llama_cpp.llama_vocab_eos(self._vocab)
+        self._is_eog = np.zeros(self.n_vocab, dtype=bool)  # [n_vocab]
+        self._is_special = np.zeros(self.n_vocab, dtype=bool)  # [n_vocab] control/EOG tokens
+        for t in range(self.n_vocab):
+            if llama_cpp.llama_vocab_is_eog(self._vocab, t):
+                self._is_eog[t] = True
+                self._is_special[t] = True
+            elif llama_cpp.llama_vocab_is_control(self._vocab, t):
+                self._is_special[t] = True
+
+    # ------------------------------------------------------------------ evaluation
+    def eval(self, tokens, start_pos: int | None = None, *, outputs: str = "all") -> EvalOutput:
+        """Decode `tokens` at positions start_pos.. (default: n_past) and commit them to the KV cache.
+
+        outputs="all" returns logits/hidden for every position, "last" for the last one only
+        (cheaper: the LM head runs once). KV entries at positions >= start_pos are dropped first.
+        """
+        tokens = np.asarray(tokens, dtype=np.int32)
+        k = len(tokens)
+        if k == 0:
+            raise ValueError("eval needs at least one token")
+        start = self.n_past if start_pos is None else start_pos
+        if start > self.n_past:
+            raise ValueError(f"start_pos {start} is past the committed length {self.n_past}")
+        if start + k > self.n_ctx:
+            raise ContextOverflowError(
+                f"context full: {start + k} tokens needed, the context holds {self.n_ctx} (use --ctx)"
+            )
+        if start < self.n_past:
+            self.truncate(start)
+        outs = []
+        for off in range(0, k, self.n_batch):
+            chunk = tokens[off : off + self.n_batch]
+            m = len(chunk)
+            last_chunk = off + m == k
+            self._b_token[:m] = chunk
+            self._b_pos[:m] = np.arange(start + off, start + off + m, dtype=np.int32)
+            if outputs == "all":
+                self._b_logits[:m] = 1
+            else:
+                self._b_logits[:m] = 0
+                self._b_logits[m - 1] = 1 if last_chunk else 0
+            self._batch.n_tokens = m
+            rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            if rc != 0:  # drop whatever earlier chunks committed, keep the state consistent
+                llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
+                del self.tokens[start:]
+                raise RuntimeError(f"llama_decode failed with code {rc}")
+            if outputs == "all" and not last_chunk:
+                outs.append(self._views(m))
+        del self.tokens[start:]
+        self.tokens.extend(tokens.tolist())
+        if outputs == "all":
+            n_out = k - sum(len(o.logits) for o in outs)
+            last = self._views(n_out)
+            if outs:  # several chunks: the earlier chunks' buffers were overwritten, so copy them
+                return EvalOutput(
+                    logits=np.concatenate([o.logits for o in outs] + [last.logits]),
+                    hidden=np.concatenate([o.hidden for o in outs] + [last.hidden]),
+                )
+            return last
+        return self._views(1)
+
+    def _views(self, n_out: int) -> EvalOutput:
+        logits_p = llama_cpp.llama_get_logits(self._ctx)
+        hidden_p = llama_cpp.llama_get_embeddings(self._ctx)
+        logits = np.ctypeslib.as_array(logits_p, shape=(n_out, self.n_vocab))
+        hidden = np.ctypeslib.as_array(hidden_p, shape=(n_out, self.n_embd))
+        return EvalOutput(logits=logits, hidden=hidden)
+
+    @property
+    def n_past(self) -> int:
+        return len(self.tokens)
+
+    def truncate(self, n_past: int) -> None:
+        """Drop KV entries at positions >= n_past (e.g. rejected draft tokens)."""
+        if n_past < self.n_past:
+            llama_cpp.llama_memory_seq_rm(self._mem, 0, n_past, -1)
+            del self.tokens[n_past:]
+
+    def reset(self) -> None:
+        llama_cpp.llama_memory_clear(self._mem, True)
+        self.tokens.clear()
+
+    def prefill(self, prompt, *, outputs: str = "last") -> EvalOutput:
+        """Evaluate a prompt, reusing the KV entries of the longest prefix already committed.
+
+        At least the prompt's last token is re-evaluated, so its logits are fresh.
+        """
+        prompt = np.asarray(prompt, dtype=np.int32)
+        if len(prompt) == 0:
+            raise ValueError("empty prompt")
+        if outputs == "all":
+            return self.eval(prompt, 0, outputs="all")
+        held = np.asarray(self.tokens[: len(prompt) - 1], dtype=np.int32)
+        diff = np.flatnonzero(held != prompt[: len(held)])
+        reuse = int(diff[0]) if len(diff) else len(held)
+        return self.eval(prompt[reuse:], reuse, outputs=outputs)
+
+    @functools.cached_property
+    def info(self):
+        """GGUF metadata (model_info.ModelInfo), read on first use."""
+        return read_model_info(self.path)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info.fingerprint
+
+    # ------------------------------------------------------------------ vocabulary
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token renders to in generated text (control tokens render empty)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, False)
+            cached = self._piece_buf.raw[: max(n, 0)]
+            self._pieces[token] = cached
+        return cached
+
+    def detokenize_special(self, token: int) -> str:
+        """A token's text with special tokens rendered (e.g. '<|im_end|>'); '' for token -1."""
+        if token < 0:
+            return ""
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 256, 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    def detokenize(self, tokens) -> str:
+        return b"".join(self.piece(int(t)) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._is_eog[token])
+
+    @property
+    def special_mask(self) -> np.ndarray:
+        """[n_vocab] bool: control and end-of-generation tokens."""
+        return self._is_special
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the library may already be gone
+            pass

@@ -1,0 +1,57 @@
+"""One-call generation on top of the engine and the speculative loop: options, prompt, decoder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .chat_template import chat_tokens
+from .engine import Engine
+from .errors import ContextOverflowError, SenseError
+from .spec.cost import cost_curve_for
+from .spec.loop import SpecDecoder
+from .spec.methods import get_method
+from .spec.verify import AcceptanceRule
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    method: str = "ar"
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        get_method(self.method)  # unknown names fail here, with the list of known ones
+        if self.max_tokens < 1:
+            raise SenseError(f"--max-tokens must be at least 1 (got {self.max_tokens})")
+        if not 0.0 <= self.temperature <= 5.0:
+            raise SenseError(f"--temperature must be between 0 and 5 (got {self.temperature})")
+
+
+def prompt_tokens(engine: Engine, text: str, *, raw: bool = False, system: str | None = None) -> list[int]:
+    """Tokens for a user prompt: the model's chat template applied unless `raw`."""
+    if raw:
+        tokens = engine.tokenize(text, add_special=True, parse_special=False)
+    else:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        tokens = chat_tokens(engine, messages)
+    if not tokens:
+        raise SenseError("empty prompt")
+    if len(tokens) >= engine.n_ctx:
+        raise ContextOverflowError(
+            f"prompt has {len(tokens)} tokens but the context holds {engine.n_ctx}; shorten it or raise --ctx"
+        )
+    return tokens
+
+
+def make_decoder(engine: Engine, options: GenerationOptions, *, record_gaps: bool = False) -> SpecDecoder:
+    method = get_method(options.method)
+    drafter = method.make_drafter() if method.make_drafter else None
+    return SpecDecoder(
+        engine,
+        method=method.name,
+        drafter=drafter,
+        rule=AcceptanceRule(method.rule, options.temperature),
+        cost=cost_curve_for(engine) if drafter is not None else None,
+        seed=options.seed,
+        record_gaps=record_gaps,
+    )

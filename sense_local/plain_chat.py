@@ -1,0 +1,42 @@
+"""A line-based terminal chat (`sense-local chat --plain`, or when stdin is not a terminal)."""
+from __future__ import annotations
+
+import sys
+
+from .chat_template import chat_tokens
+from .errors import SenseError
+from .generation import GenerationOptions, make_decoder
+
+
+def run_plain_chat(args, engine) -> int:
+    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed)
+    decoder = make_decoder(engine, options)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"sense-local chat — {engine.path.name}, method {options.method}. Ctrl-D quits.", file=sys.stderr)
+    while True:
+        if interactive:
+            print("> ", end="", flush=True, file=sys.stderr)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        messages.append({"role": "user", "content": text})
+        tokens = chat_tokens(engine, messages)
+        while len(tokens) + 16 >= engine.n_ctx and len(messages) > 1:  # drop the oldest turns
+            del messages[1 if messages[0]["role"] == "system" else 0]
+            tokens = chat_tokens(engine, messages)
+        if len(tokens) + 16 >= engine.n_ctx:
+            raise SenseError(f"message has {len(tokens)} tokens; the context holds {engine.n_ctx}")
+        reply = []
+        for ev in decoder.generate(tokens, options.max_tokens):
+            reply.append(ev.text)
+            sys.stdout.write(ev.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        s = decoder.stats
+        print(f"[{s.tokens} tokens, {s.tok_per_s:.1f} tok/s, tau {s.tau:.2f}]", file=sys.stderr)
+        messages.append({"role": "assistant", "content": "".join(reply)})

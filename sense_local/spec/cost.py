@@ -1,0 +1,103 @@
+"""The verification cost curve c(k) and the draft-length policy built on it.
+
+c(k) is the wall time of one target decode of k tokens divided by that of one token, measured on
+the loaded model (threads, backend and all) and cached per model fingerprint. On a 2-core CPU
+c(8) is ~4, so a draft must be likely to be accepted before it pays; on a GPU the curve is flat and
+the same policy drafts long.
+
+Policy: if each successive draft token is accepted with probability a, a draft of length k yields
+E(k) = 1 + a + ... + a^k = (1 - a^(k+1)) / (1 - a) tokens for a decode of k+1 tokens. Plain decoding
+yields 1 token per c(1) = 1. Choose the k that maximises E(k) / c(k+1); k = 0 means "do not draft".
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..paths import cache_dir
+
+PROBE_LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+MIN_GAIN = 1.05  # a draft must promise at least this speed ratio over plain decoding
+
+
+@dataclass(frozen=True)
+class CostCurve:
+    lengths: tuple[int, ...]  # decode sizes measured
+    costs: tuple[float, ...]  # c(k) for each, c(1) = 1
+
+    def cost(self, k: int) -> float:
+        return float(np.interp(k, self.lengths, self.costs))
+
+    def best_length(self, acceptance: float, max_len: int, min_gain: float = MIN_GAIN) -> int:
+        """Draft length in 0..max_len maximising expected tokens per unit of decode time."""
+        if max_len <= 0 or acceptance <= 0:
+            return 0
+        a = min(acceptance, 0.999)
+        ks = np.arange(1, min(max_len, self.lengths[-1] - 1) + 1)
+        if len(ks) == 0:
+            return 0
+        expected = (1 - a ** (ks + 1)) / (1 - a)  # [K]
+        cost = np.interp(ks + 1, self.lengths, self.costs)  # [K]
+        gain = expected / cost
+        best = int(np.argmax(gain))
+        return int(ks[best]) if gain[best] >= min_gain else 0
+
+    def to_dict(self) -> dict:
+        return {"lengths": list(self.lengths), "costs": [round(c, 3) for c in self.costs]}
+
+
+FLAT = CostCurve(PROBE_LENGTHS, tuple(1.0 for _ in PROBE_LENGTHS))
+
+
+def measure_cost_curve(engine, *, reps: int = 5, context: int = 64) -> CostCurve:
+    """Time decodes of each probe length after `context` filler tokens; engine state is restored."""
+    base = engine.n_past
+    saved = engine.tokens[:]
+    lengths = [k for k in PROBE_LENGTHS if base + context + k <= engine.n_ctx]
+    rng = np.random.default_rng(0)
+    filler = rng.integers(100, min(engine.n_vocab, 20000), size=context + max(lengths))
+    engine.eval(filler[:context], base, outputs="last")
+    times: dict[int, list[float]] = {k: [] for k in lengths}
+    for _ in range(reps):
+        for k in lengths:  # interleaved, so drift on a shared machine hits every length alike
+            t0 = time.perf_counter()
+            out = engine.eval(filler[context : context + k], base + context, outputs="all")
+            out.logits[-1].argmax()
+            times[k].append(time.perf_counter() - t0)
+    engine.truncate(base)
+    engine.tokens[:] = saved
+    one = float(np.median(times[1]))
+    costs = [max(1.0, float(np.median(times[k])) / one) for k in lengths]
+    costs = list(np.maximum.accumulate(costs))  # a longer decode never costs less
+    return CostCurve(tuple(lengths), tuple(costs))
+
+
+def _cache_file(engine) -> Path:
+    import llama_cpp
+
+    key = f"{engine.fingerprint}-t{engine.n_threads}-g{engine.n_gpu_layers}-{llama_cpp.__version__}"
+    return cache_dir() / "cost" / f"{key}.json"
+
+
+def cost_curve_for(engine, *, refresh: bool = False) -> CostCurve:
+    """The engine's cost curve, measured once per model/threads/backend and cached on disk."""
+    if os.environ.get("SENSE_COST_FLAT"):
+        return FLAT
+    path = _cache_file(engine)
+    if not refresh and path.exists():
+        try:
+            raw = json.loads(path.read_text())
+            return CostCurve(tuple(raw["lengths"]), tuple(raw["costs"]))
+        except (ValueError, KeyError):
+            pass  # a damaged cache entry is simply measured again
+    curve = measure_cost_curve(engine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(curve.to_dict()))
+    tmp.replace(path)
+    return curve

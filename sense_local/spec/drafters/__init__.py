@@ -1,0 +1,1 @@
+"""Drafters: each proposes continuations after the committed sequence."""

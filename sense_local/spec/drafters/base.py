@@ -1,0 +1,60 @@
+"""The drafter role and the acceptance estimates drafters keep to let draft length adapt."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from ..types import Draft, Feedback
+
+
+class Drafter(ABC):
+    """Proposes a continuation of the committed sequence; learns from verification feedback.
+
+    Lifecycle per generation: `begin(prompt)`, then repeatedly `propose()` -> loop verifies ->
+    `update(feedback)` and `extend(tokens)` with everything committed (accepted + target's token).
+    """
+
+    name: str = "drafter"
+
+    @abstractmethod
+    def begin(self, prompt: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    def extend(self, tokens: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    def propose(self, max_len: int) -> Draft | None:
+        """Candidate continuation (up to max_len tokens) with a per-token acceptance estimate."""
+
+    def update(self, feedback: Feedback) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class AcceptanceEstimate:
+    """Per-key estimate of a = P(next draft token accepted | previous accepted), decayed.
+
+    A step that drafted k tokens and had n accepted contributes n successes and (n < k) one failure:
+    the maximum-likelihood estimate of a geometric run length. A prior (a0, weight) keeps early
+    estimates sane, and a decay lets the estimate follow the text (copying vs free writing).
+    """
+
+    def __init__(self, priors: dict, weight: float = 3.0, decay: float = 0.97):
+        self.priors = priors
+        self.weight = weight
+        self.decay = decay
+        self.successes: dict = {}
+        self.failures: dict = {}
+
+    def reset(self) -> None:
+        self.successes.clear()
+        self.failures.clear()
+
+    def get(self, key) -> float:
+        a0 = self.priors[key]
+        s = self.successes.get(key, 0.0)
+        f = self.failures.get(key, 0.0)
+        return (s + a0 * self.weight) / (s + f + self.weight)
+
+    def observe(self, key, drafted: int, accepted: int) -> None:
+        self.successes[key] = self.successes.get(key, 0.0) * self.decay + accepted
+        self.failures[key] = self.failures.get(key, 0.0) * self.decay + (1.0 if accepted < drafted else 0.0)

@@ -1,0 +1,159 @@
+"""The speculative loop: draft -> one batched target decode of [last token + draft] -> verify ->
+commit the accepted prefix, truncate the rest -> emit events.
+
+With no drafter (or when the cost policy says a draft would not pay) a step is a plain one-token
+decode, so `ar` is this same loop with drafting switched off.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from ..detokenize import StreamDetokenizer
+from ..engine import Engine
+from .cost import CostCurve
+from .drafters.base import Drafter
+from .types import TARGET, Draft, Feedback, GenerationStats, TokenEvent
+from .verify import AcceptanceRule, top2_gap
+
+MAX_DRAFT = 32
+
+
+class SpecDecoder:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        method: str = "ar",
+        drafter: Drafter | None = None,
+        rule: AcceptanceRule | None = None,
+        cost: CostCurve | None = None,
+        seed: int = 0,
+        record_gaps: bool = False,
+    ):
+        if drafter is not None and cost is None:
+            raise ValueError("a drafter needs a cost curve to decide when drafting pays")
+        self.engine = engine
+        self.method = method
+        self.drafter = drafter
+        self.rule = rule or AcceptanceRule()
+        self.cost = cost
+        self.rng = np.random.default_rng(seed)
+        self.record_gaps = record_gaps
+        self.stats = GenerationStats(method=method)
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        max_tokens: int,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[TokenEvent]:
+        """Yield one TokenEvent per generated token; `self.stats` is complete when this returns."""
+        eng = self.engine
+        stats = self.stats = GenerationStats(method=self.method, prompt_tokens=len(prompt))
+        detok = StreamDetokenizer(eng.piece)
+        drafter = self.drafter
+
+        t0 = time.perf_counter()
+        out = eng.prefill(prompt, outputs="last")
+        verdict = self.rule(out.logits[-1:], np.empty(0, np.int32), self.rng)
+        if self.record_gaps:
+            stats.top2_gaps.append(top2_gap(out.logits[-1]))
+        t1 = time.perf_counter()
+        stats.t_prefill = t1 - t0
+        stats.forwards = 1
+        if drafter is not None:
+            drafter.begin(prompt)
+
+        last = verdict.next_token
+        shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
+        produced = 0
+        step_emitted = 0  # tokens the latest forward contributed before `last`
+        while True:
+            if eng.is_eog(last):
+                stats.stop_reason = "eos"
+                if step_emitted == 0:
+                    stats.forwards -= 1  # that forward only said "stop": it produced no token
+                break
+            produced += 1
+            yield TokenEvent(last, detok.push(last), TARGET)
+            if drafter is not None:
+                drafter.extend((last,))
+                if shadow is not None:
+                    hit = int(shadow.tokens[0] == last)
+                    drafter.update(Feedback(Draft(shadow.tokens[:1], shadow.source, shadow.acceptance, shadow.key), hit))
+                    shadow = None
+            if produced >= max_tokens:
+                stats.stop_reason = "length"
+                break
+            if cancel is not None and cancel.is_set():
+                stats.stop_reason = "cancelled"
+                break
+            if eng.n_past + 1 >= eng.n_ctx:
+                stats.stop_reason = "context"
+                break
+
+            draft = None
+            if drafter is not None:
+                td = time.perf_counter()
+                room = min(MAX_DRAFT, max_tokens - produced, eng.n_ctx - eng.n_past - 2)
+                proposal = drafter.propose(room) if room > 0 else None
+                if proposal is not None:
+                    k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
+                    if k > 0:
+                        draft = Draft(proposal.tokens[:k], proposal.source, proposal.acceptance, proposal.key)
+                    else:
+                        shadow = proposal
+                stats.t_draft += time.perf_counter() - td
+
+            tv = time.perf_counter()
+            if draft is None:
+                out = eng.eval([last], outputs="last")
+                verdict = self.rule(out.logits, np.empty(0, np.int32), self.rng)
+                if self.record_gaps:
+                    stats.top2_gaps.append(top2_gap(out.logits[0]))
+            else:
+                out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all")
+                verdict = self.rule(out.logits, draft.tokens, self.rng)
+                k = len(draft.tokens)
+                if verdict.accepted < k:
+                    eng.truncate(eng.n_past - (k - verdict.accepted))
+            stats.t_verify += time.perf_counter() - tv
+            stats.forwards += 1
+
+            step_emitted = 0
+            if draft is not None:
+                n = verdict.accepted
+                stats.steps_with_draft += 1
+                stats.drafted += len(draft.tokens)
+                stats.accepted += n
+                drafter.update(Feedback(draft, n))
+                soft = verdict.soft if verdict.soft is not None else np.zeros(n, bool)
+                stats.soft_accepted += int(soft.sum())
+                accepted = draft.tokens[:n].tolist()
+                drafter.extend(accepted)
+                stop = False
+                for tok, is_soft in zip(accepted, soft.tolist()):
+                    if eng.is_eog(tok):
+                        stats.stop_reason = "eos"
+                        stop = True
+                        break
+                    produced += 1
+                    step_emitted += 1
+                    yield TokenEvent(tok, detok.push(tok), draft.source, bool(is_soft))
+                    if produced >= max_tokens:
+                        stats.stop_reason = "length"
+                        stop = True
+                        break
+                if stop:
+                    break
+            last = verdict.next_token
+
+        tail = detok.flush()
+        if tail:
+            yield TokenEvent(-1, tail, TARGET)
+        stats.tokens = produced
+        stats.t_total = time.perf_counter() - t1

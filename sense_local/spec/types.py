@@ -1,0 +1,101 @@
+"""Data handed between drafter, verifier and loop (shapes in comments)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TARGET = "target"  # provenance of a token the target chose itself
+
+
+@dataclass
+class Draft:
+    """A proposed continuation after the last chosen token (the draft alone, never the prefix)."""
+
+    tokens: np.ndarray  # [k] int32
+    source: str  # drafter / datastore that proposed it, e.g. "pld", "context", "docs"
+    acceptance: float  # drafter's estimate of P(next draft token accepted | previous accepted)
+    key: object = None  # drafter-private handle returned in Feedback (e.g. which n-gram matched)
+
+
+@dataclass
+class Verdict:
+    """What the acceptance rule decided for one draft.
+
+    accepted: the length of the accepted draft prefix.
+    next_token: the target's own token after that prefix (the bonus token when all were accepted,
+        the correction otherwise).
+    soft: [accepted] bool, True where a token was accepted by a relaxed rule rather than identity.
+    """
+
+    accepted: int
+    next_token: int
+    soft: np.ndarray | None = None  # [accepted] bool
+
+
+@dataclass
+class Feedback:
+    draft: Draft
+    accepted: int
+
+
+@dataclass
+class TokenEvent:
+    """One emitted token and where it came from."""
+
+    token: int
+    text: str  # newly completed text (UTF-8 safe; may be empty mid-character)
+    source: str  # TARGET or the draft's source
+    soft: bool = False
+
+
+@dataclass
+class GenerationStats:
+    method: str
+    prompt_tokens: int = 0
+    tokens: int = 0  # generated tokens
+    forwards: int = 0  # target decode calls that produced generated tokens (prefill counts once)
+    drafted: int = 0  # draft tokens sent to verification
+    accepted: int = 0  # draft tokens accepted
+    soft_accepted: int = 0
+    steps_with_draft: int = 0
+    t_prefill: float = 0.0
+    t_draft: float = 0.0
+    t_verify: float = 0.0
+    t_total: float = 0.0  # generation wall time after prefill
+    stop_reason: str = ""
+    top2_gaps: list[float] = field(default_factory=list)  # per generated token, when recorded
+
+    @property
+    def tau(self) -> float:
+        """Mean tokens per target forward (Spec-Bench's mean accepted tokens; 1.0 for plain decoding)."""
+        return self.tokens / self.forwards if self.forwards else 0.0
+
+    @property
+    def tok_per_s(self) -> float:
+        return self.tokens / self.t_total if self.t_total > 0 else 0.0
+
+    @property
+    def t_other(self) -> float:
+        return max(0.0, self.t_total - self.t_draft - self.t_verify)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "prompt_tokens": self.prompt_tokens,
+            "tokens": self.tokens,
+            "forwards": self.forwards,
+            "tau": round(self.tau, 4),
+            "tok_per_s": round(self.tok_per_s, 2),
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "soft_accepted": self.soft_accepted,
+            "time": {
+                "prefill": round(self.t_prefill, 4),
+                "draft": round(self.t_draft, 4),
+                "verify": round(self.t_verify, 4),
+                "other": round(self.t_other, 4),
+                "total": round(self.t_total, 4),
+            },
+            "stop_reason": self.stop_reason,
+        }

@@ -93,6 +93,8 @@ class Engine:
         for i in range(n):
             self._batch.seq_id[i][0] = 0
 
+        self._embeddings_on = True
+        self._no_hidden = np.zeros((0, self.n_embd), dtype=np.float32)  # [0, n_embd]
         self.tokens: list[int] = []  # committed tokens in the KV cache (len == n_past)
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -108,11 +110,16 @@ class Engine:
                 self._is_special[t] = True
 
     # ------------------------------------------------------------------ evaluation
-    def eval(self, tokens, start_pos: int | None = None, *, outputs: str = "all") -> EvalOutput:
+    def eval(
+        self, tokens, start_pos: int | None = None, *, outputs: str = "all", hidden: bool = True
+    ) -> EvalOutput:
         """Decode `tokens` at positions start_pos.. (default: n_past) and commit them to the KV cache.
 
-        outputs="all" returns logits/hidden for every position, "last" for the last one only
-        (cheaper: the LM head runs once). KV entries at positions >= start_pos are dropped first.
+        outputs="all" returns logits for every position, "last" for the last one only. With
+        hidden=True the final hidden states come too (llama.cpp then computes outputs for every
+        position); hidden=False turns embeddings off so "last" runs the LM head once (cheap
+        prefill, plain decoding) and `EvalOutput.hidden` is an empty [0, n_embd] array.
+        KV entries at positions >= start_pos are dropped first.
         """
         tokens = np.asarray(tokens, dtype=np.int32)
         k = len(tokens)
@@ -127,44 +134,46 @@ class Engine:
             )
         if start < self.n_past:
             self.truncate(start)
-        outs = []
+        if hidden != self._embeddings_on:
+            llama_cpp.llama_set_embeddings(self._ctx, hidden)
+            self._embeddings_on = hidden
+        all_rows = outputs == "all" or hidden  # llama.cpp outputs every row when embeddings are on
+        earlier: list[EvalOutput] = []
         for off in range(0, k, self.n_batch):
-            chunk = tokens[off : off + self.n_batch]
-            m = len(chunk)
+            m = min(self.n_batch, k - off)
             last_chunk = off + m == k
-            self._b_token[:m] = chunk
+            self._b_token[:m] = tokens[off : off + m]
             self._b_pos[:m] = np.arange(start + off, start + off + m, dtype=np.int32)
-            if outputs == "all":
-                self._b_logits[:m] = 1
-            else:
-                self._b_logits[:m] = 0
-                self._b_logits[m - 1] = 1 if last_chunk else 0
+            self._b_logits[:m] = 1 if all_rows else 0
+            if last_chunk:
+                self._b_logits[m - 1] = 1
             self._batch.n_tokens = m
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
             if rc != 0:  # drop whatever earlier chunks committed, keep the state consistent
                 llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
                 del self.tokens[start:]
                 raise RuntimeError(f"llama_decode failed with code {rc}")
-            if outputs == "all" and not last_chunk:
-                outs.append(self._views(m))
+            if outputs == "all" and not last_chunk:  # the next decode overwrites the buffers: copy
+                view = self._views(m, hidden)
+                earlier.append(EvalOutput(view.logits.copy(), view.hidden.copy()))
         del self.tokens[start:]
         self.tokens.extend(tokens.tolist())
-        if outputs == "all":
-            n_out = k - sum(len(o.logits) for o in outs)
-            last = self._views(n_out)
-            if outs:  # several chunks: the earlier chunks' buffers were overwritten, so copy them
-                return EvalOutput(
-                    logits=np.concatenate([o.logits for o in outs] + [last.logits]),
-                    hidden=np.concatenate([o.hidden for o in outs] + [last.hidden]),
-                )
-            return last
-        return self._views(1)
+        n_rows = k - off if all_rows else 1
+        out = self._views(n_rows, hidden)
+        if outputs == "last":
+            return EvalOutput(out.logits[-1:], out.hidden[-1:])
+        if earlier:
+            return EvalOutput(
+                logits=np.concatenate([o.logits for o in earlier] + [out.logits]),
+                hidden=np.concatenate([o.hidden for o in earlier] + [out.hidden]),
+            )
+        return out
 
-    def _views(self, n_out: int) -> EvalOutput:
-        logits_p = llama_cpp.llama_get_logits(self._ctx)
-        hidden_p = llama_cpp.llama_get_embeddings(self._ctx)
-        logits = np.ctypeslib.as_array(logits_p, shape=(n_out, self.n_vocab))
-        hidden = np.ctypeslib.as_array(hidden_p, shape=(n_out, self.n_embd))
+    def _views(self, n_out: int, with_hidden: bool) -> EvalOutput:
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))
+        if not with_hidden:
+            return EvalOutput(logits=logits, hidden=self._no_hidden)
+        hidden = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings(self._ctx), shape=(n_out, self.n_embd))
         return EvalOutput(logits=logits, hidden=hidden)
 
     @property
@@ -181,7 +190,7 @@ class Engine:
         llama_cpp.llama_memory_clear(self._mem, True)
         self.tokens.clear()
 
-    def prefill(self, prompt, *, outputs: str = "last") -> EvalOutput:
+    def prefill(self, prompt, *, outputs: str = "last", hidden: bool = False) -> EvalOutput:
         """Evaluate a prompt, reusing the KV entries of the longest prefix already committed.
 
         At least the prompt's last token is re-evaluated, so its logits are fresh.
@@ -190,11 +199,11 @@ class Engine:
         if len(prompt) == 0:
             raise ValueError("empty prompt")
         if outputs == "all":
-            return self.eval(prompt, 0, outputs="all")
+            return self.eval(prompt, 0, outputs="all", hidden=hidden)
         held = np.asarray(self.tokens[: len(prompt) - 1], dtype=np.int32)
         diff = np.flatnonzero(held != prompt[: len(held)])
         reuse = int(diff[0]) if len(diff) else len(held)
-        return self.eval(prompt[reuse:], reuse, outputs=outputs)
+        return self.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
 
     @functools.cached_property
     def info(self):

@@ -58,7 +58,8 @@ class SpecDecoder:
         drafter = self.drafter
 
         t0 = time.perf_counter()
-        out = eng.prefill(prompt, outputs="last")
+        hidden = drafter is not None and drafter.needs_hidden
+        out = eng.prefill(prompt, outputs="last", hidden=hidden)
         verdict = self.rule(out.logits[-1:], np.empty(0, np.int32), self.rng)
         if self.record_gaps:
             stats.top2_gaps.append(top2_gap(out.logits[-1]))
@@ -111,12 +112,12 @@ class SpecDecoder:
 
             tv = time.perf_counter()
             if draft is None:
-                out = eng.eval([last], outputs="last")
+                out = eng.eval([last], outputs="last", hidden=hidden)
                 verdict = self.rule(out.logits, np.empty(0, np.int32), self.rng)
                 if self.record_gaps:
                     stats.top2_gaps.append(top2_gap(out.logits[0]))
             else:
-                out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all")
+                out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", hidden=hidden)
                 verdict = self.rule(out.logits, draft.tokens, self.rng)
                 k = len(draft.tokens)
                 if verdict.accepted < k:

@@ -15,6 +15,7 @@ class Drafter(ABC):
     """
 
     name: str = "drafter"
+    needs_hidden: bool = False  # True: the loop asks the target for hidden states on every decode
 
     @abstractmethod
     def begin(self, prompt: Sequence[int]) -> None: ...

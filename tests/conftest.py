@@ -1,0 +1,45 @@
+"""Shared fixtures: the real default model through the real llama.cpp engine."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sense_local as sl
+from sense_local.chat_template import chat_tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return sl.resolve_model()
+
+
+@pytest.fixture(scope="session")
+def engine(model_path):
+    eng = sl.Engine(model_path, n_ctx=4096)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Caches and stores go to a per-session temporary home, never the user's."""
+    home = tmp_path_factory.getbasetemp() / "sense-home"
+    monkeypatch.setenv("SENSE_HOME", str(home))
+
+
+def chat(engine, text: str) -> list[int]:
+    return chat_tokens(engine, [{"role": "user", "content": text}])
+
+
+def run_cli(*args: str, env: dict | None = None, stdin: str | None = None, **kw) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "sense_local.cli", *args],
+        capture_output=True, text=True, env=full_env, input=stdin, cwd=ROOT, timeout=300, **kw,
+    )

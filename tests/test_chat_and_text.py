@@ -1,0 +1,29 @@
+"""Chat template rendering from GGUF metadata and UTF-8-safe streaming detokenization."""
+from __future__ import annotations
+
+from sense_local.chat_template import chat_tokens, render_chat
+from sense_local.detokenize import StreamDetokenizer
+
+
+def test_chat_template_renders_from_gguf_metadata(engine):
+    text = render_chat(engine, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    assert text == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    tokens = chat_tokens(engine, [{"role": "user", "content": "Hi"}])
+    im_start = engine.tokenize("<|im_start|>", add_special=False, parse_special=True)
+    assert len(im_start) == 1 and tokens.count(im_start[0]) == 3  # default system + user + assistant
+
+
+def test_stream_detokenizer_holds_back_split_characters():
+    pieces = {1: "é".encode()[:1], 2: "é".encode()[1:] + b"t", 3: "🙂".encode()[:2], 4: "🙂".encode()[2:]}
+    detok = StreamDetokenizer(pieces.__getitem__)
+    out = [detok.push(t) for t in (1, 2, 3, 4)]
+    assert out == ["", "ét", "", "🙂"]
+    assert detok.flush() == ""
+
+
+def test_stream_detokenizer_matches_full_decode_on_real_tokens(engine):
+    text = "Ünïcödé test — 日本語のテキスト and emoji 🎉🎉 done."
+    tokens = engine.tokenize(text, add_special=False)
+    detok = StreamDetokenizer(engine.piece)
+    streamed = "".join(detok.push(t) for t in tokens) + detok.flush()
+    assert streamed == text

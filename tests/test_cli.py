@@ -1,0 +1,73 @@
+"""`sense-local info` and `generate` on the real default model."""
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli
+
+
+def test_info_json_reports_gguf_facts(model_path):
+    proc = run_cli("info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["architecture"] == "llama"
+    assert (info["n_embd"], info["n_vocab"], info["n_layer"]) == (576, 49152, 30)
+    assert info["quantization"] == "Q4_1"
+    assert info["n_ctx_train"] >= 2048
+    assert "<|im_start|>" in info["chat_template"]
+    again = json.loads(run_cli("info", str(model_path), "--json").stdout)
+    assert again["fingerprint"] == info["fingerprint"] and len(info["fingerprint"]) == 32
+
+
+def test_fingerprint_ignores_weights_but_not_header(tmp_path, model_path):
+    from sense_local.model_info import read_model_info
+
+    data = bytearray(model_path.read_bytes())
+    base = read_model_info(model_path)
+    changed_weights = tmp_path / "w.gguf"
+    data_w = bytearray(data)
+    data_w[-10] ^= 0xFF
+    changed_weights.write_bytes(data_w)
+    assert read_model_info(changed_weights).fingerprint == base.fingerprint
+    changed_header = tmp_path / "h.gguf"
+    pos = data.find(b"Smollm2")
+    assert 0 < pos < 100_000
+    data[pos] = ord("X")
+    changed_header.write_bytes(data)
+    assert read_model_info(changed_header).fingerprint != base.fingerprint
+
+
+def test_info_text_output():
+    proc = run_cli("info")
+    assert proc.returncode == 0
+    assert "architecture: llama" in proc.stdout and "fingerprint" in proc.stdout
+
+
+def test_generate_json_greedy_is_deterministic():
+    args = ("generate", "List three colours.", "--max-tokens", "24", "--json")
+    first = json.loads(run_cli(*args).stdout)
+    second = json.loads(run_cli(*args).stdout)
+    assert set(first) >= {"text", "tokens", "forwards", "tau", "tok_per_s", "method"}
+    assert first["method"] == "ar" and first["tau"] == 1.0
+    assert 0 < first["tokens"] <= 24 and first["forwards"] == first["tokens"]
+    assert first["text"] == second["text"] and first["text"].strip()
+
+
+def test_generate_raw_continues_text_and_plain_output():
+    proc = run_cli("generate", "The capital of France is", "--raw", "--max-tokens", "8")
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+
+
+def test_generate_sampling_with_seed_is_reproducible():
+    args = ("generate", "Tell me a story.", "--max-tokens", "20", "--temperature", "0.9", "--json")
+    a = json.loads(run_cli(*args, "--seed", "1").stdout)
+    b = json.loads(run_cli(*args, "--seed", "1").stdout)
+    c = json.loads(run_cli(*args, "--seed", "2").stdout)
+    assert a["text"] == b["text"]
+    assert a["text"] != c["text"]
+
+
+def test_generate_reads_prompt_from_stdin():
+    proc = run_cli("generate", "-", "--max-tokens", "5", "--json", stdin="Say hello.")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["tokens"] > 0

@@ -1,0 +1,97 @@
+"""The engine on the real model: logits and hidden states per position, batching, truncation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import chat
+from sense_local.errors import ContextOverflowError
+from sense_local.spec.verify import top2_gap
+
+PASSAGE = (
+    "The quick brown fox jumps over the lazy dog. Speculative decoding drafts several tokens and "
+    "verifies them with one forward pass of the target model."
+)
+
+
+def test_batch_returns_logits_and_hidden_per_position(engine):
+    tokens = engine.tokenize(PASSAGE)
+    out = engine.eval(tokens, 0, outputs="all")
+    assert out.logits.shape == (len(tokens), engine.n_vocab)
+    assert out.hidden.shape == (len(tokens), engine.n_embd) == (len(tokens), 576)
+    assert np.isfinite(out.hidden).all() and np.isfinite(out.logits).all()
+    # hidden states differ from position to position
+    sims = out.hidden[1:] @ out.hidden[:-1].T
+    assert not np.allclose(out.hidden[1], out.hidden[2])
+    assert np.linalg.matrix_rank(out.hidden[:10]) == 10, sims.shape
+    # the view is zero-copy over llama.cpp's buffer
+    assert not out.logits.flags.owndata and not out.hidden.flags.owndata
+    assert engine.n_past == len(tokens)
+
+
+def test_batched_eval_matches_sequential_evals(engine):
+    tokens = engine.tokenize(PASSAGE)
+    batched = engine.eval(tokens, 0, outputs="all")
+    b_logits, b_hidden = batched.logits.copy(), batched.hidden.copy()
+    engine.reset()
+    seq_logits, seq_hidden = [], []
+    for i, t in enumerate(tokens):
+        out = engine.eval([t], i, outputs="all")
+        seq_logits.append(out.logits[0].copy())
+        seq_hidden.append(out.hidden[0].copy())
+    seq_logits, seq_hidden = np.array(seq_logits), np.array(seq_hidden)
+    assert np.abs(b_logits - seq_logits).max() < 0.5
+    cos = (b_hidden * seq_hidden).sum(1) / np.linalg.norm(b_hidden, axis=1) / np.linalg.norm(seq_hidden, axis=1)
+    assert cos.min() > 0.995
+    differ = np.flatnonzero(b_logits.argmax(1) != seq_logits.argmax(1))
+    for i in differ:  # argmax may only part at a near-tie
+        assert top2_gap(seq_logits[i]) < 0.25
+
+
+def test_truncate_then_reeval_reproduces_logits(engine):
+    tokens = engine.tokenize(PASSAGE)
+    first = engine.eval(tokens, 0, outputs="all").logits[-5:].copy()
+    engine.truncate(len(tokens) - 5)
+    assert engine.n_past == len(tokens) - 5
+    again = engine.eval(tokens[-5:], outputs="all").logits.copy()
+    assert np.abs(first - again).max() < 1e-3
+    # a rejected draft: evaluate garbage, drop it, and the continuation is unchanged
+    engine.truncate(len(tokens) - 1)
+    engine.eval([11, 12, 13], outputs="all")
+    engine.truncate(len(tokens) - 1)
+    last = engine.eval(tokens[-1:], outputs="all").logits[0]
+    assert np.abs(last - first[-1]).max() < 1e-3
+
+
+def test_prefill_reuses_common_prefix(engine):
+    prompt = chat(engine, "Name three rivers.")
+    engine.reset()
+    full = engine.prefill(prompt).logits[-1].copy()
+    engine.eval([42, 43])  # something after the prompt
+    again = engine.prefill(prompt).logits[-1].copy()  # reuses all but the last token
+    assert engine.tokens == list(prompt)
+    assert np.abs(full - again).max() < 0.5
+
+
+def test_long_prompt_is_split_into_batches(engine):
+    tokens = engine.tokenize(PASSAGE * 40)
+    assert len(tokens) > engine.n_batch
+    out = engine.eval(tokens, 0, outputs="all")
+    assert out.logits.shape == (len(tokens), engine.n_vocab)
+    assert engine.n_past == len(tokens)
+
+
+def test_context_overflow_is_a_clear_error(engine):
+    engine.reset()
+    with pytest.raises(ContextOverflowError, match="context full"):
+        engine.eval(np.full(engine.n_ctx + 1, 100, dtype=np.int32), 0)
+    assert engine.n_past == 0
+
+
+def test_tokenize_detokenize_round_trip_and_eog(engine):
+    text = "Hello, wörld! 你好 🙂"
+    tokens = engine.tokenize(text, add_special=False)
+    assert engine.detokenize(tokens) == text
+    assert engine.is_eog(engine.eos_id)
+    assert not engine.is_eog(tokens[0])
+    assert engine.piece(engine.eos_id) == b""  # control tokens render empty in output text

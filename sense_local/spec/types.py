@@ -62,7 +62,7 @@ class GenerationStats:
     t_prefill: float = 0.0
     t_draft: float = 0.0
     t_verify: float = 0.0
-    t_total: float = 0.0  # generation wall time after prefill
+    t_total: float = 0.0  # wall time after the prefill (which also yields the first token)
     stop_reason: str = ""
     top2_gaps: list[float] = field(default_factory=list)  # per generated token, when recorded
 
@@ -73,7 +73,8 @@ class GenerationStats:
 
     @property
     def tok_per_s(self) -> float:
-        return self.tokens / self.t_total if self.t_total > 0 else 0.0
+        """Decode speed: tokens after the first / time after the first (llama-bench's tg; prefill apart)."""
+        return (self.tokens - 1) / self.t_total if self.tokens > 1 and self.t_total > 0 else 0.0
 
     @property
     def t_other(self) -> float:

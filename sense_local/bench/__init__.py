@@ -1,0 +1,1 @@
+"""Benchmarks: offline task suites, the method runner and peer baselines."""

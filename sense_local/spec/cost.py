@@ -84,18 +84,24 @@ def _cache_file(engine) -> Path:
     return cache_dir() / "cost" / f"{key}.json"
 
 
+_loaded: dict[Path, CostCurve] = {}
+
+
 def cost_curve_for(engine, *, refresh: bool = False) -> CostCurve:
     """The engine's cost curve, measured once per model/threads/backend and cached on disk."""
     if os.environ.get("SENSE_COST_FLAT"):
         return FLAT
     path = _cache_file(engine)
+    if not refresh and path in _loaded:
+        return _loaded[path]
     if not refresh and path.exists():
         try:
             raw = json.loads(path.read_text())
-            return CostCurve(tuple(raw["lengths"]), tuple(raw["costs"]))
+            _loaded[path] = CostCurve(tuple(raw["lengths"]), tuple(raw["costs"]))
+            return _loaded[path]
         except (ValueError, KeyError):
             pass  # a damaged cache entry is simply measured again
-    curve = measure_cost_curve(engine)
+    curve = _loaded[path] = measure_cost_curve(engine)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(curve.to_dict()))

@@ -1,0 +1,178 @@
+"""`sense-local bench`: every method on every task, interleaved with plain decoding and the peers.
+
+Per task the prompt is prefilled once; every run then starts from the same KV state (the engine
+re-evaluates only the prompt's last token), so runs differ only in how they decode. Repetitions are
+interleaved (rep 1 of every method, then rep 2, ...) so drift on a shared machine hits all alike.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from ..chat_template import chat_tokens
+from ..engine import Engine
+from ..errors import SenseError
+from ..generation import GenerationOptions, make_decoder
+from ..registry import resolve_model
+from ..spec.methods import METHODS
+from .peers import LlamaCppPeer
+from .tasks import KINDS, Task, build_tasks
+
+PEERS = ("peer-llamacpp", "peer-llamacpp-pld")
+NEAR_TIE = 0.25  # top-2 logit gap under which batched arithmetic may flip the argmax
+
+
+@dataclass
+class RunRow:
+    task: str
+    kind: str
+    method: str
+    tokens: int
+    forwards: int
+    tau: float
+    tok_per_s: float  # median over reps
+    speedup_vs_ar: float  # median tok/s over ar's median tok/s on the same prompt
+    identical_to_ar: bool
+    divergence_gap: float | None  # ar's top-2 logit gap where the output first parts from ar's
+    drafted: int = 0
+    accepted: int = 0
+    error: str | None = None
+
+
+def _first_divergence(a: list[int], b: list[int]) -> int | None:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return None if len(a) == len(b) else n
+
+
+def run_task(engine: Engine, task: Task, methods, peers, reps: int, peer_reps: int, max_tokens: int) -> list[RunRow]:
+    prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
+    engine.prefill(prompt)
+    outs: dict[str, list] = {m: [] for m in methods}
+    peer_outs: dict[str, list] = {p.name: [] for p in peers}
+    for rep in range(max(reps, peer_reps)):
+        if rep < reps:
+            for m in methods:
+                decoder = make_decoder(engine, GenerationOptions(m, max_tokens), record_gaps=(m == "ar"))
+                tokens = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
+                outs[m].append((tokens, decoder.stats))
+        if rep < peer_reps:
+            for p in peers:
+                peer_outs[p.name].append(p.run(prompt, max_tokens))
+            engine.prefill(prompt)
+
+    ar_tokens, ar_stats = outs["ar"][0]
+    ar_speed = statistics.median(s.tok_per_s for _, s in outs["ar"])
+    ar_text = engine.detokenize(ar_tokens)
+    rows = []
+    for m, runs in outs.items():
+        tokens, stats = runs[0]
+        speed = statistics.median(s.tok_per_s for _, s in runs)
+        at = _first_divergence(tokens, ar_tokens)
+        gap = ar_stats.top2_gaps[at] if at is not None and at < len(ar_stats.top2_gaps) else None
+        rows.append(RunRow(
+            task.name, task.kind, m, stats.tokens, stats.forwards, round(stats.tau, 3), round(speed, 2),
+            round(speed / ar_speed, 3), at is None, None if gap is None else round(gap, 4),
+            stats.drafted, stats.accepted,
+        ))
+    for name, runs in peer_outs.items():
+        errors = [r.error for r in runs if r.error]
+        ok = [r for r in runs if not r.error]
+        speed = statistics.median(r.tok_per_s for r in ok) if ok else 0.0
+        first = ok[0] if ok else runs[0]
+        rows.append(RunRow(
+            task.name, task.kind, name, len(first.tokens), 0, 0.0, round(speed, 2), round(speed / ar_speed, 3),
+            bool(ok) and first.text.strip() == ar_text.strip(), None, error=errors[0] if errors else None,
+        ))
+    return rows
+
+
+def summarise(rows: list[RunRow]) -> dict:
+    summary: dict = {}
+    for method in dict.fromkeys(r.method for r in rows):
+        summary[method] = {}
+        for kind in KINDS:
+            sel = [r for r in rows if r.method == method and r.kind == kind]
+            if not sel:
+                continue
+            ok = [r for r in sel if not r.error]
+            summary[method][kind] = {
+                "tau": round(statistics.median(r.tau for r in ok), 3) if ok else None,
+                "speedup": round(statistics.median(r.speedup_vs_ar for r in ok), 3) if ok else None,
+                "tok_per_s": round(statistics.median(r.tok_per_s for r in ok), 1) if ok else None,
+                "identical": round(sum(r.identical_to_ar for r in sel) / len(sel), 3),
+                "failures": len(sel) - len(ok),
+                "lossless_violations": sum(
+                    1 for r in ok if not r.identical_to_ar and r.divergence_gap is not None and r.divergence_gap >= NEAR_TIE
+                ),
+            }
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'method':<20} {'kind':<9} {'tau':>6} {'speedup':>8} {'tok/s':>7} {'ident.':>7} {'fail':>5} {'gap>=.25':>8}"]
+    for method, kinds in summary.items():
+        for kind, s in kinds.items():
+            tau = f"{s['tau']:.2f}" if s["tau"] else "-"
+            sp = f"{s['speedup']:.2f}x" if s["speedup"] is not None else "-"
+            tps = f"{s['tok_per_s']:.1f}" if s["tok_per_s"] is not None else "-"
+            lines.append(
+                f"{method:<20} {kind:<9} {tau:>6} {sp:>8} {tps:>7} {s['identical']:>7.2f} {s['failures']:>5} "
+                f"{s['lossless_violations']:>8}"
+            )
+    return "\n".join(lines)
+
+
+def run_bench_cli(args) -> int:
+    names = args.methods.split(",") if args.methods else [*METHODS, *PEERS]
+    unknown = [n for n in names if n not in METHODS and n not in PEERS]
+    if unknown:
+        raise SenseError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join([*METHODS, *PEERS])}")
+    if args.reps < 1:
+        raise SenseError("--reps must be at least 1")
+    methods = ["ar"] + [n for n in names if n in METHODS and n != "ar"]
+    kinds = args.kinds.split(",") if args.kinds else list(KINDS)
+    bad_kinds = [k for k in kinds if k not in KINDS]
+    if bad_kinds:
+        raise SenseError(f"unknown kind(s) {', '.join(bad_kinds)}; known: {', '.join(KINDS)}")
+    tasks = [t for t in build_tasks(args.suite) if t.kind in kinds]
+    max_tokens = 128 if args.suite == "quick" else 256
+    peer_reps = 1 if args.suite == "quick" else args.reps
+
+    path = resolve_model(args.model)
+    engine = Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    peers = [
+        LlamaCppPeer(path, n_ctx=args.ctx, n_threads=engine.n_threads, n_gpu_layers=args.gpu_layers, lookup=p.endswith("pld"))
+        for p in PEERS if p in names
+    ]
+    t0 = time.perf_counter()
+    rows: list[RunRow] = []
+    for i, task in enumerate(tasks, 1):
+        task_rows = run_task(engine, task, methods, peers, args.reps, peer_reps, max_tokens)
+        rows.extend(task_rows)
+        brief = ", ".join(f"{r.method} {r.tok_per_s:.0f} tok/s tau {r.tau:.2f}" for r in task_rows if r.method in methods)
+        print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)
+    summary = summarise(rows)
+    info = engine.info
+    doc = {
+        "model": {"path": str(path), "name": info.name, "quantization": info.quantization,
+                  "fingerprint": info.fingerprint, "threads": engine.n_threads, "gpu_layers": args.gpu_layers},
+        "suite": args.suite,
+        "reps": args.reps,
+        "peer_reps": peer_reps,
+        "max_tokens": max_tokens,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "runs": [asdict(r) for r in rows],
+        "summary": summary,
+    }
+    print(format_table(summary))
+    print(f"({len(tasks)} tasks, {args.reps} interleaved reps, peers {peer_reps} rep(s), {doc['seconds']} s)")
+    if args.json_file:
+        with open(args.json_file, "w") as f:
+            json.dump(doc, f, indent=1)
+    return 0

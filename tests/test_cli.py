@@ -71,3 +71,20 @@ def test_generate_sampling_with_seed_is_reproducible():
 def test_generate_reads_prompt_from_stdin():
     proc = run_cli("generate", "-", "--max-tokens", "5", "--json", stdin="Say hello.")
     assert proc.returncode == 0 and json.loads(proc.stdout)["tokens"] > 0
+
+
+def test_generate_pld_events_carry_provenance():
+    prompt = "Repeat exactly: the cat sat on the mat, the cat sat on the mat, the cat sat on the mat."
+    doc = json.loads(run_cli("generate", prompt, "--method", "pld", "--max-tokens", "40", "--json", "--events").stdout)
+    assert {"drafted", "accepted", "events"} <= set(doc)
+    events = doc["events"]
+    assert "".join(e["text"] for e in events) == doc["text"]
+    assert sum(e["source"] == "pld" for e in events) == doc["accepted"]
+    assert {e["source"] for e in events} <= {"target", "pld"}
+    ar = json.loads(run_cli("generate", prompt, "--max-tokens", "40", "--json").stdout)
+    assert doc["forwards"] <= ar["forwards"]
+
+
+def test_bench_rejects_unknown_methods():
+    proc = run_cli("bench", "--methods", "ar,bogus")
+    assert proc.returncode == 2 and "unknown method(s) bogus" in proc.stderr

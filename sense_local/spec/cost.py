@@ -54,7 +54,44 @@ class CostCurve:
 FLAT = CostCurve(PROBE_LENGTHS, tuple(1.0 for _ in PROBE_LENGTHS))
 
 
-def measure_cost_curve(engine, *, reps: int = 5, context: int = 64) -> CostCurve:
+class OnlineCost:
+    """The measured curve, corrected by the decode times the loop actually sees.
+
+    A probe at set-up cannot know the context length, cache state or machine load of a real
+    generation. The loop reports every decode's size and wall time; we keep an EMA of the one-token
+    time and of the ratio observed(k) / (probe's extra cost at k), and scale the curve's extra cost
+    1 + (c(k) - 1) * f by that factor f. c(1) stays 1; the curve's shape comes from the probe.
+    """
+
+    def __init__(self, prior: CostCurve, alpha: float = 0.1):
+        self.prior = prior
+        self.alpha = alpha
+        self.t_one: float | None = None  # EMA of a one-token decode's seconds
+        self.factor = 1.0  # EMA of observed extra cost / probed extra cost
+
+    def observe(self, n_tokens: int, seconds: float) -> None:
+        if n_tokens == 1:
+            self.t_one = seconds if self.t_one is None else self.t_one + self.alpha * (seconds - self.t_one)
+            return
+        if self.t_one is None:
+            return
+        probed_extra = self.prior.cost(n_tokens) - 1.0
+        if probed_extra <= 0.05:
+            return
+        ratio = (seconds / self.t_one - 1.0) / probed_extra
+        ratio = min(max(ratio, 0.25), 4.0)  # one stalled decode must not swing the policy
+        self.factor += self.alpha * (ratio - self.factor)
+
+    @property
+    def curve(self) -> CostCurve:
+        f = self.factor
+        return CostCurve(self.prior.lengths, tuple(1.0 + (c - 1.0) * f for c in self.prior.costs))
+
+    def best_length(self, acceptance: float, max_len: int) -> int:
+        return self.curve.best_length(acceptance, max_len)
+
+
+def measure_cost_curve(engine, *, reps: int = 7, context: int = 128) -> CostCurve:
     """Time decodes of each probe length after `context` filler tokens; engine state is restored."""
     base = engine.n_past
     saved = engine.tokens[:]

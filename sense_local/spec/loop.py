@@ -14,7 +14,7 @@ import numpy as np
 
 from ..detokenize import StreamDetokenizer
 from ..engine import Engine
-from .cost import CostCurve
+from .cost import CostCurve, OnlineCost
 from .drafters.base import Drafter
 from .types import TARGET, Draft, Feedback, GenerationStats, TokenEvent
 from .verify import AcceptanceRule, top2_gap
@@ -40,7 +40,7 @@ class SpecDecoder:
         self.method = method
         self.drafter = drafter
         self.rule = rule or AcceptanceRule()
-        self.cost = cost
+        self.cost = OnlineCost(cost) if cost is not None else None  # refined by every decode's timing
         self.rng = np.random.default_rng(seed)
         self.record_gaps = record_gaps
         self.stats = GenerationStats(method=method)
@@ -122,8 +122,11 @@ class SpecDecoder:
                 k = len(draft.tokens)
                 if verdict.accepted < k:
                     eng.truncate(eng.n_past - (k - verdict.accepted))
-            stats.t_verify += time.perf_counter() - tv
+            dt = time.perf_counter() - tv
+            stats.t_verify += dt
             stats.forwards += 1
+            if self.cost is not None:
+                self.cost.observe(1 if draft is None else len(draft.tokens) + 1, dt)
 
             step_emitted = 0
             if draft is not None:

@@ -1,0 +1,75 @@
+"""A fake engine for fast tests of loop logic (in addition to the real-model tests, never instead).
+
+Its "model" is deterministic and position-dependent: after token t at position p the greedy next
+token is (7 t + p) mod V, so a loop that truncates the KV cache wrongly produces wrong tokens.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sense_local.engine import EvalOutput
+
+V = 64
+EOS = 0
+
+
+def true_next(token: int, pos: int) -> int:
+    return (7 * token + pos) % V
+
+
+class FakeEngine:
+    n_ctx = 4096
+    n_vocab = V
+    n_embd = 4
+
+    def __init__(self, eos_at: int | None = None):
+        self.tokens: list[int] = []
+        self.eos_at = eos_at  # absolute position whose next token is EOS
+        self.decodes: list[int] = []  # sizes of every eval call
+
+    @property
+    def n_past(self) -> int:
+        return len(self.tokens)
+
+    def truncate(self, n: int) -> None:
+        del self.tokens[n:]
+
+    def prefill(self, prompt, *, outputs="last", hidden=False):
+        self.tokens = []
+        return self.eval(prompt, 0, outputs=outputs, hidden=hidden)
+
+    def eval(self, tokens, start_pos=None, *, outputs="all", hidden=True):
+        tokens = [int(t) for t in tokens]
+        start = self.n_past if start_pos is None else start_pos
+        assert start <= self.n_past
+        del self.tokens[start:]
+        self.tokens.extend(tokens)
+        self.decodes.append(len(tokens))
+        logits = np.zeros((len(tokens), V), dtype=np.float32)
+        for i, t in enumerate(tokens):
+            pos = start + i
+            nxt = EOS if self.eos_at == pos else true_next(t, pos)
+            if nxt == EOS and self.eos_at != pos:
+                nxt = 1  # EOS only where asked for
+            logits[i, nxt] = 5.0
+        rows = logits if outputs == "all" else logits[-1:]
+        return EvalOutput(rows, np.zeros((len(rows), self.n_embd), np.float32))
+
+    def is_eog(self, token: int) -> bool:
+        return token == EOS
+
+    def piece(self, token: int) -> bytes:
+        return f"<{token}>".encode()
+
+
+def greedy_reference(prompt: list[int], n: int, eos_at: int | None = None) -> list[int]:
+    out, tok, pos = [], prompt[-1], len(prompt) - 1
+    for _ in range(n):
+        nxt = EOS if eos_at == pos else true_next(tok, pos)
+        if nxt == EOS and eos_at != pos:
+            nxt = 1
+        if nxt == EOS:
+            break
+        out.append(nxt)
+        tok, pos = nxt, pos + 1
+    return out

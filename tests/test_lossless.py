@@ -1,0 +1,40 @@
+"""`exact` verification on the real model is lossless: output parts from `ar` only at near-ties."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import chat
+from sense_local.bench.runner import NEAR_TIE, _first_divergence
+from sense_local.bench.tasks import build_tasks
+from sense_local.generation import GenerationOptions, make_decoder
+
+TASKS = [t for t in build_tasks("quick") if t.kind in ("grounded", "code")][::3]
+
+
+def _run(engine, prompt, method, n, record_gaps=False):
+    decoder = make_decoder(engine, GenerationOptions(method, n), record_gaps=record_gaps)
+    tokens = [e.token for e in decoder.generate(prompt, n) if e.token >= 0]
+    return tokens, decoder.stats
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
+def test_pld_parts_from_ar_only_at_near_ties(engine, task):
+    prompt = chat(engine, task.prompt)
+    engine.prefill(prompt)
+    ar, ar_stats = _run(engine, prompt, "ar", 96, record_gaps=True)
+    pld, pld_stats = _run(engine, prompt, "pld", 96)
+    at = _first_divergence(pld, ar)
+    if at is not None:
+        assert ar_stats.top2_gaps[at] < NEAR_TIE, (task.name, at, ar_stats.top2_gaps[at])
+    assert pld_stats.tokens == len(pld)
+
+
+def test_pld_drafts_and_gets_accepted_on_grounded_prompts(engine):
+    accepted = drafted = 0
+    for task in TASKS:
+        prompt = chat(engine, task.prompt)
+        _, stats = _run(engine, prompt, "pld", 64)
+        accepted += stats.accepted
+        drafted += stats.drafted
+        assert stats.tau == pytest.approx(stats.tokens / stats.forwards)
+    assert drafted > 0 and accepted / drafted > 0.5

@@ -1,0 +1,56 @@
+"""Prompt lookup proposals and the cost-curve policy."""
+from __future__ import annotations
+
+import numpy as np
+
+from sense_local.spec.cost import CostCurve, OnlineCost
+from sense_local.spec.drafters.pld import PromptLookupDrafter
+from sense_local.spec.types import Feedback
+
+
+def test_pld_proposes_what_followed_the_longest_recent_match():
+    d = PromptLookupDrafter()
+    d.begin([1, 2, 3, 4, 5, 6, 9, 2, 3, 4, 7, 8])
+    d.extend([1, 2, 3, 4])
+    draft = d.propose(3)
+    assert draft.tokens.tolist() == [5, 6, 9] and draft.key[0] == 4  # the 4-gram (1,2,3,4) beats (2,3,4)
+    d2 = PromptLookupDrafter()
+    d2.begin([10, 11, 12, 13, 20, 11, 12])
+    assert d2.propose(2).tokens.tolist() == [13, 20]
+    d3 = PromptLookupDrafter()
+    d3.begin([1, 2, 3])
+    assert d3.propose(4) is None  # nothing repeats
+
+
+def test_pld_acceptance_estimate_learns():
+    d = PromptLookupDrafter()
+    d.begin([1, 2, 3, 1, 2])
+    draft = d.propose(4)
+    before = draft.acceptance
+    for _ in range(10):
+        d.update(Feedback(draft, 0))
+    assert d.estimate.get(draft.key) < before
+    for _ in range(30):
+        d.update(Feedback(draft, len(draft.tokens)))
+    assert d.estimate.get(draft.key) > before
+
+
+def test_best_length_follows_acceptance_and_curve():
+    cpu = CostCurve((1, 2, 4, 8, 16, 32), (1.0, 1.8, 2.5, 4.1, 7.2, 14.0))
+    flat = CostCurve((1, 2, 4, 8, 16, 32), (1.0, 1.0, 1.02, 1.05, 1.1, 1.2))
+    assert cpu.best_length(0.5, 16) == 0
+    assert cpu.best_length(0.95, 16) > 0
+    assert flat.best_length(0.95, 30) > cpu.best_length(0.95, 30)
+    assert flat.best_length(0.95, 30) >= 16
+    assert cpu.best_length(0.99, 3) <= 3  # never past what the drafter has
+
+
+def test_online_cost_scales_to_observed_decode_times():
+    prior = CostCurve((1, 2, 4, 8), (1.0, 1.5, 2.0, 3.0))
+    oc = OnlineCost(prior, alpha=0.5)
+    for _ in range(20):
+        oc.observe(1, 0.010)
+        oc.observe(4, 0.040)  # really 4x, the probe said 2x: extra cost 3 vs 1
+    assert abs(oc.curve.cost(4) - 4.0) < 0.2
+    assert oc.curve.cost(1) == 1.0
+    assert np.isclose(oc.curve.cost(8), 1 + 2 * oc.factor)

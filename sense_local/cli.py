@@ -94,6 +94,50 @@ def cmd_chat(args) -> int:
     return run_app(args)
 
 
+def default_store() -> str:
+    from .paths import data_home
+
+    return str(data_home() / "stores" / "default")
+
+
+def cmd_index(args) -> int:
+    from .datastore import index_paths
+    from .datastore.extract import MAX_FILE_BYTES
+
+    engine = load_engine(args)
+    bar = None
+
+    def progress(done: int, total: int, path: str) -> None:
+        nonlocal bar
+        if args.json:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="tok", unit_scale=True, dynamic_ncols=True, file=sys.stderr,
+                       desc="indexing", disable=None)
+        bar.update(done - bar.n)
+        if path:
+            bar.set_postfix_str(os.path.basename(path)[-30:], refresh=False)
+
+    limit = int(args.max_file_mb * 1024 * 1024) if args.max_file_mb else MAX_FILE_BYTES
+    report = index_paths(engine, args.store or default_store(), args.paths, progress=progress,
+                         max_file_bytes=limit, dtype=args.dtype)
+    if bar is not None:
+        bar.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+        return 0
+    print(
+        f"indexed {len(report.added)} new, {len(report.updated)} changed, {len(report.removed)} removed, "
+        f"{report.unchanged} unchanged; {report.tokens} tokens in {report.seconds:.1f} s "
+        f"({report.tok_per_s:.0f} tok/s); store: {report.store_vectors} vectors, {report.store_bytes / 1e6:.1f} MB"
+    )
+    for path, reason in report.skipped.items():
+        print(f"  skipped {path}: {reason}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench.runner import run_bench_cli
 
@@ -135,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="system prompt")
     p.add_argument("--plain", action="store_true", help="line-based chat instead of the TUI")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("index", help="index documents (files or folders) into a store for retrieval")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--store", help="store directory (default: $SENSE_HOME/stores/default)")
+    _add_model_args(p)
+    p.add_argument("--dtype", choices=["f32", "f16", "i8"], default="f16", help="vector type in the index")
+    p.add_argument("--max-file-mb", type=float, default=50, help="skip files larger than this (default 50)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("bench", help="benchmark methods against plain decoding and llama-cpp-python")
     _add_model_args(p)

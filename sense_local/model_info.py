@@ -1,4 +1,4 @@
-"""GGUF metadata read with the `gguf` package: validation, model facts, and a stable fingerprint."""
+"""GGUF metadata: validation, model facts, and a stable fingerprint (header + tensor table hash)."""
 from __future__ import annotations
 
 import hashlib
@@ -45,24 +45,120 @@ def check_readable_gguf(path: Path) -> None:
         raise ModelError(f"{path}: not a GGUF file (bad magic {magic!r})")
 
 
-def _open_reader(path: Path):
-    from gguf import GGUFReader
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
 
+
+@dataclass
+class GGUFHeader:
+    metadata: dict  # scalar and string values; for long arrays, their length under "<key>#len"
+    tensors: list[tuple[str, int, int, int]]  # (name, n_elements, ggml type, offset in the data section)
+    data_offset: int  # where tensor data starts: header + KV + tensor table, aligned
+    data_end: int = 0  # where the last tensor's data ends (the file must be at least this long)
+
+
+def scan_header(path: Path) -> GGUFHeader:
+    """Read a GGUF header without touching the weights (GGUFReader also parses every token
+    string into numpy views, which takes seconds for a 49k vocabulary; this takes milliseconds).
+    Type constants and block sizes come from the `gguf` package."""
+    import struct
+
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    with path.open("rb") as f:
+        buf = f.read(1 << 20)
+        pos = 0
+
+        def need(n: int) -> None:
+            nonlocal buf
+            if pos + n > len(buf):
+                more = f.read(max(n, 1 << 20))
+                if pos + n > len(buf) + len(more):
+                    raise ValueError("header ends early")
+                buf += more
+
+        def take(fmt: str):
+            nonlocal pos
+            size = struct.calcsize(fmt)
+            need(size)
+            (value,) = struct.unpack_from(fmt, buf, pos)
+            pos += size
+            return value
+
+        def take_str() -> str:
+            nonlocal pos
+            n = take("<Q")
+            need(n)
+            value = buf[pos : pos + n].decode("utf-8", errors="replace")
+            pos += n
+            return value
+
+        def skip_value(vtype: int) -> None:
+            nonlocal pos
+            if vtype == _STRING:
+                n = take("<Q")
+                need(n)
+                pos += n
+            else:
+                size = struct.calcsize(_SCALAR[vtype])
+                need(size)
+                pos += size
+
+        magic, version = buf[:4], struct.unpack_from("<I", buf, 4)[0]
+        if magic != GGUF_MAGIC or version < 2:
+            raise ValueError(f"unsupported GGUF version {version}")
+        pos = 8
+        n_tensors, n_kv = take("<Q"), take("<Q")
+        if n_tensors > 1_000_000 or n_kv > 1_000_000:
+            raise ValueError("implausible tensor or key count")
+        meta: dict = {}
+        for _ in range(n_kv):
+            key = take_str()
+            vtype = take("<I")
+            if vtype == _STRING:
+                meta[key] = take_str()
+            elif vtype == _ARRAY:
+                itype, count = take("<I"), take("<Q")
+                meta[key + "#len"] = count
+                if itype == _STRING:
+                    for _ in range(count):
+                        skip_value(_STRING)
+                else:
+                    size = struct.calcsize(_SCALAR[itype]) * count
+                    need(size)
+                    pos += size
+            elif vtype in _SCALAR:
+                meta[key] = take(_SCALAR[vtype])
+            else:
+                raise ValueError(f"unknown value type {vtype} for key {key}")
+        tensors = []
+        for _ in range(n_tensors):
+            name = take_str()
+            n_dims = take("<I")
+            n_el = 1
+            for _ in range(n_dims):
+                n_el *= take("<Q")
+            ttype, offset = take("<I"), take("<Q")
+            tensors.append((name, n_el, ttype, offset))
+        align = int(meta.get("general.alignment", 32))
+        data_offset = pos + (-pos % align)
+    sizes = []
+    for name, n_el, ttype, offset in tensors:
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+        sizes.append(offset + n_el // block * type_size)
+    return GGUFHeader(meta, tensors, data_offset, data_offset + max(sizes, default=0))
+
+
+def _read_header(path: Path) -> GGUFHeader:
     check_readable_gguf(path)
     try:
-        reader = GGUFReader(path, "r")
-    except Exception as exc:  # the gguf parser raises assorted errors on damaged headers
+        header = scan_header(path)
+    except Exception as exc:  # any damage in the header: struct errors, bad types, bad UTF-8...
         raise ModelError(f"{path}: damaged or truncated GGUF header ({type(exc).__name__}: {exc})") from None
-    data_end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=reader.data_offset)
     size = path.stat().st_size
-    if data_end > size:
-        raise ModelError(f"{path}: truncated GGUF ({size} bytes, tensors need {data_end})")
-    return reader
-
-
-def _field(reader, key: str, default=None):
-    field = reader.get_field(key)
-    return default if field is None else field.contents()
+    if header.data_end > size:
+        raise ModelError(f"{path}: truncated GGUF ({size} bytes, tensors need {header.data_end})")
+    return header
 
 
 def fingerprint_of(path: Path, header_bytes: int) -> str:
@@ -74,25 +170,25 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     from gguf import LlamaFileType
 
     path = Path(path)
-    reader = _open_reader(path)
-    arch = _field(reader, "general.architecture", "unknown")
-    file_type = _field(reader, "general.file_type")
+    header = _read_header(path)
+    meta = header.metadata
+    arch = meta.get("general.architecture", "unknown")
+    file_type = meta.get("general.file_type")
     try:
         quantization = LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
     except ValueError:
         quantization = f"type{file_type}"
-    tokens = reader.get_field("tokenizer.ggml.tokens")
     return ModelInfo(
         path=str(path.resolve()),
         architecture=arch,
-        name=_field(reader, "general.name", path.stem),
-        n_embd=int(_field(reader, f"{arch}.embedding_length", 0)),
-        n_layer=int(_field(reader, f"{arch}.block_count", 0)),
-        n_vocab=len(tokens.data) if tokens is not None else 0,
-        n_ctx_train=int(_field(reader, f"{arch}.context_length", 0)),
+        name=meta.get("general.name", path.stem),
+        n_embd=int(meta.get(f"{arch}.embedding_length", 0)),
+        n_layer=int(meta.get(f"{arch}.block_count", 0)),
+        n_vocab=int(meta.get("tokenizer.ggml.tokens#len", 0)),
+        n_ctx_train=int(meta.get(f"{arch}.context_length", 0)),
         quantization=quantization,
-        n_params=int(sum(int(t.n_elements) for t in reader.tensors)),
+        n_params=sum(n for _, n, _, _ in header.tensors),
         file_bytes=path.stat().st_size,
-        chat_template=_field(reader, "tokenizer.chat_template"),
-        fingerprint=fingerprint_of(path, reader.data_offset),
+        chat_template=meta.get("tokenizer.chat_template"),
+        fingerprint=fingerprint_of(path, header.data_offset),
     )

@@ -133,10 +133,8 @@ class SpecDecoder:
                 n = verdict.accepted
                 stats.steps_with_draft += 1
                 stats.drafted += len(draft.tokens)
-                stats.accepted += n
                 drafter.update(Feedback(draft, n))
                 soft = verdict.soft if verdict.soft is not None else np.zeros(n, bool)
-                stats.soft_accepted += int(soft.sum())
                 accepted = draft.tokens[:n].tolist()
                 drafter.extend(accepted)
                 stop = False
@@ -147,6 +145,8 @@ class SpecDecoder:
                         break
                     produced += 1
                     step_emitted += 1
+                    stats.accepted += 1  # counted as emitted, so events and stats agree
+                    stats.soft_accepted += int(is_soft)
                     yield TokenEvent(tok, detok.push(tok), draft.source, bool(is_soft))
                     if produced >= max_tokens:
                         stats.stop_reason = "length"

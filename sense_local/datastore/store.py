@@ -1,0 +1,212 @@
+"""A document store: the target's hidden states in a USearch index, keyed by global token position.
+
+Directory layout:
+  manifest.json            the commit point (see manifest.py)
+  tokens.i32               the token stream of every document, int32, append-only
+  index-<gen>.usearch      HNSW index: key p -> final hidden state at position p, which predicts
+                           token p+1 (only positions whose next token is in the same document)
+Writes never modify committed bytes: tokens are appended past the committed length, a new index
+generation is saved under a new name, then the manifest is replaced atomically, then the old
+generation is deleted. A crash at any point leaves the previous store loadable and consistent.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import native
+from .manifest import MANIFEST, DocEntry, Manifest, StoreError
+
+TOKENS = "tokens.i32"
+DEFAULT_DTYPE = "f16"
+
+
+@dataclass
+class Neighbours:
+    """Search results for n queries, k neighbours each (missing neighbours have position -1)."""
+
+    similarity: np.ndarray  # [n, k] float32 cosine similarity
+    positions: np.ndarray  # [n, k] int64 global token positions of the neighbours
+    continuations: np.ndarray  # [n, k, L] int32 tokens after each neighbour (-1 past its document)
+
+
+class DocumentStore:
+    def __init__(self, directory: Path, manifest: Manifest, index, writable: bool):
+        self.dir = directory
+        self.manifest = manifest
+        self.index = index
+        self.writable = writable
+        self._tokens = self._map_tokens()
+        self._pending: list[np.ndarray] = []  # token arrays appended since the last commit
+        self._pending_len = 0
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        fingerprint: str | None = None,
+        writable: bool = False,
+        create: dict | None = None,
+    ) -> "DocumentStore":
+        """Open a store. `create` (model_fingerprint, model_name, n_embd[, dtype]) makes a new one
+        where the directory is missing or empty; a directory with other content is refused."""
+        directory = Path(directory).expanduser()
+        usearch = native.load_usearch()
+        if not (directory / MANIFEST).exists():
+            if create is None:
+                raise StoreError(f"{directory}: not a sense-local store (no {MANIFEST}); index documents first")
+            if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+                raise StoreError(f"{directory}: exists and is not a sense-local store; refusing to write there")
+            directory.mkdir(parents=True, exist_ok=True)
+            manifest = Manifest(dtype=create.get("dtype", DEFAULT_DTYPE), **{k: v for k, v in create.items() if k != "dtype"})
+            index = usearch.Index(ndim=manifest.n_embd, metric=manifest.metric, dtype=manifest.dtype)
+            store = cls(directory, manifest, index, writable=True)
+            store.commit()
+            return store
+        manifest = Manifest.load(directory)
+        if fingerprint is not None and manifest.model_fingerprint != fingerprint:
+            raise StoreError(
+                f"{directory}: store was built with model '{manifest.model_name}' "
+                f"(fingerprint {manifest.model_fingerprint[:12]}), not the loaded model ({fingerprint[:12]}); "
+                "re-index with this model or pick another store"
+            )
+        path = directory / manifest.index_file
+        if not path.exists():
+            raise StoreError(f"{directory}: damaged store (missing {manifest.index_file})")
+        index = usearch.Index.restore(str(path), view=not writable)
+        if index is None:
+            raise StoreError(f"{directory}: damaged store ({manifest.index_file} is not a USearch index)")
+        store = cls(directory, manifest, index, writable)
+        if writable:
+            store._clean_leftovers()
+        return store
+
+    def _map_tokens(self) -> np.ndarray:
+        path = self.dir / TOKENS
+        n = self.manifest.n_tokens
+        if n == 0:
+            return np.zeros(0, np.int32)
+        if not path.exists() or path.stat().st_size < 4 * n:
+            raise StoreError(f"{self.dir}: damaged store ({TOKENS} is shorter than the manifest says)")
+        return np.memmap(path, dtype=np.int32, mode="r", shape=(n,))
+
+    def _clean_leftovers(self) -> None:
+        """After a crash: drop uncommitted tail bytes and files no manifest points at."""
+        path = self.dir / TOKENS
+        if path.exists() and path.stat().st_size > 4 * self.manifest.n_tokens:
+            with path.open("r+b") as f:
+                f.truncate(4 * self.manifest.n_tokens)
+        for p in self.dir.iterdir():
+            if (p.name.startswith("index-") and p.name != self.manifest.index_file) or p.name.endswith(".tmp"):
+                p.unlink()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def n_vectors(self) -> int:
+        return len(self.index)
+
+    def tokens(self, start: int, end: int) -> np.ndarray:
+        return np.asarray(self._tokens[start:end])
+
+    def document_at(self, position: int) -> DocEntry | None:
+        for doc in self.manifest.documents.values():
+            if doc.start <= position < doc.end:
+                return doc
+        return None
+
+    def search(self, hidden: np.ndarray, k: int = 8, continuation: int = 8) -> Neighbours:
+        """hidden: [n, n_embd] queries. Returns the k nearest stored positions for each."""
+        hidden = np.ascontiguousarray(np.atleast_2d(hidden), dtype=np.float32)
+        n = len(hidden)
+        positions = np.full((n, k), -1, np.int64)
+        similarity = np.zeros((n, k), np.float32)
+        if len(self.index) > 0:
+            matches = self.index.search(hidden, k)
+            keys = np.asarray(matches.keys, dtype=np.int64).reshape(n, -1)
+            dist = np.asarray(matches.distances, dtype=np.float32).reshape(n, -1)
+            counts = np.asarray(matches.counts).reshape(n)
+            valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
+            positions[:, : keys.shape[1]] = np.where(valid, keys, -1)
+            similarity[:, : keys.shape[1]] = np.where(valid, 1.0 - dist, 0.0)
+        return Neighbours(similarity, positions, self._continuations(positions, continuation))
+
+    def _continuations(self, positions: np.ndarray, length: int) -> np.ndarray:
+        """[n, k, L] tokens at positions p+1..p+L, -1 where unknown or past the document's end."""
+        idx = positions[..., None] + 1 + np.arange(length)[None, None, :]  # [n, k, L]
+        ends = self._doc_ends(positions)  # [n, k]
+        ok = (positions[..., None] >= 0) & (idx < ends[..., None]) & (idx < len(self._tokens))
+        out = np.full(idx.shape, -1, np.int32)
+        out[ok] = np.asarray(self._tokens)[idx[ok]]
+        return out
+
+    def _doc_ends(self, positions: np.ndarray) -> np.ndarray:
+        docs = sorted(self.manifest.documents.values(), key=lambda d: d.start)
+        if not docs:
+            return np.zeros_like(positions)
+        starts = np.array([d.start for d in docs])
+        ends = np.array([d.end for d in docs])
+        which = np.clip(np.searchsorted(starts, positions, side="right") - 1, 0, len(docs) - 1)
+        return np.where(positions >= starts[which], ends[which], 0)
+
+    # ------------------------------------------------------------------ writing
+    def add_document(self, entry: DocEntry, tokens: np.ndarray, hidden: np.ndarray) -> DocEntry:
+        """Append a document: tokens [T] int32 and hidden [T-1, n_embd] (position i predicts token i+1).
+
+        `entry.start/end` are assigned here. Nothing is durable until `commit()`.
+        """
+        self._require_writable()
+        start = self.manifest.n_tokens + self._pending_len
+        entry.start, entry.end = start, start + len(tokens)
+        if len(hidden):
+            keys = np.arange(start, start + len(hidden), dtype=np.uint64)
+            self.index.add(keys, np.ascontiguousarray(hidden, dtype=np.float32))
+        with (self.dir / TOKENS).open("ab") as f:
+            if self._pending_len == 0:
+                f.truncate(4 * self.manifest.n_tokens)
+            f.write(np.asarray(tokens, np.int32).tobytes())
+        self._pending_len += len(tokens)
+        self.manifest.documents[entry.path] = entry
+        return entry
+
+    def remove_document(self, path: str) -> DocEntry | None:
+        self._require_writable()
+        entry = self.manifest.documents.pop(path, None)
+        if entry is not None and entry.end - entry.start > 1:
+            keys = np.arange(entry.start, entry.end - 1, dtype=np.uint64)
+            self.index.remove(keys)
+        return entry
+
+    def commit(self) -> None:
+        """Make everything added or removed so far durable (see the module docstring)."""
+        self._require_writable()
+        old = self.dir / self.manifest.index_file
+        new_gen = self.manifest.generation + 1
+        new_name = f"index-{new_gen}.usearch"
+        tmp = self.dir / (new_name + ".tmp")
+        self.index.save(str(tmp))
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(self.dir / new_name)
+        tokens_path = self.dir / TOKENS
+        if tokens_path.exists():
+            with tokens_path.open("rb") as f:
+                os.fsync(f.fileno())
+        self.manifest.generation = new_gen
+        self.manifest.n_tokens += self._pending_len
+        self.manifest.save(self.dir)
+        self._pending_len = 0
+        if old.exists() and old.name != new_name:
+            old.unlink()
+        self._tokens = self._map_tokens()
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.dir}: store opened read-only")
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file())

@@ -122,7 +122,7 @@ def cmd_index(args) -> int:
 
     limit = int(args.max_file_mb * 1024 * 1024) if args.max_file_mb else MAX_FILE_BYTES
     report = index_paths(engine, args.store or default_store(), args.paths, progress=progress,
-                         max_file_bytes=limit, dtype=args.dtype)
+                         max_file_bytes=limit, dtype=args.dtype, commit_every=args.commit_every)
     if bar is not None:
         bar.close()
     if args.json:
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--dtype", choices=["f32", "f16", "i8"], default="f16", help="vector type in the index")
     p.add_argument("--max-file-mb", type=float, default=50, help="skip files larger than this (default 50)")
+    p.add_argument("--commit-every", type=float, default=20.0, metavar="SECONDS",
+                   help="make progress durable this often (default 20 s; a crash loses at most this much)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_index)
 

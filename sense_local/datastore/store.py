@@ -129,7 +129,8 @@ class DocumentStore:
             matches = self.index.search(hidden, k)
             keys = np.asarray(matches.keys, dtype=np.int64).reshape(n, -1)
             dist = np.asarray(matches.distances, dtype=np.float32).reshape(n, -1)
-            counts = np.asarray(matches.counts).reshape(n)
+            # one query comes back as Matches (no .counts) even for a 2-D array
+            counts = np.asarray(getattr(matches, "counts", [keys.shape[1]])).reshape(n)
             valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
             positions[:, : keys.shape[1]] = np.where(valid, keys, -1)
             similarity[:, : keys.shape[1]] = np.where(valid, 1.0 - dist, 0.0)

@@ -41,13 +41,13 @@ def cmd_info(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .generation import GenerationOptions, make_decoder, prompt_tokens
+    from .generation import GenerationOptions, make_decoder, open_store, prompt_tokens
 
     options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed)
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     engine = load_engine(args)
     tokens = prompt_tokens(engine, prompt, raw=args.raw, system=args.system)
-    decoder = make_decoder(engine, options)
+    decoder = make_decoder(engine, options, store=open_store(engine, args.store))
     events = []
     for ev in decoder.generate(tokens, options.max_tokens):
         if args.json:
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system", help="system prompt")
+    p.add_argument("--store", help="document store for retrieval methods (sense, rest)")
     p.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
     p.add_argument("--json", action="store_true", help="print one JSON object with the text and statistics")
     p.add_argument("--events", action="store_true", help="with --json: include per-token events")

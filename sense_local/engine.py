@@ -43,6 +43,7 @@ class Engine:
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         n_batch: int = 512,
+        flash_attn: bool | None = None,
     ):
         self.path = Path(model_path)
         check_readable_gguf(self.path)
@@ -74,6 +75,8 @@ class Engine:
         cparams.n_seq_max = 1
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
+        if flash_attn is not None:  # None: llama.cpp decides (AUTO)
+            cparams.flash_attn_type = 1 if flash_attn else 0
         cparams.embeddings = True
         cparams.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
@@ -95,6 +98,8 @@ class Engine:
 
         self._embeddings_on = True
         self._no_hidden = np.zeros((0, self.n_embd), dtype=np.float32)  # [0, n_embd]
+        self._hidden_cache: np.ndarray | None = None  # [n_ctx, n_embd] hidden state of each committed position
+        self._hidden_valid = 0  # positions [0, _hidden_valid) of the cache are current
         self.tokens: list[int] = []  # committed tokens in the KV cache (len == n_past)
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -139,6 +144,8 @@ class Engine:
             self._embeddings_on = hidden
         all_rows = outputs == "all" or hidden  # llama.cpp outputs every row when embeddings are on
         earlier: list[EvalOutput] = []
+        self._hidden_valid = min(self._hidden_valid, start)
+        keep_hidden = hidden and self._hidden_valid == start
         for off in range(0, k, self.n_batch):
             m = min(self.n_batch, k - off)
             last_chunk = off + m == k
@@ -152,7 +159,13 @@ class Engine:
             if rc != 0:  # drop whatever earlier chunks committed, keep the state consistent
                 llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
                 del self.tokens[start:]
+                self._hidden_valid = min(self._hidden_valid, start)
                 raise RuntimeError(f"llama_decode failed with code {rc}")
+            if keep_hidden:
+                if self._hidden_cache is None:
+                    self._hidden_cache = np.zeros((self.n_ctx, self.n_embd), np.float32)
+                self._hidden_cache[start + off : start + off + m] = self._views(m, True).hidden
+                self._hidden_valid = start + off + m
             if outputs == "all" and not last_chunk:  # the next decode overwrites the buffers: copy
                 view = self._views(m, hidden)
                 earlier.append(EvalOutput(view.logits.copy(), view.hidden.copy()))
@@ -180,8 +193,16 @@ class Engine:
     def n_past(self) -> int:
         return len(self.tokens)
 
+    def committed_hidden(self, upto: int) -> np.ndarray | None:
+        """[upto, n_embd] view of the hidden states of committed positions 0..upto-1, or None when
+        some of them were evaluated without hidden states (evaluate with hidden=True first)."""
+        if self._hidden_cache is None or upto > self._hidden_valid:
+            return None
+        return self._hidden_cache[:upto]
+
     def truncate(self, n_past: int) -> None:
         """Drop KV entries at positions >= n_past (e.g. rejected draft tokens)."""
+        self._hidden_valid = min(self._hidden_valid, n_past)
         if n_past < self.n_past:
             llama_cpp.llama_memory_seq_rm(self._mem, 0, n_past, -1)
             del self.tokens[n_past:]
@@ -189,6 +210,7 @@ class Engine:
     def reset(self) -> None:
         llama_cpp.llama_memory_clear(self._mem, True)
         self.tokens.clear()
+        self._hidden_valid = 0
 
     def prefill(self, prompt, *, outputs: str = "last", hidden: bool = False) -> EvalOutput:
         """Evaluate a prompt, reusing the KV entries of the longest prefix already committed.

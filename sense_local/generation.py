@@ -8,7 +8,7 @@ from .engine import Engine
 from .errors import ContextOverflowError, SenseError
 from .spec.cost import cost_curve_for
 from .spec.loop import SpecDecoder
-from .spec.methods import get_method
+from .spec.methods import DraftContext, get_method
 from .spec.verify import AcceptanceRule
 
 
@@ -27,6 +27,15 @@ class GenerationOptions:
             raise SenseError(f"--temperature must be between 0 and 5 (got {self.temperature})")
 
 
+def open_store(engine: Engine, path):
+    """A document store opened read-only (memory-mapped) for the loaded model; None for no path."""
+    if not path:
+        return None
+    from .datastore import DocumentStore
+
+    return DocumentStore.open(path, fingerprint=engine.fingerprint)
+
+
 def prompt_tokens(engine: Engine, text: str, *, raw: bool = False, system: str | None = None) -> list[int]:
     """Tokens for a user prompt: the model's chat template applied unless `raw`."""
     if raw:
@@ -43,9 +52,14 @@ def prompt_tokens(engine: Engine, text: str, *, raw: bool = False, system: str |
     return tokens
 
 
-def make_decoder(engine: Engine, options: GenerationOptions, *, record_gaps: bool = False) -> SpecDecoder:
+def make_decoder(
+    engine: Engine, options: GenerationOptions, *, store=None, record_gaps: bool = False
+) -> SpecDecoder:
+    """A decoder for the options' method; `store` is an open DocumentStore for methods that retrieve."""
     method = get_method(options.method)
-    drafter = method.make_drafter() if method.make_drafter else None
+    if method.needs_store and store is None:
+        raise SenseError(f"method '{method.name}' retrieves from documents: give a store (--store DIR)")
+    drafter = method.make_drafter(DraftContext(engine, store)) if method.make_drafter else None
     return SpecDecoder(
         engine,
         method=method.name,

@@ -50,21 +50,25 @@ def _first_divergence(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else n
 
 
-def run_task(engine: Engine, task: Task, methods, peers, reps: int, peer_reps: int, max_tokens: int) -> list[RunRow]:
+def run_task(
+    engine: Engine, task: Task, methods, peers, reps: int, peer_reps: int, max_tokens: int, store=None
+) -> list[RunRow]:
+    """All runs of one task. `store` (docqa tasks) is given to every method; methods that need a
+    store are skipped without one."""
     prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
-    engine.prefill(prompt)
+    engine.prefill(prompt, outputs="all", hidden=True)  # hidden states too: SENSE reads the prompt's
+    methods = [m for m in methods if store is not None or not METHODS[m].needs_store]
     outs: dict[str, list] = {m: [] for m in methods}
     peer_outs: dict[str, list] = {p.name: [] for p in peers}
     for rep in range(max(reps, peer_reps)):
         if rep < reps:
             for m in methods:
-                decoder = make_decoder(engine, GenerationOptions(m, max_tokens), record_gaps=(m == "ar"))
+                decoder = make_decoder(engine, GenerationOptions(m, max_tokens), store=store, record_gaps=(m == "ar"))
                 tokens = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
                 outs[m].append((tokens, decoder.stats))
         if rep < peer_reps:
             for p in peers:
                 peer_outs[p.name].append(p.run(prompt, max_tokens))
-            engine.prefill(prompt)
 
     ar_tokens, ar_stats = outs["ar"][0]
     ar_speed = statistics.median(s.tok_per_s for _, s in outs["ar"])
@@ -128,6 +132,28 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_store(engine: Engine, suite: str):
+    """The benchmark's document store (pydoc topics), built once per model and suite, then cached."""
+    from ..datastore import DocumentStore, index_paths
+    from ..paths import cache_dir
+    from .tasks import corpus_topics
+
+    root = cache_dir() / "bench-stores" / f"{engine.fingerprint}-{suite}"
+    if (root / "store" / "manifest.json").exists() and not (root / "building").exists():
+        return DocumentStore.open(root / "store", fingerprint=engine.fingerprint)
+    from pydoc_data.topics import topics
+
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    (root / "building").touch()
+    for name in corpus_topics(suite):
+        (corpus / f"{name}.txt").write_text(topics[name])
+    print(f"building the benchmark document store ({len(corpus_topics(suite))} pydoc topics, once)...", file=sys.stderr)
+    index_paths(engine, root / "store", [corpus])
+    (root / "building").unlink()
+    return DocumentStore.open(root / "store", fingerprint=engine.fingerprint)
+
+
 def run_bench_cli(args) -> int:
     names = args.methods.split(",") if args.methods else [*METHODS, *PEERS]
     unknown = [n for n in names if n not in METHODS and n not in PEERS]
@@ -150,10 +176,14 @@ def run_bench_cli(args) -> int:
         LlamaCppPeer(path, n_ctx=args.ctx, n_threads=engine.n_threads, n_gpu_layers=args.gpu_layers, lookup=p.endswith("pld"))
         for p in PEERS if p in names
     ]
+    store = None
+    if any(t.kind == "docqa" for t in tasks) and any(m != "ar" for m in methods):
+        store = bench_store(engine, args.suite)
     t0 = time.perf_counter()
     rows: list[RunRow] = []
     for i, task in enumerate(tasks, 1):
-        task_rows = run_task(engine, task, methods, peers, args.reps, peer_reps, max_tokens)
+        task_store = store if task.kind == "docqa" else None
+        task_rows = run_task(engine, task, methods, peers, args.reps, peer_reps, max_tokens, task_store)
         rows.extend(task_rows)
         brief = ", ".join(f"{r.method} {r.tok_per_s:.0f} tok/s tau {r.tau:.2f}" for r in task_rows if r.method in methods)
         print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)

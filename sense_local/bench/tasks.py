@@ -119,6 +119,15 @@ def _code_source(dotted: str, max_chars: int = 1400) -> str:
     return inspect.getsource(obj)[:max_chars]
 
 
+def corpus_topics(suite: str = "quick") -> list[str]:
+    """pydoc topics in the benchmark's document store: every docqa answer's topic plus distractors."""
+    per_kind = 8 if suite == "quick" else 16
+    answers = [topic for topic, _, _ in DOCQA[:per_kind]]
+    distractors = ["if", "while", "for", "try", "with", "raise", "lambda", "import", "yield", "class",
+                   "function", "augassign", "comparisons", "booleans", "calls", "slicings"]
+    return list(dict.fromkeys(answers + distractors[: per_kind]))
+
+
 def build_tasks(suite: str = "quick") -> list[Task]:
     per_kind = 8 if suite == "quick" else 16
     max_chars = 900 if suite == "quick" else 1600

@@ -7,15 +7,26 @@ from dataclasses import dataclass
 from ..errors import SenseError
 from .drafters.base import Drafter
 from .drafters.pld import PromptLookupDrafter
+from .drafters.rest import RestDrafter
+from .drafters.sense import SenseDrafter
+
+
+@dataclass(frozen=True)
+class DraftContext:
+    """What a drafter factory may use: the target engine and the document store (if loaded)."""
+
+    engine: object
+    store: object | None = None
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     description: str
-    make_drafter: Callable[[], Drafter] | None  # None: plain autoregressive decoding
+    make_drafter: Callable[[DraftContext], Drafter] | None  # None: plain autoregressive decoding
     shape: str = "chain"  # chain | tree
     rule: str = "exact"  # exact (greedy; sampling when temperature > 0) | soft
+    needs_store: bool = False
 
 
 METHODS: dict[str, Method] = {}
@@ -27,7 +38,14 @@ def register(method: Method) -> Method:
 
 
 register(Method("ar", "plain autoregressive decoding (no drafts)", None))
-register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", PromptLookupDrafter))
+register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", lambda c: PromptLookupDrafter()))
+register(Method("rest", "REST: longest suffix match in the documents' tokens", lambda c: RestDrafter(c.store), needs_store=True))
+register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded)",
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store)))
+register(Method("sense-context", "SENSE ablation: live context store only",
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=None)))
+register(Method("sense-docs", "SENSE ablation: document store only",
+                lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store), needs_store=True))
 
 
 def get_method(name: str) -> Method:

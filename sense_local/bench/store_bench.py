@@ -1,0 +1,134 @@
+"""Datastore figures: indexing throughput vs raw prefill, vector dtype recall, bytes per token,
+and search latency on a large synthetic store.
+
+    python -m sense_local.bench.store_bench [--topics 24] [--synthetic 1000000]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import native
+from ..engine import Engine
+from ..registry import resolve_model
+
+
+def raw_prefill_rate(engine: Engine, docs: list[np.ndarray], window: int) -> float:
+    """Tokens/s of plain prefill (last logits only, no hidden states) over the same windows."""
+    t0 = time.perf_counter()
+    n = 0
+    for tokens in docs:
+        for s in range(0, len(tokens), window):
+            engine.eval(tokens[s : s + window], 0, outputs="last", hidden=False)
+        n += len(tokens)
+    return n / (time.perf_counter() - t0)
+
+
+def next_token_recall(vectors: np.ndarray, next_tokens: np.ndarray, dtype: str, queries: np.ndarray, k: int = 8):
+    """Fraction of query positions whose true next token is among the next tokens of their k
+    nearest *other* positions, with vectors stored as `dtype` (ndim reduced if vectors are)."""
+    usearch = native.load_usearch()
+    index = usearch.Index(ndim=vectors.shape[1], metric="cos", dtype=dtype)
+    index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    found = index.search(vectors[queries], k + 1)
+    keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
+    hits = 0
+    for q, row in zip(queries, keys):
+        neighbours = [key for key in row if key != q and key >= 0][:k]
+        hits += int(next_tokens[q] in next_tokens[neighbours])
+    return hits / len(queries), index.memory_usage / len(vectors)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model")
+    ap.add_argument("--topics", type=int, default=24, help="pydoc topics to index (default 24)")
+    ap.add_argument("--synthetic", type=int, default=1_000_000, help="vectors in the search-latency store")
+    ap.add_argument("--synthetic-dim", type=int, default=0, help="default: the model's n_embd")
+    args = ap.parse_args(argv)
+
+    from pydoc_data.topics import topics
+
+    from ..datastore import DocumentStore, index_paths
+    from ..datastore.indexer import OVERLAP, WINDOW, hidden_states
+
+    engine = Engine(resolve_model(args.model), n_ctx=4096)
+    names = sorted(topics, key=lambda t: -len(topics[t]))[: args.topics]
+    tmp = Path(tempfile.mkdtemp(prefix="sense-store-bench-"))
+    try:
+        corpus = tmp / "corpus"
+        corpus.mkdir()
+        for name in names:
+            (corpus / f"{name}.txt").write_text(topics[name])
+        docs = [np.asarray(engine.tokenize(topics[n]), np.int32) for n in names]
+        n_tokens = sum(len(d) for d in docs)
+
+        # 1. throughput: raw prefill, indexing, raw prefill again (drift shows up as a gap between the two)
+        raw_before = raw_prefill_rate(engine, docs, WINDOW)
+        report = index_paths(engine, tmp / "store", [corpus], commit_every=1e9)
+        raw_after = raw_prefill_rate(engine, docs, WINDOW)
+        raw = (raw_before + raw_after) / 2
+        print(f"corpus: {len(names)} pydoc topics, {n_tokens} tokens; window {WINDOW}, overlap {OVERLAP}")
+        print(f"raw prefill: {raw_before:.0f} / {raw_after:.0f} tok/s (before / after); "
+              f"indexing: {report.tok_per_s:.0f} tok/s end to end = {report.tok_per_s / raw:.2f}x raw "
+              f"(model share {report.eval_seconds / report.seconds:.0%})")
+        store = DocumentStore.open(tmp / "store")
+        print(f"store: {store.n_vectors} vectors, {store.disk_bytes() / store.n_vectors:.0f} bytes/token on disk, "
+              f"{store.index.memory_usage / store.n_vectors:.0f} bytes/token in memory (index, loaded)")
+        del store
+
+        # 2. recall of the true next token, by vector type
+        vecs = np.concatenate([hidden_states(engine, d) for d in docs])
+        nxt = np.concatenate([d[1:] for d in docs])
+        rng = np.random.default_rng(0)
+        queries = rng.choice(len(vecs), size=min(2000, len(vecs)), replace=False)
+        mean = vecs.mean(0)
+        _, _, vt = np.linalg.svd(vecs[rng.choice(len(vecs), min(8000, len(vecs)), replace=False)] - mean,
+                                 full_matrices=False)
+        variants = [("f32", vecs, "f32"), ("f16", vecs, "f16"), ("i8", vecs, "i8")]
+        for dim in (256, 128):
+            variants.append((f"f16 pca{dim}", (vecs - mean) @ vt[:dim].T, "f16"))
+        print(f"\nnext-token recall@8 over {len(queries)} positions (self excluded):")
+        base = None
+        for label, v, dt in variants:
+            recall, mem = next_token_recall(np.ascontiguousarray(v, np.float32), nxt, dt, queries)
+            base = base or recall
+            print(f"  {label:<10} recall@8 {recall:.3f} ({recall / base:.3f} of f32), {mem:.0f} bytes/vector in memory")
+
+        # 3. search latency on a large synthetic store (one query at a time, as while decoding)
+        dim = args.synthetic_dim or engine.n_embd
+        usearch = native.load_usearch()
+        index = usearch.Index(ndim=dim, metric="cos", dtype="f16")
+        t0 = time.perf_counter()
+        block = 100_000
+        for s in range(0, args.synthetic, block):
+            n = min(block, args.synthetic - s)
+            index.add(np.arange(s, s + n, dtype=np.uint64), rng.standard_normal((n, dim), dtype=np.float32))
+        build = time.perf_counter() - t0
+        path = tmp / "synthetic.usearch"
+        index.save(str(path))
+        del index
+        view = usearch.Index.restore(str(path), view=True)
+        qs = rng.standard_normal((500, dim), dtype=np.float32)
+        lat = []
+        for q in qs:
+            t = time.perf_counter()
+            view.search(q[None, :], 8)
+            lat.append(time.perf_counter() - t)
+        lat.sort()
+        print(f"\nsynthetic store: {args.synthetic} x {dim} f16 built in {build:.0f} s, {path.stat().st_size / 1e9:.2f} GB; "
+              f"search k=8 (memory-mapped view): p50 {statistics.median(lat) * 1e3:.3f} ms, "
+              f"p90 {lat[int(0.9 * len(lat))] * 1e3:.3f} ms")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""SENSE (hidden-state navigation) and REST (lexical) drafters: unit pieces and the real model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import chat
+from sense_local.bench.runner import NEAR_TIE, _first_divergence
+from sense_local.datastore import DocumentStore, index_paths
+from sense_local.datastore.ngram_index import NgramIndex
+from sense_local.errors import SenseError
+from sense_local.generation import GenerationOptions, make_decoder
+from sense_local.spec.drafters.trie import heaviest_path
+
+
+def test_ngram_index_finds_longest_match_within_live_documents():
+    stream = np.array([1, 2, 3, 4, 5, 6, 9, 9, 2, 3, 4, 7, 8, 1, 2, 3, 4, 5], np.int32)
+    spans = np.array([[0, 6], [8, 13]])  # tokens 6..7 and 13.. belong to no live document
+    idx = NgramIndex(stream, spans, sizes=(4, 3, 2))
+    conts, n = idx.lookup(np.array([0, 2, 3, 4]), length=4)
+    assert n == 3
+    assert sorted(conts.tolist()) == [[5, 6, -1, -1], [7, 8, -1, -1]]  # stops at each document's end
+    conts, n = idx.lookup(np.array([1, 2, 3, 4]), length=3)
+    assert n == 4 and conts.tolist() == [[5, 6, -1]]  # the dead copy at 13.. is not matched
+    assert idx.lookup(np.array([42, 43]), length=3)[1] == 0
+
+
+def test_heaviest_path_follows_weight_and_stops_at_branches():
+    conts = np.array([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 7, -1], [5, 6, -1, -1]], np.int32)
+    tokens, fractions, members = heaviest_path(conts, np.array([1.0, 1.0, 1.0, 0.5]), 8)
+    assert tokens.tolist() == [1, 2, 3]  # 4 vs 9 split the weight evenly: a branch a chain stops at
+    assert fractions[0] == pytest.approx(3 / 3.5) and members.tolist() == [True, True, False, False]
+
+
+def _run(engine, prompt, method, n, store=None, record_gaps=False):
+    decoder = make_decoder(engine, GenerationOptions(method, n), store=store, record_gaps=record_gaps)
+    events = list(decoder.generate(prompt, n))
+    return [e.token for e in events if e.token >= 0], decoder.stats, events
+
+
+QUOTE = (
+    "Repeat this paragraph exactly:\n\nThe lighthouse keeper climbed the spiral stairs every evening, "
+    "trimmed the wick, polished the great lens, and watched the ships pass safely beyond the rocks "
+    "until the first grey light of morning crept over the harbour."
+)
+
+
+def test_sense_drafts_from_the_live_context_losslessly(engine):
+    prompt = chat(engine, QUOTE)
+    engine.prefill(prompt, outputs="all", hidden=True)
+    ar, ar_stats, _ = _run(engine, prompt, "ar", 60, record_gaps=True)
+    out, stats, events = _run(engine, prompt, "sense", 60)
+    assert stats.accepted > 10 and stats.forwards < stats.tokens
+    assert {e.source for e in events} <= {"target", "context"}
+    at = _first_divergence(out, ar)
+    if at is not None:
+        assert ar_stats.top2_gaps[at] < NEAR_TIE
+
+
+@pytest.fixture(scope="module")
+def story_store(engine, tmp_path_factory):
+    d = tmp_path_factory.mktemp("story")
+    (d / "story.txt").write_text(
+        "The lighthouse keeper climbed the spiral stairs every evening, trimmed the wick, polished the "
+        "great lens, and watched the ships pass safely beyond the rocks until the first grey light of "
+        "morning crept over the harbour.\n"
+    )
+    index_paths(engine, d / "store", [d / "story.txt"])
+    return DocumentStore.open(d / "store", fingerprint=engine.fingerprint)
+
+
+def test_docs_drafters_propose_what_followed_in_the_document(engine, story_store):
+    from sense_local.spec.drafters.rest import RestDrafter
+    from sense_local.spec.drafters.sense import SenseDrafter
+
+    doc = next(iter(story_store.manifest.documents.values()))
+    story = story_store.tokens(doc.start, doc.end).tolist()
+    engine.reset()
+    engine.eval(story[:20], 0, outputs="last", hidden=True)  # the target has read the first 20 tokens
+    for drafter in (SenseDrafter(engine, use_context=False, docs=story_store), RestDrafter(story_store)):
+        drafter.begin(story[:21])  # ...and chose token 20
+        draft = drafter.propose(8)
+        assert draft is not None and draft.source == "docs"
+        assert draft.tokens.tolist() == story[21:29], type(drafter).__name__
+
+
+@pytest.mark.parametrize("method", ["sense", "sense-docs", "rest"])
+def test_document_methods_run_end_to_end(engine, story_store, method):
+    prompt = chat(engine, "Tell me about the lighthouse keeper and the spiral stairs.")
+    out, stats, events = _run(engine, prompt, method, 40, store=story_store)
+    assert stats.tokens == len(out) > 0
+    assert stats.accepted == sum(e.source != "target" for e in events if e.token >= 0)
+
+
+def test_store_methods_need_a_store(engine):
+    for method in ("rest", "sense-docs"):
+        with pytest.raises(SenseError, match="give a store"):
+            make_decoder(engine, GenerationOptions(method, 8))

@@ -110,6 +110,11 @@ class DocumentStore:
     def n_vectors(self) -> int:
         return len(self.index)
 
+    @property
+    def token_array(self) -> np.ndarray:
+        """[n_tokens] int32 memory-mapped token stream (committed part)."""
+        return self._tokens
+
     def tokens(self, start: int, end: int) -> np.ndarray:
         return np.asarray(self._tokens[start:end])
 

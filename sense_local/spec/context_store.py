@@ -1,34 +1,52 @@
-"""The live context store: hidden states of the conversation's committed positions in an
-in-memory USearch index (key = position), searched with the newest hidden state while decoding."""
+"""The live context store: hidden states of the conversation's committed positions, searched with
+the newest hidden state while decoding.
+
+A conversation holds at most n_ctx positions, so an exact search is one [n, d] x [d] product over
+unit vectors kept in a preallocated matrix: adding a position is a row copy. Measured on the
+default model (n <= 4096, d = 576) this is faster per step than a USearch index, whose per-call
+overhead (~0.7 ms per add on this machine) dominated drafting time; the document store, which can
+hold millions of positions, is where the USearch index lives.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from .. import native
-
 
 class ContextStore:
-    def __init__(self, n_embd: int):
+    def __init__(self, n_embd: int, capacity: int = 4096):
         self.n_embd = n_embd
-        self._usearch = native.load_usearch()
-        self.reset()
+        self._unit = np.zeros((capacity, n_embd), np.float32)  # [capacity, n_embd] unit rows
+        self._pos = np.zeros(capacity, np.int64)  # [capacity] position of each row
+        self._n = 0
 
     def reset(self) -> None:
-        self.index = self._usearch.Index(ndim=self.n_embd, metric="cos", dtype="f32")
+        self._n = 0
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self._n
 
     def add(self, positions: np.ndarray, vectors: np.ndarray) -> None:
-        """positions: [m] int; vectors: [m, n_embd] float32 (copied)."""
-        if len(positions):
-            self.index.add(np.asarray(positions, np.uint64), np.ascontiguousarray(vectors, np.float32))
+        """positions: [m] int; vectors: [m, n_embd] float32 (copied, normalised)."""
+        m = len(positions)
+        if m == 0:
+            return
+        if self._n + m > len(self._unit):
+            grow = max(len(self._unit), m)
+            self._unit = np.vstack([self._unit, np.zeros((grow, self.n_embd), np.float32)])
+            self._pos = np.concatenate([self._pos, np.zeros(grow, np.int64)])
+        rows = self._unit[self._n : self._n + m]
+        rows[:] = vectors
+        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        self._pos[self._n : self._n + m] = positions
+        self._n += m
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """query: [n_embd]. Returns (positions [k'] int64, cosine similarity [k'] float32), best first."""
-        if len(self.index) == 0:
+        n = self._n
+        if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        found = self.index.search(np.ascontiguousarray(query[None, :], np.float32), min(k, len(self.index)))
-        keys = np.asarray(found.keys, np.int64).reshape(-1)
-        sims = 1.0 - np.asarray(found.distances, np.float32).reshape(-1)
-        return keys, sims
+        sims = self._unit[:n] @ (query / max(float(np.linalg.norm(query)), 1e-12))  # [n]
+        k = min(k, n)
+        top = np.argpartition(sims, n - k)[n - k :] if k < n else np.arange(n)
+        top = top[np.argsort(sims[top])[::-1]]
+        return self._pos[top], sims[top].astype(np.float32)

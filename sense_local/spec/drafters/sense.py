@@ -23,14 +23,25 @@ from .trie import heaviest_path
 
 SIM_BUCKETS = (0.85, 0.9, 0.95, 0.98)  # similarity of the best agreeing neighbour
 SUPPORT_BUCKETS = (2, 4)  # agreeing continuations on the drafted path: 1 | 2-3 | 4+
+LEXICAL = 4  # how many tokens before a neighbour are compared with the query's
+LEX_BUCKETS = (2, 4)  # tokens agreeing right before the best neighbour: 0-1 | 2-3 | 4
 # Priors measured with a prototype on this model: the top neighbour's next token is right ~65% of
-# the time, ~76% at cosine >= 0.9; continuations of near-duplicates (>= 0.98) rarely break.
+# the time, ~76% at cosine >= 0.9; continuations of near-duplicates (>= 0.98) rarely break, and a
+# neighbour whose preceding tokens also match the context's is an n-gram match on top.
 PRIORS = {
-    (s, u): min(0.95, (0.3, 0.45, 0.6, 0.75, 0.85)[s] + 0.05 * u)
+    (s, u, x): min(0.95, (0.3, 0.45, 0.6, 0.7, 0.8)[s] + 0.05 * u + 0.1 * x)
     for s in range(len(SIM_BUCKETS) + 1)
     for u in range(len(SUPPORT_BUCKETS) + 1)
+    for x in range(len(LEX_BUCKETS) + 1)
 }
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
+
+
+def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) -> np.ndarray:
+    """[m] how many tokens at and before each position equal `recent` (newest first), in a row."""
+    idx = positions[:, None] - np.arange(len(recent))[None, :]  # [m, LEXICAL]
+    same = (idx >= 0) & (stream[np.maximum(idx, 0)] == recent[None, :])
+    return np.cumprod(same, axis=1).sum(axis=1)
 
 
 class SenseDrafter(Drafter):
@@ -46,7 +57,7 @@ class SenseDrafter(Drafter):
         self.docs = docs
         self.k = k
         self.max_len = max_len
-        self.context = ContextStore(engine.n_embd) if use_context else None
+        self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
         self.ctx: list[int] = []
         self._added = 0  # positions [0, _added) are in the context store
         self.estimate = AcceptanceEstimate(PRIORS)
@@ -73,50 +84,58 @@ class SenseDrafter(Drafter):
             self._added = q
         return q, hidden[q]
 
-    def _proposals(self, query: np.ndarray, newest: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Continuations [m, L] after neighbours that agree with `newest`, their similarity [m], and
-        source [m] (0 = context, 1 = docs)."""
+    def _proposals(self, query: np.ndarray, newest: int):
+        """Continuations [m, L] after neighbours that agree with `newest`, with their similarity [m],
+        lexical agreement [m] (tokens right before them equal to the context's) and source [m]
+        (0 = context, 1 = docs)."""
         L = self.max_len
-        conts, sims, srcs = [], [], []
+        ctx = np.asarray(self.ctx, np.int32)
+        recent = ctx[-2 : -2 - LEXICAL : -1]  # tokens at the query position and before, newest first
+        conts, sims, lex, srcs = [], [], [], []
         if self.context is not None and len(self.context):
             keys, sim = self.context.search(query, self.k)
-            ctx = np.asarray(self.ctx, np.int32)
             agree = ctx[keys + 1] == newest
-            for key, s in zip(keys[agree], sim[agree]):
-                cont = ctx[key + 2 : key + 2 + L]
-                row = np.full(L, -1, np.int32)
-                row[: len(cont)] = cont
-                conts.append(row)
-                sims.append(s)
-                srcs.append(0)
+            keys, sim = keys[agree], sim[agree]
+            if len(keys):
+                idx = keys[:, None] + 2 + np.arange(L)[None, :]  # [m, L]
+                conts.append(np.where(idx < len(ctx), ctx[np.minimum(idx, len(ctx) - 1)], -1))
+                sims.append(sim)
+                lex.append(_agreement(ctx, keys, recent))
+                srcs.append(np.zeros(len(keys), np.int8))
         if self.docs is not None and self.docs.n_vectors:
             found = self.docs.search(query[None, :], self.k, continuation=L + 1)
             agree = found.continuations[0, :, 0] == newest
-            for row, s in zip(found.continuations[0, agree, 1:], found.similarity[0, agree]):
-                conts.append(row)
-                sims.append(s)
-                srcs.append(1)
+            if agree.any():
+                pos = found.positions[0, agree]
+                conts.append(found.continuations[0, agree, 1:])
+                sims.append(found.similarity[0, agree])
+                lex.append(_agreement(self.docs.token_array, pos, recent))
+                srcs.append(np.ones(len(pos), np.int8))
         if not conts:
-            return np.zeros((0, L), np.int32), np.zeros(0, np.float32), np.zeros(0, np.int8)
-        return np.stack(conts), np.asarray(sims, np.float32), np.asarray(srcs, np.int8)
+            return None
+        return np.concatenate(conts), np.concatenate(sims), np.concatenate(lex), np.concatenate(srcs)
 
     def propose(self, max_len: int) -> Draft | None:
         found = self._query()
         if found is None:
             return None
         _, query = found
-        conts, sims, srcs = self._proposals(query, self.ctx[-1])
-        if len(conts) == 0:
+        proposals = self._proposals(query, self.ctx[-1])
+        if proposals is None:
             return None
-        weights = np.exp((sims - 1.0) / SHARPNESS)
+        conts, sims, lex, srcs = proposals
+        weights = np.exp((sims - 1.0) / SHARPNESS) * (1.0 + lex)
         tokens, _, members = heaviest_path(conts, weights, min(max_len, self.max_len))
         if len(tokens) == 0:
             return None
-        best = float(sims[members].max()) if members.any() else float(sims.max())
-        support = int(members.sum())
-        key = (int(np.searchsorted(SIM_BUCKETS, best)), int(np.searchsorted(SUPPORT_BUCKETS, support, side="right")))
-        on_path = srcs[members] if members.any() else srcs
-        source = "docs" if (on_path == 1).sum() * 2 > len(on_path) else "context"
+        on = members if members.any() else np.ones(len(sims), bool)
+        best = int(np.argmax(np.where(on, weights, -1.0)))
+        key = (
+            int(np.searchsorted(SIM_BUCKETS, sims[best])),
+            int(np.searchsorted(SUPPORT_BUCKETS, int(on.sum()), side="right")),
+            int(np.searchsorted(LEX_BUCKETS, lex[best], side="right")),
+        )
+        source = "docs" if (srcs[on] == 1).sum() * 2 > on.sum() else "context"
         return Draft(tokens=tokens, source=source, acceptance=self.estimate.get(key), key=key)
 
     def update(self, feedback: Feedback) -> None:

@@ -43,7 +43,7 @@ def cmd_info(args) -> int:
 def cmd_generate(args) -> int:
     from .generation import GenerationOptions, make_decoder, open_store, prompt_tokens
 
-    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed)
+    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     engine = load_engine(args)
     tokens = prompt_tokens(engine, prompt, raw=args.raw, system=args.system)
@@ -59,6 +59,7 @@ def cmd_generate(args) -> int:
     if args.json:
         doc = {
             "text": "".join(e.text for e in events),
+            "soft_accepted": stats.soft_accepted,
             "tokens": stats.tokens,
             "forwards": stats.forwards,
             "tau": round(stats.tau, 4),
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system", help="system prompt")
     p.add_argument("--store", help="document store for retrieval methods (sense, rest)")
+    p.add_argument("--theta", type=float, default=None, help="soft-gate threshold for sense-soft (0..1; 1 = exact)")
     p.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
     p.add_argument("--json", action="store_true", help="print one JSON object with the text and statistics")
     p.add_argument("--events", action="store_true", help="with --json: include per-token events")

@@ -9,7 +9,7 @@ from .errors import ContextOverflowError, SenseError
 from .spec.cost import cost_curve_for
 from .spec.loop import SpecDecoder
 from .spec.methods import DraftContext, get_method
-from .spec.verify import AcceptanceRule
+from .spec.verify import AcceptanceRule, SoftOptions, SoftVerifier
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class GenerationOptions:
     max_tokens: int = 256
     temperature: float = 0.0
     seed: int = 0
+    theta: float | None = None  # soft-gate threshold for soft methods (None: SoftOptions' default)
 
     def __post_init__(self):
         get_method(self.method)  # unknown names fail here, with the list of known ones
@@ -25,6 +26,8 @@ class GenerationOptions:
             raise SenseError(f"--max-tokens must be at least 1 (got {self.max_tokens})")
         if not 0.0 <= self.temperature <= 5.0:
             raise SenseError(f"--temperature must be between 0 and 5 (got {self.temperature})")
+        if self.theta is not None:
+            SoftOptions(theta=self.theta)  # validates
 
 
 def open_store(engine: Engine, path):
@@ -52,6 +55,19 @@ def prompt_tokens(engine: Engine, text: str, *, raw: bool = False, system: str |
     return tokens
 
 
+def soft_verifier(engine: Engine, options: GenerationOptions) -> SoftVerifier:
+    """The soft rule for this engine (token embeddings and masks built once per engine)."""
+    opts = SoftOptions() if options.theta is None else SoftOptions(theta=options.theta)
+    cache = engine.__dict__.setdefault("_soft_verifiers", {})
+    if opts not in cache:
+        base = next(iter(cache.values()), None)
+        verifier = SoftVerifier.__new__(SoftVerifier) if base else SoftVerifier(engine, opts)
+        if base:  # same model data, other options
+            verifier.embeddings, verifier.protected, verifier.opts = base.embeddings, base.protected, opts
+        cache[opts] = verifier
+    return cache[opts]
+
+
 def make_decoder(
     engine: Engine, options: GenerationOptions, *, store=None, record_gaps: bool = False
 ) -> SpecDecoder:
@@ -64,7 +80,7 @@ def make_decoder(
         engine,
         method=method.name,
         drafter=drafter,
-        rule=AcceptanceRule(method.rule, options.temperature),
+        rule=AcceptanceRule(method.rule, options.temperature, soft_verifier(engine, options) if method.rule == "soft" else None),
         cost=cost_curve_for(engine) if drafter is not None else None,
         seed=options.seed,
         record_gaps=record_gaps,

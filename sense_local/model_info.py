@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import ModelError
@@ -53,7 +53,8 @@ _STRING, _ARRAY = 8, 9
 class GGUFHeader:
     metadata: dict  # scalar and string values; for long arrays, their length under "<key>#len"
     tensors: list[tuple[str, int, int, int]]  # (name, n_elements, ggml type, offset in the data section)
-    data_offset: int  # where tensor data starts: header + KV + tensor table, aligned
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # tensor name -> dims (GGUF order)
+    data_offset: int = 0  # where tensor data starts: header + KV + tensor table, aligned
     data_end: int = 0  # where the last tensor's data ends (the file must be at least this long)
 
 
@@ -132,21 +133,23 @@ def scan_header(path: Path) -> GGUFHeader:
             else:
                 raise ValueError(f"unknown value type {vtype} for key {key}")
         tensors = []
+        shapes: dict[str, tuple[int, ...]] = {}
         for _ in range(n_tensors):
             name = take_str()
-            n_dims = take("<I")
+            dims = tuple(take("<Q") for _ in range(take("<I")))
             n_el = 1
-            for _ in range(n_dims):
-                n_el *= take("<Q")
+            for d in dims:
+                n_el *= d
             ttype, offset = take("<I"), take("<Q")
             tensors.append((name, n_el, ttype, offset))
+            shapes[name] = dims
         align = int(meta.get("general.alignment", 32))
         data_offset = pos + (-pos % align)
     sizes = []
     for name, n_el, ttype, offset in tensors:
         block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
         sizes.append(offset + n_el // block * type_size)
-    return GGUFHeader(meta, tensors, data_offset, data_offset + max(sizes, default=0))
+    return GGUFHeader(meta, tensors, shapes, data_offset, data_offset + max(sizes, default=0))
 
 
 def _read_header(path: Path) -> GGUFHeader:

@@ -22,6 +22,12 @@ from .peers import LlamaCppPeer
 from .tasks import KINDS, Task, build_tasks
 
 PEERS = ("peer-llamacpp", "peer-llamacpp-pld")
+# Default methods per suite (ablations only in full: they cost as much as a method each).
+SUITE_METHODS = {
+    "quick": ("ar", "pld", "rest", "sense", *PEERS),
+    "full": ("ar", "pld", "rest", "sense", "sense-context", "sense-docs", *PEERS),
+}
+QUICK_PEER_TASKS = 2  # per kind: the peers are slow (its lookup decoding runs at ~0.4x) and only a reference
 NEAR_TIE = 0.25  # top-2 logit gap under which batched arithmetic may flip the argmax
 
 
@@ -155,7 +161,7 @@ def bench_store(engine: Engine, suite: str):
 
 
 def run_bench_cli(args) -> int:
-    names = args.methods.split(",") if args.methods else [*METHODS, *PEERS]
+    names = args.methods.split(",") if args.methods else list(SUITE_METHODS[args.suite])
     unknown = [n for n in names if n not in METHODS and n not in PEERS]
     if unknown:
         raise SenseError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join([*METHODS, *PEERS])}")
@@ -181,9 +187,13 @@ def run_bench_cli(args) -> int:
         store = bench_store(engine, args.suite)
     t0 = time.perf_counter()
     rows: list[RunRow] = []
+    seen_per_kind: dict[str, int] = {}
     for i, task in enumerate(tasks, 1):
         task_store = store if task.kind == "docqa" else None
-        task_rows = run_task(engine, task, methods, peers, args.reps, peer_reps, max_tokens, task_store)
+        seen_per_kind[task.kind] = seen_per_kind.get(task.kind, 0) + 1
+        with_peers = args.suite != "quick" or seen_per_kind[task.kind] <= QUICK_PEER_TASKS
+        task_rows = run_task(engine, task, methods, peers if with_peers else [], args.reps, peer_reps,
+                             max_tokens, task_store)
         rows.extend(task_rows)
         brief = ", ".join(f"{r.method} {r.tok_per_s:.0f} tok/s tau {r.tau:.2f}" for r in task_rows if r.method in methods)
         print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)
@@ -201,7 +211,9 @@ def run_bench_cli(args) -> int:
         "summary": summary,
     }
     print(format_table(summary))
-    print(f"({len(tasks)} tasks, {args.reps} interleaved reps, peers {peer_reps} rep(s), {doc['seconds']} s)")
+    peer_note = f"peers on {QUICK_PEER_TASKS} tasks per kind, " if args.suite == "quick" else ""
+    print(f"({len(tasks)} tasks, {args.reps} interleaved reps, {peer_note}peers {peer_reps} rep(s), "
+          f"{doc['seconds']} s; store: {store.n_vectors if store else 0} vectors)")
     if args.json_file:
         with open(args.json_file, "w") as f:
             json.dump(doc, f, indent=1)

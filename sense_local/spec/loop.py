@@ -118,7 +118,7 @@ class SpecDecoder:
                     stats.top2_gaps.append(top2_gap(out.logits[0]))
             else:
                 out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", hidden=hidden)
-                verdict = self.rule(out.logits, draft.tokens, self.rng)
+                verdict = self.rule(out.logits, draft.tokens, self.rng, support=draft.acceptance)
                 k = len(draft.tokens)
                 if verdict.accepted < k:
                     eng.truncate(eng.n_past - (k - verdict.accepted))

@@ -44,6 +44,8 @@ register(Method("sense", "SENSE: hidden-state neighbours in the live context and
                 lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store)))
 register(Method("sense-context", "SENSE ablation: live context store only",
                 lambda c: SenseDrafter(c.engine, use_context=True, docs=None)))
+register(Method("sense-soft", "SENSE with soft-gated evaluation: semantically equivalent drafts accepted",
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store), rule="soft"))
 register(Method("sense-docs", "SENSE ablation: document store only",
                 lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store), needs_store=True))
 

@@ -56,15 +56,111 @@ def verify_sampling(
 
 
 @dataclass(frozen=True)
+class SoftOptions:
+    """Parameters of the soft gate, all in one place.
+
+    theta          accept a non-top draft token when gate >= theta; theta >= 1 is the exact rule.
+    w_prob         weight of r = p(x) / p(top), the target's own preference for the draft token.
+    w_embed        weight of cos(E[x], E[top]) in the model's token-embedding space.
+    w_support      weight of the retrieval's support for the draft (the drafter's acceptance estimate).
+    min_prob_ratio r below this is never accepted, whatever the other terms say.
+    max_entropy    above this entropy (nats) the target is unsure of everything: exact only.
+    """
+
+    theta: float = 0.6
+    w_prob: float = 0.45
+    w_embed: float = 0.35
+    w_support: float = 0.2
+    min_prob_ratio: float = 0.1
+    max_entropy: float = 3.5
+
+    def __post_init__(self):
+        from ..errors import SenseError
+
+        if not 0.0 <= self.theta <= 1.0:
+            raise SenseError(f"--theta must be between 0 and 1 (got {self.theta})")
+
+
+def soft_gate(prob_ratio: float, entropy: float, embed_sim: float, support: float, opts: SoftOptions) -> float:
+    """The gate in [0, 1] for a draft token x that is not the target's top token.
+
+    gate = w_prob * r + w_embed * max(cos, 0) + w_support * support, where r = p(x) / p(top), cos is
+    the cosine of the two tokens' embeddings and support in [0, 1] is the retrieval's confidence;
+    0 when r < min_prob_ratio or the distribution's entropy exceeds max_entropy.
+    """
+    if prob_ratio < opts.min_prob_ratio or entropy > opts.max_entropy:
+        return 0.0
+    gate = opts.w_prob * prob_ratio + opts.w_embed * max(embed_sim, 0.0) + opts.w_support * support
+    return float(min(max(gate, 0.0), 1.0))
+
+
+def verify_soft(
+    logits: np.ndarray,
+    draft: np.ndarray,
+    embeddings: np.ndarray,
+    protected: np.ndarray,
+    support: float,
+    opts: SoftOptions,
+) -> Verdict:
+    """Soft-gated rule. logits: [k+1, V]; draft: [k]; embeddings: [V, d] unit rows; protected: [V]
+    bool (special/control/end-of-generation tokens and tokens with digits: exact match only).
+
+    At each position the draft token is accepted if it is the target's top token, or, when neither
+    it nor the top token is protected, if soft_gate(...) >= theta (a *soft* acceptance). Rows after a
+    soft acceptance were computed with the draft token in place, so they remain valid.
+    """
+    targets = logits.argmax(axis=1)  # [k+1]
+    soft = []
+    n = 0
+    for i, x in enumerate(draft.tolist()):
+        top = int(targets[i])
+        if x == top:
+            soft.append(False)
+        elif opts.theta >= 1.0 or protected[x] or protected[top]:
+            break
+        else:
+            row = logits[i].astype(np.float64)
+            z = row - row[top]
+            p = np.exp(z)
+            total = p.sum()
+            entropy = float(np.log(total) - (p * z).sum() / total)
+            embed_sim = float(embeddings[x].astype(np.float32) @ embeddings[top].astype(np.float32))
+            if soft_gate(float(p[x]), entropy, embed_sim, support, opts) < opts.theta:
+                break
+            soft.append(True)
+        n += 1
+    return Verdict(accepted=n, next_token=int(targets[n]), soft=np.asarray(soft, bool))
+
+
+class SoftVerifier:
+    """Per-model data of the soft rule: token embeddings and the protected-token mask."""
+
+    def __init__(self, engine, opts: SoftOptions):
+        from .token_embeddings import token_embeddings
+
+        self.opts = opts
+        self.embeddings = token_embeddings(engine.path)  # [V, d] float16
+        digits = np.array([any(ch.isdigit() for ch in engine.piece(t).decode("utf-8", "replace"))
+                           for t in range(engine.n_vocab)])
+        self.protected = engine.special_mask | digits  # [V] bool
+
+    def __call__(self, logits: np.ndarray, draft: np.ndarray, support: float) -> Verdict:
+        return verify_soft(logits, draft, self.embeddings, self.protected, support, self.opts)
+
+
+@dataclass(frozen=True)
 class AcceptanceRule:
-    """Configuration around the rule functions; `__call__` picks exact or sampling by temperature."""
+    """Picks the rule: sampling when temperature > 0, else soft (when given) or exact."""
 
     name: str = "exact"
     temperature: float = 0.0
+    soft: SoftVerifier | None = None
 
-    def __call__(self, logits: np.ndarray, draft: np.ndarray, rng: np.random.Generator) -> Verdict:
+    def __call__(self, logits: np.ndarray, draft: np.ndarray, rng: np.random.Generator, support: float = 0.0) -> Verdict:
         if self.temperature > 0:
             return verify_sampling(logits, draft, self.temperature, rng)
+        if self.soft is not None and len(draft):
+            return self.soft(logits, draft, support)
         return verify_exact(logits, draft)
 
 

@@ -30,3 +30,25 @@ def chat_tokens(engine, messages: Sequence[dict]) -> list[int]:
     if engine.add_bos and (not tokens or tokens[0] != engine.bos_id):
         tokens.insert(0, engine.bos_id)
     return tokens
+
+
+def fit_chat(engine, messages: Sequence[dict], reserve: int) -> tuple[list[int], int]:
+    """Tokens of the conversation with the oldest turns dropped until `reserve` tokens of room are
+    left for the reply; returns (tokens, number of messages dropped). A system message is kept.
+    Raises ContextOverflowError if even the newest message alone does not fit."""
+    from .errors import ContextOverflowError
+
+    messages = list(messages)
+    keep_system = 1 if messages and messages[0]["role"] == "system" else 0
+    dropped = 0
+    tokens = chat_tokens(engine, messages)
+    while len(tokens) + reserve > engine.n_ctx and len(messages) > keep_system + 1:
+        del messages[keep_system]
+        dropped += 1
+        tokens = chat_tokens(engine, messages)
+    if len(tokens) + reserve > engine.n_ctx:
+        raise ContextOverflowError(
+            f"the message has {len(tokens)} tokens; with {reserve} for the reply it does not fit the "
+            f"context of {engine.n_ctx}"
+        )
+    return tokens, dropped

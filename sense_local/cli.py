@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help="comma-separated (default: all registered + peers)")
     p.add_argument("--kinds", default=None, help="comma-separated task kinds to run (default: all)")
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions per run (median taken)")
+    p.add_argument("--theta-sweep", action="store_true",
+                   help="run ar, sense and sense-soft at several theta values: the speed/quality trade-off")
     p.add_argument("--json", dest="json_file", help="write the results as JSON to this file")
     p.set_defaults(func=cmd_bench)
     return parser

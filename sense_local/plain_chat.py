@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .chat_template import chat_tokens
+from .chat_template import fit_chat
 from .errors import SenseError
 from .generation import GenerationOptions, make_decoder
 
@@ -25,12 +25,13 @@ def run_plain_chat(args, engine) -> int:
         if not text:
             continue
         messages.append({"role": "user", "content": text})
-        tokens = chat_tokens(engine, messages)
-        while len(tokens) + 16 >= engine.n_ctx and len(messages) > 1:  # drop the oldest turns
-            del messages[1 if messages[0]["role"] == "system" else 0]
-            tokens = chat_tokens(engine, messages)
-        if len(tokens) + 16 >= engine.n_ctx:
-            raise SenseError(f"message has {len(tokens)} tokens; the context holds {engine.n_ctx}")
+        try:
+            tokens, dropped = fit_chat(engine, messages, reserve=min(options.max_tokens, engine.n_ctx // 4))
+        except SenseError as exc:
+            print(f"sense-local: {exc}", file=sys.stderr)
+            messages.pop()
+            continue
+        del messages[(1 if messages[0]["role"] == "system" else 0) : (1 if messages[0]["role"] == "system" else 0) + dropped]
         reply = []
         for ev in decoder.generate(tokens, options.max_tokens):
             reply.append(ev.text)

@@ -1,9 +1,342 @@
-"""Placeholder for the Textual chat app: runs the plain terminal chat until the TUI lands."""
+"""The Textual chat app: streaming replies with accepted-draft highlighting, sessions, documents."""
 from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import Footer, Header, Static
+
+from sense_local.errors import SenseError
+from sense_local.sessions import Message as StoredMessage
+from sense_local.sessions import SessionStore
+
+from .widgets import ChatMessage, PromptBox, StatusBar, legend_text
+
+FRAME = 1 / 30  # tokens reach the UI in batches, at most this often
+
+
+@dataclass
+class Settings:
+    method: str = "sense"
+    theta: float | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    system: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class TokensBatch(Message):
+    def __init__(self, spans: list, stats: dict):
+        super().__init__()
+        self.spans = spans
+        self.stats = stats
+
+
+class GenerationDone(Message):
+    def __init__(self, stats: dict, error: str | None = None):
+        super().__init__()
+        self.stats = stats
+        self.error = error
+
+
+class EngineReady(Message):
+    def __init__(self, error: str | None = None):
+        super().__init__()
+        self.error = error
+
+
+class SenseApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "sense-local"
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", priority=True),
+        Binding("f2", "toggle_highlight", "Highlight"),
+        Binding("f3", "documents", "Documents"),
+        Binding("f4", "sessions", "Sessions"),
+        Binding("f5", "settings", "Settings"),
+        Binding("f6", "model_info", "Model"),
+        Binding("ctrl+n", "new_session", "New chat"),
+        Binding("ctrl+q", "quit", "Quit"),
+    ]
+
+    def __init__(self, *, model: str | None = None, store: str | None = None, settings: Settings | None = None,
+                 n_ctx: int = 4096, threads: int | None = None, gpu_layers: int = 0,
+                 sessions: SessionStore | None = None):
+        super().__init__()
+        self.model_arg = model
+        self.store_path = store
+        self.settings = settings or Settings()
+        self.engine_args = dict(n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers)
+        self.sessions = sessions or SessionStore()
+        self.engine = None
+        self.store = None
+        self.model_path: Path | None = None
+        self.session = None
+        self.highlight = True
+        self.generating = False
+        self._cancel = threading.Event()
+        self._reply: ChatMessage | None = None
+        self._streamed = 0  # tokens of the reply in progress shown so far
+        self._started = 0.0
+        self.last_stats: dict = {}
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield VerticalScroll(id="transcript")
+        yield Static(legend_text(), id="legend")
+        yield PromptBox(id="prompt", soft_wrap=True, show_line_numbers=False)
+        yield StatusBar("loading model…", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt", PromptBox).focus()
+        self.load_engine()
+
+    @work(thread=True, exclusive=True, group="engine")
+    def load_engine(self) -> None:
+        from sense_local.engine import Engine
+        from sense_local.generation import open_store
+        from sense_local.registry import resolve_model
+
+        try:
+            self.model_path = resolve_model(self.model_arg)
+            self.engine = Engine(self.model_path, **self.engine_args)
+            self.store = open_store(self.engine, self.store_path) if self.store_path else None
+        except SenseError as exc:
+            self.post_message(EngineReady(str(exc)))
+            return
+        self.post_message(EngineReady())
+
+    def on_engine_ready(self, message: EngineReady) -> None:
+        if message.error:
+            self.notify(message.error, title="Could not start", severity="error", timeout=30)
+            self.query_one(StatusBar).update(f"error: {message.error}")
+            return
+        sessions = self.sessions.list()
+        if sessions:
+            self.open_session(sessions[0].id)
+        else:
+            self.action_new_session()
+        self.update_status()
+
+    # ------------------------------------------------------------------ sessions
+    def open_session(self, session_id: int) -> None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return
+        self.session = session
+        known = Settings().to_dict()
+        self.settings = Settings(**{k: v for k, v in session.settings.items() if k in known})
+        transcript = self.query_one("#transcript", VerticalScroll)
+        transcript.remove_children()
+        for m in self.sessions.messages(session_id):
+            widget = ChatMessage(m.role, m.content, m.spans)
+            widget.highlight = self.highlight
+            transcript.mount(widget)
+            if m.stats.get("footer"):
+                widget.footer = m.stats["footer"]
+        transcript.scroll_end(animate=False)
+        self.sub_title = session.title
+        self.update_status()
+
+    def action_new_session(self) -> None:
+        if self.generating:
+            return
+        name = self.model_path.name if self.model_path else "model"
+        self.session = self.sessions.create(time.strftime("Chat %Y-%m-%d %H:%M"), name, self.settings.method,
+                                            self.settings.to_dict())
+        self.query_one("#transcript", VerticalScroll).remove_children()
+        self.sub_title = self.session.title
+
+    # ------------------------------------------------------------------ chatting
+    def on_prompt_box_submitted(self, message: PromptBox.Submitted) -> None:
+        if self.engine is None or self.session is None:
+            self.notify("The model is still loading.", severity="warning")
+            return
+        if self.generating:
+            self.notify("Still answering: press Esc to stop it first.", severity="warning")
+            return
+        self.send(message.text)
+
+    def send(self, text: str) -> None:
+        transcript = self.query_one("#transcript", VerticalScroll)
+        transcript.mount(ChatMessage("user", text))
+        self.sessions.add_message(self.session.id, StoredMessage("user", text))
+        if self.session.title.startswith("Chat ") and len(self.sessions.messages(self.session.id)) == 1:
+            self.session.title = text[:40]
+            self.sessions.rename(self.session.id, self.session.title)
+            self.sub_title = self.session.title
+        self._reply = ChatMessage("assistant")
+        self._reply.highlight = self.highlight
+        transcript.mount(self._reply)
+        transcript.scroll_end(animate=False)
+        self.generating = True
+        self._cancel.clear()
+        self._streamed = 0
+        self._started = time.perf_counter()
+        self.generate(self.history())
+
+    def history(self) -> list[dict]:
+        messages = [{"role": "system", "content": self.settings.system}] if self.settings.system else []
+        for m in self.sessions.messages(self.session.id):
+            messages.append({"role": m.role, "content": m.content})
+        return messages
+
+    @work(thread=True, exclusive=True, group="generate")
+    def generate(self, messages: list[dict]) -> None:
+        from sense_local.chat_template import fit_chat
+        from sense_local.generation import GenerationOptions, make_decoder
+
+        s = self.settings
+        try:
+            options = GenerationOptions(s.method, s.max_tokens, s.temperature, 0, s.theta)
+            decoder = make_decoder(self.engine, options, store=self.store)
+            prompt, _ = fit_chat(self.engine, messages, reserve=min(s.max_tokens, self.engine.n_ctx // 4))
+        except SenseError as exc:
+            self.post_message(GenerationDone({}, str(exc)))
+            return
+        batch: list = []
+        last_post = time.perf_counter()
+        for ev in decoder.generate(prompt, s.max_tokens, cancel=self._cancel):
+            batch.append((ev.text, ev.source, ev.soft))
+            now = time.perf_counter()
+            if now - last_post >= FRAME:
+                self.post_message(TokensBatch(batch, self._live_stats(decoder, now)))
+                batch, last_post = [], now
+        if batch:
+            self.post_message(TokensBatch(batch, self._live_stats(decoder, time.perf_counter())))
+        st = decoder.stats
+        self.post_message(GenerationDone({
+            "tokens": st.tokens, "tok_per_s": round(st.tok_per_s, 1), "tau": round(st.tau, 2),
+            "accepted": st.accepted, "drafted": st.drafted, "soft": st.soft_accepted, "stop": st.stop_reason,
+        }))
+
+    @staticmethod
+    def _live_stats(decoder, now: float) -> dict:
+        st = decoder.stats  # counters are live while generating (tokens is set at the end)
+        return {"forwards": st.forwards, "accepted": st.accepted, "drafted": st.drafted, "t": now}
+
+    def on_tokens_batch(self, message: TokensBatch) -> None:
+        if self._reply is None:
+            return
+        self._reply.append_spans(message.spans)
+        self._streamed += len(message.spans)
+        self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
+        st = message.stats
+        elapsed = st["t"] - self._started
+        self.update_status(
+            tok_per_s=f"{self._streamed / elapsed:.1f}" if elapsed > 0 else None,
+            tau=f"{self._streamed / max(st['forwards'], 1):.2f}",
+            accepted=f"{st['accepted']}/{st['drafted']}",
+        )
+
+    def on_generation_done(self, message: GenerationDone) -> None:
+        self.generating = False
+        reply, self._reply = self._reply, None
+        if message.error:
+            self.notify(message.error, severity="error", timeout=15)
+            if reply is not None:
+                reply.remove()
+            return
+        st = message.stats
+        self.last_stats = st
+        footer = (f"{st['tokens']} tokens · {st['tok_per_s']} tok/s · tau {st['tau']} · accepted "
+                  f"{st['accepted']}/{st['drafted']}" + (" · stopped" if st["stop"] == "cancelled" else ""))
+        if reply is not None:
+            reply.set_footer(footer)
+            spans = [list(s) for s in reply.spans]
+            self.sessions.add_message(self.session.id, StoredMessage("assistant", reply.content, spans,
+                                                                     {**st, "footer": footer}))
+        self.update_status()
+
+    def action_cancel(self) -> None:
+        if self.generating:
+            self._cancel.set()
+        elif len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    # ------------------------------------------------------------------ display
+    def action_toggle_highlight(self) -> None:
+        self.highlight = not self.highlight
+        for widget in self.query(ChatMessage):
+            widget.highlight = self.highlight
+        self.query_one("#legend").display = self.highlight
+
+    def update_status(self, **live) -> None:
+        st = self.last_stats
+        fields = {
+            "tok/s": live.get("tok_per_s", st.get("tok_per_s")),
+            "tau": live.get("tau", st.get("tau")),
+            "accepted": live.get("accepted", f"{st['accepted']}/{st['drafted']}" if st else None),
+            "method": self.settings.method,
+            "model": self.model_path.name if self.model_path else None,
+            "store": Path(self.store_path).name if self.store_path else "none",
+        }
+        self.query_one(StatusBar).show(**fields)
+
+    # ------------------------------------------------------------------ other screens
+    def action_documents(self) -> None:
+        from .screens import DocumentsScreen
+
+        if not self.is_screen_installed("documents"):  # installed: it and its indexing outlive a pop
+            self.install_screen(DocumentsScreen(), "documents")
+        if self.screen is not self.get_screen("documents"):
+            self.push_screen("documents")
+
+    def action_sessions(self) -> None:
+        from .screens import SessionsScreen
+
+        if not self.generating:
+            self.push_screen(SessionsScreen())
+
+    def action_settings(self) -> None:
+        from .screens import SettingsScreen
+
+        self.push_screen(SettingsScreen(self.settings))
+
+    def action_model_info(self) -> None:
+        from .screens import ModelInfoScreen
+
+        if self.model_path:
+            self.push_screen(ModelInfoScreen(self.model_path))
+
+    def apply_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        if self.session is not None:
+            self.session.settings = settings.to_dict()
+            self.session.method = settings.method
+            self.sessions.update(self.session)
+        self.update_status()
+
+    def reload_store(self, path: str) -> None:
+        from sense_local.generation import open_store
+
+        try:
+            self.store = open_store(self.engine, path)
+            self.store_path = path
+        except SenseError as exc:
+            self.notify(str(exc), severity="error")
+        self.update_status()
 
 
 def run_app(args) -> int:
-    from sense_local.cli import load_engine
-    from sense_local.plain_chat import run_plain_chat
+    from sense_local.cli import default_store
 
-    return run_plain_chat(args, load_engine(args))
+    store = getattr(args, "store", None)
+    if store is None and (Path(default_store()) / "manifest.json").exists():
+        store = default_store()
+    settings = Settings(method=args.method, theta=getattr(args, "theta", None), max_tokens=args.max_tokens,
+                        temperature=args.temperature, system=args.system or "")
+    SenseApp(model=args.model, store=store, settings=settings, n_ctx=args.ctx, threads=args.threads,
+             gpu_layers=args.gpu_layers).run()
+    return 0

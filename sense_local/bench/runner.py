@@ -19,6 +19,7 @@ from ..generation import GenerationOptions, make_decoder
 from ..registry import resolve_model
 from ..spec.methods import METHODS
 from .peers import LlamaCppPeer
+from .quality import chrf, contains_answer, mean_logprob
 from .tasks import KINDS, Task, build_tasks
 
 PEERS = ("peer-llamacpp", "peer-llamacpp-pld")
@@ -27,6 +28,7 @@ SUITE_METHODS = {
     "quick": ("ar", "pld", "rest", "sense", *PEERS),
     "full": ("ar", "pld", "rest", "sense", "sense-context", "sense-docs", *PEERS),
 }
+THETA_SWEEP = (1.0, 0.8, 0.7, 0.6, 0.5, 0.4)
 QUICK_PEER_TASKS = 2  # per kind: the peers are slow (its lookup decoding runs at ~0.4x) and only a reference
 NEAR_TIE = 0.25  # top-2 logit gap under which batched arithmetic may flip the argmax
 
@@ -46,6 +48,19 @@ class RunRow:
     drafted: int = 0
     accepted: int = 0
     error: str | None = None
+    soft_accepted: int = 0
+    mean_logprob: float | None = None  # target's mean log-probability of the output (ar and soft methods)
+    chrf_vs_ar: float | None = None  # soft methods
+    answer_ok: bool | None = None  # docqa tasks with a known answer string
+
+
+def parse_method(spec: str) -> tuple[str, float | None]:
+    """'sense-soft@0.6' -> ('sense-soft', 0.6); 'pld' -> ('pld', None)."""
+    name, _, theta = spec.partition("@")
+    try:
+        return name, float(theta) if theta else None
+    except ValueError:
+        raise SenseError(f"bad method spec '{spec}': expected NAME or NAME@THETA") from None
 
 
 def _first_divergence(a: list[int], b: list[int]) -> int | None:
@@ -63,13 +78,15 @@ def run_task(
     store are skipped without one."""
     prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
     engine.prefill(prompt, outputs="all", hidden=True)  # hidden states too: SENSE reads the prompt's
-    methods = [m for m in methods if store is not None or not METHODS[m].needs_store]
+    methods = [m for m in methods if store is not None or not METHODS[parse_method(m)[0]].needs_store]
     outs: dict[str, list] = {m: [] for m in methods}
     peer_outs: dict[str, list] = {p.name: [] for p in peers}
     for rep in range(max(reps, peer_reps)):
         if rep < reps:
             for m in methods:
-                decoder = make_decoder(engine, GenerationOptions(m, max_tokens), store=store, record_gaps=(m == "ar"))
+                name, theta = parse_method(m)
+                options = GenerationOptions(name, max_tokens, theta=theta)
+                decoder = make_decoder(engine, options, store=store, record_gaps=(m == "ar"))
                 tokens = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
                 outs[m].append((tokens, decoder.stats))
         if rep < peer_reps:
@@ -85,11 +102,17 @@ def run_task(
         speed = statistics.median(s.tok_per_s for _, s in runs)
         at = _first_divergence(tokens, ar_tokens)
         gap = ar_stats.top2_gaps[at] if at is not None and at < len(ar_stats.top2_gaps) else None
-        rows.append(RunRow(
+        row = RunRow(
             task.name, task.kind, m, stats.tokens, stats.forwards, round(stats.tau, 3), round(speed, 2),
             round(speed / ar_speed, 3), at is None, None if gap is None else round(gap, 4),
-            stats.drafted, stats.accepted,
-        ))
+            stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted,
+        )
+        if m == "ar" or METHODS[parse_method(m)[0]].rule == "soft":  # quality: scored by the target
+            text = engine.detokenize(tokens)
+            row.mean_logprob = round(mean_logprob(engine, prompt, tokens), 4)
+            row.chrf_vs_ar = round(chrf(text, ar_text), 2)
+            row.answer_ok = contains_answer(text, task.answer)
+        rows.append(row)
     for name, runs in peer_outs.items():
         errors = [r.error for r in runs if r.error]
         ok = [r for r in runs if not r.error]
@@ -121,6 +144,13 @@ def summarise(rows: list[RunRow]) -> dict:
                     1 for r in ok if not r.identical_to_ar and r.divergence_gap is not None and r.divergence_gap >= NEAR_TIE
                 ),
             }
+            scored = [r for r in ok if r.mean_logprob is not None]
+            if scored:
+                summary[method][kind]["mean_logprob"] = round(statistics.mean(r.mean_logprob for r in scored), 4)
+                summary[method][kind]["chrf_vs_ar"] = round(statistics.mean(r.chrf_vs_ar for r in scored), 2)
+                answers = [r.answer_ok for r in scored if r.answer_ok is not None]
+                if answers:
+                    summary[method][kind]["answer_rate"] = round(sum(answers) / len(answers), 3)
     return summary
 
 
@@ -162,12 +192,14 @@ def bench_store(engine: Engine, suite: str):
 
 def run_bench_cli(args) -> int:
     names = args.methods.split(",") if args.methods else list(SUITE_METHODS[args.suite])
-    unknown = [n for n in names if n not in METHODS and n not in PEERS]
+    if args.theta_sweep:
+        names = ["ar", "sense", *(f"sense-soft@{t}" for t in THETA_SWEEP)]
+    unknown = [n for n in names if parse_method(n)[0] not in METHODS and n not in PEERS]
     if unknown:
         raise SenseError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join([*METHODS, *PEERS])}")
     if args.reps < 1:
         raise SenseError("--reps must be at least 1")
-    methods = ["ar"] + [n for n in names if n in METHODS and n != "ar"]
+    methods = ["ar"] + [n for n in names if parse_method(n)[0] in METHODS and n != "ar"]
     kinds = args.kinds.split(",") if args.kinds else list(KINDS)
     bad_kinds = [k for k in kinds if k not in KINDS]
     if bad_kinds:

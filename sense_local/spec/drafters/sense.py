@@ -21,18 +21,18 @@ from ..types import Draft, Feedback
 from .base import AcceptanceEstimate, Drafter
 from .trie import heaviest_path
 
-SIM_BUCKETS = (0.85, 0.9, 0.95, 0.98)  # similarity of the best agreeing neighbour
-SUPPORT_BUCKETS = (2, 4)  # agreeing continuations on the drafted path: 1 | 2-3 | 4+
+SIM_BUCKETS = (0.9, 0.98)  # similarity of the best agreeing neighbour: < 0.9 | 0.9-0.98 | >= 0.98
 LEXICAL = 4  # how many tokens before a neighbour are compared with the query's
 LEX_BUCKETS = (2, 4)  # tokens agreeing right before the best neighbour: 0-1 | 2-3 | 4
-# Priors measured with a prototype on this model: the top neighbour's next token is right ~65% of
-# the time, ~76% at cosine >= 0.9; continuations of near-duplicates (>= 0.98) rarely break, and a
-# neighbour whose preceding tokens also match the context's is an n-gram match on top.
+RUN_BUCKETS = (1, 4, 12)  # draft tokens accepted in a row: 0 | 1-3 | 4-11 | 12+ (a copy under way)
+# Priors: a prototype on this model found the top neighbour's next token right ~65% of the time
+# (~76% at cosine >= 0.9); a neighbour whose preceding tokens also match is an n-gram match on top,
+# and a copy under way tends to go on. Observed acceptance per key takes over after a few steps.
 PRIORS = {
-    (s, u, x): min(0.95, (0.3, 0.45, 0.6, 0.7, 0.8)[s] + 0.05 * u + 0.1 * x)
+    (s, x, r): min(0.95, 0.25 + 0.15 * s + 0.12 * x + (0.0, 0.1, 0.2, 0.25)[r])
     for s in range(len(SIM_BUCKETS) + 1)
-    for u in range(len(SUPPORT_BUCKETS) + 1)
     for x in range(len(LEX_BUCKETS) + 1)
+    for r in range(len(RUN_BUCKETS) + 1)
 }
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 
@@ -60,11 +60,13 @@ class SenseDrafter(Drafter):
         self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
         self.ctx: list[int] = []
         self._added = 0  # positions [0, _added) are in the context store
+        self._run = 0  # draft tokens accepted in a row
         self.estimate = AcceptanceEstimate(PRIORS)
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.ctx = [int(t) for t in prompt]
         self._added = 0
+        self._run = 0
         if self.context is not None:
             self.context.reset()
 
@@ -132,11 +134,13 @@ class SenseDrafter(Drafter):
         best = int(np.argmax(np.where(on, weights, -1.0)))
         key = (
             int(np.searchsorted(SIM_BUCKETS, sims[best])),
-            int(np.searchsorted(SUPPORT_BUCKETS, int(on.sum()), side="right")),
             int(np.searchsorted(LEX_BUCKETS, lex[best], side="right")),
+            int(np.searchsorted(RUN_BUCKETS, self._run, side="right")),
         )
         source = "docs" if (srcs[on] == 1).sum() * 2 > on.sum() else "context"
         return Draft(tokens=tokens, source=source, acceptance=self.estimate.get(key), key=key)
 
     def update(self, feedback: Feedback) -> None:
-        self.estimate.observe(feedback.draft.key, len(feedback.draft.tokens), feedback.accepted)
+        drafted = len(feedback.draft.tokens)
+        self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
+        self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0

@@ -1,0 +1,161 @@
+"""The Textual app on the real default model, driven by Pilot."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from sense_local.chat_template import fit_chat
+from sense_local.generation import GenerationOptions, make_decoder
+from sense_local.sessions import SessionStore
+from tui.app import SenseApp, Settings
+from tui.widgets import ChatMessage, PromptBox, span_style
+
+SIZE = (110, 32)
+
+
+async def wait_for(pilot, condition, timeout=120.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.05)
+
+
+def replies(app):
+    return [m for m in app.query(ChatMessage) if m.role == "assistant"]
+
+
+async def send(pilot, app, text):
+    """Type and send a message; returns once its reply widget exists (it may already be complete)."""
+    before = len(replies(app))
+    box = app.query_one(PromptBox)
+    box.text = text
+    box.focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: len(replies(app)) > before)
+
+
+def make_app(tmp_path, **settings):
+    store = SessionStore(tmp_path / "sessions.db")
+    return SenseApp(sessions=store, settings=Settings(**{"method": "sense", "max_tokens": 48, **settings}))
+
+
+QUOTE = ("Repeat exactly: The lighthouse keeper climbed the spiral stairs every evening and polished "
+         "the great lens until it shone.")
+
+
+@pytest.mark.asyncio
+async def test_streamed_reply_highlighting_matches_event_provenance(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await send(pilot, app, QUOTE)
+        await wait_for(pilot, lambda: not app.generating)
+        replies = [m for m in app.query(ChatMessage) if m.role == "assistant"]
+        assert len(replies) == 1 and replies[0].content.strip()
+        reply = replies[0]
+        # the same generation, run directly: the spans must carry the events' provenance
+        decoder = make_decoder(app.engine, GenerationOptions("sense", 48))
+        prompt, _ = fit_chat(app.engine, [{"role": "user", "content": QUOTE}], reserve=48)
+        expected = [(e.text, e.source) for e in decoder.generate(prompt, 48)]
+        shown = "".join(t for t, _, _ in reply.spans)
+        assert shown == "".join(t for t, _ in expected)
+        by_char = [src for t, src in expected for _ in t]
+        got = [src for t, src, _ in reply.spans for _ in t]
+        assert got == by_char
+        assert any(src != "target" for src in got)  # something was drafted and accepted
+        text = reply.highlighted_text()
+        for chunk_start, (t, src, soft) in zip(_starts(reply.spans), reply.spans):
+            if src != "target":
+                styles = {str(s.style) for s in text.spans if s.start <= chunk_start < s.end}
+                assert span_style(src, soft) in styles
+        # toggling removes the highlighting and keeps the text
+        await pilot.press("f2")
+        assert not reply.highlight and reply.content == shown
+        assert "tok/s" in reply.footer
+
+
+def _starts(spans):
+    pos = 0
+    for t, _, _ in spans:
+        yield pos
+        pos += len(t)
+
+
+@pytest.mark.asyncio
+async def test_cancel_then_send_again_and_session_survives_restart(tmp_path):
+    app = make_app(tmp_path, max_tokens=400, method="pld")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await send(pilot, app, "Write a long story about a dragon who learns to bake bread.")
+        await wait_for(pilot, lambda: app._streamed >= 5)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.generating)
+        first = [m for m in app.query(ChatMessage) if m.role == "assistant"][-1]
+        assert "stopped" in first.footer and app.last_stats["tokens"] < 400
+        await send(pilot, app, "Now say hello in French.")
+        await wait_for(pilot, lambda: not app.generating)
+        second = [m for m in app.query(ChatMessage) if m.role == "assistant"][-1]
+        assert second.content.strip() and "stopped" not in second.footer
+        session_id = app.session.id
+    # a new app on the same database shows the same conversation
+    again = SenseApp(sessions=SessionStore(tmp_path / "sessions.db"))
+    async with again.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: again.session is not None)
+        assert again.session.id == session_id
+        roles = [m.role for m in again.query(ChatMessage)]
+        assert roles == ["user", "assistant", "user", "assistant"]
+        assert [m for m in again.query(ChatMessage)][-1].content == second.content
+
+
+@pytest.mark.asyncio
+async def test_indexing_from_documents_screen_while_chatting(tmp_path, monkeypatch):
+    from pydoc_data.topics import topics
+
+    monkeypatch.setenv("SENSE_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for t in ("assert", "pass", "del"):
+        (folder / f"{t}.txt").write_text(topics[t])
+    app = make_app(tmp_path, method="sense", max_tokens=24)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await pilot.press("f3")
+        screen = app.screen
+        screen.query_one("#folder").value = str(folder)
+        await pilot.click("#add")
+        await wait_for(pilot, lambda: "tokens" in str(screen.query_one("#index-status").render()), 60)
+        await pilot.press("escape")  # back to the chat while indexing goes on
+        await send(pilot, app, "Say hi.")
+        await wait_for(pilot, lambda: not app.generating)
+        assert [m for m in app.query(ChatMessage) if m.role == "assistant"][-1].content.strip()
+        await wait_for(pilot, lambda: "done" in str(screen.query_one("#index-status").render()), 240)
+        assert app.store is not None and len(app.store.manifest.documents) == 3
+        await pilot.press("f3")
+        assert app.screen is screen and screen.query_one("#docs-table").row_count == 3
+
+
+def test_bad_model_is_a_message_not_a_crash(tmp_path):
+    async def run():
+        app = SenseApp(model=str(tmp_path / "missing.gguf"), sessions=SessionStore(tmp_path / "s.db"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: "error" in str(app.query_one("#status").render()), 30)
+            assert "not found" in str(app.query_one("#status").render())
+            await send_nothing(pilot)
+
+    async def send_nothing(pilot):
+        await pilot.press("h", "i", "enter")  # no engine: a notice, no crash
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (scripts/setup installs it where it can)")
+def test_tui_smoke_in_tmux():
+    proc = subprocess.run([str(ROOT / "scripts" / "tui_smoke")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "tok/s" in proc.stdout

@@ -1,0 +1,59 @@
+"""Snapshot tests (pytest-textual-snapshot): the look of highlighted replies and the documents screen.
+Regenerate after an intended change with `scripts/test tests/test_tui_snapshots.py --snapshot-update`."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sense_local.sessions import Message, SessionStore
+from tui.app import SenseApp, Settings
+
+SIZE = (100, 28)
+SPANS = [
+    ["The ", "target", False], ["lighthouse keeper climbed", "context", False], [" the ", "target", False],
+    ["spiral stairs", "docs", False], [" every ", "target", False], ["night", "context", True],
+    [" and polished ", "target", False], ["the great lens", "pld", False], [".", "target", False],
+]
+
+
+async def _ready(pilot):
+    app = pilot.app
+    while app.session is None:
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)
+
+
+def test_chat_with_highlighting(snap_compare, tmp_path):
+    store = SessionStore(tmp_path / "s.db")
+    session = store.create("Lighthouse", "SmolLM2-135M-Instruct.Q4_1.gguf", "sense", Settings().to_dict())
+    store.add_message(session.id, Message("user", "Tell me about the lighthouse keeper."))
+    store.add_message(session.id, Message("assistant", "".join(s[0] for s in SPANS), SPANS,
+                                          {"footer": "16 tokens · 95.0 tok/s · tau 2.67 · accepted 10/12"}))
+    app = SenseApp(sessions=store)
+    assert snap_compare(app, terminal_size=SIZE, run_before=_ready)
+
+
+def test_documents_screen(snap_compare, tmp_path, monkeypatch, engine):
+    from sense_local.datastore import index_paths
+
+    docs = Path("/tmp/sense-local-snapshot-docs")  # a fixed path: it is shown on screen
+    shutil.rmtree(docs, ignore_errors=True)
+    docs.mkdir()
+    (docs / "notes.md").write_text("# Notes\n\nThe walrus operator assigns inside expressions.\n")
+    (docs / "empty.txt").write_text("")
+    home = tmp_path / "home"
+    monkeypatch.setenv("SENSE_HOME", str(home))
+    index_paths(engine, home / "stores" / "default", [docs])
+
+    async def open_documents(pilot):
+        await _ready(pilot)
+        await pilot.press("f3")
+        await pilot.pause(0.3)
+
+    app = SenseApp(sessions=SessionStore(tmp_path / "s.db"))
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=open_documents)
+    finally:
+        shutil.rmtree(docs, ignore_errors=True)

@@ -1,0 +1,277 @@
+"""Screens around the chat: documents (indexing in a worker), sessions, settings, model info."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Select, Static
+
+from sense_local.errors import SenseError
+
+
+class IndexProgress(Message):
+    def __init__(self, done: int, total: int, path: str, rate: float):
+        super().__init__()
+        self.done, self.total, self.path, self.rate = done, total, path, rate
+
+
+class IndexFinished(Message):
+    def __init__(self, summary: str, error: str | None = None):
+        super().__init__()
+        self.summary, self.error = summary, error
+
+
+class DocumentsScreen(Screen):
+    """Add a folder (indexed in a worker with its own engine; chat stays usable), list, remove."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("delete", "remove", "Remove document")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="folder-row"):
+            yield Input(placeholder="folder or file to index", id="folder")
+            yield Button("Add", id="add", variant="primary")
+        yield ProgressBar(id="index-progress", show_eta=True)
+        yield Static("", id="index-status")
+        yield DataTable(id="docs-table", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("document", "tokens", "status")
+        self.refresh_table()
+
+    def store_path(self) -> str:
+        from sense_local.cli import default_store
+
+        return self.app.store_path or default_store()
+
+    def refresh_table(self) -> None:
+        from sense_local.datastore.manifest import Manifest, StoreError
+
+        table = self.query_one(DataTable)
+        table.clear()
+        try:
+            manifest = Manifest.load(Path(self.store_path()))
+        except StoreError:
+            return
+        for path, doc in sorted(manifest.documents.items()):
+            table.add_row(path, str(doc.n_tokens), "indexed" + (f" ({doc.note})" if doc.note else ""), key=path)
+        for path, reason in sorted(manifest.skipped.items()):
+            table.add_row(path, "-", f"skipped: {reason}", key="skip:" + path)
+
+    @on(Button.Pressed, "#add")
+    @on(Input.Submitted, "#folder")
+    def add_folder(self) -> None:
+        folder = self.query_one("#folder", Input).value.strip()
+        if not folder:
+            return
+        if not Path(folder).expanduser().exists():
+            self.notify(f"{folder}: no such file or folder", severity="error")
+            return
+        self.query_one("#index-status", Static).update(f"indexing {folder}…")
+        self.run_index(str(Path(folder).expanduser()))
+
+    @work(thread=True, exclusive=True, group="index")
+    def run_index(self, folder: str) -> None:
+        from sense_local.datastore import index_paths
+        from sense_local.engine import Engine
+
+        app = self.app
+        try:
+            engine = Engine(app.model_path, n_ctx=2048, n_threads=app.engine_args["n_threads"])
+        except SenseError as exc:
+            self.post_message(IndexFinished("", str(exc)))
+            return
+        t0 = time.perf_counter()
+        last = [0.0]
+
+        def progress(done: int, total: int, path: str) -> None:
+            now = time.perf_counter()
+            if now - last[0] > 0.2 or done == total:
+                last[0] = now
+                self.post_message(IndexProgress(done, total, path, done / max(now - t0, 1e-6)))
+
+        try:
+            report = index_paths(engine, self.store_path(), [folder], progress=progress)
+        except SenseError as exc:
+            self.post_message(IndexFinished("", str(exc)))
+            return
+        finally:
+            engine.close()
+        self.post_message(IndexFinished(
+            f"{len(report.added)} added, {len(report.updated)} changed, {len(report.removed)} removed, "
+            f"{report.unchanged} unchanged, {len(report.skipped)} skipped · {report.tok_per_s:.0f} tok/s"))
+
+    def on_index_progress(self, message: IndexProgress) -> None:
+        bar = self.query_one(ProgressBar)
+        bar.update(total=max(message.total, 1), progress=message.done)
+        left = (message.total - message.done) / message.rate if message.rate > 0 else 0
+        self.query_one("#index-status", Static).update(
+            f"{message.done}/{message.total} tokens · {message.rate:.0f} tok/s · ETA {left:.0f} s · {Path(message.path).name}")
+
+    def on_index_finished(self, message: IndexFinished) -> None:
+        status = self.query_one("#index-status", Static)
+        if message.error:
+            status.update(f"error: {message.error}")
+            self.notify(message.error, severity="error")
+            return
+        status.update(f"done: {message.summary}")
+        self.app.reload_store(self.store_path())
+        self.refresh_table()
+
+    def action_remove(self) -> None:
+        from sense_local.datastore import DocumentStore
+
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key.startswith("skip:"):
+            return
+        try:
+            store = DocumentStore.open(self.store_path(), writable=True)
+            store.remove_document(key)
+            store.commit()
+        except SenseError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.app.reload_store(self.store_path())
+        self.refresh_table()
+        self.notify(f"removed {Path(key).name}")
+
+
+class SessionsScreen(ModalScreen):
+    BINDINGS = [Binding("escape", "dismiss", "Close"), Binding("n", "new", "New"), Binding("d", "delete", "Delete"),
+                Binding("r", "rename", "Rename")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Sessions (Enter open · n new · r rename · d delete)")
+            yield ListView(id="sessions")
+            yield Input(placeholder="new title, then Enter", id="rename")
+
+    def on_mount(self) -> None:
+        self.query_one("#rename").display = False
+        self.refresh_list()
+
+    def refresh_list(self) -> None:
+        view = self.query_one(ListView)
+        view.clear()
+        for s in self.app.sessions.list():
+            item = ListItem(Label(f"{s.title}  [{s.method}]  {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.updated))}"))
+            item.session_id = s.id
+            view.append(item)
+
+    def _selected(self):
+        item = self.query_one(ListView).highlighted_child
+        return getattr(item, "session_id", None)
+
+    def on_list_view_selected(self, event: ListView.Selected) -> None:
+        self.app.open_session(event.item.session_id)
+        self.dismiss()
+
+    def action_new(self) -> None:
+        self.app.action_new_session()
+        self.dismiss()
+
+    def action_delete(self) -> None:
+        sid = self._selected()
+        if sid is None:
+            return
+        self.app.sessions.delete(sid)
+        if self.app.session and self.app.session.id == sid:
+            remaining = self.app.sessions.list()
+            self.app.open_session(remaining[0].id) if remaining else self.app.action_new_session()
+        self.refresh_list()
+
+    def action_rename(self) -> None:
+        box = self.query_one("#rename", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Submitted, "#rename")
+    def do_rename(self, event: Input.Submitted) -> None:
+        sid = self._selected()
+        if sid is not None and event.value.strip():
+            self.app.sessions.rename(sid, event.value.strip())
+            if self.app.session and self.app.session.id == sid:
+                self.app.session.title = event.value.strip()
+                self.app.sub_title = self.app.session.title
+        event.input.display = False
+        self.refresh_list()
+
+
+class SettingsScreen(ModalScreen):
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    def __init__(self, settings):
+        super().__init__()
+        self.settings = settings
+
+    def compose(self) -> ComposeResult:
+        from sense_local.spec.methods import METHODS
+
+        s = self.settings
+        with Vertical(classes="dialog"):
+            yield Label("Method")
+            yield Select([(m, m) for m in METHODS], value=s.method, allow_blank=False, id="method")
+            yield Label("Theta (sense-soft; empty = default)")
+            yield Input("" if s.theta is None else str(s.theta), id="theta")
+            yield Label("Max tokens")
+            yield Input(str(s.max_tokens), id="max_tokens")
+            yield Label("Temperature")
+            yield Input(str(s.temperature), id="temperature")
+            yield Label("System prompt")
+            yield Input(s.system, id="system")
+            yield Button("Save", id="save", variant="primary")
+
+    @on(Button.Pressed, "#save")
+    def save(self) -> None:
+        from tui.app import Settings
+        from sense_local.generation import GenerationOptions
+
+        try:
+            theta_text = self.query_one("#theta", Input).value.strip()
+            settings = Settings(
+                method=str(self.query_one("#method", Select).value),
+                theta=float(theta_text) if theta_text else None,
+                max_tokens=int(self.query_one("#max_tokens", Input).value),
+                temperature=float(self.query_one("#temperature", Input).value),
+                system=self.query_one("#system", Input).value,
+            )
+            GenerationOptions(settings.method, settings.max_tokens, settings.temperature, 0, settings.theta)
+        except ValueError as exc:
+            self.notify(f"not a number: {exc}", severity="error")
+            return
+        except SenseError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.app.apply_settings(settings)
+        self.dismiss()
+
+
+class ModelInfoScreen(ModalScreen):
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def compose(self) -> ComposeResult:
+        from sense_local.model_info import read_model_info
+
+        info = read_model_info(self.path).to_dict()
+        template = info.pop("chat_template")
+        lines = [f"{k:>12}: {v}" for k, v in info.items()]
+        lines.append(f"{'template':>12}: {'yes' if template else 'none (ChatML fallback)'}")
+        with Vertical(classes="dialog"):
+            yield Label("Model")
+            yield Static("\n".join(lines))

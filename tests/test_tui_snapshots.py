@@ -52,7 +52,9 @@ def test_documents_screen(snap_compare, tmp_path, monkeypatch, engine):
         await pilot.press("f3")
         await pilot.pause(0.3)
 
-    app = SenseApp(sessions=SessionStore(tmp_path / "s.db"))
+    sessions = SessionStore(tmp_path / "s.db")
+    sessions.create("Documents", "SmolLM2-135M-Instruct.Q4_1.gguf", "sense", Settings().to_dict())
+    app = SenseApp(sessions=sessions)
     try:
         assert snap_compare(app, terminal_size=SIZE, run_before=open_documents)
     finally:

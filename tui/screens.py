@@ -46,6 +46,7 @@ class DocumentsScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("document", "tokens", "status")
+        self.query_one(ProgressBar).display = False  # shown while indexing
         self.refresh_table()
 
     def store_path(self) -> str:
@@ -112,6 +113,7 @@ class DocumentsScreen(Screen):
 
     def on_index_progress(self, message: IndexProgress) -> None:
         bar = self.query_one(ProgressBar)
+        bar.display = True
         bar.update(total=max(message.total, 1), progress=message.done)
         left = (message.total - message.done) / message.rate if message.rate > 0 else 0
         self.query_one("#index-status", Static).update(

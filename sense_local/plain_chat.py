@@ -5,12 +5,12 @@ import sys
 
 from .chat_template import fit_chat
 from .errors import SenseError
-from .generation import GenerationOptions, make_decoder
+from .generation import GenerationOptions, make_decoder, open_store
 
 
 def run_plain_chat(args, engine) -> int:
-    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed)
-    decoder = make_decoder(engine, options)
+    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
+    decoder = make_decoder(engine, options, store=open_store(engine, args.store))
     messages = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     if interactive:
@@ -31,7 +31,8 @@ def run_plain_chat(args, engine) -> int:
             print(f"sense-local: {exc}", file=sys.stderr)
             messages.pop()
             continue
-        del messages[(1 if messages[0]["role"] == "system" else 0) : (1 if messages[0]["role"] == "system" else 0) + dropped]
+        first = 1 if messages[0]["role"] == "system" else 0
+        del messages[first : first + dropped]  # the turns that no longer fit are gone for good
         reply = []
         for ev in decoder.generate(tokens, options.max_tokens):
             reply.append(ev.text)

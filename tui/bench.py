@@ -37,13 +37,13 @@ async def main(method: str, tokens: int, reps: int) -> None:
         for _ in range(reps):
             for text in PROMPTS:
                 app.action_new_session()
+                await pilot.pause(0.05)
                 box = app.query_one(PromptBox)
                 box.text = text
                 box.focus()
                 await pilot.press("enter")
-                while not app.generating:
-                    await pilot.pause(0.01)
-                while app.generating:
+                await pilot.pause(0.05)  # the reply widget is mounted and generation started
+                while app.generating or app._reply is not None:
                     await pilot.pause(0.02)
                 ui.append(app.last_stats["tok_per_s"])
                 decoder = make_decoder(app.engine, GenerationOptions(method, tokens))

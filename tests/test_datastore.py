@@ -109,8 +109,6 @@ def test_formats_are_extracted_as_text(built):
     docs = {Path(p).name: d for p, d in store.manifest.documents.items()}
 
     def text(name):
-        from sense_local.engine import Engine  # noqa: F401
-
         d = docs[name]
         return store.tokens(d.start, d.end)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 
 from sense_local.sessions import Message, SessionStore
 from tui.app import SenseApp, Settings

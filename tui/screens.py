@@ -1,7 +1,6 @@
 """Screens around the chat: documents (indexing in a worker), sessions, settings, model info."""
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 

@@ -18,10 +18,13 @@ SPANS = [
 
 
 async def _ready(pilot):
+    """Wait until the model is loaded, the session shown and the status bar filled in."""
     app = pilot.app
-    while app.session is None:
+    while app.session is None or "method" not in str(app.query_one("#status").render()):
         await pilot.pause(0.05)
-    await pilot.pause(0.2)
+    app.query_one("#prompt").cursor_blink = False  # a blinking cursor would make the picture timing-dependent
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause(0.5)
 
 
 def test_chat_with_highlighting(snap_compare, tmp_path):

@@ -8,8 +8,6 @@ import subprocess
 import pytest
 
 from conftest import ROOT
-from sense_local.chat_template import fit_chat
-from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.sessions import SessionStore
 from tui.app import SenseApp, Settings
 from tui.widgets import ChatMessage, PromptBox, span_style
@@ -49,22 +47,28 @@ QUOTE = ("Repeat exactly: The lighthouse keeper climbed the spiral stairs every 
 
 
 @pytest.mark.asyncio
-async def test_streamed_reply_highlighting_matches_event_provenance(tmp_path):
+async def test_streamed_reply_highlighting_matches_event_provenance(tmp_path, monkeypatch):
+    from sense_local.spec.loop import SpecDecoder
+
+    recorded = []  # every event the decoder handed to the app (drafting decisions are timing-dependent,
+    real_generate = SpecDecoder.generate  # so we record them rather than re-run)
+
+    def recording_generate(self, *args, **kwargs):
+        for ev in real_generate(self, *args, **kwargs):
+            recorded.append((ev.text, ev.source))
+            yield ev
+
+    monkeypatch.setattr(SpecDecoder, "generate", recording_generate)
     app = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.session is not None)
         await send(pilot, app, QUOTE)
         await wait_for(pilot, lambda: not app.generating)
-        replies = [m for m in app.query(ChatMessage) if m.role == "assistant"]
-        assert len(replies) == 1 and replies[0].content.strip()
-        reply = replies[0]
-        # the same generation, run directly: the spans must carry the events' provenance
-        decoder = make_decoder(app.engine, GenerationOptions("sense", 48))
-        prompt, _ = fit_chat(app.engine, [{"role": "user", "content": QUOTE}], reserve=48)
-        expected = [(e.text, e.source) for e in decoder.generate(prompt, 48)]
+        reply = replies(app)[0]
+        assert len(replies(app)) == 1 and reply.content.strip()
         shown = "".join(t for t, _, _ in reply.spans)
-        assert shown == "".join(t for t, _ in expected)
-        by_char = [src for t, src in expected for _ in t]
+        assert shown == "".join(t for t, _ in recorded)
+        by_char = [src for t, src in recorded for _ in t]
         got = [src for t, src, _ in reply.spans for _ in t]
         assert got == by_char
         assert any(src != "target" for src in got)  # something was drafted and accepted

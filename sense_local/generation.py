@@ -61,10 +61,7 @@ def soft_verifier(engine: Engine, options: GenerationOptions) -> SoftVerifier:
     cache = engine.__dict__.setdefault("_soft_verifiers", {})
     if opts not in cache:
         base = next(iter(cache.values()), None)
-        verifier = SoftVerifier.__new__(SoftVerifier) if base else SoftVerifier(engine, opts)
-        if base:  # same model data, other options
-            verifier.embeddings, verifier.protected, verifier.opts = base.embeddings, base.protected, opts
-        cache[opts] = verifier
+        cache[opts] = base.with_options(opts) if base else SoftVerifier(engine, opts)
     return cache[opts]
 
 

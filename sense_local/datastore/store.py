@@ -40,8 +40,8 @@ class DocumentStore:
         self.index = index
         self.writable = writable
         self._tokens = self._map_tokens()
-        self._pending: list[np.ndarray] = []  # token arrays appended since the last commit
-        self._pending_len = 0
+        self._spans: tuple[np.ndarray, np.ndarray] | None = None  # sorted (starts, ends) of live documents
+        self._pending_len = 0  # tokens appended since the last commit
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -118,12 +118,6 @@ class DocumentStore:
     def tokens(self, start: int, end: int) -> np.ndarray:
         return np.asarray(self._tokens[start:end])
 
-    def document_at(self, position: int) -> DocEntry | None:
-        for doc in self.manifest.documents.values():
-            if doc.start <= position < doc.end:
-                return doc
-        return None
-
     def search(self, hidden: np.ndarray, k: int = 8, continuation: int = 8) -> Neighbours:
         """hidden: [n, n_embd] queries. Returns the k nearest stored positions for each."""
         hidden = np.ascontiguousarray(np.atleast_2d(hidden), dtype=np.float32)
@@ -151,12 +145,14 @@ class DocumentStore:
         return out
 
     def _doc_ends(self, positions: np.ndarray) -> np.ndarray:
-        docs = sorted(self.manifest.documents.values(), key=lambda d: d.start)
-        if not docs:
+        """[same shape] end of the live document holding each position (0 where none does)."""
+        if self._spans is None:  # computed once per change of the document set, not per search
+            docs = sorted(self.manifest.documents.values(), key=lambda d: d.start)
+            self._spans = (np.array([d.start for d in docs], np.int64), np.array([d.end for d in docs], np.int64))
+        starts, ends = self._spans
+        if len(starts) == 0:
             return np.zeros_like(positions)
-        starts = np.array([d.start for d in docs])
-        ends = np.array([d.end for d in docs])
-        which = np.clip(np.searchsorted(starts, positions, side="right") - 1, 0, len(docs) - 1)
+        which = np.clip(np.searchsorted(starts, positions, side="right") - 1, 0, len(starts) - 1)
         return np.where(positions >= starts[which], ends[which], 0)
 
     # ------------------------------------------------------------------ writing
@@ -177,11 +173,13 @@ class DocumentStore:
             f.write(np.asarray(tokens, np.int32).tobytes())
         self._pending_len += len(tokens)
         self.manifest.documents[entry.path] = entry
+        self._spans = None
         return entry
 
     def remove_document(self, path: str) -> DocEntry | None:
         self._require_writable()
         entry = self.manifest.documents.pop(path, None)
+        self._spans = None
         if entry is not None and entry.end - entry.start > 1:
             keys = np.arange(entry.start, entry.end - 1, dtype=np.uint64)
             self.index.remove(keys)

@@ -68,6 +68,7 @@ class OnlineCost:
         self.alpha = alpha
         self.t_one: float | None = None  # EMA of a one-token decode's seconds
         self.factor = 1.0  # EMA of observed extra cost / probed extra cost
+        self._curve: CostCurve | None = None  # the scaled curve, rebuilt only when factor moves
 
     def observe(self, n_tokens: int, seconds: float) -> None:
         if n_tokens == 1:
@@ -81,11 +82,14 @@ class OnlineCost:
         ratio = (seconds / self.t_one - 1.0) / probed_extra
         ratio = min(max(ratio, 0.25), 4.0)  # one stalled decode must not swing the policy
         self.factor += self.alpha * (ratio - self.factor)
+        self._curve = None
 
     @property
     def curve(self) -> CostCurve:
-        f = self.factor
-        return CostCurve(self.prior.lengths, tuple(1.0 + (c - 1.0) * f for c in self.prior.costs))
+        if self._curve is None:
+            f = self.factor
+            self._curve = CostCurve(self.prior.lengths, tuple(1.0 + (c - 1.0) * f for c in self.prior.costs))
+        return self._curve
 
     def best_length(self, acceptance: float, max_len: int) -> int:
         return self.curve.best_length(acceptance, max_len)

@@ -144,6 +144,12 @@ class SoftVerifier:
                            for t in range(engine.n_vocab)])
         self.protected = engine.special_mask | digits  # [V] bool
 
+    def with_options(self, opts: SoftOptions) -> "SoftVerifier":
+        """The same model data under other options (no second dequantization)."""
+        other = object.__new__(SoftVerifier)
+        other.embeddings, other.protected, other.opts = self.embeddings, self.protected, opts
+        return other
+
     def __call__(self, logits: np.ndarray, draft: np.ndarray, support: float) -> Verdict:
         return verify_soft(logits, draft, self.embeddings, self.protected, support, self.opts)
 

@@ -85,6 +85,47 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_ask(args) -> int:
+    """Answer one question from the indexed documents, with sources."""
+    from .generation import GenerationOptions, make_decoder, open_store
+    from .grounding.chat import GroundedChat
+
+    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
+    question = args.question if args.question != "-" else sys.stdin.read()
+    if not question.strip():
+        raise SenseError("empty question: nothing to ask")
+    engine = load_engine(args)
+    store = open_store(engine, args.store or default_store())
+    grounded = GroundedChat(engine, store, ranker=args.ranker, passages=args.passages, budget=args.budget)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    turn = grounded.prepare(system, question, reserve=min(options.max_tokens, engine.n_ctx // 4))
+    if not args.json:
+        for note in turn.notes:
+            print(f"note: {note}", file=sys.stderr)
+    decoder = make_decoder(engine, options, store=store)
+    parts = []
+    for ev in decoder.generate(turn.tokens, options.max_tokens):
+        parts.append(ev.text)
+        if not args.json:
+            sys.stdout.write(ev.text)
+            sys.stdout.flush()
+    stats = decoder.stats
+    if args.json:
+        print(json.dumps({
+            "question": question, "answer": "".join(parts).strip(),
+            "sources": [s.to_dict() for s in turn.sources], "notes": turn.notes,
+            "method": stats.method, "tokens": stats.tokens, "forwards": stats.forwards,
+            "tau": round(stats.tau, 4), "tok_per_s": round(stats.tok_per_s, 2), "stop_reason": stats.stop_reason,
+        }, ensure_ascii=False))
+        return 0
+    sys.stdout.write("\n")
+    if turn.sources:
+        print("\nSources:")
+        for source in turn.sources:
+            print(f"  {source.label()}: {source.snippet}")
+    return 0
+
+
 def cmd_chat(args) -> int:
     if args.plain or not sys.stdin.isatty():
         from .plain_chat import run_plain_chat
@@ -172,6 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", action="store_true", help="with --json: include per-token events")
     p.add_argument("--stats", action="store_true", help="print statistics to stderr")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("ask", help="answer a question from your indexed documents, citing its sources")
+    p.add_argument("question", help="the question ('-' reads stdin)")
+    _add_model_args(p)
+    p.add_argument("--store", help="store directory (default: $SENSE_HOME/stores/default)")
+    p.add_argument("--method", default="pld", help=f"decoding method: {', '.join(METHODS)} (default pld)")
+    p.add_argument("--passages", type=int, default=3, help="passages retrieved into the prompt (default 3)")
+    p.add_argument("--budget", type=int, default=1024, help="most prompt tokens spent on passages (default 1024)")
+    p.add_argument("--ranker", choices=["bm25", "hidden", "fused"], default="fused",
+                   help="passage ranking: lexical, the model's hidden states, or both fused (default)")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--theta", type=float, default=None, help="soft-gate threshold for sense-soft")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the answer and its sources")
+    p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("chat", help="chat with the model (TUI; --plain for a line-based loop)")
     _add_model_args(p)

@@ -44,6 +44,7 @@ class Engine:
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         flash_attn: bool | None = None,
+        side_sequence: bool = True,
     ):
         self.path = Path(model_path)
         check_readable_gguf(self.path)
@@ -72,7 +73,11 @@ class Engine:
         cparams.n_ctx = self.n_ctx
         cparams.n_batch = self.n_batch
         cparams.n_ubatch = self.n_batch
-        cparams.n_seq_max = 1
+        # Sequence 0 holds the conversation; sequence 1 is scratch space for side evaluations
+        # (`side_hidden`) that must not disturb it. One unified KV buffer serves both.
+        self.side_sequence = side_sequence
+        cparams.n_seq_max = 2 if side_sequence else 1
+        cparams.kv_unified = side_sequence
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
         if flash_attn is not None:  # None: llama.cpp decides (AUTO)
@@ -181,6 +186,36 @@ class Engine:
                 hidden=np.concatenate([o.hidden for o in earlier] + [out.hidden]),
             )
         return out
+
+    def side_hidden(self, tokens) -> np.ndarray:
+        """[k, n_embd] final hidden states of `tokens` evaluated on their own (positions 0..k-1) in
+        the scratch sequence: the conversation's KV cache and committed tokens stay as they are."""
+        tokens = np.asarray(tokens, dtype=np.int32)[: self.n_batch]
+        k = len(tokens)
+        if not self.side_sequence:  # no scratch sequence: evaluate in place, then forget everything
+            out = np.array(self.eval(tokens, 0, outputs="all", hidden=True).hidden)
+            self.reset()
+            return out
+        if self.n_past + k > self.n_ctx:
+            raise ContextOverflowError(f"context full: no room for a {k}-token side evaluation")
+        if not self._embeddings_on:
+            llama_cpp.llama_set_embeddings(self._ctx, True)
+            self._embeddings_on = True
+        self._b_token[:k] = tokens
+        self._b_pos[:k] = np.arange(k, dtype=np.int32)
+        self._b_logits[:k] = 1
+        for i in range(k):
+            self._batch.seq_id[i][0] = 1
+        self._batch.n_tokens = k
+        try:
+            rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with code {rc}")
+            return np.array(self._views(k, True).hidden)
+        finally:
+            for i in range(k):
+                self._batch.seq_id[i][0] = 0
+            llama_cpp.llama_memory_seq_rm(self._mem, 1, -1, -1)
 
     def _views(self, n_out: int, with_hidden: bool) -> EvalOutput:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))

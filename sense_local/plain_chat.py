@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import sys
 
-from .chat_template import fit_chat
 from .errors import SenseError
 from .generation import GenerationOptions, make_decoder, open_store
+from .grounding.chat import GroundedChat
 
 
 def run_plain_chat(args, engine) -> int:
     options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
-    decoder = make_decoder(engine, options, store=open_store(engine, args.store))
+    store = open_store(engine, args.store)
+    decoder = make_decoder(engine, options, store=store)
+    grounded = GroundedChat(engine, store)  # with no store: plain chat
     messages = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     if interactive:
@@ -24,15 +26,17 @@ def run_plain_chat(args, engine) -> int:
         text = line.strip()
         if not text:
             continue
-        messages.append({"role": "user", "content": text})
         try:
-            tokens, dropped = fit_chat(engine, messages, reserve=min(options.max_tokens, engine.n_ctx // 4))
+            turn = grounded.prepare(messages, text, reserve=min(options.max_tokens, engine.n_ctx // 4))
         except SenseError as exc:
             print(f"sense-local: {exc}", file=sys.stderr)
-            messages.pop()
             continue
-        first = 1 if messages[0]["role"] == "system" else 0
-        del messages[first : first + dropped]  # the turns that no longer fit are gone for good
+        for note in turn.notes:
+            print(f"note: {note}", file=sys.stderr)
+        first = 1 if messages and messages[0]["role"] == "system" else 0
+        del messages[first : first + turn.dropped]  # the turns that no longer fit are gone for good
+        messages.append({"role": "user", "content": text})
+        tokens = turn.tokens
         reply = []
         for ev in decoder.generate(tokens, options.max_tokens):
             reply.append(ev.text)
@@ -40,5 +44,7 @@ def run_plain_chat(args, engine) -> int:
             sys.stdout.flush()
         sys.stdout.write("\n")
         s = decoder.stats
+        for source in turn.sources:
+            print(f"  {source.label()}: {source.snippet}")
         print(f"[{s.tokens} tokens, {s.tok_per_s:.1f} tok/s, tau {s.tau:.2f}]", file=sys.stderr)
         messages.append({"role": "assistant", "content": "".join(reply)})

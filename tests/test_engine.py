@@ -95,3 +95,19 @@ def test_tokenize_detokenize_round_trip_and_eog(engine):
     assert engine.is_eog(engine.eos_id)
     assert not engine.is_eog(tokens[0])
     assert engine.piece(engine.eos_id) == b""  # control tokens render empty in output text
+
+
+def test_side_evaluation_leaves_the_conversation_alone(engine):
+    question = engine.tokenize("What does the with statement do?")
+    isolated = engine.eval(question, 0, outputs="all", hidden=True).hidden.copy()
+    engine.reset()
+    tokens = engine.tokenize(PASSAGE)
+    engine.eval(tokens[:-1], 0, outputs="all", hidden=True)
+    before = engine.eval(tokens[-1:], outputs="all").logits.copy()
+    engine.truncate(len(tokens) - 1)
+    side = engine.side_hidden(question)
+    assert engine.n_past == len(tokens) - 1 and engine.tokens == tokens[:-1]
+    cos = np.sum(side * isolated, 1) / np.linalg.norm(side, axis=1) / np.linalg.norm(isolated, axis=1)
+    assert cos.min() > 0.99  # the same states as evaluating the question alone
+    after = engine.eval(tokens[-1:], outputs="all").logits
+    assert np.abs(after - before).max() < 1e-3 * np.abs(before).max()  # the conversation's cache is intact

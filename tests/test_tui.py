@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -141,6 +142,15 @@ async def test_indexing_from_documents_screen_while_chatting(tmp_path, monkeypat
         assert app.store is not None and len(app.store.manifest.documents) == 3
         await pilot.press("f3")
         assert app.screen is screen and screen.query_one("#docs-table").row_count == 3
+        await pilot.press("escape")
+        # grounded chat: the reply lists the passages it was given, from the right document
+        await send(pilot, app, "What does the pass statement do?")
+        await wait_for(pilot, lambda: not app.generating)
+        reply = [m for m in app.query(ChatMessage) if m.role == "assistant"][-1]
+        assert reply.sources and Path(reply.sources[0]["path"]).name == "pass.txt"
+        assert "pass.txt, line" in reply.sources_text().plain
+        stored = app.sessions.messages(app.session.id)[-1]
+        assert stored.stats["sources"] == reply.sources  # kept with the session
 
 
 def test_bad_model_is_a_message_not_a_crash(tmp_path):

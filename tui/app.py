@@ -29,6 +29,7 @@ class Settings:
     max_tokens: int = 512
     temperature: float = 0.0
     system: str = ""
+    grounded: bool = True  # with a store loaded: retrieve passages into each question, cite them
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -46,6 +47,15 @@ class GenerationDone(Message):
         super().__init__()
         self.stats = stats
         self.error = error
+
+
+class Grounded(Message):
+    """The passages a reply is grounded on (sent before its first token), and notes for the user."""
+
+    def __init__(self, sources: list[dict], notes: list[str]):
+        super().__init__()
+        self.sources = sources
+        self.notes = notes
 
 
 class EngineReady(Message):
@@ -140,7 +150,7 @@ class SenseApp(App):
         transcript = self.query_one("#transcript", VerticalScroll)
         transcript.remove_children()
         for m in self.sessions.messages(session_id):
-            widget = ChatMessage(m.role, m.content, m.spans)
+            widget = ChatMessage(m.role, m.content, m.spans, m.stats.get("sources"))
             widget.highlight = self.highlight
             transcript.mount(widget)
             if m.stats.get("footer"):
@@ -194,14 +204,20 @@ class SenseApp(App):
 
     @work(thread=True, exclusive=True, group="generate")
     def generate(self, messages: list[dict]) -> None:
-        from sense_local.chat_template import fit_chat
         from sense_local.generation import GenerationOptions, make_decoder
+        from sense_local.grounding.chat import GroundedChat
 
         s = self.settings
         try:
             options = GenerationOptions(s.method, s.max_tokens, s.temperature, 0, s.theta)
+            if self.store is not None:
+                self.store = self.store.refreshed()  # the documents screen may be indexing
             decoder = make_decoder(self.engine, options, store=self.store)
-            prompt, _ = fit_chat(self.engine, messages, reserve=min(s.max_tokens, self.engine.n_ctx // 4))
+            store = self.store if s.grounded else None
+            turn = GroundedChat(self.engine, store).prepare(
+                messages[:-1], messages[-1]["content"], reserve=min(s.max_tokens, self.engine.n_ctx // 4))
+            prompt = turn.tokens
+            self.post_message(Grounded([x.to_dict() for x in turn.sources], turn.notes))
         except SenseError as exc:
             self.post_message(GenerationDone({}, str(exc)))
             return
@@ -225,6 +241,12 @@ class SenseApp(App):
     def _live_stats(decoder, now: float) -> dict:
         st = decoder.stats  # counters are live while generating (tokens is set at the end)
         return {"forwards": st.forwards, "accepted": st.accepted, "drafted": st.drafted, "t": now}
+
+    def on_grounded(self, message: Grounded) -> None:
+        for note in message.notes:
+            self.notify(note, title="Documents", timeout=8)
+        if self._reply is not None and message.sources:
+            self._reply.set_sources(message.sources)
 
     def on_tokens_batch(self, message: TokensBatch) -> None:
         if self._reply is None:
@@ -256,7 +278,7 @@ class SenseApp(App):
             reply.set_footer(footer)
             spans = [list(s) for s in reply.spans]
             self.sessions.add_message(self.session.id, StoredMessage("assistant", reply.content, spans,
-                                                                     {**st, "footer": footer}))
+                                                                     {**st, "footer": footer, "sources": reply.sources}))
         self.update_status()
 
     def action_cancel(self) -> None:

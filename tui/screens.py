@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Select, Static
+from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Select, Static
 
 from sense_local.errors import SenseError
 
@@ -232,6 +232,7 @@ class SettingsScreen(ModalScreen):
             yield Input(str(s.temperature), id="temperature")
             yield Label("System prompt")
             yield Input(s.system, id="system")
+            yield Checkbox("Ground answers in my documents (retrieve passages, cite sources)", s.grounded, id="grounded")
             yield Button("Save", id="save", variant="primary")
 
     @on(Button.Pressed, "#save")
@@ -247,6 +248,7 @@ class SettingsScreen(ModalScreen):
                 max_tokens=int(self.query_one("#max_tokens", Input).value),
                 temperature=float(self.query_one("#temperature", Input).value),
                 system=self.query_one("#system", Input).value,
+                grounded=self.query_one("#grounded", Checkbox).value,
             )
             GenerationOptions(settings.method, settings.max_tokens, settings.temperature, 0, settings.theta)
         except ValueError as exc:

@@ -42,6 +42,7 @@ class ChatMessage(Static):
         self.spans: list[tuple[str, str, bool]] = [tuple(s) for s in (spans or [])]
         self._content = content if not self.spans else "".join(s[0] for s in self.spans)
         self.footer = ""
+        self.sources: list[dict] = list(sources or [])  # Source.to_dict() of what the reply was grounded on
 
     @property
     def content(self) -> str:
@@ -60,6 +61,19 @@ class ChatMessage(Static):
         self.footer = footer
         self.refresh_content()
 
+    def set_sources(self, sources: list[dict]) -> None:
+        self.sources = list(sources)
+        self.refresh_content()
+
+    def sources_text(self) -> Text:
+        text = Text("Sources:", style="bold dim")
+        for s in self.sources:
+            where = f"page {s['page']}" if s.get("page") else f"line {s['line']}"
+            text.append(f"\n [{s['number']}] ", style="bold")
+            text.append(f"{s['path']}, {where}", style="underline")
+            text.append(f"  {s['snippet'][:120]}", style="dim italic")
+        return text
+
     def highlighted_text(self) -> Text:
         text = Text()
         for chunk, source, soft in self.spans or [(self._content, "target", False)]:
@@ -73,10 +87,11 @@ class ChatMessage(Static):
             body = self.highlighted_text()
         else:
             body = RichMarkdown(self._content or " ")
-        if self.footer:
+        extras = ([self.sources_text()] if self.sources else []) + ([Text(self.footer, style="dim")] if self.footer else [])
+        if extras:
             from rich.console import Group
 
-            body = Group(body, Text(self.footer, style="dim"))
+            body = Group(body, *extras)
         self.update(body)
 
     def on_mount(self) -> None:

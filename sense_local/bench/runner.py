@@ -170,23 +170,30 @@ def format_table(summary: dict) -> str:
 
 def bench_store(engine: Engine, suite: str):
     """The benchmark's document store (pydoc topics), built once per model and suite, then cached."""
-    from ..datastore import DocumentStore, index_paths
-    from ..paths import cache_dir
     from .tasks import corpus_topics
 
-    root = cache_dir() / "bench-stores" / f"{engine.fingerprint}-{suite}"
-    if (root / "store" / "manifest.json").exists() and not (root / "building").exists():
-        return DocumentStore.open(root / "store", fingerprint=engine.fingerprint)
+    return pydoc_store(engine, suite, corpus_topics(suite))
+
+
+def pydoc_store(engine: Engine, key: str, names: list[str]):
+    """A store of the given pydoc topics (one .txt each), cached per model and key. Every call runs
+    the incremental indexer (about a second when nothing changed) so older caches gain what newer
+    code stores (passages), then opens the store read-only."""
     from pydoc_data.topics import topics
 
+    from ..datastore import DocumentStore, index_paths
+    from ..paths import cache_dir
+
+    root = cache_dir() / "bench-stores" / f"{engine.fingerprint}-{key}"
     corpus = root / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
-    (root / "building").touch()
-    for name in corpus_topics(suite):
-        (corpus / f"{name}.txt").write_text(topics[name])
-    print(f"building the benchmark document store ({len(corpus_topics(suite))} pydoc topics, once)...", file=sys.stderr)
+    for name in names:
+        path = corpus / f"{name}.txt"
+        if not path.exists() or path.read_text() != topics[name]:
+            path.write_text(topics[name])
+    if not (root / "store" / "manifest.json").exists():
+        print(f"building a benchmark document store ({len(names)} pydoc topics, once)...", file=sys.stderr)
     index_paths(engine, root / "store", [corpus])
-    (root / "building").unlink()
     return DocumentStore.open(root / "store", fingerprint=engine.fingerprint)
 
 

@@ -20,6 +20,7 @@ from ..engine import Engine
 from ..errors import SenseError
 from .extract import MAX_FILE_BYTES, SkipFile, extract_text, iter_files
 from .manifest import DocEntry
+from .passages import split_passages
 from .store import DEFAULT_DTYPE, DocumentStore
 
 WINDOW = 1024
@@ -74,6 +75,20 @@ def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, over
     return out
 
 
+def backfill_passages(store: DocumentStore, engine: Engine) -> int:
+    """Give documents indexed before passages existed their passages (from stored tokens: no model run)."""
+    have = store.passages.doc_starts()
+    done = 0
+    for entry in store.manifest.documents.values():
+        if entry.start in have:
+            continue
+        store.passages.add(entry.path, entry.start, split_passages(store.tokens(entry.start, entry.end), engine.piece), entry.pages)
+        done += 1
+    if done:
+        store.passages.commit()
+    return done
+
+
 ProgressFn = Callable[[int, int, str], None]  # (tokens done, tokens total, current path)
 
 
@@ -101,6 +116,14 @@ def index_paths(
         writable=True,
         create={"model_fingerprint": info.fingerprint, "model_name": info.name, "n_embd": engine.n_embd, "dtype": dtype},
     )
+    store.mark_indexing(True)
+    try:
+        return _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel)
+    finally:
+        store.mark_indexing(False)
+
+
+def _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel) -> IndexReport:
     manifest = store.manifest
 
     # 1. What changed: new, modified, deleted (deleted = known under these roots but gone).
@@ -131,6 +154,7 @@ def index_paths(
             report.unchanged += 1
             continue
         todo.append((path, sha, st))
+    backfill_passages(store, engine)
     for key in list(manifest.documents):
         if key not in seen and any(Path(key).is_relative_to(r) for r in roots) and not Path(key).exists():
             store.remove_document(key)
@@ -169,9 +193,7 @@ def index_paths(
         report.eval_seconds += time.perf_counter() - te
         if kind == "updated":
             store.remove_document(entry.path)
-        page_offsets = entry.pages
-        added = store.add_document(entry, tokens, hidden)
-        added.pages = [added.start + p for p in page_offsets]
+        store.add_document(entry, tokens, hidden, split_passages(tokens, engine.piece))
         getattr(report, kind).append(entry.path)
         report.skipped.pop(entry.path, None)
         done += len(tokens)

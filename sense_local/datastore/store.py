@@ -5,12 +5,15 @@ Directory layout:
   tokens.i32               the token stream of every document, int32, append-only
   index-<gen>.usearch      HNSW index: key p -> final hidden state at position p, which predicts
                            token p+1 (only positions whose next token is in the same document)
+  passages.sqlite          passages (FTS5) for grounded chat; rows count only while the manifest
+                           holds their document (see passages.py)
 Writes never modify committed bytes: tokens are appended past the committed length, a new index
 generation is saved under a new name, then the manifest is replaced atomically, then the old
 generation is deleted. A crash at any point leaves the previous store loadable and consistent.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +22,10 @@ import numpy as np
 
 from .. import native
 from .manifest import MANIFEST, DocEntry, Manifest, StoreError
+from .passages import PassageSpan, PassageTable
 
 TOKENS = "tokens.i32"
+INDEXING = "indexing.json"  # present (with a live pid) while an indexer runs on this store
 DEFAULT_DTYPE = "i8"  # measured: next-token recall@8 equal to f32 (0.623 vs 0.622), half of f16's memory
 
 
@@ -42,6 +47,8 @@ class DocumentStore:
         self._tokens = self._map_tokens()
         self._spans: tuple[np.ndarray, np.ndarray] | None = None  # sorted (starts, ends) of live documents
         self._pending_len = 0  # tokens appended since the last commit
+        self._passages: PassageTable | None = None
+        self._manifest_stamp = self._stamp()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -86,6 +93,22 @@ class DocumentStore:
             store._clean_leftovers()
         return store
 
+    def _stamp(self) -> int:
+        try:
+            return (self.dir / MANIFEST).stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def refreshed(self) -> "DocumentStore":
+        """This store, or a fresh read-only view if another writer (an indexer) committed since it was
+        opened: a chat sees what is indexed so far while indexing runs."""
+        if self.writable or self._stamp() == self._manifest_stamp:
+            return self
+        try:
+            return DocumentStore.open(self.dir, fingerprint=self.manifest.model_fingerprint)
+        except StoreError:
+            return self
+
     def _map_tokens(self) -> np.ndarray:
         path = self.dir / TOKENS
         n = self.manifest.n_tokens
@@ -104,6 +127,18 @@ class DocumentStore:
         for p in self.dir.iterdir():
             if (p.name.startswith("index-") and p.name != self.manifest.index_file) or p.name.endswith(".tmp"):
                 p.unlink()
+        self.passages.prune(self.live_documents())
+
+    # ------------------------------------------------------------------ passages
+    @property
+    def passages(self) -> PassageTable:
+        if self._passages is None:
+            self._passages = PassageTable(self.dir)
+        return self._passages
+
+    def live_documents(self) -> dict[str, int]:
+        """path -> global start of every committed document (what makes a passage row count)."""
+        return {d.path: d.start for d in self.manifest.documents.values()}
 
     # ------------------------------------------------------------------ reading
     @property
@@ -155,9 +190,31 @@ class DocumentStore:
         which = np.clip(np.searchsorted(starts, positions, side="right") - 1, 0, len(starts) - 1)
         return np.where(positions >= starts[which], ends[which], 0)
 
+    def indexing_status(self) -> dict | None:
+        """{"pid", "started"} while an indexer is running on this store, else None."""
+        try:
+            status = json.loads((self.dir / INDEXING).read_text())
+            os.kill(int(status["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return status
+
+    def mark_indexing(self, running: bool) -> None:
+        path = self.dir / INDEXING
+        if running:
+            import time
+
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
+            tmp.replace(path)
+        else:
+            path.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ writing
-    def add_document(self, entry: DocEntry, tokens: np.ndarray, hidden: np.ndarray) -> DocEntry:
-        """Append a document: tokens [T] int32 and hidden [T-1, n_embd] (position i predicts token i+1).
+    def add_document(self, entry: DocEntry, tokens: np.ndarray, hidden: np.ndarray,
+                     passages: list[PassageSpan] = ()) -> DocEntry:
+        """Append a document: tokens [T] int32 and hidden [T-1, n_embd] (position i predicts token i+1),
+        and its passages (spans relative to the document; `entry.pages` relative too).
 
         `entry.start/end` are assigned here. Nothing is durable until `commit()`.
         """
@@ -172,6 +229,8 @@ class DocumentStore:
                 f.truncate(4 * self.manifest.n_tokens)
             f.write(np.asarray(tokens, np.int32).tobytes())
         self._pending_len += len(tokens)
+        entry.pages = [start + p for p in entry.pages]
+        self.passages.add(entry.path, start, passages, entry.pages)
         self.manifest.documents[entry.path] = entry
         self._spans = None
         return entry
@@ -200,9 +259,11 @@ class DocumentStore:
         if tokens_path.exists():
             with tokens_path.open("rb") as f:
                 os.fsync(f.fileno())
+        self.passages.commit()  # before the manifest: rows may run ahead of it, never behind
         self.manifest.generation = new_gen
         self.manifest.n_tokens += self._pending_len
         self.manifest.save(self.dir)
+        self._manifest_stamp = self._stamp()
         self._pending_len = 0
         if old.exists() and old.name != new_name:
             old.unlink()

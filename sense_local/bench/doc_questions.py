@@ -1,0 +1,81 @@
+"""Questions over Python's reference documentation (`pydoc_data.topics`), for grounded chat.
+
+Each question is labelled with the topic whose text answers it and, where one exists, a short string
+the answer should contain. Questions are phrased the way a user would ask, not copied from the docs.
+The corpus leaves out topics that merely repeat others ("compound" holds if/while/for/try/with,
+"else" duplicates "if", "specialnames" holds the customization/attribute-access/... topics), so
+that each question has one right document.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUPERSET_TOPICS = ("compound", "else", "specialnames")
+
+
+@dataclass(frozen=True)
+class DocQuestion:
+    topic: str  # the pydoc topic that answers it
+    question: str
+    answer: str | None = None  # a string a correct answer contains (checked against the topic text)
+
+
+QUESTIONS = [
+    DocQuestion("assert", "What exception does an assert statement raise when its condition is false?", "AssertionError"),
+    DocQuestion("assignment", "How does assignment to a target list with a starred target work?", "starred"),
+    DocQuestion("async", "How do I define a coroutine function with async def?", "async def"),
+    DocQuestion("attribute-access", "When is __getattr__ called, compared with __getattribute__?", "__getattribute__"),
+    DocQuestion("augassign", "How does an augmented assignment like x += 1 differ from x = x + 1?", "evaluated once"),
+    DocQuestion("await", "What does an await expression do to a coroutine?", "Suspend"),
+    DocQuestion("binary", "What does the // floor division operator return?", "floor"),
+    DocQuestion("bitwise", "What does the ^ operator compute on integers?", "XOR"),
+    DocQuestion("booleans", "What does the expression x or y return?", "x"),
+    DocQuestion("break", "What does break do inside a loop?", "terminates"),
+    DocQuestion("calls", "How are keyword arguments matched to parameters in a function call?", "keyword"),
+    DocQuestion("class", "What happens when a class definition is executed?", "class"),
+    DocQuestion("comparisons", "How does Python evaluate chained comparisons like a < b < c?", "and"),
+    DocQuestion("context-managers", "What do the __enter__ and __exit__ methods of a context manager do?", "__exit__"),
+    DocQuestion("continue", "What does continue do in a for loop?", "next cycle"),
+    DocQuestion("customization", "What is the difference between __repr__ and __str__?", "__repr__"),
+    DocQuestion("debugger", "How do I set a breakpoint in the pdb debugger?", "break"),
+    DocQuestion("del", "What does the del statement do to a name?", "binding"),
+    DocQuestion("dict", "How do I write a dictionary comprehension?", "comprehension"),
+    DocQuestion("exceptions", "What happens when an exception is not handled at all?", "terminates"),
+    DocQuestion("execmodel", "What is a code block in Python's execution model?", "block"),
+    DocQuestion("floating", "How are floating point literals with an exponent written?", "exponent"),
+    DocQuestion("for", "Is the else clause of a for loop executed after a break?", "else"),
+    DocQuestion("formatstrings", "How do I align text to the right in a format specification?", "align"),
+    DocQuestion("function", "When are default parameter values evaluated in a function definition?", "evaluated"),
+    DocQuestion("global", "What does the global statement declare?", "global"),
+    DocQuestion("identifiers", "Which words are reserved as keywords in Python?", "keywords"),
+    DocQuestion("import", "How does a relative import with leading dots find the module?", "package"),
+    DocQuestion("in", "How does the in operator test membership?", "in"),
+    DocQuestion("integers", "How do I write a hexadecimal or binary integer literal?", "0x"),
+    DocQuestion("lambda", "What kind of function does a lambda expression create?", "anonymous"),
+    DocQuestion("naming", "How are names bound and resolved in nested scopes?", "scope"),
+    DocQuestion("nonlocal", "What does the nonlocal statement do?", "enclosing"),
+    DocQuestion("objects", "What are the identity, type and value of an object?", "identity"),
+    DocQuestion("operator-summary", "What is the operator precedence in Python, from lowest to highest?", "precedence"),
+    DocQuestion("pass", "What is the pass statement used for?", "null operation"),
+    DocQuestion("power", "Which binds more tightly, the power operator or a unary minus on its left?", "unary"),
+    DocQuestion("raise", "How do I chain exceptions with raise ... from?", "__cause__"),
+    DocQuestion("return", "What does a return statement do inside a generator?", "StopIteration"),
+    DocQuestion("slicings", "How does a slicing select a range of items from a sequence?", "slice"),
+    DocQuestion("string-methods", "What does str.strip() remove from a string?", "characters"),
+    DocQuestion("strings", "What is a raw string literal and how are backslashes treated in it?", "raw"),
+    DocQuestion("truth", "Which objects are considered false in truth value testing?", "None"),
+    DocQuestion("try", "When does the finally clause of a try statement run?", "finally"),
+    DocQuestion("typesmapping", "What does dict.get() return when the key is missing?", "default"),
+    DocQuestion("typesseq", "Which operations are supported by all sequence types like list, tuple and range?", "sequence"),
+    DocQuestion("while", "When is the else clause of a while loop executed?", "false"),
+    DocQuestion("with", "What methods are called when a with statement enters and leaves its block?", "__enter__"),
+    DocQuestion("yield", "What does a yield statement do in a function body?", "generator"),
+    DocQuestion("unary", "What does the ~ operator do to an integer?", "inversion"),
+]
+
+
+def corpus_topics() -> list[str]:
+    """Every pydoc topic except the ones that only repeat others."""
+    from pydoc_data.topics import topics
+
+    return [t for t in sorted(topics) if t not in SUPERSET_TOPICS]

@@ -1,0 +1,67 @@
+"""Passage retrieval quality on the pydoc question set: recall@1/@3/@5 and time per question per ranker.
+
+A question counts as found at k when one of the top-k passages comes from its labelled topic.
+Run: `scripts/bench_retrieval [--json FILE]` (builds the all-topics store once, then cached).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..engine import Engine
+from ..grounding.retrieve import RANKERS, PassageRetriever
+from .doc_questions import QUESTIONS, corpus_topics
+from .runner import pydoc_store
+
+
+def topic_of(path: str) -> str:
+    return Path(path).stem
+
+
+def measure_recall(engine: Engine, store, rankers=RANKERS, questions=QUESTIONS, ks=(1, 3, 5)) -> dict:
+    results = {}
+    for ranker in rankers:
+        retriever = PassageRetriever(engine, store, ranker)
+        found = {k: 0 for k in ks}
+        misses = []
+        t0 = time.perf_counter()
+        for q in questions:
+            topics = [topic_of(h.passage.path) for h in retriever.search(q.question, max(ks))]
+            for k in ks:
+                found[k] += q.topic in topics[:k]
+            if q.topic not in topics[:3]:
+                misses.append({"topic": q.topic, "question": q.question, "got": topics[:3]})
+        seconds = time.perf_counter() - t0
+        results[ranker] = {
+            **{f"recall@{k}": round(found[k] / len(questions), 3) for k in ks},
+            "ms_per_question": round(1000 * seconds / len(questions), 1),
+            "misses": misses,
+        }
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_retrieval", description=__doc__)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    from ..registry import resolve_model
+
+    engine = Engine(resolve_model(args.model), n_ctx=2048)
+    store = pydoc_store(engine, "all-topics", corpus_topics())
+    results = measure_recall(engine, store)
+    print(f"{len(QUESTIONS)} questions, {len(store.manifest.documents)} documents, "
+          f"{store.passages.count(store.live_documents())} passages")
+    print(f"{'ranker':<8} {'R@1':>6} {'R@3':>6} {'R@5':>6} {'ms/q':>7}")
+    for ranker, r in results.items():
+        print(f"{ranker:<8} {r['recall@1']:>6.3f} {r['recall@3']:>6.3f} {r['recall@5']:>6.3f} {r['ms_per_question']:>7.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

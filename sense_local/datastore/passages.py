@@ -1,0 +1,166 @@
+"""Passages: the units grounded chat retrieves, cites and puts into the prompt.
+
+A document's token stream is cut into passages of about `TARGET` tokens, preferably where a piece
+holds a blank line (a paragraph end), never longer than `MAX_LEN`. Each passage knows its token span,
+its first line in the document's text and its text, so a citation can say "file.txt, line 120".
+
+Passages live in `passages.sqlite` beside the index, in an FTS5 table (SQLite's full-text index,
+ranked by BM25). Rows carry the global start position of their document, which is never reused
+(the token stream is append-only): a row counts only while the committed manifest has a document
+with that path and start, so the table can run ahead of the manifest after a crash without ever
+disagreeing with it; leftovers are deleted when the store is next opened for writing.
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PASSAGES_DB = "passages.sqlite"
+TARGET = 96  # tokens: a paragraph or two; three of them fit a small model's prompt with room to spare
+MAX_LEN = 160
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|[^\W\d_]+", re.UNICODE)
+STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from how i if in into is it its me my of on or "
+    "that the then there these this to what when where which who why will with would you your".split()
+)
+
+
+@dataclass
+class PassageSpan:
+    start: int  # token offset inside the document
+    end: int
+    line: int  # 1-based line of the document's text where the passage starts
+    text: str
+
+
+def split_passages(tokens: np.ndarray, piece_of: Callable[[int], bytes],
+                   target: int = TARGET, max_len: int = MAX_LEN) -> list[PassageSpan]:
+    """Cut one document's tokens [T] into passages (see the module docstring)."""
+    pieces = [piece_of(int(t)) for t in tokens]
+    spans: list[PassageSpan] = []
+    start, line = 0, 1
+    for i, piece in enumerate(pieces):
+        length = i + 1 - start
+        paragraph_end = b"\n\n" in piece or (piece.endswith(b"\n") and i + 1 < len(pieces) and pieces[i + 1].startswith(b"\n"))
+        if (length >= target // 2 and paragraph_end) or length >= max_len or i + 1 == len(pieces):
+            raw = b"".join(pieces[start : i + 1])
+            decoded = raw.decode("utf-8", errors="replace")
+            text = decoded.strip()
+            if text:
+                leading = decoded[: len(decoded) - len(decoded.lstrip())]
+                spans.append(PassageSpan(start, i + 1, line + leading.count("\n"), text))
+            line += raw.count(b"\n")
+            start = i + 1
+    return spans
+
+
+def fts_query(text: str) -> str:
+    """A user's question as an FTS5 query: its content words, OR-ed and quoted (no FTS syntax leaks)."""
+    words = [w.lower() for w in WORD.findall(text)]
+    terms = list(dict.fromkeys(w for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())))
+    return " OR ".join(f'"{w}"' for w in terms)
+
+
+@dataclass
+class PassageRow:
+    rowid: int
+    path: str
+    doc_start: int  # global position of the document's first token (identifies its version)
+    start: int  # global token positions of the passage
+    end: int
+    line: int
+    page: int  # 1-based PDF page, 0 when the document has no pages
+    text: str
+
+
+class PassageTable:
+    """The FTS5 table of passages (see the module docstring)."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / PASSAGES_DB
+        self.db = sqlite3.connect(self.path, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")  # readers (chat) never wait for the indexer
+        self.db.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5("
+            "text, path UNINDEXED, doc_start UNINDEXED, start UNINDEXED, end UNINDEXED, "
+            "line UNINDEXED, page UNINDEXED, tokenize = 'porter unicode61')"
+        )
+        self.db.commit()
+
+    def add(self, path: str, doc_start: int, spans: Iterable[PassageSpan], page_starts: list[int]) -> None:
+        """Insert a document's passages (uncommitted until `commit`). page_starts: global positions."""
+        pages = np.asarray(page_starts, np.int64)
+        rows = []
+        for s in spans:
+            g = doc_start + s.start
+            page = int(np.searchsorted(pages, g, side="right")) if len(pages) else 0
+            rows.append((s.text, path, doc_start, g, doc_start + s.end, s.line, page))
+        self.db.executemany(
+            "INSERT INTO passages (text, path, doc_start, start, end, line, page) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+        )
+
+    def commit(self) -> None:
+        self.db.commit()
+
+    def prune(self, live: dict[str, int]) -> None:
+        """Delete rows of documents that are not live (path -> doc start) in the committed manifest."""
+        self.db.rollback()
+        stale = [
+            rowid for rowid, path, doc_start in self.db.execute("SELECT rowid, path, doc_start FROM passages")
+            if live.get(path) != int(doc_start)
+        ]
+        self.db.executemany("DELETE FROM passages WHERE rowid = ?", [(r,) for r in stale])
+        self.db.commit()
+
+    def doc_starts(self) -> set[int]:
+        """Document starts that have passage rows (live or not)."""
+        return {int(r[0]) for r in self.db.execute("SELECT DISTINCT doc_start FROM passages")}
+
+    def count(self, live: dict[str, int]) -> int:
+        return sum(1 for path, ds in self.db.execute("SELECT path, doc_start FROM passages") if live.get(path) == int(ds))
+
+    def search(self, question: str, k: int, live: dict[str, int]) -> list[tuple[PassageRow, float]]:
+        """BM25 top-k live passages for a question: (row, score), best first (higher is better)."""
+        query = fts_query(question)
+        if not query:
+            return []
+        out = []
+        cursor = self.db.execute(
+            "SELECT rowid, path, doc_start, start, end, line, page, text, bm25(passages) FROM passages "
+            "WHERE passages MATCH ? ORDER BY bm25(passages) LIMIT ?",
+            (query, 4 * k + 16),
+        )
+        for rowid, path, doc_start, start, end, line, page, text, score in cursor:
+            if live.get(path) == int(doc_start):
+                out.append((PassageRow(rowid, path, int(doc_start), int(start), int(end), int(line), int(page), text), -score))
+                if len(out) == k:
+                    break
+        return out
+
+    def span_arrays(self, live: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(starts, ends, rowids) of every live passage, sorted by start: maps token positions to passages."""
+        rows = [
+            (int(start), int(end), rowid)
+            for rowid, path, doc_start, start, end in self.db.execute("SELECT rowid, path, doc_start, start, end FROM passages")
+            if live.get(path) == int(doc_start)
+        ]
+        rows.sort()
+        arr = np.array(rows, np.int64).reshape(-1, 3)
+        return arr[:, 0], arr[:, 1], arr[:, 2]
+
+    def rows(self, rowids: Iterable[int]) -> dict[int, PassageRow]:
+        out = {}
+        for rowid in rowids:
+            for path, doc_start, start, end, line, page, text in self.db.execute(
+                "SELECT path, doc_start, start, end, line, page, text FROM passages WHERE rowid = ?", (int(rowid),)
+            ):
+                out[int(rowid)] = PassageRow(int(rowid), path, int(doc_start), int(start), int(end), int(line), int(page), text)
+        return out
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,1 @@
+"""Grounded chat: passages retrieved from the document store, placed in the prompt, cited."""

@@ -1,0 +1,66 @@
+"""One grounded turn: retrieve passages for the question, build the prompt, say what the answer
+can rest on. `sense-local ask`, the line chat and the TUI all go through `GroundedChat.prepare`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..chat_template import fit_chat
+from .prompt import DEFAULT_BUDGET, grounded_message
+from .retrieve import DEFAULT_RANKER, PassageRetriever
+from .sources import Source
+
+DEFAULT_PASSAGES = 3
+
+
+@dataclass
+class GroundedTurn:
+    tokens: list[int]  # the whole prompt, chat template applied
+    content: str  # the user message as sent (question + passages)
+    sources: list[Source] = field(default_factory=list)
+    dropped: int = 0  # older messages left out to make room
+    notes: list[str] = field(default_factory=list)  # for the user: partial index, empty store, ...
+
+
+class GroundedChat:
+    def __init__(self, engine, store, *, ranker: str = DEFAULT_RANKER, passages: int = DEFAULT_PASSAGES,
+                 budget: int = DEFAULT_BUDGET):
+        from ..errors import SenseError
+
+        if passages < 1:
+            raise SenseError(f"--passages must be at least 1 (got {passages})")
+        if budget < 64:
+            raise SenseError(f"--budget must be at least 64 tokens (got {budget})")
+        self.engine = engine
+        self.store = store
+        self.retriever = PassageRetriever(engine, store, ranker) if store is not None else None
+        self.passages = passages
+        self.budget = budget
+
+    def prepare(self, messages: list[dict], question: str, *, reserve: int) -> GroundedTurn:
+        """Prompt tokens for `messages` (earlier turns, plain) + the grounded question."""
+        from ..errors import SenseError
+
+        question = question.strip()
+        if not question:
+            raise SenseError("empty question: type something to ask")
+        notes, hits = [], []
+        if self.store is not None:
+            fresh = self.store.refreshed()  # an indexer may have committed more since
+            if fresh is not self.store:
+                self.store, self.retriever = fresh, PassageRetriever(self.engine, fresh, self.retriever.ranker)
+            status = self.store.indexing_status()
+            if status:
+                notes.append(f"indexing is still running: answering from the {len(self.store.manifest.documents)} "
+                             "documents indexed so far")
+            if not self.store.manifest.documents:
+                notes.append("the document store is empty: answering without documents")
+            else:
+                hits = self.retriever.search(question, self.passages)
+                if not hits:
+                    notes.append("no passage in the documents matched: answering without them")
+        budget = min(self.budget, max(self.engine.n_ctx - reserve - 256, 0))
+        content, sources = grounded_message(self.engine, question, hits, budget)
+        tokens, dropped = fit_chat(self.engine, [*messages, {"role": "user", "content": content}], reserve)
+        if dropped:
+            notes.append(f"left out the {dropped} oldest messages to fit the context")
+        return GroundedTurn(tokens, content, sources, dropped, notes)

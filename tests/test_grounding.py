@@ -1,0 +1,193 @@
+"""Grounded chat on the real model and real stores: passages, retrieval, prompt budget, `ask`."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from sense_local.bench.doc_questions import QUESTIONS
+from sense_local.bench.retrieval_bench import measure_recall
+from sense_local.datastore import DocumentStore, index_paths
+from sense_local.datastore.passages import MAX_LEN, fts_query, split_passages
+from sense_local.errors import ContextOverflowError, SenseError
+from sense_local.grounding.chat import GroundedChat
+from sense_local.grounding.retrieve import PassageRetriever
+
+# Topics of the store under test, and the questions of the set that they answer.
+TOPICS = ["assert", "del", "global", "lambda", "pass", "raise", "while", "with", "yield", "import", "truth", "dict"]
+SUBSET = [q for q in QUESTIONS if q.topic in TOPICS]
+
+
+@pytest.fixture(scope="module")
+def store_dir(engine, tmp_path_factory) -> Path:
+    from pydoc_data.topics import topics
+
+    docs = tmp_path_factory.mktemp("grounding-docs")
+    for name in TOPICS:
+        (docs / f"{name}.txt").write_text(topics[name])
+    out = tmp_path_factory.mktemp("grounding") / "store"
+    index_paths(engine, out, [docs])
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(engine, store_dir):
+    return DocumentStore.open(store_dir, fingerprint=engine.fingerprint)
+
+
+def test_passages_tile_the_document_and_know_their_line(engine):
+    from pydoc_data.topics import topics
+
+    text = topics["with"]
+    tokens = np.asarray(engine.tokenize(text, add_special=True), np.int32)
+    spans = split_passages(tokens, engine.piece)
+    assert len(spans) > 5
+    assert all(b.start >= a.end for a, b in zip(spans, spans[1:]))  # in order, no overlap
+    assert all(s.end - s.start <= MAX_LEN for s in spans)
+    covered = sum(s.end - s.start for s in spans)
+    assert covered >= 0.95 * len(tokens)  # only whitespace-only stretches are left out
+    lines = text.split("\n")
+    for s in spans:
+        first_line = s.text.split("\n")[0].strip()
+        assert first_line in lines[s.line - 1], (s.line, first_line)
+
+
+def test_fts_query_keeps_content_words_and_drops_syntax():
+    q = fts_query('What does "with" do? AND (NEAR x) __exit__*')
+    assert '"__exit__"' in q and '"near"' in q and '"what"' not in q
+    assert "(" not in q.replace('"', "") and "*" not in q
+    assert fts_query("   ?? !! ") == ""
+
+
+def test_every_question_is_labelled_with_a_real_topic_and_answer():
+    from pydoc_data.topics import topics
+
+    assert len(QUESTIONS) >= 40
+    for q in QUESTIONS:
+        assert q.topic in topics
+        assert q.answer is None or q.answer in topics[q.topic]
+
+
+def test_fused_retrieval_finds_the_right_topic(engine, store):
+    results = measure_recall(engine, store, rankers=("fused",), questions=SUBSET)
+    assert len(SUBSET) >= 10
+    assert results["fused"]["recall@3"] >= 0.8, results["fused"]["misses"]
+
+
+def test_hidden_state_ranker_beats_chance(engine, store):
+    results = measure_recall(engine, store, rankers=("hidden",), questions=SUBSET)
+    assert results["hidden"]["recall@3"] > 3 / len(TOPICS)
+
+
+def test_ask_answers_with_sources_in_the_right_document(store_dir):
+    r = run_cli("ask", "What methods does a context manager of the with statement need?",
+                "--store", str(store_dir), "--max-tokens", "48", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["answer"].strip()
+    assert doc["sources"], doc
+    top = doc["sources"][0]
+    assert Path(top["path"]).name == "with.txt"
+    text = Path(top["path"]).read_text().split("\n")
+    assert top["line"] >= 1 and top["snippet"].split()[0] in " ".join(text[top["line"] - 1 :])
+
+
+def test_ask_prints_sources_for_people(store_dir):
+    r = run_cli("ask", "What does the pass statement do?", "--store", str(store_dir), "--max-tokens", "24")
+    assert r.returncode == 0, r.stderr
+    assert "Sources:" in r.stdout and "pass.txt, line" in r.stdout
+
+
+def test_ask_bad_input_gets_one_line_errors(store_dir, tmp_path):
+    for args in (["   "], ["x", "--store", str(tmp_path / "missing")], ["x", "--store", str(store_dir), "--passages", "0"]):
+        r = run_cli("ask", *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_question_in_another_language_still_answers(engine, store):
+    turn = GroundedChat(engine, store).prepare([], "¿Qué hace la instrucción pass en Python?", reserve=64)
+    assert turn.sources  # the hidden-state ranker always has neighbours; the prompt is grounded
+    assert "Question: ¿Qué hace" in turn.content
+
+
+def test_empty_store_answers_without_documents(engine, tmp_path):
+    empty = tmp_path / "empty-docs"
+    empty.mkdir()
+    index_paths(engine, tmp_path / "store", [empty])
+    store = DocumentStore.open(tmp_path / "store", fingerprint=engine.fingerprint)
+    turn = GroundedChat(engine, store).prepare([], "What does pass do?", reserve=64)
+    assert not turn.sources and any("empty" in n for n in turn.notes)
+    assert turn.content == "What does pass do?"
+
+
+def test_empty_question_is_refused(engine, store):
+    with pytest.raises(SenseError, match="empty question"):
+        GroundedChat(engine, store).prepare([], "  \n", reserve=64)
+
+
+def test_passage_budget_and_context_overflow(engine, store):
+    small = GroundedChat(engine, store, passages=3, budget=80).prepare([], "What does the with statement do?", reserve=64)
+    big = GroundedChat(engine, store, passages=3, budget=2048).prepare([], "What does the with statement do?", reserve=64)
+    assert len(small.tokens) < len(big.tokens)
+    assert len(small.tokens) <= len(engine.tokenize(small.content, add_special=False)) + 32
+    # a long conversation: older turns are dropped, the grounded question stays
+    history = []
+    for i in range(40):
+        history += [{"role": "user", "content": f"Tell me fact {i}. " + "word " * 60},
+                    {"role": "assistant", "content": "Here is a fact. " + "text " * 60}]
+    turn = GroundedChat(engine, store).prepare(history, "What does the with statement do?", reserve=256)
+    assert turn.dropped > 0 and len(turn.tokens) + 256 <= engine.n_ctx
+    assert turn.sources and "Question: What does the with statement do?" in engine.detokenize(turn.tokens)
+    with pytest.raises(ContextOverflowError):
+        GroundedChat(engine, store).prepare([], "word " * 5000, reserve=64)
+
+
+def test_partial_index_is_said(engine, store_dir):
+    store = DocumentStore.open(store_dir, fingerprint=engine.fingerprint)
+    marker = store_dir / "indexing.json"
+    marker.write_text(json.dumps({"pid": os.getpid(), "started": 0}))
+    try:
+        turn = GroundedChat(engine, store).prepare([], "What does pass do?", reserve=64)
+    finally:
+        marker.unlink()
+    assert any("indexed so far" in n for n in turn.notes)
+    assert not any("indexed so far" in n for n in GroundedChat(engine, store).prepare([], "What does pass do?", reserve=64).notes)
+
+
+def test_uncommitted_passages_never_show_and_are_pruned(engine, store_dir, tmp_path):
+    import shutil
+
+    from sense_local.datastore.manifest import DocEntry
+
+    copy = tmp_path / "store"
+    shutil.copytree(store_dir, copy)
+    writer = DocumentStore.open(copy, fingerprint=engine.fingerprint, writable=True)
+    tokens = np.asarray(engine.tokenize("zanzibar quokka passage about nothing at all", add_special=True), np.int32)
+    hidden = np.zeros((len(tokens) - 1, engine.n_embd), np.float32) + 0.1
+    writer.add_document(DocEntry("/nowhere/zanzibar.txt", "0" * 64, 0.0, 1, 0, 0), tokens, hidden,
+                        split_passages(tokens, engine.piece))
+    writer.passages.commit()  # the passage rows land, the manifest does not (a crash right here)
+    reader = DocumentStore.open(copy, fingerprint=engine.fingerprint)
+    assert not PassageRetriever(engine, reader, "bm25").search("zanzibar quokka", 3)
+    reopened = DocumentStore.open(copy, fingerprint=engine.fingerprint, writable=True)  # prunes leftovers
+    assert "/nowhere/zanzibar.txt" not in {p for p, *_ in reopened.passages.db.execute("SELECT path FROM passages")}
+
+
+def test_index_refresh_is_seen_by_an_open_chat(engine, store_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store_dir, copy)
+    reader = DocumentStore.open(copy, fingerprint=engine.fingerprint)
+    chat = GroundedChat(engine, reader, ranker="bm25")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "walrus.txt").write_text("The walrus operator := assigns a value inside an expression.\n")
+    index_paths(engine, copy, [extra])
+    turn = chat.prepare([], "What does the walrus operator do?", reserve=64)
+    assert turn.sources and Path(turn.sources[0].path).name == "walrus.txt"

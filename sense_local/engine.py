@@ -250,7 +250,8 @@ class Engine:
     def prefill(self, prompt, *, outputs: str = "last", hidden: bool = False) -> EvalOutput:
         """Evaluate a prompt, reusing the KV entries of the longest prefix already committed.
 
-        At least the prompt's last token is re-evaluated, so its logits are fresh.
+        At least the prompt's last token is re-evaluated, so its logits are fresh. With hidden=True
+        only a prefix whose hidden states are cached counts (`committed_hidden` covers the prompt).
         """
         prompt = np.asarray(prompt, dtype=np.int32)
         if len(prompt) == 0:
@@ -260,6 +261,8 @@ class Engine:
         held = np.asarray(self.tokens[: len(prompt) - 1], dtype=np.int32)
         diff = np.flatnonzero(held != prompt[: len(held)])
         reuse = int(diff[0]) if len(diff) else len(held)
+        if hidden:  # positions cached without their hidden states are evaluated again
+            reuse = min(reuse, self._hidden_valid)
         return self.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
 
     @functools.cached_property

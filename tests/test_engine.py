@@ -73,6 +73,16 @@ def test_prefill_reuses_common_prefix(engine):
     assert np.abs(full - again).max() < 0.5
 
 
+def test_prefill_with_hidden_states_covers_a_prefix_cached_without_them(engine):
+    prompt = chat(engine, "Name three rivers.")
+    engine.reset()
+    engine.prefill(prompt, hidden=False)  # e.g. the previous turn was decoded by a method without SENSE
+    assert engine.committed_hidden(len(prompt)) is None
+    engine.prefill(prompt, hidden=True)
+    states = engine.committed_hidden(len(prompt))
+    assert states is not None and np.isfinite(states).all() and np.abs(states).sum(1).min() > 0
+
+
 def test_long_prompt_is_split_into_batches(engine):
     tokens = engine.tokenize(PASSAGE * 40)
     assert len(tokens) > engine.n_batch

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from sense_local.spec.cost import CostCurve, OnlineCost
-from sense_local.spec.drafters.pld import PromptLookupDrafter
+from sense_local.spec.drafters.pld import PRIORS, PromptLookupDrafter, match_length
 from sense_local.spec.types import Feedback
 
 
@@ -13,13 +13,26 @@ def test_pld_proposes_what_followed_the_longest_recent_match():
     d.begin([1, 2, 3, 4, 5, 6, 9, 2, 3, 4, 7, 8])
     d.extend([1, 2, 3, 4])
     draft = d.propose(3)
-    assert draft.tokens.tolist() == [5, 6, 9] and draft.key[0] == 4  # the 4-gram (1,2,3,4) beats (2,3,4)
+    assert draft.tokens.tolist() == [5, 6, 9]  # the 4-gram (1,2,3,4) beats the later (2,3,4)
+    assert match_length(d.context, 4) == 4 and draft.key == 3  # bucket of a 4-7 token match
     d2 = PromptLookupDrafter()
     d2.begin([10, 11, 12, 13, 20, 11, 12])
     assert d2.propose(2).tokens.tolist() == [13, 20]
     d3 = PromptLookupDrafter()
     d3.begin([1, 2, 3])
     assert d3.propose(4) is None  # nothing repeats
+
+
+def test_pld_trusts_a_long_verbatim_copy_more_than_a_chance_match():
+    text = list(range(100, 140))
+    d = PromptLookupDrafter()
+    d.begin(text + [7, 8] + text[:20])  # a 20-token copy of the start is under way
+    long = d.propose(8)
+    assert long.tokens.tolist() == text[20:28] and match_length(d.context, 20) == 20
+    d.begin([5, 6, 7, 100, 101, 9, 9, 100])  # only "100" matches
+    short = d.propose(8)
+    assert short.tokens.tolist()[:1] == [101]
+    assert long.acceptance > short.acceptance and PRIORS[long.key] >= 0.9
 
 
 def test_pld_acceptance_estimate_learns():

@@ -168,6 +168,16 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def with_retrieval(engine: Engine, store, task: Task, max_tokens: int) -> Task:
+    """A docqa-rag task's prompt: the question with passages retrieved from the store (grounded chat)."""
+    from dataclasses import replace
+
+    from ..grounding.chat import GroundedChat
+
+    turn = GroundedChat(engine, store).prepare([], task.prompt, reserve=max_tokens)
+    return replace(task, prompt=turn.content)
+
+
 def bench_store(engine: Engine, suite: str):
     """The benchmark's document store (pydoc topics), built once per model and suite, then cached."""
     from .tasks import corpus_topics
@@ -222,13 +232,14 @@ def run_bench_cli(args) -> int:
         for p in PEERS if p in names
     ]
     store = None
-    if any(t.kind == "docqa" for t in tasks) and any(m != "ar" for m in methods):
+    if any(t.kind == "docqa-rag" for t in tasks) or (any(t.kind == "docqa" for t in tasks) and any(m != "ar" for m in methods)):
         store = bench_store(engine, args.suite)
+    tasks = [with_retrieval(engine, store, t, max_tokens) if t.kind == "docqa-rag" else t for t in tasks]
     t0 = time.perf_counter()
     rows: list[RunRow] = []
     seen_per_kind: dict[str, int] = {}
     for i, task in enumerate(tasks, 1):
-        task_store = store if task.kind == "docqa" else None
+        task_store = store if task.kind.startswith("docqa") else None
         seen_per_kind[task.kind] = seen_per_kind.get(task.kind, 0) + 1
         with_peers = args.suite != "quick" or seen_per_kind[task.kind] <= QUICK_PEER_TASKS
         task_rows = run_task(engine, task, methods, peers if with_peers else [], args.reps, peer_reps,

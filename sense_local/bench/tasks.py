@@ -3,6 +3,8 @@
 Kinds:
   grounded  rewrite / quote / summarise a section of Python's reference docs given in the prompt
   docqa     a question whose answer lives in those docs (not in the prompt: for the datastore)
+  docqa-rag the same questions with passages retrieved from those docs into the prompt (grounded
+            chat; the runner fills the prompt in, since retrieval needs the model and the store)
   code      return a standard-library function (source via `inspect`) with a small change
   open      open-ended chat with no grounding (the no-regression guard)
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
-KINDS = ("grounded", "docqa", "code", "open")
+KINDS = ("grounded", "docqa", "docqa-rag", "code", "open")
+RAG_PER_SUITE = {"quick": 4, "full": 16}  # docqa-rag tasks (quick keeps the suite inside its time budget)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ def build_tasks(suite: str = "quick") -> list[Task]:
         tasks.append(Task(f"grounded-{topic}", "grounded", f"{instruction}\n\n{_section(topic, max_chars)}"))
     for topic, question, answer in DOCQA[:per_kind]:
         tasks.append(Task(f"docqa-{topic}", "docqa", question, answer))
+    for topic, question, answer in DOCQA[: RAG_PER_SUITE[suite]]:
+        tasks.append(Task(f"docqa-rag-{topic}", "docqa-rag", question, answer))
     for dotted, instruction in CODE[:per_kind]:
         tasks.append(Task(f"code-{dotted}", "code", f"{instruction}\n\n```python\n{_code_source(dotted)}```"))
     for i, text in enumerate(OPEN[:per_kind]):

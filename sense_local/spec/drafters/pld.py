@@ -14,12 +14,21 @@ from ..types import Draft, Feedback
 from .base import AcceptanceEstimate, Drafter
 
 MAX_N = 4
-RUN_BUCKETS = (1, 4, 12)  # accepted draft tokens in a row: 0 | 1-3 | 4-11 | 12+
-# Prior per (n-gram length, run bucket), from acceptance measured on the quick suite (SmolLM2):
-# open chat ~0.2 / 0.4 / 0.5 / 0.6 for n = 1..4; a copy under way (a long run) is likelier to go on.
-# Observed acceptance takes over after a few steps; shadow scoring keeps it fresh when not drafting.
-PRIORS = {(n, b): min(0.95, {1: 0.2, 2: 0.35, 3: 0.5, 4: 0.6}[n] + (0.0, 0.1, 0.2, 0.25)[b])
-          for n in range(1, MAX_N + 1) for b in range(len(RUN_BUCKETS) + 1)}
+MAX_MATCH = 32  # how far back a match is followed to tell a verbatim copy from a chance n-gram
+MATCH_BUCKETS = (2, 3, 4, 8, 16, 32)  # tokens in a row matching: 1 | 2 | 3 | 4-7 | 8-15 | 16-31 | 32
+# Prior per match bucket: first-token acceptance measured on the quick suite's grounded, code and
+# open tasks (SmolLM2 Q8_0): ~0.2 / 0.45 / 0.6 / 0.75 for matches of 1 / 2 / 3 / 4-7 tokens, 0.9 and
+# more from 8 tokens on (a copy under way). Observed acceptance per bucket takes over after a few
+# steps; shadow scoring keeps it fresh while not drafting.
+PRIORS = {b: p for b, p in enumerate((0.2, 0.45, 0.6, 0.75, 0.9, 0.92, 0.95))}
+
+
+def match_length(ctx: Sequence[int], end: int, limit: int = MAX_MATCH) -> int:
+    """How many tokens in a row before position `end` equal the context's last tokens (up to limit)."""
+    p, m = len(ctx), 0
+    while m < limit and end - 1 - m >= 0 and ctx[end - 1 - m] == ctx[p - 1 - m] and end - 1 - m < p - 1 - m:
+        m += 1
+    return m
 
 
 class PromptLookupDrafter(Drafter):
@@ -29,13 +38,11 @@ class PromptLookupDrafter(Drafter):
         self.max_n = max_n
         self.context: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}  # n-gram -> start of its latest continuation
-        self._run = 0  # draft tokens accepted in a row (a copy under way)
         self.estimate = AcceptanceEstimate(PRIORS)
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.context = []
         self._index = {}
-        self._run = 0
         self.extend(prompt)
 
     def extend(self, tokens: Sequence[int]) -> None:
@@ -57,11 +64,10 @@ class PromptLookupDrafter(Drafter):
             tokens = np.asarray(ctx[start : start + max_len], dtype=np.int32)
             if len(tokens) == 0:
                 continue
-            key = (n, int(np.searchsorted(RUN_BUCKETS, self._run, side="right")))
+            key = int(np.searchsorted(MATCH_BUCKETS, match_length(ctx, start), side="right"))
             return Draft(tokens=tokens, source=self.name, acceptance=self.estimate.get(key), key=key)
         return None
 
     def update(self, feedback: Feedback) -> None:
         drafted = len(feedback.draft.tokens)
         self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
-        self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0

@@ -22,14 +22,16 @@ from .base import AcceptanceEstimate, Drafter
 from .trie import heaviest_path
 
 SIM_BUCKETS = (0.9, 0.98)  # similarity of the best agreeing neighbour: < 0.9 | 0.9-0.98 | >= 0.98
-LEXICAL = 4  # how many tokens before a neighbour are compared with the query's
-LEX_BUCKETS = (2, 4)  # tokens agreeing right before the best neighbour: 0-1 | 2-3 | 4
+LEXICAL = 32  # how many tokens before a neighbour are compared with the query's
+LEX_BUCKETS = (2, 4, 8, 16)  # tokens agreeing right before the best neighbour: 0-1 | 2-3 | 4-7 | 8-15 | 16+
 RUN_BUCKETS = (1, 4, 12)  # draft tokens accepted in a row: 0 | 1-3 | 4-11 | 12+ (a copy under way)
 # Priors: a prototype on this model found the top neighbour's next token right ~65% of the time
 # (~76% at cosine >= 0.9); a neighbour whose preceding tokens also match is an n-gram match on top,
-# and a copy under way tends to go on. Observed acceptance per key takes over after a few steps.
+# and a copy under way (a long lexical match, a run of accepted drafts) tends to go on. Observed
+# acceptance per key takes over after a few steps.
+LEX_PRIOR = (0.0, 0.12, 0.24, 0.34, 0.42)
 PRIORS = {
-    (s, x, r): min(0.95, 0.25 + 0.15 * s + 0.12 * x + (0.0, 0.1, 0.2, 0.25)[r])
+    (s, x, r): min(0.95, 0.25 + 0.15 * s + LEX_PRIOR[x] + (0.0, 0.1, 0.2, 0.25)[r])
     for s in range(len(SIM_BUCKETS) + 1)
     for x in range(len(LEX_BUCKETS) + 1)
     for r in range(len(RUN_BUCKETS) + 1)
@@ -47,7 +49,7 @@ def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) ->
 class SenseDrafter(Drafter):
     needs_hidden = True
 
-    def __init__(self, engine, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 16,
+    def __init__(self, engine, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
                  name: str = "sense"):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")

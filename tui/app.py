@@ -19,7 +19,7 @@ from sense_local.sessions import SessionStore
 
 from .widgets import ChatMessage, PromptBox, StatusBar, legend_text
 
-FRAME = 1 / 20  # tokens reach the UI in batches, at most this often (each batch re-renders the reply)
+FRAME = 1 / 10  # tokens reach the UI in batches, at most this often (each batch re-renders the reply)
 
 
 @dataclass

@@ -191,3 +191,20 @@ def test_index_refresh_is_seen_by_an_open_chat(engine, store_dir, tmp_path):
     index_paths(engine, copy, [extra])
     turn = chat.prepare([], "What does the walrus operator do?", reserve=64)
     assert turn.sources and Path(turn.sources[0].path).name == "walrus.txt"
+
+
+def test_pdf_passages_cite_their_page(engine, tmp_path):
+    from test_datastore import _minimal_pdf
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "manual.pdf").write_bytes(_minimal_pdf([
+        "The boiler must be serviced every spring by a licensed engineer.",
+        "The garden hose is stored in the shed behind the garage for winter.",
+    ]))
+    index_paths(engine, tmp_path / "store", [docs])
+    store = DocumentStore.open(tmp_path / "store", fingerprint=engine.fingerprint)
+    hits = PassageRetriever(engine, store, "bm25").search("Where is the garden hose stored?", 3)
+    assert hits
+    rows = {h.passage.page for h in hits if "hose" in h.passage.text}
+    assert rows == {2}, [(h.passage.page, h.passage.text[:40]) for h in hits]

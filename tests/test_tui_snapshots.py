@@ -16,6 +16,11 @@ SPANS = [
     [" and polished ", "target", False], ["the great lens", "pld", False], [".", "target", False],
 ]
 
+SOURCES = [{"number": 1, "path": "/home/me/notes/lighthouses.md", "line": 12, "page": 0, "score": 0.03,
+            "snippet": "The keeper climbed the spiral stairs every night to polish the great lens."},
+           {"number": 2, "path": "/home/me/books/coast-guide.pdf", "line": 1, "page": 4, "score": 0.02,
+            "snippet": "Lighthouse keepers kept logbooks of weather and passing ships."}]
+
 
 async def _ready(pilot):
     """Wait until the model is loaded, the session shown and the status bar filled in."""
@@ -29,10 +34,11 @@ async def _ready(pilot):
 
 def test_chat_with_highlighting(snap_compare, tmp_path):
     store = SessionStore(tmp_path / "s.db")
-    session = store.create("Lighthouse", "SmolLM2-135M-Instruct.Q4_1.gguf", "sense", Settings().to_dict())
+    session = store.create("Lighthouse", "SmolLM2-135M-Instruct.Q8_0.gguf", "sense", Settings().to_dict())
     store.add_message(session.id, Message("user", "Tell me about the lighthouse keeper."))
     store.add_message(session.id, Message("assistant", "".join(s[0] for s in SPANS), SPANS,
-                                          {"footer": "16 tokens · 95.0 tok/s · tau 2.67 · accepted 10/12"}))
+                                          {"footer": "16 tokens · 95.0 tok/s · tau 2.67 · accepted 10/12",
+                                           "sources": SOURCES}))
     app = SenseApp(sessions=store)
     assert snap_compare(app, terminal_size=SIZE, run_before=_ready)
 
@@ -55,7 +61,7 @@ def test_documents_screen(snap_compare, tmp_path, monkeypatch, engine):
         await pilot.pause(0.3)
 
     sessions = SessionStore(tmp_path / "s.db")
-    sessions.create("Documents", "SmolLM2-135M-Instruct.Q4_1.gguf", "sense", Settings().to_dict())
+    sessions.create("Documents", "SmolLM2-135M-Instruct.Q8_0.gguf", "sense", Settings().to_dict())
     app = SenseApp(sessions=sessions)
     try:
         assert snap_compare(app, terminal_size=SIZE, run_before=open_documents)

@@ -82,7 +82,9 @@ def backfill_passages(store: DocumentStore, engine: Engine) -> int:
     for entry in store.manifest.documents.values():
         if entry.start in have:
             continue
-        store.passages.add(entry.path, entry.start, split_passages(store.tokens(entry.start, entry.end), engine.piece), entry.pages)
+        spans = split_passages(store.tokens(entry.start, entry.end), engine.piece,
+                               breaks=[p - entry.start for p in entry.pages])
+        store.passages.add(entry.path, entry.start, spans, entry.pages)
         done += 1
     if done:
         store.passages.commit()
@@ -193,7 +195,7 @@ def _index(engine, store, roots, report, t0, progress, commit_every, max_file_by
         report.eval_seconds += time.perf_counter() - te
         if kind == "updated":
             store.remove_document(entry.path)
-        store.add_document(entry, tokens, hidden, split_passages(tokens, engine.piece))
+        store.add_document(entry, tokens, hidden, split_passages(tokens, engine.piece, breaks=entry.pages))
         getattr(report, kind).append(entry.path)
         report.skipped.pop(entry.path, None)
         done += len(tokens)

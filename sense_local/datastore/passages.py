@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,16 +38,18 @@ class PassageSpan:
     text: str
 
 
-def split_passages(tokens: np.ndarray, piece_of: Callable[[int], bytes],
+def split_passages(tokens: np.ndarray, piece_of: Callable[[int], bytes], breaks: Sequence[int] = (),
                    target: int = TARGET, max_len: int = MAX_LEN) -> list[PassageSpan]:
-    """Cut one document's tokens [T] into passages (see the module docstring)."""
+    """Cut one document's tokens [T] into passages (see the module docstring). `breaks`: token
+    offsets where a passage must start (PDF pages), so every passage lies on one page."""
     pieces = [piece_of(int(t)) for t in tokens]
+    forced = {b - 1 for b in breaks if 0 < b <= len(pieces)}
     spans: list[PassageSpan] = []
     start, line = 0, 1
     for i, piece in enumerate(pieces):
         length = i + 1 - start
         paragraph_end = b"\n\n" in piece or (piece.endswith(b"\n") and i + 1 < len(pieces) and pieces[i + 1].startswith(b"\n"))
-        if (length >= target // 2 and paragraph_end) or length >= max_len or i + 1 == len(pieces):
+        if (length >= target // 2 and paragraph_end) or length >= max_len or i + 1 == len(pieces) or i in forced:
             raw = b"".join(pieces[start : i + 1])
             decoded = raw.decode("utf-8", errors="replace")
             text = decoded.strip()

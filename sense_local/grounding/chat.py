@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..chat_template import fit_chat
+from ..errors import SenseError
 from .prompt import DEFAULT_BUDGET, grounded_message
 from .retrieve import DEFAULT_RANKER, PassageRetriever
 from .sources import Source
@@ -24,8 +25,6 @@ class GroundedTurn:
 class GroundedChat:
     def __init__(self, engine, store, *, ranker: str = DEFAULT_RANKER, passages: int = DEFAULT_PASSAGES,
                  budget: int = DEFAULT_BUDGET):
-        from ..errors import SenseError
-
         if passages < 1:
             raise SenseError(f"--passages must be at least 1 (got {passages})")
         if budget < 64:
@@ -38,8 +37,6 @@ class GroundedChat:
 
     def prepare(self, messages: list[dict], question: str, *, reserve: int) -> GroundedTurn:
         """Prompt tokens for `messages` (earlier turns, plain) + the grounded question."""
-        from ..errors import SenseError
-
         question = question.strip()
         if not question:
             raise SenseError("empty question: type something to ask")
@@ -58,7 +55,9 @@ class GroundedChat:
                 hits = self.retriever.search(question, self.passages)
                 if not hits:
                     notes.append("no passage in the documents matched: answering without them")
-        budget = min(self.budget, max(self.engine.n_ctx - reserve - 256, 0))
+        # passages get what is left of the context after the reply, the question and the template
+        room = self.engine.n_ctx - reserve - len(self.engine.tokenize(question, add_special=False)) - 192
+        budget = min(self.budget, max(room, 0))
         content, sources = grounded_message(self.engine, question, hits, budget)
         tokens, dropped = fit_chat(self.engine, [*messages, {"role": "user", "content": content}], reserve)
         if dropped:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..datastore.passages import PassageRow
+from ..errors import SenseError
 
 RANKERS = ("bm25", "hidden", "fused")
 DEFAULT_RANKER = "fused"
@@ -31,8 +32,6 @@ class PassageHit:
 class PassageRetriever:
     def __init__(self, engine, store, ranker: str = DEFAULT_RANKER):
         if ranker not in RANKERS:
-            from ..errors import SenseError
-
             raise SenseError(f"unknown ranker '{ranker}' (known: {', '.join(RANKERS)})")
         self.engine = engine
         self.store = store

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,8 +203,6 @@ class DocumentStore:
     def mark_indexing(self, running: bool) -> None:
         path = self.dir / INDEXING
         if running:
-            import time
-
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
             tmp.replace(path)

@@ -67,3 +67,13 @@ def test_online_cost_scales_to_observed_decode_times():
     assert abs(oc.curve.cost(4) - 4.0) < 0.2
     assert oc.curve.cost(1) == 1.0
     assert np.isclose(oc.curve.cost(8), 1 + 2 * oc.factor)
+
+
+def test_pld_follows_the_occurrence_that_matches_furthest_back():
+    copy_source = [50, 51, 52, 53, 1, 2, 3, 4, 60, 61, 62]  # the text being copied
+    chance = [70, 71, 1, 2, 3, 4, 80, 81]  # the same 4-gram later, after different words
+    d = PromptLookupDrafter()
+    d.begin(copy_source + chance + [50, 51, 52, 53, 1, 2, 3, 4])
+    draft = d.propose(3)
+    assert draft.tokens.tolist() == [60, 61, 62]  # not [80, 81, ...] from the latest occurrence
+    assert draft.key >= 4  # an 8-token match, not a 4-token one

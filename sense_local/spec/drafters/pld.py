@@ -15,6 +15,7 @@ from .base import AcceptanceEstimate, Drafter
 
 MAX_N = 4
 MAX_MATCH = 32  # how far back a match is followed to tell a verbatim copy from a chance n-gram
+CANDIDATES = 8  # earlier places of the same 4-gram compared by how far back they match
 MATCH_BUCKETS = (2, 3, 4, 8, 16, 32)  # tokens in a row matching: 1 | 2 | 3 | 4-7 | 8-15 | 16-31 | 32
 # Prior per match bucket: first-token acceptance measured on the quick suite's grounded, code and
 # open tasks (SmolLM2 Q8_0): ~0.2 / 0.45 / 0.6 / 0.75 for matches of 1 / 2 / 3 / 4-7 tokens, 0.9 and
@@ -38,11 +39,13 @@ class PromptLookupDrafter(Drafter):
         self.max_n = max_n
         self.context: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}  # n-gram -> start of its latest continuation
+        self._recent: dict[tuple[int, ...], list[int]] = {}  # max_n-gram -> starts of its last CANDIDATES
         self.estimate = AcceptanceEstimate(PRIORS)
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.context = []
         self._index = {}
+        self._recent = {}
         self.extend(prompt)
 
     def extend(self, tokens: Sequence[int]) -> None:
@@ -52,7 +55,12 @@ class PromptLookupDrafter(Drafter):
             for n in range(1, self.max_n + 1):
                 if p - n < 0:
                     break
-                self._index[tuple(ctx[p - n : p])] = p
+                key = tuple(ctx[p - n : p])
+                self._index[key] = p
+                if n == self.max_n:
+                    starts = self._recent.setdefault(key, [])
+                    starts.append(p)
+                    del starts[:-CANDIDATES]
             ctx.append(int(t))
 
     def propose(self, max_len: int) -> Draft | None:
@@ -61,10 +69,16 @@ class PromptLookupDrafter(Drafter):
             start = self._index.get(tuple(ctx[-n:]))
             if start is None:
                 continue
+            match = match_length(ctx, start)
+            if n == self.max_n:  # several earlier places share this n-gram: follow the longest match
+                for other in self._recent[tuple(ctx[-n:])][-2::-1]:
+                    m = match_length(ctx, other)
+                    if m > match:
+                        start, match = other, m
             tokens = np.asarray(ctx[start : start + max_len], dtype=np.int32)
             if len(tokens) == 0:
                 continue
-            key = int(np.searchsorted(MATCH_BUCKETS, match_length(ctx, start), side="right"))
+            key = int(np.searchsorted(MATCH_BUCKETS, match, side="right"))
             return Draft(tokens=tokens, source=self.name, acceptance=self.estimate.get(key), key=key)
         return None
 

@@ -97,6 +97,7 @@ def run_task(
     ar_speed = statistics.median(s.tok_per_s for _, s in outs["ar"])
     ar_text = engine.detokenize(ar_tokens)
     rows = []
+    soft_run = any(METHODS[parse_method(m)[0]].rule == "soft" for m in outs)
     for m, runs in outs.items():
         tokens, stats = runs[0]
         speed = statistics.median(s.tok_per_s for _, s in runs)
@@ -107,7 +108,8 @@ def run_task(
             round(speed / ar_speed, 3), at is None, None if gap is None else round(gap, 4),
             stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted,
         )
-        if m == "ar" or METHODS[parse_method(m)[0]].rule == "soft":  # quality: scored by the target
+        # quality, scored by the target: for soft methods, and for ar as their reference
+        if (m == "ar" and soft_run) or METHODS[parse_method(m)[0]].rule == "soft":
             text = engine.detokenize(tokens)
             row.mean_logprob = round(mean_logprob(engine, prompt, tokens), 4)
             row.chrf_vs_ar = round(chrf(text, ar_text), 2)

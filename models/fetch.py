@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,14 @@ def derive(name: str, entry: dict, registry: dict) -> str:
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{entry['quantize']}")
     params.allow_requantize = True
     partial = target.with_suffix(".part")
-    rc = llama_cpp.llama_model_quantize(str(HERE / source["file"]).encode(), str(partial).encode(), ctypes.byref(params))
+    print(f"{name}: requantizing {source['file']} to {entry['quantize']} with llama.cpp...", flush=True)
+    saved = os.dup(2)  # llama.cpp logs every tensor on stderr: keep set-up output readable
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    try:
+        rc = llama_cpp.llama_model_quantize(str(HERE / source["file"]).encode(), str(partial).encode(), ctypes.byref(params))
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
     if rc != 0 or not partial.exists():
         partial.unlink(missing_ok=True)
         raise SystemExit(f"{name}: llama_model_quantize failed (code {rc})")

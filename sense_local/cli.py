@@ -218,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", help="the question ('-' reads stdin)")
     _add_model_args(p)
     p.add_argument("--store", help="store directory (default: $SENSE_HOME/stores/default)")
-    p.add_argument("--method", default="pld", help=f"decoding method: {', '.join(METHODS)} (default pld)")
+    # sense: retrieved passages in the prompt are what its live context store drafts from (docqa-rag:
+    # tau 1.65 / 1.15x vs pld's 1.48 / 1.09x in the quick suite)
+    p.add_argument("--method", default="sense", help=f"decoding method: {', '.join(METHODS)} (default sense)")
     p.add_argument("--passages", type=int, default=3, help="passages retrieved into the prompt (default 3)")
     p.add_argument("--budget", type=int, default=1024, help="most prompt tokens spent on passages (default 1024)")
     p.add_argument("--ranker", choices=["bm25", "hidden", "fused"], default="fused",

@@ -61,6 +61,12 @@ def test_fts_query_keeps_content_words_and_drops_syntax():
     assert '"__exit__"' in q and '"near"' in q and '"what"' not in q
     assert "(" not in q.replace('"', "") and "*" not in q
     assert fts_query("   ?? !! ") == ""
+    assert fts_query("What does the with statement do?") == '"with" OR "statement"'  # keywords are topics
+
+
+def test_a_keyword_question_finds_its_topic(engine, store):
+    hits = PassageRetriever(engine, store).search("What does the with statement do?", 3)
+    assert "with.txt" in [Path(h.passage.path).name for h in hits]
 
 
 def test_every_question_is_labelled_with_a_real_topic_and_answer():

@@ -24,9 +24,11 @@ PASSAGES_DB = "passages.sqlite"
 TARGET = 96  # tokens: a paragraph or two; three of them fit a small model's prompt with room to spare
 MAX_LEN = 160
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|[^\W\d_]+", re.UNICODE)
+# Question words and glue that never carry a topic. Words like "with", "for", "in", "if", "as",
+# "from" stay: in technical documents they are the topic ("What does the with statement do?").
 STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from how i if in into is it its me my of on or "
-    "that the then there these this to what when where which who why will with would you your".split()
+    "a an and are at be been by can did do does how i into is it its me my of on or please tell that the "
+    "then there these this those to was what when where which who why will would you your".split()
 )
 
 

@@ -113,9 +113,7 @@ def cmd_ask(args) -> int:
     if args.json:
         print(json.dumps({
             "question": question, "answer": "".join(parts).strip(),
-            "sources": [s.to_dict() for s in turn.sources], "notes": turn.notes,
-            "method": stats.method, "tokens": stats.tokens, "forwards": stats.forwards,
-            "tau": round(stats.tau, 4), "tok_per_s": round(stats.tok_per_s, 2), "stop_reason": stats.stop_reason,
+            "sources": [s.to_dict() for s in turn.sources], "notes": turn.notes, **stats.to_dict(),
         }, ensure_ascii=False))
         return 0
     sys.stdout.write("\n")

@@ -44,7 +44,6 @@ class Engine:
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         flash_attn: bool | None = None,
-        side_sequence: bool = True,
     ):
         self.path = Path(model_path)
         check_readable_gguf(self.path)
@@ -74,10 +73,10 @@ class Engine:
         cparams.n_batch = self.n_batch
         cparams.n_ubatch = self.n_batch
         # Sequence 0 holds the conversation; sequence 1 is scratch space for side evaluations
-        # (`side_hidden`) that must not disturb it. One unified KV buffer serves both.
-        self.side_sequence = side_sequence
-        cparams.n_seq_max = 2 if side_sequence else 1
-        cparams.kv_unified = side_sequence
+        # (`side_hidden`) that must not disturb it. One unified KV buffer serves both (measured: no
+        # change in decode or verify speed against a single-sequence context).
+        cparams.n_seq_max = 2
+        cparams.kv_unified = True
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
         if flash_attn is not None:  # None: llama.cpp decides (AUTO)
@@ -192,10 +191,6 @@ class Engine:
         the scratch sequence: the conversation's KV cache and committed tokens stay as they are."""
         tokens = np.asarray(tokens, dtype=np.int32)[: self.n_batch]
         k = len(tokens)
-        if not self.side_sequence:  # no scratch sequence: evaluate in place, then forget everything
-            out = np.array(self.eval(tokens, 0, outputs="all", hidden=True).hidden)
-            self.reset()
-            return out
         if self.n_past + k > self.n_ctx:
             raise ContextOverflowError(f"context full: no room for a {k}-token side evaluation")
         if not self._embeddings_on:

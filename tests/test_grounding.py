@@ -214,3 +214,18 @@ def test_pdf_passages_cite_their_page(engine, tmp_path):
     assert hits
     rows = {h.passage.page for h in hits if "hose" in h.passage.text}
     assert rows == {2}, [(h.passage.page, h.passage.text[:40]) for h in hits]
+
+
+def test_a_store_without_passages_gets_them_on_the_next_index_run(engine, store_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store_dir, copy)
+    writer = DocumentStore.open(copy, fingerprint=engine.fingerprint, writable=True)
+    writer.passages.db.execute("DELETE FROM passages")  # as built before passages existed
+    writer.passages.commit()
+    assert writer.passages.count(writer.live_documents()) == 0
+    assert writer.fill_missing_passages(engine.piece) == len(TOPICS)
+    assert writer.fill_missing_passages(engine.piece) == 0  # idempotent
+    hits = PassageRetriever(engine, writer, "bm25").search("What does the pass statement do?", 3)
+    assert hits and Path(hits[0].passage.path).name == "pass.txt"

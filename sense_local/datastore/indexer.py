@@ -75,22 +75,6 @@ def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, over
     return out
 
 
-def backfill_passages(store: DocumentStore, engine: Engine) -> int:
-    """Give documents indexed before passages existed their passages (from stored tokens: no model run)."""
-    have = store.passages.doc_starts()
-    done = 0
-    for entry in store.manifest.documents.values():
-        if entry.start in have:
-            continue
-        spans = split_passages(store.tokens(entry.start, entry.end), engine.piece,
-                               breaks=[p - entry.start for p in entry.pages])
-        store.passages.add(entry.path, entry.start, spans, entry.pages)
-        done += 1
-    if done:
-        store.passages.commit()
-    return done
-
-
 ProgressFn = Callable[[int, int, str], None]  # (tokens done, tokens total, current path)
 
 
@@ -156,7 +140,7 @@ def _index(engine, store, roots, report, t0, progress, commit_every, max_file_by
             report.unchanged += 1
             continue
         todo.append((path, sha, st))
-    backfill_passages(store, engine)
+    store.fill_missing_passages(engine.piece)  # stores indexed before passages existed
     for key in list(manifest.documents):
         if key not in seen and any(Path(key).is_relative_to(r) for r in roots) and not Path(key).exists():
             store.remove_document(key)

@@ -82,12 +82,24 @@ class PassageRow:
     text: str
 
 
+COLUMNS = "rowid, path, doc_start, start, end, line, page, text"  # selected in PassageRow's order
+
+
+def _row(values) -> PassageRow:
+    rowid, path, doc_start, start, end, line, page, text = values
+    return PassageRow(int(rowid), path, int(doc_start), int(start), int(end), int(line), int(page), text)
+
+
+def _live(live: dict[str, int], path: str, doc_start) -> bool:
+    """Whether a row belongs to a committed document (path -> global start of its current version)."""
+    return live.get(path) == int(doc_start)
+
+
 class PassageTable:
     """The FTS5 table of passages (see the module docstring)."""
 
     def __init__(self, directory: Path):
-        self.path = Path(directory) / PASSAGES_DB
-        self.db = sqlite3.connect(self.path, check_same_thread=False)
+        self.db = sqlite3.connect(Path(directory) / PASSAGES_DB, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")  # readers (chat) never wait for the indexer
         self.db.execute(
             "CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5("
@@ -112,13 +124,11 @@ class PassageTable:
         self.db.commit()
 
     def prune(self, live: dict[str, int]) -> None:
-        """Delete rows of documents that are not live (path -> doc start) in the committed manifest."""
+        """Delete rows of documents that are not live in the committed manifest."""
         self.db.rollback()
-        stale = [
-            rowid for rowid, path, doc_start in self.db.execute("SELECT rowid, path, doc_start FROM passages")
-            if live.get(path) != int(doc_start)
-        ]
-        self.db.executemany("DELETE FROM passages WHERE rowid = ?", [(r,) for r in stale])
+        stale = [(rowid,) for rowid, path, ds in self.db.execute("SELECT rowid, path, doc_start FROM passages")
+                 if not _live(live, path, ds)]
+        self.db.executemany("DELETE FROM passages WHERE rowid = ?", stale)
         self.db.commit()
 
     def doc_starts(self) -> set[int]:
@@ -126,45 +136,30 @@ class PassageTable:
         return {int(r[0]) for r in self.db.execute("SELECT DISTINCT doc_start FROM passages")}
 
     def count(self, live: dict[str, int]) -> int:
-        return sum(1 for path, ds in self.db.execute("SELECT path, doc_start FROM passages") if live.get(path) == int(ds))
+        return sum(_live(live, path, ds) for path, ds in self.db.execute("SELECT path, doc_start FROM passages"))
 
     def search(self, question: str, k: int, live: dict[str, int]) -> list[tuple[PassageRow, float]]:
         """BM25 top-k live passages for a question: (row, score), best first (higher is better)."""
         query = fts_query(question)
         if not query:
             return []
-        out = []
         cursor = self.db.execute(
-            "SELECT rowid, path, doc_start, start, end, line, page, text, bm25(passages) FROM passages "
-            "WHERE passages MATCH ? ORDER BY bm25(passages) LIMIT ?",
+            f"SELECT {COLUMNS}, bm25(passages) FROM passages WHERE passages MATCH ? ORDER BY bm25(passages) LIMIT ?",
             (query, 4 * k + 16),
         )
-        for rowid, path, doc_start, start, end, line, page, text, score in cursor:
-            if live.get(path) == int(doc_start):
-                out.append((PassageRow(rowid, path, int(doc_start), int(start), int(end), int(line), int(page), text), -score))
-                if len(out) == k:
-                    break
-        return out
+        found = [(_row(values[:-1]), -values[-1]) for values in cursor if _live(live, values[1], values[2])]
+        return found[:k]
 
     def span_arrays(self, live: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(starts, ends, rowids) of every live passage, sorted by start: maps token positions to passages."""
-        rows = [
+        rows = sorted(
             (int(start), int(end), rowid)
             for rowid, path, doc_start, start, end in self.db.execute("SELECT rowid, path, doc_start, start, end FROM passages")
-            if live.get(path) == int(doc_start)
-        ]
-        rows.sort()
+            if _live(live, path, doc_start)
+        )
         arr = np.array(rows, np.int64).reshape(-1, 3)
         return arr[:, 0], arr[:, 1], arr[:, 2]
 
     def rows(self, rowids: Iterable[int]) -> dict[int, PassageRow]:
-        out = {}
-        for rowid in rowids:
-            for path, doc_start, start, end, line, page, text in self.db.execute(
-                "SELECT path, doc_start, start, end, line, page, text FROM passages WHERE rowid = ?", (int(rowid),)
-            ):
-                out[int(rowid)] = PassageRow(int(rowid), path, int(doc_start), int(start), int(end), int(line), int(page), text)
-        return out
-
-    def close(self) -> None:
-        self.db.close()
+        found = (self.db.execute(f"SELECT {COLUMNS} FROM passages WHERE rowid = ?", (int(r),)).fetchone() for r in rowids)
+        return {row.rowid: row for row in map(_row, filter(None, found))}

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import native
 from .manifest import MANIFEST, DocEntry, Manifest, StoreError
-from .passages import PassageSpan, PassageTable
+from .passages import PassageSpan, PassageTable, split_passages
 
 TOKENS = "tokens.i32"
 INDEXING = "indexing.json"  # present (with a live pid) while an indexer runs on this store
@@ -49,6 +49,7 @@ class DocumentStore:
         self._spans: tuple[np.ndarray, np.ndarray] | None = None  # sorted (starts, ends) of live documents
         self._pending_len = 0  # tokens appended since the last commit
         self._passages: PassageTable | None = None
+        self._passage_spans: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see passage_spans
         self._manifest_stamp = self._stamp()
 
     # ------------------------------------------------------------------ opening
@@ -136,6 +137,26 @@ class DocumentStore:
         if self._passages is None:
             self._passages = PassageTable(self.dir)
         return self._passages
+
+    def passage_spans(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(starts, ends, rowids) of the live passages, sorted by start; read once per document set."""
+        if self._passage_spans is None:
+            self._passage_spans = self.passages.span_arrays(self.live_documents())
+        return self._passage_spans
+
+    def fill_missing_passages(self, piece_of) -> int:
+        """Passages for documents that have none (indexed before passages existed), cut from the
+        stored tokens: no model run. Returns how many documents were filled."""
+        have = self.passages.doc_starts()
+        missing = [e for e in self.manifest.documents.values() if e.start not in have]
+        for entry in missing:
+            spans = split_passages(self.tokens(entry.start, entry.end), piece_of,
+                                   breaks=[p - entry.start for p in entry.pages])
+            self.passages.add(entry.path, entry.start, spans, entry.pages)
+        if missing:
+            self.passages.commit()
+            self._passage_spans = None
+        return len(missing)
 
     def live_documents(self) -> dict[str, int]:
         """path -> global start of every committed document (what makes a passage row count)."""
@@ -231,13 +252,13 @@ class DocumentStore:
         entry.pages = [start + p for p in entry.pages]
         self.passages.add(entry.path, start, passages, entry.pages)
         self.manifest.documents[entry.path] = entry
-        self._spans = None
+        self._spans = self._passage_spans = None
         return entry
 
     def remove_document(self, path: str) -> DocEntry | None:
         self._require_writable()
         entry = self.manifest.documents.pop(path, None)
-        self._spans = None
+        self._spans = self._passage_spans = None
         if entry is not None and entry.end - entry.start > 1:
             keys = np.arange(entry.start, entry.end - 1, dtype=np.uint64)
             self.index.remove(keys)

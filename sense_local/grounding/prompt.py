@@ -7,6 +7,8 @@ context fills, never the passages of the current question.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from .retrieve import PassageHit
 from .sources import Source
 
@@ -30,7 +32,7 @@ def grounded_message(engine, question: str, hits: list[PassageHit], budget: int 
                 break
             text = _cut(engine, text, room)
             cost = room + 16
-        header = f"[{source.number}] {_short(source.path)}, {source.location}"
+        header = f"[{source.number}] {Path(source.path).name}, {source.location}"
         blocks.append(f"{header}\n{text}")
         sources.append(source)
         used += cost
@@ -43,9 +45,3 @@ def _cut(engine, text: str, max_tokens: int) -> str:
     tokens = engine.tokenize(text, add_special=False)[:max_tokens]
     cut = engine.detokenize(tokens)
     return cut[: cut.rfind("\n")] if "\n" in cut[len(cut) // 2 :] else cut
-
-
-def _short(path: str) -> str:
-    from pathlib import Path
-
-    return Path(path).name

@@ -36,7 +36,6 @@ class PassageRetriever:
         self.engine = engine
         self.store = store
         self.ranker = ranker
-        self._spans = None  # (starts, ends, rowids) of live passages, sorted by start
 
     def search(self, question: str, k: int = 3) -> list[PassageHit]:
         if self.ranker == "bm25":
@@ -56,7 +55,7 @@ class PassageRetriever:
             return []
         queries = self.engine.side_hidden(tokens)[1:]  # [n-1, n_embd]; the BOS position carries no question
         found = self.store.search(queries, k=VOTE_K, continuation=0)
-        starts, ends, rowids = self.span_arrays()
+        starts, ends, rowids = self.store.passage_spans()
         if len(starts) == 0:
             return []
         pos = found.positions.ravel()
@@ -70,11 +69,6 @@ class PassageRetriever:
         best = best[votes[best] > 0]
         rows = self.store.passages.rows(rowids[best].tolist())
         return [PassageHit(rows[int(rowids[b])], float(votes[b])) for b in best if int(rowids[b]) in rows]
-
-    def span_arrays(self):
-        if self._spans is None:
-            self._spans = self.store.passages.span_arrays(self.store.live_documents())
-        return self._spans
 
 
 def fuse(lists: list[list[PassageHit]], k: int) -> list[PassageHit]:

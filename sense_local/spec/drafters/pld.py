@@ -25,9 +25,9 @@ PRIORS = {b: p for b, p in enumerate((0.2, 0.45, 0.6, 0.75, 0.9, 0.92, 0.95))}
 
 
 def match_length(ctx: Sequence[int], end: int, limit: int = MAX_MATCH) -> int:
-    """How many tokens in a row before position `end` equal the context's last tokens (up to limit)."""
+    """How many tokens in a row before position `end` (< len(ctx)) equal the context's last tokens."""
     p, m = len(ctx), 0
-    while m < limit and end - 1 - m >= 0 and ctx[end - 1 - m] == ctx[p - 1 - m] and end - 1 - m < p - 1 - m:
+    while m < limit and m < end and ctx[end - 1 - m] == ctx[p - 1 - m]:
         m += 1
     return m
 

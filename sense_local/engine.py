@@ -17,6 +17,7 @@ import numpy as np
 
 from . import native
 from .errors import ContextOverflowError, ModelError
+from .hidden_pass import HiddenPass
 from .model_info import check_readable_gguf, read_model_info
 
 llama_cpp = native.llama_cpp
@@ -101,6 +102,7 @@ class Engine:
             self._batch.seq_id[i][0] = 0
 
         self._embeddings_on = True
+        self._hidden_pass: HiddenPass | None = None  # made by hidden_pass() on first use
         self._no_hidden = np.zeros((0, self.n_embd), dtype=np.float32)  # [0, n_embd]
         self._hidden_cache: np.ndarray | None = None  # [n_ctx, n_embd] hidden state of each committed position
         self._hidden_valid = 0  # positions [0, _hidden_valid) of the cache are current
@@ -124,16 +126,20 @@ class Engine:
     ) -> EvalOutput:
         """Decode `tokens` at positions start_pos.. (default: n_past) and commit them to the KV cache.
 
-        outputs="all" returns logits for every position, "last" for the last one only. With
-        hidden=True the final hidden states come too (llama.cpp then computes outputs for every
-        position); hidden=False turns embeddings off so "last" runs the LM head once (cheap
-        prefill, plain decoding) and `EvalOutput.hidden` is an empty [0, n_embd] array.
+        outputs="all" returns logits for every position, "last" for the last one only, and
+        "hidden" the hidden states of every position with the last position's logits (what
+        indexing and a SENSE prefill need: no [k, n_vocab] copies). With hidden=True the final
+        hidden states come too (llama.cpp then computes outputs for every position); hidden=False
+        turns embeddings off so "last" runs the LM head once (cheap prefill, plain decoding) and
+        `EvalOutput.hidden` is an empty [0, n_embd] array.
         KV entries at positions >= start_pos are dropped first.
         """
         tokens = np.asarray(tokens, dtype=np.int32)
         k = len(tokens)
         if k == 0:
             raise ValueError("eval needs at least one token")
+        if outputs == "hidden" and not hidden:
+            raise ValueError('outputs="hidden" needs hidden=True')
         start = self.n_past if start_pos is None else start_pos
         if start > self.n_past:
             raise ValueError(f"start_pos {start} is past the committed length {self.n_past}")
@@ -170,15 +176,19 @@ class Engine:
                     self._hidden_cache = np.zeros((self.n_ctx, self.n_embd), np.float32)
                 self._hidden_cache[start + off : start + off + m] = self._views(m, True).hidden
                 self._hidden_valid = start + off + m
-            if outputs == "all" and not last_chunk:  # the next decode overwrites the buffers: copy
+            if not last_chunk and outputs != "last":  # the next decode overwrites the buffers: copy
                 view = self._views(m, hidden)
-                earlier.append(EvalOutput(view.logits.copy(), view.hidden.copy()))
+                logits = view.logits.copy() if outputs == "all" else view.logits[:0]
+                earlier.append(EvalOutput(logits, view.hidden.copy()))
         del self.tokens[start:]
         self.tokens.extend(tokens.tolist())
         n_rows = k - off if all_rows else 1
         out = self._views(n_rows, hidden)
         if outputs == "last":
             return EvalOutput(out.logits[-1:], out.hidden[-1:])
+        if outputs == "hidden":
+            hidden_rows = [o.hidden for o in earlier] + [out.hidden]
+            return EvalOutput(out.logits[-1:], np.concatenate(hidden_rows) if earlier else out.hidden)
         if earlier:
             return EvalOutput(
                 logits=np.concatenate([o.logits for o in earlier] + [out.logits]),
@@ -211,6 +221,18 @@ class Engine:
             for i in range(k):
                 self._batch.seq_id[i][0] = 0
             llama_cpp.llama_memory_seq_rm(self._mem, 1, -1, -1)
+
+    def hidden_pass(self, n_ctx: int) -> HiddenPass | None:
+        """A second context for hidden states of long runs (indexing) at plain-prefill speed, made
+        on first use and kept; None where llama.cpp's graph callback cannot provide it."""
+        held = self._hidden_pass
+        if held is None or held.n_ctx < n_ctx:
+            if held is not None:
+                held.close()
+            held = self._hidden_pass = HiddenPass(
+                self._model, self.n_embd, n_ctx=n_ctx, n_batch=self.n_batch, n_threads=self.n_threads
+            )
+        return held if held.available else None
 
     def _views(self, n_out: int, with_hidden: bool) -> EvalOutput:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))
@@ -320,6 +342,9 @@ class Engine:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
+        if getattr(self, "_hidden_pass", None) is not None:
+            self._hidden_pass.close()
+            self._hidden_pass = None
         if getattr(self, "_batch", None) is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None

@@ -121,3 +121,31 @@ def test_side_evaluation_leaves_the_conversation_alone(engine):
     assert cos.min() > 0.99  # the same states as evaluating the question alone
     after = engine.eval(tokens[-1:], outputs="all").logits
     assert np.abs(after - before).max() < 1e-3 * np.abs(before).max()  # the conversation's cache is intact
+
+
+def test_hidden_outputs_skip_the_logit_rows_and_match_all_outputs(engine):
+    tokens = engine.tokenize(PASSAGE * 20)
+    assert len(tokens) > engine.n_batch  # several decodes
+    full = engine.eval(tokens, 0, outputs="all", hidden=True)
+    full_hidden, last_logits = full.hidden.copy(), full.logits[-1].copy()
+    lean = engine.eval(tokens, 0, outputs="hidden", hidden=True)
+    assert lean.logits.shape == (1, engine.n_vocab) and lean.hidden.shape == (len(tokens), engine.n_embd)
+    assert np.array_equal(lean.hidden, full_hidden) and np.array_equal(lean.logits[0], last_logits)
+    with pytest.raises(ValueError):
+        engine.eval(tokens[:4], 0, outputs="hidden", hidden=False)
+
+
+def test_hidden_pass_gives_the_embedding_path_states_and_leaves_the_conversation_alone(engine):
+    tokens = engine.tokenize(PASSAGE * 20)[:700]
+    expected = engine.eval(tokens, 0, outputs="hidden", hidden=True).hidden.copy()
+    engine.reset()
+    engine.eval(tokens[:5], 0)
+    fast = engine.hidden_pass(1024)
+    assert fast is not None  # llama.cpp's graph callback works with this build and model
+    got = fast.run(tokens)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert np.array_equal(fast.run(tokens[:300]), got[:300])  # each run starts from position 0
+    assert engine.n_past == 5 and engine.hidden_pass(512) is fast  # kept, main context untouched
+    with pytest.raises(ValueError, match="do not fit"):
+        fast.run(np.zeros(fast.n_ctx + 1, np.int32))

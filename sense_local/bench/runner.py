@@ -77,7 +77,7 @@ def run_task(
     """All runs of one task. `store` (docqa tasks) is given to every method; methods that need a
     store are skipped without one."""
     prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
-    engine.prefill(prompt, outputs="all", hidden=True)  # hidden states too: SENSE reads the prompt's
+    engine.prefill(prompt, outputs="hidden", hidden=True)  # hidden states too: SENSE reads the prompt's
     methods = [m for m in methods if store is not None or not METHODS[parse_method(m)[0]].needs_store]
     outs: dict[str, list] = {m: [] for m in methods}
     peer_outs: dict[str, list] = {p.name: [] for p in peers}

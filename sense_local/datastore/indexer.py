@@ -65,12 +65,14 @@ def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, over
     """[T-1, n_embd] final hidden states of positions 0..T-2 (each predicts the following token)."""
     n = len(tokens) - 1
     out = np.empty((max(n, 0), engine.n_embd), np.float32)
+    fast = engine.hidden_pass(window)
     start = 0
     while start < n:
         ctx = 0 if start == 0 else overlap
         end = min(start + window - ctx, n)
-        res = engine.eval(tokens[start - ctx : end], 0, outputs="all", hidden=True)
-        out[start:end] = res.hidden[ctx:]
+        run = tokens[start - ctx : end]
+        hidden = fast.run(run) if fast else engine.eval(run, 0, outputs="hidden", hidden=True).hidden
+        out[start:end] = hidden[ctx:]
         start = end
     return out
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from sense_local.spec.cost import CostCurve, OnlineCost
 from sense_local.spec.drafters.pld import PRIORS, PromptLookupDrafter, match_length
+from sense_local.spec.rewrap import join_wraps, rewrapped_tokens
 from sense_local.spec.types import Feedback
 
 
@@ -77,3 +78,27 @@ def test_pld_follows_the_occurrence_that_matches_furthest_back():
     draft = d.propose(3)
     assert draft.tokens.tolist() == [60, 61, 62]  # not [80, 81, ...] from the latest occurrence
     assert draft.key >= 4  # an 8-token match, not a 4-token one
+
+
+def test_join_wraps_keeps_paragraphs_and_indented_lines():
+    text = "It\nis useful as a placeholder,\nbut no code.\n\n   def f(): pass\n   class C: pass\nEnd"
+    joined = join_wraps(text)
+    assert joined == "It is useful as a placeholder, but no code.\n\n   def f(): pass\n   class C: pass End"
+    fenced = "Change\nthis:\n```python\nimport os\nimport re\n```\nthen\nstop"
+    assert join_wraps(fenced) == "Change this:\n```python\nimport os\nimport re\n```\nthen stop"
+
+
+def test_pld_drafts_through_a_line_wrap_of_the_prompt(engine):
+    prompt = engine.tokenize("Quote this:\nThe pass statement is useful as a placeholder when a\n"
+                             "statement is required syntactically, but no code needs to run.\n", add_special=False)
+    said = engine.tokenize("Sure: The pass statement is useful as a placeholder when a", add_special=False)
+    plain = PromptLookupDrafter()
+    plain.begin(prompt)
+    plain.extend(said)
+    assert engine.detokenize(plain.propose(4).tokens).startswith("\n")  # the raw prompt breaks the quote
+    joined = PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(engine, tokens))
+    joined.begin(prompt)
+    joined.extend(said)
+    assert engine.detokenize(joined.propose(8).tokens).startswith(" statement is required synt")
+    unwrapped = engine.tokenize("No wraps here.", add_special=False)
+    assert rewrapped_tokens(engine, unwrapped) is None

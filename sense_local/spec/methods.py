@@ -9,6 +9,7 @@ from .drafters.base import Drafter
 from .drafters.pld import PromptLookupDrafter
 from .drafters.rest import RestDrafter
 from .drafters.sense import SenseDrafter
+from .rewrap import rewrapped_tokens
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ def register(method: Method) -> Method:
 
 
 register(Method("ar", "plain autoregressive decoding (no drafts)", None))
-register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", lambda c: PromptLookupDrafter()))
+register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", 
+                lambda c: PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(c.engine, tokens))))
 register(Method("rest", "REST: longest suffix match in the documents' tokens", lambda c: RestDrafter(c.store), needs_store=True))
 register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded)",
                 lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store)))

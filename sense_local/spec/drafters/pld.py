@@ -3,10 +3,16 @@ and propose the tokens that followed its most recent occurrence.
 
 The n-gram index is updated incrementally (O(max_n) per committed token), so a proposal never scans
 the context.
+
+Documents pasted into a prompt are often hard-wrapped ("It\nis useful"), while a model quoting
+them writes "It is useful": the newline token breaks every draft at each wrap. With `rewrap`, the
+lookup context also holds the prompt re-tokenized with its line wraps joined (`rewrap.py`), so a
+quote finds the joined form and the draft runs through the wrap; where the raw prompt matches
+strictly further back (code, whose newlines the model keeps), the raw place is followed instead.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -35,8 +41,9 @@ def match_length(ctx: Sequence[int], end: int, limit: int = MAX_MATCH) -> int:
 class PromptLookupDrafter(Drafter):
     name = "pld"
 
-    def __init__(self, max_n: int = MAX_N):
+    def __init__(self, max_n: int = MAX_N, rewrap: Callable[[Sequence[int]], list[int] | None] | None = None):
         self.max_n = max_n
+        self.rewrap = rewrap  # prompt tokens -> the prompt with line wraps joined (None: no wraps)
         self.context: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}  # n-gram -> start of its latest continuation
         self._recent: dict[tuple[int, ...], list[int]] = {}  # max_n-gram -> starts of its last CANDIDATES
@@ -47,6 +54,9 @@ class PromptLookupDrafter(Drafter):
         self._index = {}
         self._recent = {}
         self.extend(prompt)
+        joined = self.rewrap(prompt) if self.rewrap is not None else None
+        if joined:
+            self.extend(joined)  # last: the most recent place, followed unless the raw one matches further
 
     def extend(self, tokens: Sequence[int]) -> None:
         ctx = self.context

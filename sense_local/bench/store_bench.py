@@ -30,27 +30,50 @@ def raw_prefill_rate(engine: Engine, docs: list[np.ndarray], window: int) -> flo
     return n / (time.perf_counter() - t0)
 
 
+def _neighbours(index, vectors: np.ndarray, queries: np.ndarray, k: int) -> list[list[int]]:
+    found = index.search(vectors[queries], k + 1)
+    keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
+    return [[key for key in row if key != q and key >= 0][:k] for q, row in zip(queries, keys)]
+
+
 def next_token_recall(vectors: np.ndarray, next_tokens: np.ndarray, dtype: str, queries: np.ndarray, k: int = 8):
     """Fraction of query positions whose true next token is among the next tokens of their k
     nearest *other* positions, with vectors stored as `dtype` (ndim reduced if vectors are)."""
     usearch = native.load_usearch()
     index = usearch.Index(ndim=vectors.shape[1], metric="cos", dtype=dtype)
     index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
-    found = index.search(vectors[queries], k + 1)
-    keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
-    hits = 0
-    for q, row in zip(queries, keys):
-        neighbours = [key for key in row if key != q and key >= 0][:k]
-        hits += int(next_tokens[q] in next_tokens[neighbours])
+    hits = sum(int(next_tokens[q] in next_tokens[nb]) for q, nb in zip(queries, _neighbours(index, vectors, queries, k)))
     return hits / len(queries), index.memory_usage / len(vectors)
+
+
+def search_breadth(vectors: np.ndarray, next_tokens: np.ndarray, dtype: str, queries: np.ndarray, k: int = 8):
+    """For each expansion_search (HNSW search breadth): next-token recall@k and the overlap of the
+    index's k neighbours with the exact cosine k nearest (f32, self excluded)."""
+    usearch = native.load_usearch()
+    index = usearch.Index(ndim=vectors.shape[1], metric="cos", dtype=dtype)
+    index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = unit[queries] @ unit.T  # [q, n]
+    sims[np.arange(len(queries)), queries] = -np.inf
+    exact = np.argpartition(-sims, k, axis=1)[:, :k]
+    rows = []
+    for ef in (64, 48, 32, 24):
+        index.expansion_search = ef
+        found = _neighbours(index, vectors, queries, k)
+        recall = np.mean([next_tokens[q] in next_tokens[nb] for q, nb in zip(queries, found)])
+        overlap = np.mean([len(set(nb) & set(ex.tolist())) / k for nb, ex in zip(found, exact)])
+        rows.append((ef, recall, overlap))
+    return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model")
     ap.add_argument("--topics", type=int, default=10, help="pydoc topics to index (default 10)")
+    ap.add_argument("--max-chars", type=int, default=6000, help="largest topic taken (default 6000 characters)")
     ap.add_argument("--rounds", type=int, default=3, help="raw-prefill / indexing rounds (default 3)")
     ap.add_argument("--synthetic", type=int, default=1_000_000, help="vectors in the search-latency store (0: skip that part)")
+    ap.add_argument("--synthetic-file", help="keep the synthetic index here and reuse it when present (a 1M build takes ~18 min)")
     ap.add_argument("--synthetic-dim", type=int, default=0, help="default: the model's n_embd")
     args = ap.parse_args(argv)
 
@@ -58,10 +81,10 @@ def main(argv=None) -> int:
 
     from ..datastore import DocumentStore, index_paths
     from ..datastore.indexer import OVERLAP, WINDOW, hidden_states
-    from ..datastore.store import DEFAULT_DTYPE
+    from ..datastore.store import DEFAULT_DTYPE, SEARCH_BREADTH
 
     engine = Engine(resolve_model(args.model), n_ctx=4096)
-    mid_sized = [t for t in topics if 2000 <= len(topics[t]) <= 6000]  # ~500-1500 tokens each
+    mid_sized = [t for t in topics if 2000 <= len(topics[t]) <= args.max_chars]  # ~500-1500 tokens each by default
     names = sorted(mid_sized, key=lambda t: -len(topics[t]))[: args.topics]
     tmp = Path(tempfile.mkdtemp(prefix="sense-store-bench-"))
     try:
@@ -111,33 +134,44 @@ def main(argv=None) -> int:
             base = base or recall
             print(f"  {label:<10} recall@8 {recall:.3f} ({recall / base:.3f} of f32), {mem:.0f} bytes/vector in memory")
 
+        print(f"\nsearch breadth ({DEFAULT_DTYPE}): next-token recall@8 and overlap with the exact 8 nearest")
+        for ef, recall, overlap in search_breadth(vecs, nxt, DEFAULT_DTYPE, queries):
+            print(f"  expansion_search {ef:>2}: recall@8 {recall:.3f}, exact-neighbour overlap {overlap:.3f}")
+
         # 3. search latency on a large synthetic store (one query at a time, as while decoding),
         # built as the document store builds its index (same metric and vector type)
         if args.synthetic <= 0:
             return 0
         dim = args.synthetic_dim or engine.n_embd
         usearch = native.load_usearch()
-        index = usearch.Index(ndim=dim, metric="cos", dtype=DEFAULT_DTYPE)
-        t0 = time.perf_counter()
-        block = 100_000
-        for s in range(0, args.synthetic, block):
-            n = min(block, args.synthetic - s)
-            index.add(np.arange(s, s + n, dtype=np.uint64), rng.standard_normal((n, dim), dtype=np.float32))
-        build = time.perf_counter() - t0
-        path = tmp / "synthetic.usearch"
-        index.save(str(path))
-        del index
+        path = Path(args.synthetic_file) if args.synthetic_file else tmp / "synthetic.usearch"
+        if path.exists():
+            build = "reused"
+        else:
+            index = usearch.Index(ndim=dim, metric="cos", dtype=DEFAULT_DTYPE)
+            t0 = time.perf_counter()
+            block = 100_000
+            for s in range(0, args.synthetic, block):
+                n = min(block, args.synthetic - s)
+                index.add(np.arange(s, s + n, dtype=np.uint64), rng.standard_normal((n, dim), dtype=np.float32))
+            build = f"built in {time.perf_counter() - t0:.0f} s"
+            index.save(str(path))
+            del index
         view = usearch.Index.restore(str(path), view=True)
         qs = rng.standard_normal((500, dim), dtype=np.float32)
-        lat = []
-        for q in qs:
-            t = time.perf_counter()
-            view.search(q[None, :], 8)
-            lat.append(time.perf_counter() - t)
-        lat.sort()
-        print(f"\nsynthetic store: {args.synthetic} x {dim} {DEFAULT_DTYPE} built in {build:.0f} s, {path.stat().st_size / 1e9:.2f} GB; "
-              f"search k=8 (memory-mapped view): p50 {statistics.median(lat) * 1e3:.3f} ms, "
-              f"p90 {lat[int(0.9 * len(lat))] * 1e3:.3f} ms")
+        print(f"\nsynthetic store: {len(view)} x {view.ndim} {view.dtype} ({build}), {path.stat().st_size / 1e9:.2f} GB; "
+              "search k=8, one query at a time (memory-mapped view):")
+        for breadth in dict.fromkeys((SEARCH_BREADTH, 64)):
+            view.expansion_search = breadth
+            lat = []
+            for q in qs:
+                t = time.perf_counter()
+                view.search(q[None, :], 8)
+                lat.append(time.perf_counter() - t)
+            lat.sort()
+            label = " (the store's)" if breadth == SEARCH_BREADTH else ""
+            print(f"  expansion_search {breadth}{label}: p50 {statistics.median(lat) * 1e3:.3f} ms, "
+                  f"p90 {lat[int(0.9 * len(lat))] * 1e3:.3f} ms")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -77,6 +77,8 @@ class HiddenPass:
         for i in range(n):
             self._batch.seq_id[i][0] = 0
         self.available = self._probe()
+        if not self.available:
+            self.close()  # callers fall back to Engine.eval; nothing to keep
 
     available = False
 

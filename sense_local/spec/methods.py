@@ -38,20 +38,16 @@ def register(method: Method) -> Method:
     return method
 
 
-def _lookup(c: DraftContext) -> PromptLookupDrafter:
-    return PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(c.engine, tokens))
-
-
 register(Method("ar", "plain autoregressive decoding (no drafts)", None))
-register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", _lookup))
+register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", 
+                lambda c: PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(c.engine, tokens))))
 register(Method("rest", "REST: longest suffix match in the documents' tokens", lambda c: RestDrafter(c.store), needs_store=True))
-register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded); "
-                "verbatim copies by lookup",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, lexical=_lookup(c))))
+register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded)",
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store)))
 register(Method("sense-context", "SENSE ablation: live context store only",
                 lambda c: SenseDrafter(c.engine, use_context=True, docs=None)))
 register(Method("sense-soft", "SENSE with soft-gated evaluation: semantically equivalent drafts accepted",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, lexical=_lookup(c)), rule="soft"))
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store), rule="soft"))
 register(Method("sense-docs", "SENSE ablation: document store only",
                 lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store), needs_store=True))
 

@@ -48,7 +48,6 @@ class PromptLookupDrafter(Drafter):
         self._index: dict[tuple[int, ...], int] = {}  # n-gram -> start of its latest continuation
         self._recent: dict[tuple[int, ...], list[int]] = {}  # max_n-gram -> starts of its last CANDIDATES
         self.estimate = AcceptanceEstimate(PRIORS)
-        self.match = 0  # tokens in a row matched by the latest proposal
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.context = []
@@ -76,7 +75,6 @@ class PromptLookupDrafter(Drafter):
 
     def propose(self, max_len: int) -> Draft | None:
         ctx = self.context
-        self.match = 0
         for n in range(min(self.max_n, len(ctx)), 0, -1):
             start = self._index.get(tuple(ctx[-n:]))
             if start is None:
@@ -91,7 +89,6 @@ class PromptLookupDrafter(Drafter):
             if len(tokens) == 0:
                 continue
             key = int(np.searchsorted(MATCH_BUCKETS, match, side="right"))
-            self.match = match
             return Draft(tokens=tokens, source=self.name, acceptance=self.estimate.get(key), key=key)
         return None
 

@@ -9,11 +9,6 @@ A neighbour whose own next token agrees with `t` proposes the tokens that follow
 are merged into a token trie weighted by similarity; the heaviest path is the draft, and the loop's
 cost policy decides how much of it to verify from the learned acceptance of similar drafts.
 Per step: two k-NN searches and array work on at most 2k continuations.
-
-With `lexical` (a prompt-lookup drafter), a verbatim copy under way (the context's last
-COPY_MATCH or more tokens found in a row earlier) is drafted by exact lookup instead: there the
-copy's own continuation is known, and the lookup also drafts through the prompt's line wraps.
-Such drafts keep their source ("pld") in the events and statistics.
 """
 from __future__ import annotations
 
@@ -24,7 +19,6 @@ import numpy as np
 from ..context_store import ContextStore
 from ..types import Draft, Feedback
 from .base import AcceptanceEstimate, Drafter
-from .pld import PromptLookupDrafter
 from .trie import heaviest_path
 
 SIM_BUCKETS = (0.9, 0.98)  # similarity of the best agreeing neighbour: < 0.9 | 0.9-0.98 | >= 0.98
@@ -43,10 +37,6 @@ PRIORS = {
     for r in range(len(RUN_BUCKETS) + 1)
 }
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
-# Tokens in a row matched lexically from which the lookup's draft is taken. Measured (quick suite,
-# 2 reps): at 8, grounded tau 1.64 -> 1.91 with docqa-rag unchanged (1.65); at 4, grounded 2.27 but
-# docqa-rag 1.65 -> 1.46 (retrieved passages are paraphrased, and neighbours' states know it).
-COPY_MATCH = 8
 
 
 def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) -> np.ndarray:
@@ -60,7 +50,7 @@ class SenseDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, engine, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
-                 name: str = "sense", lexical: PromptLookupDrafter | None = None):
+                 name: str = "sense"):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
         self.engine = engine
@@ -74,11 +64,8 @@ class SenseDrafter(Drafter):
         self._added = 0  # positions [0, _added) are in the context store
         self._run = 0  # draft tokens accepted in a row
         self.estimate = AcceptanceEstimate(PRIORS)
-        self.lexical = lexical
 
     def begin(self, prompt: Sequence[int]) -> None:
-        if self.lexical is not None:
-            self.lexical.begin(prompt)
         self.ctx = [int(t) for t in prompt]
         self._added = 0
         self._run = 0
@@ -86,8 +73,6 @@ class SenseDrafter(Drafter):
             self.context.reset()
 
     def extend(self, tokens: Sequence[int]) -> None:
-        if self.lexical is not None:
-            self.lexical.extend(tokens)
         self.ctx.extend(int(t) for t in tokens)
 
     def _query(self) -> tuple[int, np.ndarray] | None:
@@ -135,10 +120,6 @@ class SenseDrafter(Drafter):
         return np.concatenate(conts), np.concatenate(sims), np.concatenate(lex), np.concatenate(srcs)
 
     def propose(self, max_len: int) -> Draft | None:
-        if self.lexical is not None:
-            copy = self.lexical.propose(max_len)
-            if copy is not None and self.lexical.match >= COPY_MATCH:
-                return copy
         found = self._query()
         if found is None:
             return None
@@ -163,8 +144,5 @@ class SenseDrafter(Drafter):
 
     def update(self, feedback: Feedback) -> None:
         drafted = len(feedback.draft.tokens)
-        if self.lexical is not None and feedback.draft.source == self.lexical.name:
-            self.lexical.update(feedback)
-        else:
-            self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
+        self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
         self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0

@@ -39,7 +39,7 @@ def register(method: Method) -> Method:
 
 
 register(Method("ar", "plain autoregressive decoding (no drafts)", None))
-register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", 
+register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output",
                 lambda c: PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(c.engine, tokens))))
 register(Method("rest", "REST: longest suffix match in the documents' tokens", lambda c: RestDrafter(c.store), needs_store=True))
 register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded)",

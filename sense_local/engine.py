@@ -19,6 +19,7 @@ from . import native
 from .errors import ContextOverflowError, ModelError
 from .hidden_pass import HiddenPass
 from .model_info import check_readable_gguf, read_model_info
+from .token_batch import TokenBatch, context_params
 
 llama_cpp = native.llama_cpp
 
@@ -69,17 +70,12 @@ class Engine:
         self.n_ctx = min(n_ctx, n_ctx_train) if n_ctx_train > 0 else n_ctx
         self.n_batch = min(n_batch, self.n_ctx)
 
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = self.n_ctx
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch
+        cparams = context_params(n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
         # Sequence 0 holds the conversation; sequence 1 is scratch space for side evaluations
         # (`side_hidden`) that must not disturb it. One unified KV buffer serves both (measured: no
         # change in decode or verify speed against a single-sequence context).
         cparams.n_seq_max = 2
         cparams.kv_unified = True
-        cparams.n_threads = self.n_threads
-        cparams.n_threads_batch = self.n_threads
         if flash_attn is not None:  # None: llama.cpp decides (AUTO)
             cparams.flash_attn_type = 1 if flash_attn else 0
         cparams.embeddings = True
@@ -91,16 +87,7 @@ class Engine:
             raise ModelError(f"{self.path}: llama.cpp could not create a context (n_ctx={self.n_ctx})")
         self._mem = llama_cpp.llama_get_memory(self._ctx)
 
-        # One reusable batch; numpy views over its arrays make filling it vectorised.
-        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        n = self.n_batch
-        self._b_token = np.ctypeslib.as_array(self._batch.token, shape=(n,))  # [n_batch] int32
-        self._b_pos = np.ctypeslib.as_array(self._batch.pos, shape=(n,))  # [n_batch] int32
-        self._b_logits = np.ctypeslib.as_array(self._batch.logits, shape=(n,))  # [n_batch] int8
-        np.ctypeslib.as_array(self._batch.n_seq_id, shape=(n,))[:] = 1
-        for i in range(n):
-            self._batch.seq_id[i][0] = 0
-
+        self._batch = TokenBatch(self.n_batch)  # one reusable batch, filled through numpy views
         self._embeddings_on = True
         self._hidden_pass: HiddenPass | None = None  # made by hidden_pass() on first use
         self._no_hidden = np.zeros((0, self.n_embd), dtype=np.float32)  # [0, n_embd]
@@ -159,13 +146,11 @@ class Engine:
         for off in range(0, k, self.n_batch):
             m = min(self.n_batch, k - off)
             last_chunk = off + m == k
-            self._b_token[:m] = tokens[off : off + m]
-            self._b_pos[:m] = np.arange(start + off, start + off + m, dtype=np.int32)
-            self._b_logits[:m] = 1 if all_rows else 0
+            self._batch.fill(tokens[off : off + m], start + off)
+            self._batch.logits[:m] = 1 if all_rows else 0
             if last_chunk:
-                self._b_logits[m - 1] = 1
-            self._batch.n_tokens = m
-            rc = llama_cpp.llama_decode(self._ctx, self._batch)
+                self._batch.logits[m - 1] = 1
+            rc = llama_cpp.llama_decode(self._ctx, self._batch.raw)
             if rc != 0:  # drop whatever earlier chunks committed, keep the state consistent
                 llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
                 del self.tokens[start:]
@@ -206,20 +191,16 @@ class Engine:
         if not self._embeddings_on:
             llama_cpp.llama_set_embeddings(self._ctx, True)
             self._embeddings_on = True
-        self._b_token[:k] = tokens
-        self._b_pos[:k] = np.arange(k, dtype=np.int32)
-        self._b_logits[:k] = 1
-        for i in range(k):
-            self._batch.seq_id[i][0] = 1
-        self._batch.n_tokens = k
+        self._batch.fill(tokens, 0)
+        self._batch.logits[:k] = 1
+        self._batch.assign_sequence(k, 1)
         try:
-            rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            rc = llama_cpp.llama_decode(self._ctx, self._batch.raw)
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with code {rc}")
             return np.array(self._views(k, True).hidden)
         finally:
-            for i in range(k):
-                self._batch.seq_id[i][0] = 0
+            self._batch.assign_sequence(k, 0)
             llama_cpp.llama_memory_seq_rm(self._mem, 1, -1, -1)
 
     def hidden_pass(self, n_ctx: int) -> HiddenPass | None:
@@ -346,7 +327,7 @@ class Engine:
             self._hidden_pass.close()
             self._hidden_pass = None
         if getattr(self, "_batch", None) is not None:
-            llama_cpp.llama_batch_free(self._batch)
+            self._batch.free()
             self._batch = None
         if getattr(self, "_ctx", None):
             llama_cpp.llama_free(self._ctx)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import native
+from .token_batch import TokenBatch, context_params
 
 llama_cpp = native.llama_cpp
 FINAL_NORM = b"result_norm"  # the name llama.cpp's model graphs give the LM head's input
@@ -48,6 +49,7 @@ class HiddenPass:
         self.n_embd = n_embd
         self.n_ctx = n_ctx
         self.n_batch = min(n_batch, n_ctx)
+        self.available = False  # True once a probe run read the final norm
         self._ggml = _load_ggml()
         self._ctx = None
         self._rows = np.zeros((self.n_batch, n_embd), np.float32)  # [n_batch, n_embd] filled by the callback
@@ -55,32 +57,19 @@ class HiddenPass:
         self._callback = llama_cpp.ggml_backend_sched_eval_callback(self._on_tensor)  # kept alive with self
         if self._ggml is None:
             return
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch
+        cparams = context_params(n_ctx=n_ctx, n_batch=self.n_batch, n_threads=n_threads)
         cparams.n_seq_max = 1
-        cparams.n_threads = n_threads
-        cparams.n_threads_batch = n_threads
         cparams.embeddings = False
         cparams.cb_eval = self._callback
         self._ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not self._ctx:
             return
         self._mem = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        n = self.n_batch
-        self._b_token = np.ctypeslib.as_array(self._batch.token, shape=(n,))  # [n_batch] int32
-        self._b_pos = np.ctypeslib.as_array(self._batch.pos, shape=(n,))  # [n_batch] int32
-        np.ctypeslib.as_array(self._batch.logits, shape=(n,))[:] = 1  # every row is an output
-        np.ctypeslib.as_array(self._batch.n_seq_id, shape=(n,))[:] = 1
-        for i in range(n):
-            self._batch.seq_id[i][0] = 0
+        self._batch = TokenBatch(self.n_batch)
+        self._batch.logits[:] = 1  # every row is an output
         self.available = self._probe()
         if not self.available:
             self.close()  # callers fall back to Engine.eval; nothing to keep
-
-    available = False
 
     def _on_tensor(self, tensor, ask, user_data) -> bool:
         """ggml's eval callback: asked first whether we want a tensor, then shown it once computed;
@@ -114,11 +103,9 @@ class HiddenPass:
         llama_cpp.llama_memory_clear(self._mem, True)
         for off in range(0, k, self.n_batch):
             m = min(self.n_batch, k - off)
-            self._b_token[:m] = tokens[off : off + m]
-            self._b_pos[:m] = np.arange(off, off + m, dtype=np.int32)
-            self._batch.n_tokens = m
+            self._batch.fill(tokens[off : off + m], off)
             self._rows_read = 0
-            rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            rc = llama_cpp.llama_decode(self._ctx, self._batch.raw)
             if rc != 0 or self._rows_read != m:
                 raise RuntimeError(f"hidden pass failed (llama_decode {rc}, {self._rows_read} of {m} rows read)")
             out[off : off + m] = self._rows[:m]
@@ -126,7 +113,7 @@ class HiddenPass:
 
     def close(self) -> None:
         if getattr(self, "_batch", None) is not None:
-            llama_cpp.llama_batch_free(self._batch)
+            self._batch.free()
             self._batch = None
         if getattr(self, "_ctx", None):
             llama_cpp.llama_free(self._ctx)

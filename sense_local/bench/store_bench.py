@@ -30,6 +30,14 @@ def raw_prefill_rate(engine: Engine, docs: list[np.ndarray], window: int) -> flo
     return n / (time.perf_counter() - t0)
 
 
+def _index_of(vectors: np.ndarray, dtype: str):
+    """A usearch index of `vectors` (keys 0..n-1), built as the document store builds its own."""
+    usearch = native.load_usearch()
+    index = usearch.Index(ndim=vectors.shape[1], metric="cos", dtype=dtype)
+    index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    return index
+
+
 def _neighbours(index, vectors: np.ndarray, queries: np.ndarray, k: int) -> list[list[int]]:
     found = index.search(vectors[queries], k + 1)
     keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
@@ -39,9 +47,7 @@ def _neighbours(index, vectors: np.ndarray, queries: np.ndarray, k: int) -> list
 def next_token_recall(vectors: np.ndarray, next_tokens: np.ndarray, dtype: str, queries: np.ndarray, k: int = 8):
     """Fraction of query positions whose true next token is among the next tokens of their k
     nearest *other* positions, with vectors stored as `dtype` (ndim reduced if vectors are)."""
-    usearch = native.load_usearch()
-    index = usearch.Index(ndim=vectors.shape[1], metric="cos", dtype=dtype)
-    index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    index = _index_of(vectors, dtype)
     hits = sum(int(next_tokens[q] in next_tokens[nb]) for q, nb in zip(queries, _neighbours(index, vectors, queries, k)))
     return hits / len(queries), index.memory_usage / len(vectors)
 
@@ -49,9 +55,7 @@ def next_token_recall(vectors: np.ndarray, next_tokens: np.ndarray, dtype: str, 
 def search_breadth(vectors: np.ndarray, next_tokens: np.ndarray, dtype: str, queries: np.ndarray, k: int = 8):
     """For each expansion_search (HNSW search breadth): next-token recall@k and the overlap of the
     index's k neighbours with the exact cosine k nearest (f32, self excluded)."""
-    usearch = native.load_usearch()
-    index = usearch.Index(ndim=vectors.shape[1], metric="cos", dtype=dtype)
-    index.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    index = _index_of(vectors, dtype)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     sims = unit[queries] @ unit.T  # [q, n]
     sims[np.arange(len(queries)), queries] = -np.inf

@@ -1,0 +1,49 @@
+"""What every llama.cpp context of ours shares: its size and thread parameters, and one reusable
+batch filled through numpy views."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import native
+
+llama_cpp = native.llama_cpp
+
+
+def context_params(*, n_ctx: int, n_batch: int, n_threads: int):
+    """llama.cpp's default context parameters with our size, batch (= micro-batch) and threads."""
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = n_ctx
+    cparams.n_batch = n_batch
+    cparams.n_ubatch = n_batch
+    cparams.n_threads = n_threads
+    cparams.n_threads_batch = n_threads
+    return cparams
+
+
+class TokenBatch:
+    """A llama_batch of capacity n (every token in sequence 0), filled through numpy views."""
+
+    def __init__(self, n: int):
+        self.raw = llama_cpp.llama_batch_init(n, 0, 1)
+        self.token = np.ctypeslib.as_array(self.raw.token, shape=(n,))  # [n] int32
+        self.pos = np.ctypeslib.as_array(self.raw.pos, shape=(n,))  # [n] int32
+        self.logits = np.ctypeslib.as_array(self.raw.logits, shape=(n,))  # [n] int8: row is an output
+        np.ctypeslib.as_array(self.raw.n_seq_id, shape=(n,))[:] = 1
+        self.assign_sequence(n, 0)
+
+    def assign_sequence(self, k: int, seq_id: int) -> None:
+        """Put the first k tokens in sequence `seq_id`."""
+        for i in range(k):
+            self.raw.seq_id[i][0] = seq_id
+
+    def fill(self, tokens: np.ndarray, first_pos: int) -> None:
+        """Load `tokens` at positions first_pos.. (output flags are left as they are)."""
+        k = len(tokens)
+        self.token[:k] = tokens
+        self.pos[:k] = np.arange(first_pos, first_pos + k, dtype=np.int32)
+        self.raw.n_tokens = k
+
+    def free(self) -> None:
+        if self.raw is not None:
+            llama_cpp.llama_batch_free(self.raw)
+            self.raw = None

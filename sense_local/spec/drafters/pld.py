@@ -76,12 +76,13 @@ class PromptLookupDrafter(Drafter):
     def propose(self, max_len: int) -> Draft | None:
         ctx = self.context
         for n in range(min(self.max_n, len(ctx)), 0, -1):
-            start = self._index.get(tuple(ctx[-n:]))
+            gram = tuple(ctx[-n:])
+            start = self._index.get(gram)
             if start is None:
                 continue
             match = match_length(ctx, start)
             if n == self.max_n:  # several earlier places share this n-gram: follow the longest match
-                for other in self._recent[tuple(ctx[-n:])][-2::-1]:
+                for other in self._recent[gram][-2::-1]:
                     m = match_length(ctx, other)
                     if m > match:
                         start, match = other, m

@@ -30,6 +30,18 @@ class EvalOutput:
     hidden: np.ndarray  # [k, n_embd] float32, view valid until the next eval
 
 
+TREE_SEQ0 = 2  # the first sequence id of a tree draft's branches
+MAX_BRANCHES = 8  # leaves a tree draft may have
+MAX_TREE = 64  # nodes a tree draft may have
+
+
+@dataclass
+class _PendingTree:
+    start: int  # position of the tree's root (the last chosen token)
+    branch_of: list[int]  # [n] a sequence id holding each node
+    n_branches: int
+
+
 def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -72,9 +84,10 @@ class Engine:
 
         cparams = context_params(n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
         # Sequence 0 holds the conversation; sequence 1 is scratch space for side evaluations
-        # (`side_hidden`) that must not disturb it. One unified KV buffer serves both (measured: no
+        # (`side_hidden`) that must not disturb it; sequences 2.. hold the branches of a tree draft
+        # while it is verified (`eval_tree`). One unified KV buffer serves them all (measured: no
         # change in decode or verify speed against a single-sequence context).
-        cparams.n_seq_max = 2
+        cparams.n_seq_max = TREE_SEQ0 + MAX_BRANCHES
         cparams.kv_unified = True
         if flash_attn is not None:  # None: llama.cpp decides (AUTO)
             cparams.flash_attn_type = 1 if flash_attn else 0
@@ -88,6 +101,8 @@ class Engine:
         self._mem = llama_cpp.llama_get_memory(self._ctx)
 
         self._batch = TokenBatch(self.n_batch)  # one reusable batch, filled through numpy views
+        self._tree_batch: TokenBatch | None = None  # made on the first tree draft
+        self._pending_tree: _PendingTree | None = None  # a tree evaluated, its path not yet kept
         self._embeddings_on = True
         self._hidden_pass: HiddenPass | None = None  # made by hidden_pass() on first use
         self._no_hidden = np.zeros((0, self.n_embd), dtype=np.float32)  # [0, n_embd]
@@ -180,6 +195,83 @@ class Engine:
                 hidden=np.concatenate([o.hidden for o in earlier] + [out.hidden]),
             )
         return out
+
+    def eval_tree(self, root: int, tokens: np.ndarray, parents: np.ndarray, *, hidden: bool = True) -> EvalOutput:
+        """Decode the last chosen token `root` (committed at n_past) and a draft tree after it in one
+        batch. tokens, parents: [n] (parents[i] = -1: under the root; a parent before its children).
+
+        Each leaf's path is its own sequence (2, 3, ...), started as a copy of the conversation, and
+        a node belongs to the sequences of every leaf below it, so it attends to the conversation and
+        its own ancestors only (the KV cache is unified: shared cells are stored once). Returns
+        logits and hidden states for [root, node 0, ..., node n-1]: [n+1, ...]. Call `keep_path`
+        before the next evaluation.
+        """
+        n = len(tokens)
+        if n > MAX_TREE:
+            raise ValueError(f"a tree draft has at most {MAX_TREE} nodes (got {n})")
+        start = self.n_past
+        depth = np.zeros(n, np.int32)
+        has_child = np.zeros(n, bool)
+        for i, p in enumerate(parents.tolist()):
+            if p >= 0:
+                depth[i] = depth[p] + 1
+                has_child[p] = True
+        if start + 2 + int(depth.max(initial=0)) > self.n_ctx:
+            raise ContextOverflowError(f"context full: no room for a tree draft at position {start}")
+        leaves = np.flatnonzero(~has_child).tolist()
+        if len(leaves) > MAX_BRANCHES:
+            raise ValueError(f"a tree draft has at most {MAX_BRANCHES} leaves (got {len(leaves)})")
+        seqs: list[list[int]] = [[] for _ in range(n)]
+        for b, leaf in enumerate(leaves):
+            i = leaf
+            while i >= 0:
+                seqs[i].append(TREE_SEQ0 + b)
+                i = int(parents[i])
+            llama_cpp.llama_memory_seq_cp(self._mem, 0, TREE_SEQ0 + b, -1, -1)
+        if self._tree_batch is None:
+            self._tree_batch = TokenBatch(MAX_TREE + 1, max_seqs=1 + MAX_BRANCHES)
+        batch = self._tree_batch
+        batch.fill(np.concatenate(([root], tokens)).astype(np.int32), start)
+        batch.pos[1 : n + 1] = start + 1 + depth
+        batch.logits[: n + 1] = 1
+        batch.set_sequences(0, [0] + [TREE_SEQ0 + b for b in range(len(leaves))])
+        for i in range(n):
+            batch.set_sequences(i + 1, seqs[i])
+        if hidden != self._embeddings_on:
+            llama_cpp.llama_set_embeddings(self._ctx, hidden)
+            self._embeddings_on = hidden
+        self._hidden_valid = min(self._hidden_valid, start)
+        rc = llama_cpp.llama_decode(self._ctx, batch.raw)
+        if rc != 0:
+            for b in range(len(leaves)):
+                llama_cpp.llama_memory_seq_rm(self._mem, TREE_SEQ0 + b, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        self.tokens.append(int(root))
+        out = self._views(n + 1, hidden)
+        if hidden and self._hidden_valid == start and self._hidden_cache is not None:
+            self._hidden_cache[start] = out.hidden[0]
+            self._hidden_valid = start + 1
+        self._pending_tree = _PendingTree(start, [s[0] for s in seqs], len(leaves))
+        return out
+
+    def keep_path(self, path, tokens: np.ndarray) -> None:
+        """Commit the nodes `path` (indices, root's child first) of the tree `eval_tree` just
+        evaluated, whose tokens are `tokens`, and drop every other branch."""
+        tree, self._pending_tree = self._pending_tree, None
+        if tree is None:
+            raise RuntimeError("keep_path without a tree evaluated by eval_tree")
+        path = [int(i) for i in path]
+        if path:
+            first = tree.start + 1
+            llama_cpp.llama_memory_seq_cp(self._mem, tree.branch_of[path[-1]], 0, first, first + len(path))
+            if self._hidden_valid == first:
+                rows = self._views(len(tree.branch_of) + 1, True).hidden
+                self._hidden_cache[first : first + len(path)] = rows[[i + 1 for i in path]]
+                self._hidden_valid = first + len(path)
+            self.tokens.extend(int(tokens[i]) for i in path)
+        for b in range(tree.n_branches):
+            llama_cpp.llama_memory_seq_rm(self._mem, TREE_SEQ0 + b, -1, -1)
 
     def side_hidden(self, tokens) -> np.ndarray:
         """[k, n_embd] final hidden states of `tokens` evaluated on their own (positions 0..k-1) in
@@ -326,9 +418,10 @@ class Engine:
         if getattr(self, "_hidden_pass", None) is not None:
             self._hidden_pass.close()
             self._hidden_pass = None
-        if getattr(self, "_batch", None) is not None:
-            self._batch.free()
-            self._batch = None
+        for name in ("_batch", "_tree_batch"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).free()
+                setattr(self, name, None)
         if getattr(self, "_ctx", None):
             llama_cpp.llama_free(self._ctx)
             self._ctx = None

@@ -21,20 +21,31 @@ def context_params(*, n_ctx: int, n_batch: int, n_threads: int):
 
 
 class TokenBatch:
-    """A llama_batch of capacity n (every token in sequence 0), filled through numpy views."""
+    """A llama_batch of capacity n (every token in sequence 0 unless `set_sequences` says
+    otherwise, up to `max_seqs` sequences per token), filled through numpy views."""
 
-    def __init__(self, n: int):
-        self.raw = llama_cpp.llama_batch_init(n, 0, 1)
+    def __init__(self, n: int, max_seqs: int = 1):
+        self.raw = llama_cpp.llama_batch_init(n, 0, max_seqs)
+        self.max_seqs = max_seqs
         self.token = np.ctypeslib.as_array(self.raw.token, shape=(n,))  # [n] int32
         self.pos = np.ctypeslib.as_array(self.raw.pos, shape=(n,))  # [n] int32
         self.logits = np.ctypeslib.as_array(self.raw.logits, shape=(n,))  # [n] int8: row is an output
-        np.ctypeslib.as_array(self.raw.n_seq_id, shape=(n,))[:] = 1
+        self.n_seq = np.ctypeslib.as_array(self.raw.n_seq_id, shape=(n,))  # [n] int32
+        self.n_seq[:] = 1
         self.assign_sequence(n, 0)
 
     def assign_sequence(self, k: int, seq_id: int) -> None:
         """Put the first k tokens in sequence `seq_id`."""
         for i in range(k):
             self.raw.seq_id[i][0] = seq_id
+
+    def set_sequences(self, i: int, seq_ids: list[int]) -> None:
+        """Put token i in every sequence of `seq_ids` (a token shared by several branches)."""
+        if len(seq_ids) > self.max_seqs:
+            raise ValueError(f"a token can be in at most {self.max_seqs} sequences here")
+        for j, s in enumerate(seq_ids):
+            self.raw.seq_id[i][j] = s
+        self.n_seq[i] = len(seq_ids)
 
     def fill(self, tokens: np.ndarray, first_pos: int) -> None:
         """Load `tokens` at positions first_pos.. (output flags are left as they are)."""

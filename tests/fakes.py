@@ -45,15 +45,33 @@ class FakeEngine:
         del self.tokens[start:]
         self.tokens.extend(tokens)
         self.decodes.append(len(tokens))
-        logits = np.zeros((len(tokens), V), dtype=np.float32)
-        for i, t in enumerate(tokens):
-            pos = start + i
-            nxt = EOS if self.eos_at == pos else true_next(t, pos)
-            if nxt == EOS and self.eos_at != pos:
-                nxt = 1  # EOS only where asked for
-            logits[i, nxt] = 5.0
+        logits = np.stack([self._row(t, start + i) for i, t in enumerate(tokens)])  # EOS only where asked for
         rows = logits if outputs == "all" else logits[-1:]
         return EvalOutput(rows, np.zeros((len(rows), self.n_embd), np.float32))
+
+    def _row(self, token: int, pos: int) -> np.ndarray:
+        nxt = EOS if self.eos_at == pos else true_next(token, pos)
+        if nxt == EOS and self.eos_at != pos:
+            nxt = 1
+        row = np.zeros(V, np.float32)
+        row[nxt] = 5.0
+        return row
+
+    def eval_tree(self, root, tokens, parents, *, hidden=True):
+        start = self.n_past
+        depth = []
+        for p in parents.tolist():
+            depth.append(1 if p < 0 else depth[p] + 1)
+        self.tokens.append(int(root))
+        self.decodes.append(len(tokens) + 1)
+        rows = [self._row(int(root), start)] + [self._row(int(t), start + d) for t, d in zip(tokens.tolist(), depth)]
+        self.pending = start
+        return EvalOutput(np.stack(rows), np.zeros((len(rows), self.n_embd), np.float32))
+
+    def keep_path(self, path, tokens):
+        assert self.pending == self.n_past - 1
+        self.pending = None
+        self.tokens.extend(int(tokens[i]) for i in path)
 
     def is_eog(self, token: int) -> bool:
         return token == EOS

@@ -6,8 +6,9 @@ c(8) is ~4, so a draft must be likely to be accepted before it pays; on a GPU th
 the same policy drafts long.
 
 Policy: if each successive draft token is accepted with probability a, a draft of length k yields
-E(k) = 1 + a + ... + a^k = (1 - a^(k+1)) / (1 - a) tokens for a decode of k+1 tokens. Plain decoding
-yields 1 token per c(1) = 1. Choose the k that maximises E(k) / c(k+1); k = 0 means "do not draft".
+E(k) = 1 + a + ... + a^k tokens for a decode of k+1 tokens; a tree of k nodes yields 1 plus the sum
+of its nodes' path probabilities. Plain decoding yields 1 token per c(1) = 1. Choose the k that
+maximises E(k) / c(k+1); k = 0 means "do not draft".
 """
 from __future__ import annotations
 
@@ -38,12 +39,18 @@ class CostCurve:
         if max_len <= 0 or acceptance <= 0:
             return 0
         a = min(acceptance, 0.999)
-        ks = np.arange(1, min(max_len, self.lengths[-1] - 1) + 1)
-        if len(ks) == 0:
+        return self.best_size(a ** np.arange(1, max_len + 1), min_gain)
+
+    def best_size(self, path_probs: np.ndarray, min_gain: float = MIN_GAIN) -> int:
+        """How many of a draft's first nodes to verify: path_probs [k] are the nodes' chances of
+        being accepted (a^i for a chain), non-increasing, so a draft of n nodes yields
+        1 + sum(path_probs[:n]) tokens for a decode of n + 1. 0: do not draft."""
+        n_max = min(len(path_probs), self.lengths[-1] - 1)
+        if n_max <= 0:
             return 0
-        expected = (1 - a ** (ks + 1)) / (1 - a)  # [K]
-        cost = np.interp(ks + 1, self.lengths, self.costs)  # [K]
-        gain = expected / cost
+        ks = np.arange(1, n_max + 1)
+        expected = 1.0 + np.cumsum(path_probs[:n_max])  # [K]
+        gain = expected / np.interp(ks + 1, self.lengths, self.costs)
         best = int(np.argmax(gain))
         return int(ks[best]) if gain[best] >= min_gain else 0
 
@@ -93,6 +100,9 @@ class OnlineCost:
 
     def best_length(self, acceptance: float, max_len: int) -> int:
         return self.curve.best_length(acceptance, max_len)
+
+    def best_size(self, path_probs: np.ndarray) -> int:
+        return self.curve.best_size(path_probs)
 
 
 def measure_cost_curve(engine, *, reps: int = 7, context: int = 128) -> CostCurve:

@@ -1,5 +1,6 @@
 """The speculative loop: draft -> one batched target decode of [last token + draft] -> verify ->
-commit the accepted prefix, truncate the rest -> emit events.
+commit the accepted prefix, truncate the rest -> emit events. A tree draft is decoded in one batch
+too (one sequence per branch) and its accepted path kept.
 
 With no drafter (or when the cost policy says a draft would not pay) a step is a plain one-token
 decode, so `ar` is this same loop with drafting switched off.
@@ -103,9 +104,14 @@ class SpecDecoder:
                 room = min(MAX_DRAFT, max_tokens - produced, eng.n_ctx - eng.n_past - 2)
                 proposal = drafter.propose(room) if room > 0 else None
                 if proposal is not None:
-                    k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
+                    if proposal.parents is not None and self.rule.temperature > 0:
+                        proposal = proposal.main_path()  # sampling verifies chains only
+                    if proposal.parents is None:
+                        k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
+                    else:
+                        k = self.cost.best_size(proposal.path_probs)
                     if k > 0:
-                        draft = Draft(proposal.tokens[:k], proposal.source, proposal.acceptance, proposal.key)
+                        draft = proposal.first(k)
                     else:
                         shadow = proposal
                 stats.t_draft += time.perf_counter() - td
@@ -116,12 +122,16 @@ class SpecDecoder:
                 verdict = self.rule(out.logits, np.empty(0, np.int32), self.rng)
                 if self.record_gaps:
                     stats.top2_gaps.append(top2_gap(out.logits[0]))
-            else:
+            elif draft.parents is None:
                 out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", hidden=hidden)
                 verdict = self.rule(out.logits, draft.tokens, self.rng, support=draft.acceptance)
                 k = len(draft.tokens)
                 if verdict.accepted < k:
                     eng.truncate(eng.n_past - (k - verdict.accepted))
+            else:
+                out = eng.eval_tree(last, draft.tokens, draft.parents, hidden=hidden)
+                verdict = self.rule.tree(out.logits, draft.tokens, draft.parents, support=draft.acceptance)
+                eng.keep_path(verdict.path, draft.tokens)
             dt = time.perf_counter() - tv
             stats.t_verify += dt
             stats.forwards += 1
@@ -133,9 +143,14 @@ class SpecDecoder:
                 n = verdict.accepted
                 stats.steps_with_draft += 1
                 stats.drafted += len(draft.tokens)
-                drafter.update(Feedback(draft, n))
+                if verdict.path is None:
+                    drafter.update(Feedback(draft, n))
+                    accepted = draft.tokens[:n].tolist()
+                else:  # the path drafted what it accepted, and one token more where it had a child
+                    at = int(verdict.path[-1]) if n else -1
+                    drafter.update(Feedback(draft, n, n + int(at in draft.parents)))
+                    accepted = draft.tokens[verdict.path].tolist()
                 soft = verdict.soft if verdict.soft is not None else np.zeros(n, bool)
-                accepted = draft.tokens[:n].tolist()
                 drafter.extend(accepted)
                 stop = False
                 for tok, is_soft in zip(accepted, soft.tolist()):

@@ -50,6 +50,13 @@ register(Method("sense-soft", "SENSE with soft-gated evaluation: semantically eq
                 lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store), rule="soft"))
 register(Method("sense-docs", "SENSE ablation: document store only",
                 lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store), needs_store=True))
+register(Method("sense-tree", "SENSE ablation: token-tree drafts (branches verified in one decode)",
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, tree=True), shape="tree"))
+register(Method("sense-context-tree", "SENSE ablation: live context store only, tree drafts",
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=None, tree=True), shape="tree"))
+register(Method("sense-docs-tree", "SENSE ablation: document store only, tree drafts",
+                lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store, tree=True), shape="tree",
+                needs_store=True))
 
 
 def get_method(name: str) -> Method:

@@ -10,12 +10,39 @@ TARGET = "target"  # provenance of a token the target chose itself
 
 @dataclass
 class Draft:
-    """A proposed continuation after the last chosen token (the draft alone, never the prefix)."""
+    """A proposed continuation after the last chosen token (the draft alone, never the prefix).
+
+    A chain (parents None) is tokens in order. A tree has node i hanging under node parents[i]
+    (-1: under the last chosen token), nodes in best-first order: every parent comes before its
+    children, so any first-n nodes form a tree, and path_probs never grows along a path.
+    """
 
     tokens: np.ndarray  # [k] int32
     source: str  # drafter / datastore that proposed it, e.g. "pld", "context", "docs"
     acceptance: float  # drafter's estimate of P(next draft token accepted | previous accepted)
     key: object = None  # drafter-private handle returned in Feedback (e.g. which n-gram matched)
+    parents: np.ndarray | None = None  # [k] int32 parent node of each node (-1 = root); None: a chain
+    path_probs: np.ndarray | None = None  # [k] float estimated P(root..node all accepted); trees only
+
+    def first(self, n: int) -> "Draft":
+        """The draft cut to its first n tokens (nodes); a tree that is a single path becomes a chain."""
+        if self.parents is None:
+            return Draft(self.tokens[:n], self.source, self.acceptance, self.key)
+        parents = self.parents[:n]
+        if np.array_equal(parents, np.arange(-1, n - 1)):
+            return Draft(self.tokens[:n], self.source, self.acceptance, self.key)
+        return Draft(self.tokens[:n], self.source, self.acceptance, self.key, parents, self.path_probs[:n])
+
+    def main_path(self) -> "Draft":
+        """A tree's most probable path as a chain (a chain is returned as it is)."""
+        if self.parents is None:
+            return self
+        nodes, at = [], -1
+        for i, p in enumerate(self.parents.tolist()):  # best-first: a node's first child is its best
+            if p == at:
+                nodes.append(i)
+                at = i
+        return Draft(self.tokens[nodes], self.source, self.acceptance, self.key)
 
 
 @dataclass
@@ -26,17 +53,27 @@ class Verdict:
     next_token: the target's own token after that prefix (the bonus token when all were accepted,
         the correction otherwise).
     soft: [accepted] bool, True where a token was accepted by a relaxed rule rather than identity.
+    path: for a tree draft, the accepted nodes from the root down.
     """
 
     accepted: int
     next_token: int
     soft: np.ndarray | None = None  # [accepted] bool
+    path: np.ndarray | None = None  # [accepted] int node indices (tree drafts only)
 
 
 @dataclass
 class Feedback:
+    """How a verified draft fared. drafted: the draft tokens on the path the target took (a chain's
+    length; for a tree, the accepted path plus the rejected child it had, if any)."""
+
     draft: Draft
     accepted: int
+    drafted: int = -1  # -1: len(draft.tokens)
+
+    def __post_init__(self):
+        if self.drafted < 0:
+            self.drafted = len(self.draft.tokens)
 
 
 @dataclass

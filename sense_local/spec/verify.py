@@ -120,20 +120,57 @@ def verify_soft(
         top = int(targets[i])
         if x == top:
             soft.append(False)
-        elif opts.theta >= 1.0 or protected[x] or protected[top]:
-            break
-        else:
-            row = logits[i].astype(np.float64)
-            z = row - row[top]
-            p = np.exp(z)
-            total = p.sum()
-            entropy = float(np.log(total) - (p * z).sum() / total)
-            embed_sim = float(embeddings[x].astype(np.float32) @ embeddings[top].astype(np.float32))
-            if soft_gate(float(p[x]), entropy, embed_sim, support, opts) < opts.theta:
-                break
+        elif soft_accepts(logits[i], x, top, embeddings, protected, support, opts):
             soft.append(True)
+        else:
+            break
         n += 1
     return Verdict(accepted=n, next_token=int(targets[n]), soft=np.asarray(soft, bool))
+
+
+def soft_accepts(
+    row: np.ndarray, x: int, top: int, embeddings: np.ndarray, protected: np.ndarray, support: float, opts: SoftOptions
+) -> bool:
+    """Whether draft token x, not the top token of logits `row` [V], passes the soft gate."""
+    if opts.theta >= 1.0 or protected[x] or protected[top]:
+        return False
+    z = row.astype(np.float64) - row[top]
+    p = np.exp(z)
+    total = p.sum()
+    entropy = float(np.log(total) - (p * z).sum() / total)
+    embed_sim = float(embeddings[x].astype(np.float32) @ embeddings[top].astype(np.float32))
+    return soft_gate(float(p[x]), entropy, embed_sim, support, opts) >= opts.theta
+
+
+def verify_tree(logits: np.ndarray, tokens: np.ndarray, parents: np.ndarray, soft_check=None) -> Verdict:
+    """Greedy rule on a tree draft. logits: [n+1, V] rows for [root, node 0, ..., node n-1];
+    tokens, parents: [n] (parents[i] = -1: under the root).
+
+    From the root, move to the child whose token is the target's top token at the current row (or,
+    with soft_check(row, x, top), the first child in best-first order that it accepts) until no
+    child is; the accepted path is the nodes moved through.
+    """
+    targets = logits.argmax(axis=1)  # [n+1]
+    kids: dict[int, list[int]] = {}
+    for i, p in enumerate(parents.tolist()):
+        kids.setdefault(p, []).append(i)
+    path: list[int] = []
+    soft: list[bool] = []
+    at = -1
+    while True:
+        top = int(targets[at + 1])
+        options = kids.get(at, ())
+        step = next((c for c in options if tokens[c] == top), None)
+        is_soft = False
+        if step is None and soft_check is not None:
+            step = next((c for c in options if soft_check(logits[at + 1], int(tokens[c]), top)), None)
+            is_soft = step is not None
+        if step is None:
+            break
+        path.append(step)
+        soft.append(is_soft)
+        at = step
+    return Verdict(len(path), int(targets[at + 1]), np.asarray(soft, bool), np.asarray(path, np.int64))
 
 
 class SoftVerifier:
@@ -157,6 +194,10 @@ class SoftVerifier:
     def __call__(self, logits: np.ndarray, draft: np.ndarray, support: float) -> Verdict:
         return verify_soft(logits, draft, self.embeddings, self.protected, support, self.opts)
 
+    def check(self, support: float):
+        """soft_accepts(row, x, top) for one draft's support, as verify_tree takes it."""
+        return lambda row, x, top: soft_accepts(row, x, top, self.embeddings, self.protected, support, self.opts)
+
 
 @dataclass(frozen=True)
 class AcceptanceRule:
@@ -172,6 +213,12 @@ class AcceptanceRule:
         if self.soft is not None and len(draft):
             return self.soft(logits, draft, support)
         return verify_exact(logits, draft)
+
+    def tree(self, logits: np.ndarray, tokens: np.ndarray, parents: np.ndarray, support: float = 0.0) -> Verdict:
+        """A tree draft's verdict (greedy decoding only: sampling verifies chains)."""
+        if self.temperature > 0:
+            raise ValueError("tree drafts are verified greedily; sample with chain drafts")
+        return verify_tree(logits, tokens, parents, self.soft.check(support) if self.soft is not None else None)
 
 
 def top2_gap(row: np.ndarray) -> float:

@@ -94,5 +94,5 @@ class PromptLookupDrafter(Drafter):
         return None
 
     def update(self, feedback: Feedback) -> None:
-        drafted = len(feedback.draft.tokens)
+        drafted = feedback.drafted
         self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)

@@ -56,4 +56,4 @@ class RestDrafter(Drafter):
         return Draft(tokens=tokens, source="docs", acceptance=self.estimate.get(key), key=key)
 
     def update(self, feedback: Feedback) -> None:
-        self.estimate.observe(feedback.draft.key, len(feedback.draft.tokens), feedback.accepted)
+        self.estimate.observe(feedback.draft.key, feedback.drafted, feedback.accepted)

@@ -6,8 +6,9 @@ Its nearest neighbours among stored hidden states come from
   * the live context store: every committed position of this conversation (prompt included), and
   * the document store: every position of the user's indexed documents (when one is loaded).
 A neighbour whose own next token agrees with `t` proposes the tokens that followed it. Proposals
-are merged into a token trie weighted by similarity; the heaviest path is the draft, and the loop's
-cost policy decides how much of it to verify from the learned acceptance of similar drafts.
+are merged into a token trie weighted by similarity; the heaviest path is the draft (or, with
+tree=True, the trie's most probable nodes, verified in one decode), and the loop's cost policy
+decides how much of it to verify from the learned acceptance of similar drafts.
 Per step: two k-NN searches and array work on at most 2k continuations.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from ..context_store import ContextStore
 from ..types import Draft, Feedback
 from .base import AcceptanceEstimate, Drafter
-from .trie import heaviest_path
+from .trie import best_first_tree, heaviest_path
 
 SIM_BUCKETS = (0.9, 0.98)  # similarity of the best agreeing neighbour: < 0.9 | 0.9-0.98 | >= 0.98
 LEXICAL = 32  # how many tokens before a neighbour are compared with the query's
@@ -50,7 +51,7 @@ class SenseDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, engine, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
-                 name: str = "sense"):
+                 tree: bool = False, max_branches: int = 4, name: str = "sense"):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
         self.engine = engine
@@ -59,6 +60,8 @@ class SenseDrafter(Drafter):
         self.docs = docs
         self.k = k
         self.max_len = max_len
+        self.tree = tree  # propose token trees (several branches verified at once) instead of chains
+        self.max_branches = max_branches
         self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
         self.ctx: list[int] = []
         self._added = 0  # positions [0, _added) are in the context store
@@ -129,7 +132,8 @@ class SenseDrafter(Drafter):
             return None
         conts, sims, lex, srcs = proposals
         weights = np.exp((sims - 1.0) / SHARPNESS) * (1.0 + lex)
-        tokens, _, members = heaviest_path(conts, weights, min(max_len, self.max_len))
+        limit = min(max_len, self.max_len)
+        tokens, _, members = heaviest_path(conts, weights, limit)
         if len(tokens) == 0:
             return None
         on = members if members.any() else np.ones(len(sims), bool)
@@ -140,9 +144,14 @@ class SenseDrafter(Drafter):
             int(np.searchsorted(RUN_BUCKETS, self._run, side="right")),
         )
         source = "docs" if (srcs[on] == 1).sum() * 2 > on.sum() else "context"
-        return Draft(tokens=tokens, source=source, acceptance=self.estimate.get(key), key=key)
+        acceptance = self.estimate.get(key)
+        if not self.tree:
+            return Draft(tokens=tokens, source=source, acceptance=acceptance, key=key)
+        nodes, parents, path_probs = best_first_tree(conts, weights, acceptance, limit, self.max_branches)
+        draft = Draft(nodes, source, acceptance, key, parents, path_probs)
+        return draft.first(len(nodes))  # a tree with a single path is a chain
 
     def update(self, feedback: Feedback) -> None:
-        drafted = len(feedback.draft.tokens)
+        drafted = feedback.drafted
         self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
         self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0

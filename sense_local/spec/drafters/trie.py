@@ -1,6 +1,8 @@
 """Merge retrieved continuations into a token trie and read off its heaviest path."""
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 
@@ -38,3 +40,72 @@ def heaviest_path(conts: np.ndarray, weights: np.ndarray, max_len: int, min_frac
     members = np.zeros(len(rows), bool)
     members[alive] = True
     return np.asarray(path, np.int32), np.asarray(fractions, np.float32), members
+
+
+def best_first_tree(conts: np.ndarray, weights: np.ndarray, acceptance: float, max_nodes: int, max_branches: int):
+    """The continuations' trie, cut to its `max_nodes` most probable nodes in best-first order.
+
+    conts: [m, L] int32 (-1 = none); weights: [m] float. A node's path probability is its
+    parent's times acceptance x (the node's weight / its parent's weight): the chain estimate
+    a^depth where the continuations agree, shared out among the children where they split. Nodes
+    are taken most probable first (a parent always before its children) while the tree has at
+    most `max_branches` leaves. Returns (tokens [n] int32, parents [n] int32 with -1 = the root,
+    path_probs [n] float, non-increasing in order).
+    """
+    rows = conts[:, :max_nodes].tolist()
+    w = [float(x) for x in weights]
+    # the whole trie: node -> token, parent, weight; children per node
+    tok: list[int] = []
+    par: list[int] = []
+    mass: list[float] = []
+    children: dict[int, list[int]] = {-1: []}
+    index: dict[tuple[int, int], int] = {}
+    for r, row in enumerate(rows):
+        at = -1
+        for t in row:
+            if t < 0:
+                break
+            node = index.get((at, t))
+            if node is None:
+                node = index[(at, t)] = len(tok)
+                tok.append(t)
+                par.append(at)
+                mass.append(0.0)
+                children[at].append(node)
+                children[node] = []
+            mass[node] += w[r]
+            at = node
+    total = sum(w)
+    if not tok or total <= 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+
+    def prob(node: int, parent_prob: float) -> float:
+        parent_mass = total if par[node] < 0 else mass[par[node]]
+        return parent_prob * acceptance * mass[node] / parent_mass
+
+    heap = [(-prob(c, 1.0), c) for c in children[-1]]
+    heapq.heapify(heap)
+    chosen: list[int] = []
+    new_id: dict[int, int] = {-1: -1}
+    n_children = {-1: 0}  # chosen children per chosen node (by new id)
+    probs: list[float] = []
+    leaves = 0
+    while heap and len(chosen) < max_nodes:
+        neg_p, node = heapq.heappop(heap)
+        parent = par[node]
+        adds_leaf = parent < 0 or n_children[new_id[parent]] > 0  # else it extends a leaf
+        if adds_leaf and leaves >= max_branches:
+            continue
+        leaves += int(adds_leaf)
+        new_id[node] = len(chosen)
+        n_children[new_id[parent]] += 1
+        n_children[len(chosen)] = 0
+        chosen.append(node)
+        probs.append(-neg_p)
+        for c in children[node]:
+            heapq.heappush(heap, (-prob(c, -neg_p), c))
+    return (
+        np.asarray([tok[i] for i in chosen], np.int32),
+        np.asarray([new_id[par[i]] for i in chosen], np.int32),
+        np.asarray(probs, np.float32),
+    )

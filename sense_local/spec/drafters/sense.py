@@ -37,6 +37,8 @@ PRIORS = {
     for x in range(len(LEX_BUCKETS) + 1)
     for r in range(len(RUN_BUCKETS) + 1)
 }
+IDLE_STEPS = 3  # searches that bore no fruit in a row before the drafter pauses them
+MAX_PAUSE = 8  # steps; the pause doubles from 2 while pauses end with no fruit
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 
 
@@ -51,7 +53,7 @@ class SenseDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, engine, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
-                 tree: bool = False, max_branches: int = 4, name: str = "sense"):
+                 tree: bool = False, max_branches: int = 4, backoff: bool = True, name: str = "sense"):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
         self.engine = engine
@@ -62,16 +64,22 @@ class SenseDrafter(Drafter):
         self.max_len = max_len
         self.tree = tree  # propose token trees (several branches verified at once) instead of chains
         self.max_branches = max_branches
+        self.backoff = backoff  # pause the searches after fruitless ones (see _fruit)
         self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
         self.ctx: list[int] = []
         self._added = 0  # positions [0, _added) are in the context store
         self._run = 0  # draft tokens accepted in a row
+        self._idle = 0  # searches in a row that proposed nothing accepted
+        self._pause = 2  # length of the next pause
+        self._skip = 0  # steps left in the current pause
         self.estimate = AcceptanceEstimate(PRIORS)
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.ctx = [int(t) for t in prompt]
         self._added = 0
         self._run = 0
+        self._idle = self._skip = 0
+        self._pause = 2
         if self.context is not None:
             self.context.reset()
 
@@ -122,19 +130,35 @@ class SenseDrafter(Drafter):
             return None
         return np.concatenate(conts), np.concatenate(sims), np.concatenate(lex), np.concatenate(srcs)
 
+    def _fruit(self, accepted: bool) -> None:
+        """Back off: in free writing neighbours rarely propose anything, and a step's two searches
+        cost ~3-10% of a decode. After IDLE_STEPS fruitless searches, pause for 2, 4, then 8 steps."""
+        if accepted or not self.backoff:
+            self._idle, self._pause = 0, 2
+            return
+        self._idle += 1
+        if self._idle >= IDLE_STEPS:
+            self._idle, self._skip = 0, self._pause
+            self._pause = min(MAX_PAUSE, self._pause * 2)
+
     def propose(self, max_len: int) -> Draft | None:
+        if self._skip > 0:
+            self._skip -= 1
+            return None
         found = self._query()
         if found is None:
             return None
         _, query = found
         proposals = self._proposals(query, self.ctx[-1])
         if proposals is None:
+            self._fruit(False)
             return None
         conts, sims, lex, srcs = proposals
         weights = np.exp((sims - 1.0) / SHARPNESS) * (1.0 + lex)
         limit = min(max_len, self.max_len)
         tokens, _, members = heaviest_path(conts, weights, limit)
         if len(tokens) == 0:
+            self._fruit(False)
             return None
         on = members if members.any() else np.ones(len(sims), bool)
         best = int(np.argmax(np.where(on, weights, -1.0)))
@@ -154,4 +178,5 @@ class SenseDrafter(Drafter):
     def update(self, feedback: Feedback) -> None:
         drafted = feedback.drafted
         self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
+        self._fruit(feedback.accepted > 0)
         self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0

@@ -102,3 +102,34 @@ def test_pld_drafts_through_a_line_wrap_of_the_prompt(engine):
     assert engine.detokenize(joined.propose(8).tokens).startswith(" statement is required synt")
     unwrapped = engine.tokenize("No wraps here.", add_special=False)
     assert rewrapped_tokens(engine, unwrapped) is None
+
+
+def test_joined_prompt_aligns_raw_and_joined_tokens(engine):
+    from sense_local.spec.rewrap import JoinedPrompt
+
+    prompt = engine.tokenize("Quote this:\nThe pass statement is useful as a placeholder when a\n"
+                             "statement is required syntactically.\n", add_special=False)
+    joined = JoinedPrompt(engine, prompt)
+    assert "\n" not in engine.detokenize(joined.tokens).strip()
+    aligned = np.flatnonzero(joined.at >= 0)
+    assert len(aligned) >= len(prompt) - 4  # only the tokens around the two wraps lose their match
+    raw_text = engine.detokenize(prompt)
+    for i in aligned:  # an aligned pair ends at the same place of the (same-length) texts
+        raw_end = len(engine.detokenize(prompt[: i + 1]))
+        assert len(engine.detokenize(joined.tokens[: joined.at[i] + 1])) == raw_end
+    assert engine.detokenize(joined.tokens) == raw_text.replace("\n", " ", 2)
+    assert len(JoinedPrompt(engine, engine.tokenize("No wraps.", add_special=False)).tokens) == 0
+
+
+def test_pooled_estimate_shares_what_one_key_learned():
+    from sense_local.spec.drafters.base import AcceptanceEstimate
+
+    priors = {(s, x): 0.5 for s in range(2) for x in range(2)}
+    pooled = AcceptanceEstimate(priors, pool=lambda key: key[1])
+    alone = AcceptanceEstimate(priors)
+    for est in (pooled, alone):
+        for _ in range(20):
+            est.observe((0, 1), 8, 8)  # long drafts accepted whole under key (0, 1)
+    assert pooled.get((1, 1)) > 0.7 and alone.get((1, 1)) == 0.5  # same pool: learned; alone: prior
+    assert pooled.get((1, 0)) == 0.5  # another pool is untouched
+    assert pooled.get((0, 1)) > 0.9

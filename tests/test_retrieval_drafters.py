@@ -96,3 +96,21 @@ def test_store_methods_need_a_store(engine):
     for method in ("rest", "sense-docs"):
         with pytest.raises(SenseError, match="give a store"):
             make_decoder(engine, GenerationOptions(method, 8))
+
+
+def test_sense_drafts_through_a_line_wrap_of_the_prompt(engine):
+    from sense_local.spec.drafters.sense import SenseDrafter
+
+    prompt = engine.tokenize("Quote this:\nThe pass statement is useful as a placeholder when a\n"
+                             "statement is required syntactically, but no code needs to run.\n", add_special=False)
+    said = engine.tokenize(" Sure: The pass statement is useful as a placeholder when a", add_special=False)
+    engine.reset()
+    engine.eval(prompt + said[:-1], 0, outputs="last", hidden=True)  # ...and the target chose said[-1]
+    drafts = {}
+    for rewrap in (False, True):
+        drafter = SenseDrafter(engine, use_context=True, rewrap=rewrap)
+        drafter.begin(prompt)
+        drafter.extend(said)
+        drafts[rewrap] = engine.detokenize(drafter.propose(8).tokens)
+    assert drafts[False].startswith("\n")  # the raw prompt breaks the quote at the wrap
+    assert drafts[True].startswith(" statement is required")

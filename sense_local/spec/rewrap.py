@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 LINE_WRAP = re.compile(r"(?<=\S)\n(?=\S)")
 FENCED = re.compile(r"(```.*?```)", re.S)  # split() keeps the fenced blocks at odd indices
 
@@ -26,3 +28,27 @@ def rewrapped_tokens(engine, tokens: Sequence[int]) -> list[int] | None:
     if joined == text:
         return None
     return engine.tokenize(joined, add_special=False)
+
+
+class JoinedPrompt:
+    """The prompt with its wraps joined, aligned with the raw prompt by byte offset.
+
+    Joining swaps a newline for a space, so both texts have the same length and a raw token and a
+    joined token that end at the same byte end at the same place in the text. tokens: [J] int32
+    joined tokens; at: [P] int64, for raw token i the joined token ending where it ends (-1: none).
+    """
+
+    def __init__(self, engine, prompt: Sequence[int]):
+        self.tokens = np.zeros(0, np.int32)
+        self.at = np.full(len(prompt), -1, np.int64)
+        joined = rewrapped_tokens(engine, prompt)
+        if not joined:
+            return
+        raw_end = np.cumsum([len(engine.piece(int(t))) for t in prompt])
+        joined_end = np.cumsum([len(engine.piece(int(t))) for t in joined])
+        if len(raw_end) == 0 or len(joined_end) == 0 or raw_end[-1] != joined_end[-1]:
+            return  # not a pure newline-for-space swap at the byte level: no alignment
+        self.tokens = np.asarray(joined, np.int32)
+        j = np.searchsorted(joined_end, raw_end)  # first joined token ending at or after each raw end
+        found = (j < len(joined_end)) & (joined_end[np.minimum(j, len(joined_end) - 1)] == raw_end)
+        self.at = np.where(found, j, -1)

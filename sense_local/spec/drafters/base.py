@@ -39,10 +39,11 @@ class AcceptanceEstimate:
     estimates sane, and a decay lets the estimate follow the text (copying vs free writing).
     """
 
-    def __init__(self, priors: dict, weight: float = 3.0, decay: float = 0.97):
+    def __init__(self, priors: dict, weight: float = 3.0, decay: float = 0.97, pool=None):
         self.priors = priors
         self.weight = weight
         self.decay = decay
+        self.pool = pool  # key -> coarser key: keys of one pool learn from each other's observations
         self.successes: dict = {}
         self.failures: dict = {}
 
@@ -50,12 +51,20 @@ class AcceptanceEstimate:
         self.successes.clear()
         self.failures.clear()
 
-    def get(self, key) -> float:
-        a0 = self.priors[key]
+    def _smoothed(self, key, prior: float) -> float:
         s = self.successes.get(key, 0.0)
         f = self.failures.get(key, 0.0)
-        return (s + a0 * self.weight) / (s + f + self.weight)
+        return (s + prior * self.weight) / (s + f + self.weight)
+
+    def get(self, key) -> float:
+        """The key's estimate; with a pool, shrunk towards its pool's (itself shrunk to the prior)."""
+        a0 = self.priors[key]
+        if self.pool is not None:
+            a0 = self._smoothed(("pool", self.pool(key)), a0)
+        return self._smoothed(key, a0)
 
     def observe(self, key, drafted: int, accepted: int) -> None:
-        self.successes[key] = self.successes.get(key, 0.0) * self.decay + accepted
-        self.failures[key] = self.failures.get(key, 0.0) * self.decay + (1.0 if accepted < drafted else 0.0)
+        keys = (key, ("pool", self.pool(key))) if self.pool is not None else (key,)
+        for k in keys:
+            self.successes[k] = self.successes.get(k, 0.0) * self.decay + accepted
+            self.failures[k] = self.failures.get(k, 0.0) * self.decay + (1.0 if accepted < drafted else 0.0)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..context_store import ContextStore
+from ..rewrap import JoinedPrompt
 from ..types import Draft, Feedback
 from .base import AcceptanceEstimate, Drafter
 from .trie import best_first_tree, heaviest_path
@@ -53,7 +54,8 @@ class SenseDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, engine, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
-                 tree: bool = False, max_branches: int = 4, backoff: bool = True, name: str = "sense"):
+                 tree: bool = False, max_branches: int = 4, backoff: bool = True, rewrap: bool = True,
+                 pooled: bool = True, name: str = "sense"):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
         self.engine = engine
@@ -65,6 +67,8 @@ class SenseDrafter(Drafter):
         self.tree = tree  # propose token trees (several branches verified at once) instead of chains
         self.max_branches = max_branches
         self.backoff = backoff  # pause the searches after fruitless ones (see _fruit)
+        self.rewrap = rewrap  # prompt neighbours continue through line wraps (see rewrap.JoinedPrompt)
+        self._joined: JoinedPrompt | None = None
         self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
         self.ctx: list[int] = []
         self._added = 0  # positions [0, _added) are in the context store
@@ -72,7 +76,7 @@ class SenseDrafter(Drafter):
         self._idle = 0  # searches in a row that proposed nothing accepted
         self._pause = 2  # length of the next pause
         self._skip = 0  # steps left in the current pause
-        self.estimate = AcceptanceEstimate(PRIORS)
+        self.estimate = AcceptanceEstimate(PRIORS, pool=(lambda key: key[1]) if pooled else None)
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.ctx = [int(t) for t in prompt]
@@ -80,6 +84,7 @@ class SenseDrafter(Drafter):
         self._run = 0
         self._idle = self._skip = 0
         self._pause = 2
+        self._joined = JoinedPrompt(self.engine, prompt) if self.rewrap and self.context is not None else None
         if self.context is not None:
             self.context.reset()
 
@@ -109,11 +114,23 @@ class SenseDrafter(Drafter):
         conts, sims, lex, srcs = [], [], [], []
         if self.context is not None and len(self.context):
             keys, sim = self.context.search(query, self.k)
-            agree = ctx[keys + 1] == newest
+            nxt = keys + 1  # the token each neighbour chose
+            idx = nxt[:, None] + 1 + np.arange(L)[None, :]  # [m, L]
+            follow = np.where(idx < len(ctx), ctx[np.minimum(idx, len(ctx) - 1)], -1)
+            agree = ctx[nxt] == newest
+            joined = self._joined
+            if joined is not None and len(joined.tokens):  # prompt neighbours: the joined text first
+                j = np.where(nxt < len(joined.at), joined.at[np.minimum(nxt, len(joined.at) - 1)], -1)
+                use = (j >= 0) & (joined.tokens[np.maximum(j, 0)] == newest)
+                if use.any():
+                    jdx = j[:, None] + 1 + np.arange(L)[None, :]
+                    n_joined = len(joined.tokens)
+                    follow = np.where(use[:, None] & (jdx < n_joined), joined.tokens[np.minimum(jdx, n_joined - 1)],
+                                      np.where(use[:, None], -1, follow))
+                    agree |= use
             keys, sim = keys[agree], sim[agree]
             if len(keys):
-                idx = keys[:, None] + 2 + np.arange(L)[None, :]  # [m, L]
-                conts.append(np.where(idx < len(ctx), ctx[np.minimum(idx, len(ctx) - 1)], -1))
+                conts.append(follow[agree])
                 sims.append(sim)
                 lex.append(_agreement(ctx, keys, recent))
                 srcs.append(np.zeros(len(keys), np.int8))

@@ -114,3 +114,39 @@ def test_sense_drafts_through_a_line_wrap_of_the_prompt(engine):
         drafts[rewrap] = engine.detokenize(drafter.propose(8).tokens)
     assert drafts[False].startswith("\n")  # the raw prompt breaks the quote at the wrap
     assert drafts[True].startswith(" statement is required")
+
+
+def test_backoff_pauses_a_fruitless_source_and_fruit_ends_the_pause():
+    from sense_local.spec.drafters.sense import IDLE_STEPS, Backoff
+
+    b = Backoff(max_pause=8)
+    pattern = []
+    for _ in range(40):
+        due = b.due()
+        pattern.append(due)
+        if due:
+            b.result(False)
+    searched = sum(pattern)
+    assert pattern[:IDLE_STEPS] == [True] * IDLE_STEPS and not pattern[IDLE_STEPS]
+    assert searched < 40 // 2  # pauses grow 2, 4, 8, 8: most steps skip the search
+    while not b.due():
+        pass
+    b.result(True)  # fruit: back to searching every step
+    assert all(b.due() for _ in range(IDLE_STEPS))
+    off = Backoff(max_pause=8, enabled=False)
+    for _ in range(10):
+        assert off.due()
+        off.result(False)
+
+
+def test_sense_searches_the_context_when_a_repeat_starts(engine):
+    from sense_local.spec.drafters.sense import SenseDrafter
+
+    d = SenseDrafter(engine, use_context=True, rewrap=False)
+    d.begin([10, 11, 12, 13, 14, 15])
+    d.extend([20, 21])
+    assert not d._repeating()
+    d.extend([11, 12, 13])  # "11 12 13" occurred in the prompt
+    assert d._repeating()
+    d.extend([30])
+    assert not d._repeating()

@@ -38,8 +38,9 @@ PRIORS = {
     for x in range(len(LEX_BUCKETS) + 1)
     for r in range(len(RUN_BUCKETS) + 1)
 }
-IDLE_STEPS = 3  # searches that bore no fruit in a row before the drafter pauses them
-MAX_PAUSE = 8  # steps; the pause doubles from 2 while pauses end with no fruit
+IDLE_STEPS = 3  # searches of a source that bore no fruit in a row before it pauses
+MAX_PAUSE = {"context": 16, "docs": 32}  # steps; a pause doubles from 2 while pauses end with no fruit
+HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens occurred before
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 
 
@@ -48,6 +49,39 @@ def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) ->
     idx = positions[:, None] - np.arange(len(recent))[None, :]  # [m, LEXICAL]
     same = (idx >= 0) & (stream[np.maximum(idx, 0)] == recent[None, :])
     return np.cumprod(same, axis=1).sum(axis=1)
+
+
+class Backoff:
+    """Pauses one source's searches while they bear no fruit. In free writing neighbours rarely
+    propose anything accepted, and a search costs 2-7% of a decode (the document store's more than
+    the live context's): after IDLE_STEPS fruitless searches the source sits out 2, 4, ... up to
+    `max_pause` steps; a search whose draft gets a token accepted ends the backoff."""
+
+    def __init__(self, max_pause: int, enabled: bool = True):
+        self.max_pause = max_pause
+        self.enabled = enabled
+        self.reset()
+
+    def reset(self) -> None:
+        self.idle = 0  # fruitless searches in a row
+        self.pause = 2  # length of the next pause
+        self.skip = 0  # steps left in the current pause
+
+    def due(self) -> bool:
+        """Whether to search this step (a step in a pause is counted off)."""
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
+
+    def result(self, fruit: bool) -> None:
+        if fruit or not self.enabled:
+            self.idle, self.pause = 0, 2
+            return
+        self.idle += 1
+        if self.idle >= IDLE_STEPS:
+            self.idle, self.skip = 0, self.pause
+            self.pause = min(self.max_pause, self.pause * 2)
 
 
 class SenseDrafter(Drafter):
@@ -66,30 +100,43 @@ class SenseDrafter(Drafter):
         self.max_len = max_len
         self.tree = tree  # propose token trees (several branches verified at once) instead of chains
         self.max_branches = max_branches
-        self.backoff = backoff  # pause the searches after fruitless ones (see _fruit)
+        self.backoff = {src: Backoff(MAX_PAUSE[src], backoff) for src in ("context", "docs")}
+        self._searched: list[str] = []  # the sources searched for the latest proposal
         self.rewrap = rewrap  # prompt neighbours continue through line wraps (see rewrap.JoinedPrompt)
         self._joined: JoinedPrompt | None = None
         self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
         self.ctx: list[int] = []
         self._added = 0  # positions [0, _added) are in the context store
         self._run = 0  # draft tokens accepted in a row
-        self._idle = 0  # searches in a row that proposed nothing accepted
-        self._pause = 2  # length of the next pause
-        self._skip = 0  # steps left in the current pause
         self.estimate = AcceptanceEstimate(PRIORS, pool=(lambda key: key[1]) if pooled else None)
 
     def begin(self, prompt: Sequence[int]) -> None:
-        self.ctx = [int(t) for t in prompt]
+        self.ctx = []
+        self._seen: set[tuple[int, ...]] = set()  # HINT_N-grams of the context before its last token
+        self.extend(prompt)
         self._added = 0
         self._run = 0
-        self._idle = self._skip = 0
-        self._pause = 2
+        for b in self.backoff.values():
+            b.reset()
+        self._searched = []
         self._joined = JoinedPrompt(self.engine, prompt) if self.rewrap and self.context is not None else None
+        if self._joined is not None:
+            j = self._joined.tokens.tolist()
+            self._seen.update(tuple(j[i : i + HINT_N]) for i in range(len(j) - HINT_N + 1))
         if self.context is not None:
             self.context.reset()
 
     def extend(self, tokens: Sequence[int]) -> None:
-        self.ctx.extend(int(t) for t in tokens)
+        ctx, seen = self.ctx, self._seen
+        for t in tokens:
+            if len(ctx) >= HINT_N:
+                seen.add(tuple(ctx[-HINT_N:]))
+            ctx.append(int(t))
+
+    def _repeating(self) -> bool:
+        """Whether the context's last HINT_N tokens occurred before: a repeat may be starting,
+        which the live context can continue (a cheap set lookup, so paused searches need not miss it)."""
+        return tuple(self.ctx[-HINT_N:]) in self._seen
 
     def _query(self) -> tuple[int, np.ndarray] | None:
         """(position, hidden state) of the last evaluated position, adding older ones to the store."""
@@ -112,7 +159,8 @@ class SenseDrafter(Drafter):
         ctx = np.asarray(self.ctx, np.int32)
         recent = ctx[-2 : -2 - LEXICAL : -1]  # tokens at the query position and before, newest first
         conts, sims, lex, srcs = [], [], [], []
-        if self.context is not None and len(self.context):
+        if self.context is not None and len(self.context) and (self.backoff["context"].due() or self._repeating()):
+            self._searched.append("context")
             keys, sim = self.context.search(query, self.k)
             nxt = keys + 1  # the token each neighbour chose
             idx = nxt[:, None] + 1 + np.arange(L)[None, :]  # [m, L]
@@ -134,7 +182,8 @@ class SenseDrafter(Drafter):
                 sims.append(sim)
                 lex.append(_agreement(ctx, keys, recent))
                 srcs.append(np.zeros(len(keys), np.int8))
-        if self.docs is not None and self.docs.n_vectors:
+        if self.docs is not None and self.docs.n_vectors and self.backoff["docs"].due():
+            self._searched.append("docs")
             found = self.docs.search(query[None, :], self.k, continuation=L + 1)
             agree = found.continuations[0, :, 0] == newest
             if agree.any():
@@ -147,35 +196,30 @@ class SenseDrafter(Drafter):
             return None
         return np.concatenate(conts), np.concatenate(sims), np.concatenate(lex), np.concatenate(srcs)
 
-    def _fruit(self, accepted: bool) -> None:
-        """Back off: in free writing neighbours rarely propose anything, and a step's two searches
-        cost ~3-10% of a decode. After IDLE_STEPS fruitless searches, pause for 2, 4, then 8 steps."""
-        if accepted or not self.backoff:
-            self._idle, self._pause = 0, 2
-            return
-        self._idle += 1
-        if self._idle >= IDLE_STEPS:
-            self._idle, self._skip = 0, self._pause
-            self._pause = min(MAX_PAUSE, self._pause * 2)
+    def _fruit(self, accepted_from: str | None) -> None:
+        """Tell each source searched for the latest proposal whether it bore fruit: a draft mostly
+        its own with a token accepted."""
+        for src in self._searched:
+            self.backoff[src].result(src == accepted_from)
+        self._searched = []
 
     def propose(self, max_len: int) -> Draft | None:
-        if self._skip > 0:
-            self._skip -= 1
-            return None
+        if self._searched:  # the last proposal got no feedback (not verified, not scored)
+            self._fruit(None)
         found = self._query()
         if found is None:
             return None
         _, query = found
         proposals = self._proposals(query, self.ctx[-1])
         if proposals is None:
-            self._fruit(False)
+            self._fruit(None)
             return None
         conts, sims, lex, srcs = proposals
         weights = np.exp((sims - 1.0) / SHARPNESS) * (1.0 + lex)
         limit = min(max_len, self.max_len)
         tokens, _, members = heaviest_path(conts, weights, limit)
         if len(tokens) == 0:
-            self._fruit(False)
+            self._fruit(None)
             return None
         on = members if members.any() else np.ones(len(sims), bool)
         best = int(np.argmax(np.where(on, weights, -1.0)))
@@ -195,5 +239,5 @@ class SenseDrafter(Drafter):
     def update(self, feedback: Feedback) -> None:
         drafted = feedback.drafted
         self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
-        self._fruit(feedback.accepted > 0)
+        self._fruit(feedback.draft.source if feedback.accepted > 0 else None)
         self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0

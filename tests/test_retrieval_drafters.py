@@ -150,3 +150,14 @@ def test_sense_searches_the_context_when_a_repeat_starts(engine):
     assert d._repeating()
     d.extend([30])
     assert not d._repeating()
+
+
+def test_document_misses_do_not_lower_the_live_context_estimates(engine, story_store):
+    from sense_local.spec.drafters.sense import PRIORS, SOURCES, SenseDrafter
+
+    d = SenseDrafter(engine, use_context=True, docs=story_store)
+    docs, context = SOURCES.index("docs"), SOURCES.index("context")
+    for _ in range(20):
+        d.estimate.observe((docs, 1, 0, 0), 4, 0)  # document drafts keep failing
+    assert d.estimate.get((docs, 2, 0, 0)) < PRIORS[(docs, 2, 0, 0)] - 0.2  # its pool learned it
+    assert d.estimate.get((context, 1, 0, 0)) == pytest.approx(PRIORS[(context, 1, 0, 0)])  # the context's did not

@@ -5,11 +5,15 @@ chose the newest token `t` (already computed by the verification decode; no extr
 Its nearest neighbours among stored hidden states come from
   * the live context store: every committed position of this conversation (prompt included), and
   * the document store: every position of the user's indexed documents (when one is loaded).
-A neighbour whose own next token agrees with `t` proposes the tokens that followed it. Proposals
-are merged into a token trie weighted by similarity; the heaviest path is the draft (or, with
-tree=True, the trie's most probable nodes, verified in one decode), and the loop's cost policy
-decides how much of it to verify from the learned acceptance of similar drafts.
-Per step: two k-NN searches and array work on at most 2k continuations.
+A neighbour whose own next token agrees with `t` proposes the tokens that followed it. Each
+source's proposals are merged into a token trie weighted by similarity; its heaviest path is that
+source's draft (or, with tree=True, the trie's most probable nodes, verified in one decode). The
+draft with more expected accepted tokens goes, and the loop's cost policy decides how much of it to
+verify from the learned acceptance of similar drafts (estimates are kept per source: documents
+that never match the answer must not talk down the live context).
+Per step: at most two k-NN searches and array work on at most 2k continuations; a source whose
+searches bear no fruit pauses (Backoff), and the documents are not searched while the live
+context is in a verbatim copy.
 """
 from __future__ import annotations
 
@@ -32,14 +36,17 @@ RUN_BUCKETS = (1, 4, 12)  # draft tokens accepted in a row: 0 | 1-3 | 4-11 | 12+
 # and a copy under way (a long lexical match, a run of accepted drafts) tends to go on. Observed
 # acceptance per key takes over after a few steps.
 LEX_PRIOR = (0.0, 0.12, 0.24, 0.34, 0.42)
+SOURCES = ("context", "docs")  # estimates are kept per source: one source's misses say nothing of the other's
 PRIORS = {
-    (s, x, r): min(0.95, 0.25 + 0.15 * s + LEX_PRIOR[x] + (0.0, 0.1, 0.2, 0.25)[r])
+    (src, s, x, r): min(0.95, 0.25 + 0.15 * s + LEX_PRIOR[x] + (0.0, 0.1, 0.2, 0.25)[r])
+    for src in range(len(SOURCES))
     for s in range(len(SIM_BUCKETS) + 1)
     for x in range(len(LEX_BUCKETS) + 1)
     for r in range(len(RUN_BUCKETS) + 1)
 }
 IDLE_STEPS = 3  # searches of a source that bore no fruit in a row before it pauses
 MAX_PAUSE = {"context": 16, "docs": 32}  # steps; a pause doubles from 2 while pauses end with no fruit
+COPYING = 4  # a context neighbour this many tokens in lexical agreement: a copy under way, no docs search
 HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens occurred before
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 
@@ -102,13 +109,14 @@ class SenseDrafter(Drafter):
         self.max_branches = max_branches
         self.backoff = {src: Backoff(MAX_PAUSE[src], backoff) for src in ("context", "docs")}
         self._searched: list[str] = []  # the sources searched for the latest proposal
+        self.copying = COPYING
         self.rewrap = rewrap  # prompt neighbours continue through line wraps (see rewrap.JoinedPrompt)
         self._joined: JoinedPrompt | None = None
         self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
         self.ctx: list[int] = []
         self._added = 0  # positions [0, _added) are in the context store
         self._run = 0  # draft tokens accepted in a row
-        self.estimate = AcceptanceEstimate(PRIORS, pool=(lambda key: key[1]) if pooled else None)
+        self.estimate = AcceptanceEstimate(PRIORS, pool=(lambda key: (key[0], key[2])) if pooled else None)
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.ctx = []
@@ -151,7 +159,7 @@ class SenseDrafter(Drafter):
             self._added = q
         return q, hidden[q]
 
-    def _proposals(self, query: np.ndarray, newest: int):
+    def _proposals(self, query: np.ndarray, newest: int, search_context: bool, search_docs: bool):
         """Continuations [m, L] after neighbours that agree with `newest`, with their similarity [m],
         lexical agreement [m] (tokens right before them equal to the context's) and source [m]
         (0 = context, 1 = docs)."""
@@ -159,7 +167,7 @@ class SenseDrafter(Drafter):
         ctx = np.asarray(self.ctx, np.int32)
         recent = ctx[-2 : -2 - LEXICAL : -1]  # tokens at the query position and before, newest first
         conts, sims, lex, srcs = [], [], [], []
-        if self.context is not None and len(self.context) and (self.backoff["context"].due() or self._repeating()):
+        if search_context and len(self.context):
             self._searched.append("context")
             keys, sim = self.context.search(query, self.k)
             nxt = keys + 1  # the token each neighbour chose
@@ -182,7 +190,8 @@ class SenseDrafter(Drafter):
                 sims.append(sim)
                 lex.append(_agreement(ctx, keys, recent))
                 srcs.append(np.zeros(len(keys), np.int8))
-        if self.docs is not None and self.docs.n_vectors and self.backoff["docs"].due():
+        copying = bool(lex) and int(lex[0].max()) >= self.copying  # the conversation has what follows
+        if search_docs and not copying:
             self._searched.append("docs")
             found = self.docs.search(query[None, :], self.k, continuation=L + 1)
             agree = found.continuations[0, :, 0] == newest
@@ -206,34 +215,55 @@ class SenseDrafter(Drafter):
     def propose(self, max_len: int) -> Draft | None:
         if self._searched:  # the last proposal got no feedback (not verified, not scored)
             self._fruit(None)
+        search_context = self.context is not None and (self.backoff["context"].due() or self._repeating())
+        search_docs = self.docs is not None and self.docs.n_vectors > 0 and self.backoff["docs"].due()
+        if not (search_context or search_docs):
+            return None  # both sources paused: no query at all (the context store catches up later)
         found = self._query()
         if found is None:
             return None
         _, query = found
-        proposals = self._proposals(query, self.ctx[-1])
+        proposals = self._proposals(query, self.ctx[-1], search_context, search_docs)
         if proposals is None:
             self._fruit(None)
             return None
         conts, sims, lex, srcs = proposals
         weights = np.exp((sims - 1.0) / SHARPNESS) * (1.0 + lex)
         limit = min(max_len, self.max_len)
+        best, best_value = None, 0.0
+        for src in np.unique(srcs).tolist():  # each source drafts on its own; the likelier draft goes
+            rows = srcs == src
+            draft = self._draft(conts[rows], weights[rows], sims[rows], lex[rows], src, limit)
+            if draft is None:
+                continue
+            if draft.path_probs is not None:
+                value = float(draft.path_probs.sum())
+            else:
+                value = float((draft.acceptance ** np.arange(1, len(draft.tokens) + 1)).sum())
+            if best is None or value > best_value:
+                best, best_value = draft, value
+        if best is None:
+            self._fruit(None)
+        return best
+
+    def _draft(self, conts, weights, sims, lex, src: int, limit: int) -> Draft | None:
+        """One source's draft: the heaviest path of its continuations' trie (or its tree)."""
         tokens, _, members = heaviest_path(conts, weights, limit)
         if len(tokens) == 0:
-            self._fruit(None)
             return None
         on = members if members.any() else np.ones(len(sims), bool)
         best = int(np.argmax(np.where(on, weights, -1.0)))
         key = (
+            src,
             int(np.searchsorted(SIM_BUCKETS, sims[best])),
             int(np.searchsorted(LEX_BUCKETS, lex[best], side="right")),
             int(np.searchsorted(RUN_BUCKETS, self._run, side="right")),
         )
-        source = "docs" if (srcs[on] == 1).sum() * 2 > on.sum() else "context"
         acceptance = self.estimate.get(key)
         if not self.tree:
-            return Draft(tokens=tokens, source=source, acceptance=acceptance, key=key)
+            return Draft(tokens=tokens, source=SOURCES[src], acceptance=acceptance, key=key)
         nodes, parents, path_probs = best_first_tree(conts, weights, acceptance, limit, self.max_branches)
-        draft = Draft(nodes, source, acceptance, key, parents, path_probs)
+        draft = Draft(nodes, SOURCES[src], acceptance, key, parents, path_probs)
         return draft.first(len(nodes))  # a tree with a single path is a chain
 
     def update(self, feedback: Feedback) -> None:

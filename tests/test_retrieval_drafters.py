@@ -49,7 +49,7 @@ def test_sense_drafts_from_the_live_context_losslessly(engine):
     prompt = chat(engine, QUOTE)
     engine.prefill(prompt, outputs="all", hidden=True)
     ar, ar_stats, _ = _run(engine, prompt, "ar", 60, record_gaps=True)
-    out, stats, events = _run(engine, prompt, "sense", 60)
+    out, stats, events = _run(engine, prompt, "sense-chain", 60)
     assert stats.accepted >= 5 and stats.forwards < stats.tokens  # how much is drafted depends on timing
     assert {e.source for e in events} <= {"target", "context"}
     at = _first_divergence(out, ar)
@@ -84,7 +84,7 @@ def test_docs_drafters_propose_what_followed_in_the_document(engine, story_store
         assert draft.tokens.tolist() == story[21:29], type(drafter).__name__
 
 
-@pytest.mark.parametrize("method", ["sense", "sense-docs", "rest"])
+@pytest.mark.parametrize("method", ["sense", "sense-chain", "sense-docs", "rest"])
 def test_document_methods_run_end_to_end(engine, story_store, method):
     prompt = chat(engine, "Tell me about the lighthouse keeper and the spiral stairs.")
     out, stats, events = _run(engine, prompt, method, 40, store=story_store)
@@ -133,10 +133,6 @@ def test_backoff_pauses_a_fruitless_source_and_fruit_ends_the_pause():
         pass
     b.result(True)  # fruit: back to searching every step
     assert all(b.due() for _ in range(IDLE_STEPS))
-    off = Backoff(max_pause=8, enabled=False)
-    for _ in range(10):
-        assert off.due()
-        off.result(False)
 
 
 def test_sense_searches_the_context_when_a_repeat_starts(engine):

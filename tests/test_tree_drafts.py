@@ -54,6 +54,18 @@ def test_verify_tree_walks_the_matching_children():
     assert verdict.accepted == 0 and verdict.next_token == 4 and verdict.path.tolist() == []
 
 
+def test_verify_tree_soft_check_takes_the_first_child_it_accepts():
+    tokens = np.array([1, 3, 2], np.int32)  # root -> {1 -> 2, 3}
+    parents = np.array([-1, -1, 0], np.int32)
+    logits = np.zeros((4, 10), np.float32)
+    logits[0, 5] = 1.0  # the target wants 5 after the root: no child has it
+    logits[1, 2] = 1.0  # after node 0 it wants 2 (node 2)
+    exact = verify_tree(logits, tokens, parents)
+    assert exact.accepted == 0 and exact.next_token == 5
+    soft = verify_tree(logits, tokens, parents, soft_check=lambda row, x, top: x == 1)
+    assert soft.path.tolist() == [0, 2] and soft.soft.tolist() == [True, False]
+
+
 def test_draft_cut_and_main_path():
     draft = Draft(np.array([1, 2, 7, 3], np.int32), "t", 0.9, None, np.array([-1, 0, 0, 1], np.int32),
                   np.array([0.9, 0.5, 0.3, 0.4]))
@@ -126,16 +138,16 @@ def test_eval_tree_matches_chains_and_keeps_one_branch(engine):
     assert np.abs(after_chain - after_tree).max() < 2.0
 
 
-def test_sense_tree_is_lossless_on_a_quote(engine):
+def test_sense_trees_are_lossless_on_a_quote(engine):
     from test_retrieval_drafters import QUOTE
 
     prompt = chat(engine, QUOTE)
     engine.prefill(prompt, outputs="all", hidden=True)
     runs = {}
-    for method in ("ar", "sense-tree"):
+    for method in ("ar", "sense"):
         dec = make_decoder(engine, GenerationOptions(method, 60), record_gaps=method == "ar")
         runs[method] = ([e.token for e in dec.generate(prompt, 60) if e.token >= 0], dec.stats)
-    (ar, ar_stats), (out, stats) = runs["ar"], runs["sense-tree"]
+    (ar, ar_stats), (out, stats) = runs["ar"], runs["sense"]
     assert stats.accepted >= 5 and stats.tokens == len(out)
     at = _first_divergence(out, ar)
     if at is not None:

@@ -26,7 +26,7 @@ PEERS = ("peer-llamacpp", "peer-llamacpp-pld")
 # Default methods per suite (ablations only in full: they cost as much as a method each).
 SUITE_METHODS = {
     "quick": ("ar", "pld", "rest", "sense", *PEERS),
-    "full": ("ar", "pld", "rest", "sense", "sense-context", "sense-docs", *PEERS),
+    "full": ("ar", "pld", "rest", "sense", "sense-chain", "sense-context", "sense-docs", "sense-soft", *PEERS),
 }
 THETA_SWEEP = (1.0, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2)
 QUICK_PEER_TASKS = 1  # per kind: the peers are slow (its lookup decoding runs at ~0.5x) and only a reference

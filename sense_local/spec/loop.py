@@ -148,7 +148,7 @@ class SpecDecoder:
                     accepted = draft.tokens[:n].tolist()
                 else:  # the path drafted what it accepted, and one token more where it had a child
                     at = int(verdict.path[-1]) if n else -1
-                    drafter.update(Feedback(draft, n, n + int(at in draft.parents)))
+                    drafter.update(Feedback(draft, n, n + int((draft.parents == at).any())))
                     accepted = draft.tokens[verdict.path].tolist()
                 soft = verdict.soft if verdict.soft is not None else np.zeros(n, bool)
                 drafter.extend(accepted)

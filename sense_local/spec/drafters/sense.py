@@ -60,13 +60,12 @@ def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) ->
 
 class Backoff:
     """Pauses one source's searches while they bear no fruit. In free writing neighbours rarely
-    propose anything accepted, and a search costs 2-7% of a decode (the document store's more than
-    the live context's): after IDLE_STEPS fruitless searches the source sits out 2, 4, ... up to
+    propose anything accepted, and a search costs ~1.5% (live context) to ~5% (document store) of a
+    one-token decode here: after IDLE_STEPS fruitless searches the source sits out 2, 4, ... up to
     `max_pause` steps; a search whose draft gets a token accepted ends the backoff."""
 
-    def __init__(self, max_pause: int, enabled: bool = True):
+    def __init__(self, max_pause: int):
         self.max_pause = max_pause
-        self.enabled = enabled
         self.reset()
 
     def reset(self) -> None:
@@ -82,7 +81,7 @@ class Backoff:
         return True
 
     def result(self, fruit: bool) -> None:
-        if fruit or not self.enabled:
+        if fruit:
             self.idle, self.pause = 0, 2
             return
         self.idle += 1
@@ -95,8 +94,7 @@ class SenseDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, engine, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
-                 tree: bool = False, max_branches: int = 4, backoff: bool = True, rewrap: bool = True,
-                 pooled: bool = True, name: str = "sense"):
+                 tree: bool = False, max_branches: int = 4, rewrap: bool = True, name: str = "sense"):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
         self.engine = engine
@@ -107,20 +105,21 @@ class SenseDrafter(Drafter):
         self.max_len = max_len
         self.tree = tree  # propose token trees (several branches verified at once) instead of chains
         self.max_branches = max_branches
-        self.backoff = {src: Backoff(MAX_PAUSE[src], backoff) for src in ("context", "docs")}
+        self.backoff = {src: Backoff(MAX_PAUSE[src]) for src in SOURCES}
         self._searched: list[str] = []  # the sources searched for the latest proposal
-        self.copying = COPYING
         self.rewrap = rewrap  # prompt neighbours continue through line wraps (see rewrap.JoinedPrompt)
         self._joined: JoinedPrompt | None = None
         self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
         self.ctx: list[int] = []
+        self._seen: set[tuple[int, ...]] = set()  # HINT_N-grams of the context before its last token
         self._added = 0  # positions [0, _added) are in the context store
         self._run = 0  # draft tokens accepted in a row
-        self.estimate = AcceptanceEstimate(PRIORS, pool=(lambda key: (key[0], key[2])) if pooled else None)
+        # keys (source, similarity, lexical agreement, run) pool by (source, lexical agreement)
+        self.estimate = AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]))
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.ctx = []
-        self._seen: set[tuple[int, ...]] = set()  # HINT_N-grams of the context before its last token
+        self._seen = set()
         self.extend(prompt)
         self._added = 0
         self._run = 0
@@ -190,7 +189,7 @@ class SenseDrafter(Drafter):
                 sims.append(sim)
                 lex.append(_agreement(ctx, keys, recent))
                 srcs.append(np.zeros(len(keys), np.int8))
-        copying = bool(lex) and int(lex[0].max()) >= self.copying  # the conversation has what follows
+        copying = bool(lex) and int(lex[0].max()) >= COPYING  # the conversation already has what follows
         if search_docs and not copying:
             self._searched.append("docs")
             found = self.docs.search(query[None, :], self.k, continuation=L + 1)
@@ -206,8 +205,8 @@ class SenseDrafter(Drafter):
         return np.concatenate(conts), np.concatenate(sims), np.concatenate(lex), np.concatenate(srcs)
 
     def _fruit(self, accepted_from: str | None) -> None:
-        """Tell each source searched for the latest proposal whether it bore fruit: a draft mostly
-        its own with a token accepted."""
+        """Tell each source searched for the latest proposal whether it bore fruit: its own draft
+        with a token accepted."""
         for src in self._searched:
             self.backoff[src].result(src == accepted_from)
         self._searched = []

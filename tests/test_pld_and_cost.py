@@ -57,6 +57,12 @@ def test_best_length_follows_acceptance_and_curve():
     assert flat.best_length(0.95, 30) > cpu.best_length(0.95, 30)
     assert flat.best_length(0.95, 30) >= 16
     assert cpu.best_length(0.99, 3) <= 3  # never past what the drafter has
+    # a tree: its likely nodes are worth a decode on the CPU curve, its long tail of guesses is not
+    tree = np.array([0.95, 0.9, 0.85, 0.8, 0.2, 0.15, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05])
+    assert cpu.best_size(tree) == 4
+    assert flat.best_size(tree) == len(tree)  # on a flat curve (a GPU) every node is nearly free
+    assert cpu.best_size(np.array([0.3, 0.1])) == 0
+    assert cpu.best_size(0.9 ** np.arange(1, 17)) == cpu.best_length(0.9, 16)  # a chain is a^i
 
 
 def test_online_cost_scales_to_observed_decode_times():

@@ -36,7 +36,7 @@ class ContextStore:
             self._pos = np.concatenate([self._pos, np.zeros(grow, np.int64)])
         rows = self._unit[self._n : self._n + m]
         rows[:] = vectors
-        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        rows /= np.maximum(np.sqrt(np.einsum("ij,ij->i", rows, rows)), 1e-12)[:, None]
         self._pos[self._n : self._n + m] = positions
         self._n += m
 
@@ -45,7 +45,7 @@ class ContextStore:
         n = self._n
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        sims = self._unit[:n] @ (query / max(float(np.linalg.norm(query)), 1e-12))  # [n]
+        sims = self._unit[:n] @ (query / max(float(np.sqrt(query @ query)), 1e-12))  # [n]
         k = min(k, n)
         top = np.argpartition(sims, n - k)[n - k :] if k < n else np.arange(n)
         top = top[np.argsort(sims[top])[::-1]]

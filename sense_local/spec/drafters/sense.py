@@ -111,6 +111,7 @@ class SenseDrafter(Drafter):
         self._joined: JoinedPrompt | None = None
         self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
         self.ctx: list[int] = []
+        self._ctx_array = np.zeros(engine.n_ctx + 64, np.int32)  # [capacity] self.ctx, kept in step
         self._seen: set[tuple[int, ...]] = set()  # HINT_N-grams of the context before its last token
         self._added = 0  # positions [0, _added) are in the context store
         self._run = 0  # draft tokens accepted in a row
@@ -135,9 +136,13 @@ class SenseDrafter(Drafter):
 
     def extend(self, tokens: Sequence[int]) -> None:
         ctx, seen = self.ctx, self._seen
+        if len(ctx) + len(tokens) > len(self._ctx_array):
+            self._ctx_array = np.concatenate([self._ctx_array, np.zeros(len(self._ctx_array) + len(tokens), np.int32)])
+        array = self._ctx_array
         for t in tokens:
             if len(ctx) >= HINT_N:
                 seen.add(tuple(ctx[-HINT_N:]))
+            array[len(ctx)] = t
             ctx.append(int(t))
 
     def _repeating(self) -> bool:
@@ -163,7 +168,7 @@ class SenseDrafter(Drafter):
         lexical agreement [m] (tokens right before them equal to the context's) and source [m]
         (0 = context, 1 = docs)."""
         L = self.max_len
-        ctx = np.asarray(self.ctx, np.int32)
+        ctx = self._ctx_array[: len(self.ctx)]  # [n] the context (a view: no per-step list copy)
         recent = ctx[-2 : -2 - LEXICAL : -1]  # tokens at the query position and before, newest first
         conts, sims, lex, srcs = [], [], [], []
         if search_context and len(self.context):
@@ -247,11 +252,16 @@ class SenseDrafter(Drafter):
 
     def _draft(self, conts, weights, sims, lex, src: int, limit: int) -> Draft | None:
         """One source's draft: the heaviest path of its continuations' trie (or its tree)."""
-        tokens, _, members = heaviest_path(conts, weights, limit)
-        if len(tokens) == 0:
-            return None
-        on = members if members.any() else np.ones(len(sims), bool)
-        best = int(np.argmax(np.where(on, weights, -1.0)))
+        if self.tree:  # one trie walk (the tree's): the key comes from the heaviest neighbour
+            if not (conts[:, 0] >= 0).any():
+                return None
+            best = int(np.argmax(weights))
+        else:
+            tokens, _, members = heaviest_path(conts, weights, limit)
+            if len(tokens) == 0:
+                return None
+            on = members if members.any() else np.ones(len(sims), bool)
+            best = int(np.argmax(np.where(on, weights, -1.0)))
         key = (
             src,
             int(np.searchsorted(SIM_BUCKETS, sims[best])),
@@ -262,6 +272,8 @@ class SenseDrafter(Drafter):
         if not self.tree:
             return Draft(tokens=tokens, source=SOURCES[src], acceptance=acceptance, key=key)
         nodes, parents, path_probs = best_first_tree(conts, weights, acceptance, limit, self.max_branches)
+        if len(nodes) == 0:
+            return None
         draft = Draft(nodes, SOURCES[src], acceptance, key, parents, path_probs)
         return draft.first(len(nodes))  # a tree with a single path is a chain
 

@@ -42,10 +42,10 @@ register(Method("ar", "plain autoregressive decoding (no drafts)", None))
 register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output",
                 lambda c: PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(c.engine, tokens))))
 register(Method("rest", "REST: longest suffix match in the documents' tokens", lambda c: RestDrafter(c.store), needs_store=True))
-# SENSE drafts token trees by default: in one 3-rep quick-suite run, grounded tau 2.32 / 1.30x against
-# 1.80 / 1.24x for the chain, docqa 1.07 / 1.00x against 1.07 / 0.99x, open 0.98x against 0.97x
-# (docqa-rag and code medians came out lower, 1.44 vs 1.71 and 2.98 vs 3.28, mostly where one of the
-# two parted from ar at a near-tie and wrote other text). The chain stays as an ablation.
+# SENSE drafts token trees by default. Over six 2-3-rep quick-suite runs, grounded tau was 2.15-2.32
+# for the tree against 1.76-2.06 for the chain, at 1.24-1.33x against 1.22-1.29x; docqa and open
+# were level. docqa-rag medians came out lower (1.37-1.45 vs 1.65-1.71), mostly where one of the
+# two parted from ar at a near-tie and wrote other text. The chain stays as an ablation.
 register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded), tree drafts",
                 lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, tree=True), shape="tree"))
 register(Method("sense-context", "SENSE ablation: live context store only",

@@ -52,3 +52,8 @@ class JoinedPrompt:
         j = np.searchsorted(joined_end, raw_end)  # first joined token ending at or after each raw end
         found = (j < len(joined_end)) & (joined_end[np.minimum(j, len(joined_end) - 1)] == raw_end)
         self.at = np.where(found, j, -1)
+
+    def aligned(self, raw_positions: np.ndarray) -> np.ndarray:
+        """[m] the joined token ending where each raw token ends (-1: none, or past the prompt)."""
+        inside = raw_positions < len(self.at)
+        return np.where(inside, self.at[np.minimum(raw_positions, len(self.at) - 1)], -1)

@@ -51,6 +51,12 @@ HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens 
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 
 
+def _window(stream: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """[m, length] stream[start : start + length] for each start, -1 past the stream's end."""
+    idx = starts[:, None] + np.arange(length)[None, :]
+    return np.where(idx < len(stream), stream[np.minimum(idx, len(stream) - 1)], -1)
+
+
 def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) -> np.ndarray:
     """[m] how many tokens at and before each position equal `recent` (newest first), in a row."""
     idx = positions[:, None] - np.arange(len(recent))[None, :]  # [m, LEXICAL]
@@ -175,18 +181,14 @@ class SenseDrafter(Drafter):
             self._searched.append("context")
             keys, sim = self.context.search(query, self.k)
             nxt = keys + 1  # the token each neighbour chose
-            idx = nxt[:, None] + 1 + np.arange(L)[None, :]  # [m, L]
-            follow = np.where(idx < len(ctx), ctx[np.minimum(idx, len(ctx) - 1)], -1)
+            follow = _window(ctx, nxt + 1, L)  # [m, L]
             agree = ctx[nxt] == newest
             joined = self._joined
             if joined is not None and len(joined.tokens):  # prompt neighbours: the joined text first
-                j = np.where(nxt < len(joined.at), joined.at[np.minimum(nxt, len(joined.at) - 1)], -1)
+                j = joined.aligned(nxt)  # [m]
                 use = (j >= 0) & (joined.tokens[np.maximum(j, 0)] == newest)
                 if use.any():
-                    jdx = j[:, None] + 1 + np.arange(L)[None, :]
-                    n_joined = len(joined.tokens)
-                    follow = np.where(use[:, None] & (jdx < n_joined), joined.tokens[np.minimum(jdx, n_joined - 1)],
-                                      np.where(use[:, None], -1, follow))
+                    follow = np.where(use[:, None], _window(joined.tokens, j + 1, L), follow)
                     agree |= use
             keys, sim = keys[agree], sim[agree]
             if len(keys):

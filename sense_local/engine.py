@@ -151,9 +151,7 @@ class Engine:
             )
         if start < self.n_past:
             self.truncate(start)
-        if hidden != self._embeddings_on:
-            llama_cpp.llama_set_embeddings(self._ctx, hidden)
-            self._embeddings_on = hidden
+        self._use_embeddings(hidden)
         all_rows = outputs == "all" or hidden  # llama.cpp outputs every row when embeddings are on
         earlier: list[EvalOutput] = []
         self._hidden_valid = min(self._hidden_valid, start)
@@ -237,9 +235,7 @@ class Engine:
         batch.set_sequences(0, [0] + [TREE_SEQ0 + b for b in range(len(leaves))])
         for i in range(n):
             batch.set_sequences(i + 1, seqs[i])
-        if hidden != self._embeddings_on:
-            llama_cpp.llama_set_embeddings(self._ctx, hidden)
-            self._embeddings_on = hidden
+        self._use_embeddings(hidden)
         self._hidden_valid = min(self._hidden_valid, start)
         rc = llama_cpp.llama_decode(self._ctx, batch.raw)
         if rc != 0:
@@ -280,9 +276,7 @@ class Engine:
         k = len(tokens)
         if self.n_past + k > self.n_ctx:
             raise ContextOverflowError(f"context full: no room for a {k}-token side evaluation")
-        if not self._embeddings_on:
-            llama_cpp.llama_set_embeddings(self._ctx, True)
-            self._embeddings_on = True
+        self._use_embeddings(True)
         self._batch.fill(tokens, 0)
         self._batch.logits[:k] = 1
         self._batch.assign_sequence(k, 1)
@@ -306,6 +300,12 @@ class Engine:
                 self._model, self.n_embd, n_ctx=n_ctx, n_batch=self.n_batch, n_threads=self.n_threads
             )
         return held if held.available else None
+
+    def _use_embeddings(self, on: bool) -> None:
+        """Switch the context's hidden-state outputs on or off (a call into llama.cpp only on change)."""
+        if on != self._embeddings_on:
+            llama_cpp.llama_set_embeddings(self._ctx, on)
+            self._embeddings_on = on
 
     def _views(self, n_out: int, with_hidden: bool) -> EvalOutput:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))

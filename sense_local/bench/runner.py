@@ -18,6 +18,8 @@ from ..errors import SenseError
 from ..generation import GenerationOptions, make_decoder
 from ..registry import resolve_model
 from ..spec.methods import METHODS
+from ..spec.rewrap import rewrapped_tokens
+from .copy_ceiling import copy_ceiling
 from .peers import LlamaCppPeer
 from .quality import chrf, contains_answer, mean_logprob
 from .tasks import KINDS, Task, build_tasks
@@ -52,6 +54,7 @@ class RunRow:
     mean_logprob: float | None = None  # target's mean log-probability of the output (ar and soft methods)
     chrf_vs_ar: float | None = None  # soft methods
     answer_ok: bool | None = None  # docqa tasks with a known answer string
+    copy_ceiling: float | None = None  # ar: tau of the copying oracle on ar's output (copy_ceiling.py)
 
 
 def parse_method(spec: str) -> tuple[str, float | None]:
@@ -108,6 +111,9 @@ def run_task(
             round(speed / ar_speed, 3), at is None, None if gap is None else round(gap, 4),
             stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted,
         )
+        if m == "ar":
+            sources = [rewrapped_tokens(engine, prompt) or [], store.token_array if store is not None else []]
+            row.copy_ceiling = round(copy_ceiling(prompt, tokens, sources), 3)
         # quality, scored by the target: for soft methods, and for ar as their reference
         if (m == "ar" and soft_run) or METHODS[parse_method(m)[0]].rule == "soft":
             text = engine.detokenize(tokens)
@@ -146,6 +152,9 @@ def summarise(rows: list[RunRow]) -> dict:
                     1 for r in ok if not r.identical_to_ar and r.divergence_gap is not None and r.divergence_gap >= NEAR_TIE
                 ),
             }
+            ceilings = [r.copy_ceiling for r in ok if r.copy_ceiling is not None]
+            if ceilings:
+                summary[method][kind]["copy_ceiling"] = round(statistics.median(ceilings), 3)
             scored = [r for r in ok if r.mean_logprob is not None]
             if scored:
                 summary[method][kind]["mean_logprob"] = round(statistics.mean(r.mean_logprob for r in scored), 4)
@@ -167,6 +176,11 @@ def format_table(summary: dict) -> str:
                 f"{method:<20} {kind:<9} {tau:>6} {sp:>8} {tps:>7} {s['identical']:>7.2f} {s['failures']:>5} "
                 f"{s['lossless_violations']:>8}"
             )
+    ceilings = {kind: s["copy_ceiling"] for kind, s in summary.get("ar", {}).items() if "copy_ceiling" in s}
+    if ceilings:
+        lines.append("copy ceiling (tau of an oracle copying from prompt, output and documents after the last "
+                     "token; exact acceptance, free verification): "
+                     + ", ".join(f"{kind} {c:.2f}" for kind, c in ceilings.items()))
     return "\n".join(lines)
 
 

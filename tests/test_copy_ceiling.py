@@ -1,0 +1,50 @@
+"""The copy ceiling: an oracle's tau, and a bound no copying drafter under exact acceptance passes."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import chat
+from sense_local.bench.copy_ceiling import copy_ceiling
+from sense_local.bench.tasks import build_tasks
+from sense_local.generation import GenerationOptions, make_decoder
+from sense_local.spec.rewrap import rewrapped_tokens
+
+
+def test_a_verbatim_copy_needs_the_prefill_and_one_forward():
+    # the prefill chooses 2; one draft after the anchor 2 then covers 3..8
+    assert copy_ceiling([1, 2, 3, 4, 5, 6, 7, 8], [2, 3, 4, 5, 6, 7, 8]) == pytest.approx(7 / 2)
+
+
+def test_nothing_to_copy_is_one_token_per_forward():
+    assert copy_ceiling([1, 2, 3], [11, 12, 13, 14]) == 1.0
+
+
+def test_the_output_so_far_and_extra_sources_are_copied_from():
+    out = [7, 8, 9, 5, 7, 8, 9, 5]
+    assert copy_ceiling([1], out) == pytest.approx(8 / 6)  # 7, 8, 9, 5 and 7 one by one, then 8 9 5
+    # a document holding 7 8 9 5: after the prefill's 7 one forward drafts 8 9 5 7 8 9 5
+    assert copy_ceiling([1], out, [[3, 7, 8, 9, 5, 7, 8, 9, 5]]) == pytest.approx(8 / 2)
+
+
+def test_a_longer_anchor_never_raises_the_ceiling():
+    prompt, out = [1, 2, 3, 9, 2, 4, 5], [2, 4, 5, 6, 1, 2, 3]
+    assert copy_ceiling(prompt, out, anchor=2) <= copy_ceiling(prompt, out, anchor=1)
+
+
+def test_the_drafters_stay_under_the_ceiling_on_real_prompts(engine):
+    """pld and sense draft what follows an occurrence of the newest token, so on the same output
+    their tau cannot pass the oracle's."""
+    for task in [t for t in build_tasks("quick") if t.kind == "grounded"][:3]:
+        prompt = chat(engine, task.prompt)
+        engine.prefill(prompt, outputs="hidden", hidden=True)
+        outputs = {}
+        for method in ("ar", "pld", "sense"):
+            decoder = make_decoder(engine, GenerationOptions(method, 64))
+            outputs[method] = ([e.token for e in decoder.generate(prompt, 64) if e.token >= 0], decoder.stats)
+        ar_tokens = outputs["ar"][0]
+        ceiling = copy_ceiling(prompt, ar_tokens, [rewrapped_tokens(engine, prompt) or []])
+        assert ceiling > 1.0, task.name  # these prompts are copied from
+        for method in ("pld", "sense"):
+            tokens, stats = outputs[method]
+            if tokens == ar_tokens:
+                assert stats.tau <= ceiling + 1e-9, (task.name, method, stats.tau, ceiling)

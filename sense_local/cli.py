@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help="comma-separated (default: all registered + peers)")
     p.add_argument("--kinds", default=None, help="comma-separated task kinds to run (default: all)")
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions per run (median taken)")
+    p.add_argument("--free-verification", action="store_true",
+                   help="size drafts as if verifying k tokens cost as much as one (as on a GPU with a small "
+                        "model): shows how far each drafter's drafts go; speed is then not this machine's best")
     p.add_argument("--theta-sweep", action="store_true",
                    help="run ar, sense and sense-soft at several theta values: the speed/quality trade-off")
     p.add_argument("--json", dest="json_file", help="write the results as JSON to this file")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from .chat_template import chat_tokens
 from .engine import Engine
 from .errors import ContextOverflowError, SenseError
-from .spec.cost import cost_curve_for
+from .spec.cost import FLAT, cost_curve_for
 from .spec.loop import SpecDecoder
 from .spec.methods import DraftContext, get_method
 from .spec.verify import AcceptanceRule, SoftOptions, SoftVerifier
@@ -19,6 +19,7 @@ class GenerationOptions:
     temperature: float = 0.0
     seed: int = 0
     theta: float | None = None  # soft-gate threshold for soft methods (None: SoftOptions' default)
+    free_verification: bool = False  # size drafts as if a k-token decode cost one token's (a flat cost curve)
 
     def __post_init__(self):
         get_method(self.method)  # unknown names fail here, with the list of known ones
@@ -78,7 +79,7 @@ def make_decoder(
         method=method.name,
         drafter=drafter,
         rule=AcceptanceRule(method.rule, options.temperature, soft_verifier(engine, options) if method.rule == "soft" else None),
-        cost=cost_curve_for(engine) if drafter is not None else None,
+        cost=None if drafter is None else FLAT if options.free_verification else cost_curve_for(engine),
         seed=options.seed,
         record_gaps=record_gaps,
     )

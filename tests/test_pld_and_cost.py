@@ -139,3 +139,21 @@ def test_pooled_estimate_shares_what_one_key_learned():
     assert pooled.get((1, 1)) > 0.7 and alone.get((1, 1)) == 0.5  # same pool: learned; alone: prior
     assert pooled.get((1, 0)) == 0.5  # another pool is untouched
     assert pooled.get((0, 1)) > 0.9
+
+
+def test_free_verification_drafts_every_proposal_in_full(engine):
+    """--free-verification sizes drafts on a flat curve: nothing is held back for cost, so on the
+    same prompt it verifies at least as many draft tokens as the measured curve lets through."""
+    from conftest import chat
+    from sense_local.generation import GenerationOptions, make_decoder
+    from sense_local.spec.cost import FLAT
+
+    prompt = chat(engine, "Repeat exactly: the quick brown fox jumps over the lazy dog, then the lazy dog "
+                          "sleeps while the quick brown fox runs away into the dark green forest.")
+    drafted = {}
+    for free in (False, True):
+        decoder = make_decoder(engine, GenerationOptions("pld", 48, free_verification=free))
+        assert (decoder.cost.prior is FLAT) == free
+        list(decoder.generate(prompt, 48))
+        drafted[free] = decoder.stats.drafted
+    assert drafted[True] >= drafted[False] and drafted[True] > 0

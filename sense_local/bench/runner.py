@@ -75,10 +75,11 @@ def _first_divergence(a: list[int], b: list[int]) -> int | None:
 
 
 def run_task(
-    engine: Engine, task: Task, methods, peers, reps: int, peer_reps: dict[str, int], max_tokens: int, store=None
+    engine: Engine, task: Task, methods, peers, reps: int, peer_reps: dict[str, int], max_tokens: int, store=None,
+    free_verification: bool = False,
 ) -> list[RunRow]:
     """All runs of one task. `store` (docqa tasks) is given to every method; methods that need a
-    store are skipped without one."""
+    store are skipped without one. free_verification: drafts sized on a flat cost curve."""
     prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
     engine.prefill(prompt, outputs="hidden", hidden=True)  # hidden states too: SENSE reads the prompt's
     methods = [m for m in methods if store is not None or not METHODS[parse_method(m)[0]].needs_store]
@@ -88,7 +89,7 @@ def run_task(
         if rep < reps:
             for m in methods:
                 name, theta = parse_method(m)
-                options = GenerationOptions(name, max_tokens, theta=theta)
+                options = GenerationOptions(name, max_tokens, theta=theta, free_verification=free_verification)
                 decoder = make_decoder(engine, options, store=store, record_gaps=(m == "ar"))
                 tokens = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
                 outs[m].append((tokens, decoder.stats))
@@ -263,7 +264,7 @@ def run_bench_cli(args) -> int:
         # REST retrieves from the documents; with the passages already in the prompt it has no part
         task_methods = [m for m in methods if not (task.kind == "docqa-rag" and parse_method(m)[0] == "rest")]
         task_rows = run_task(engine, task, task_methods, peers if with_peers else [], args.reps, peer_reps,
-                             max_tokens, task_store)
+                             max_tokens, task_store, args.free_verification)
         rows.extend(task_rows)
         brief = ", ".join(f"{r.method} {r.tok_per_s:.0f} tok/s tau {r.tau:.2f}" for r in task_rows if r.method in methods)
         print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)
@@ -276,6 +277,7 @@ def run_bench_cli(args) -> int:
         "reps": args.reps,
         "peer_reps": peer_reps,
         "max_tokens": max_tokens,
+        "free_verification": args.free_verification,
         "seconds": round(time.perf_counter() - t0, 1),
         "runs": [asdict(r) for r in rows],
         "summary": summary,
@@ -284,7 +286,8 @@ def run_bench_cli(args) -> int:
     peer_note = f"peers on {QUICK_PEER_TASKS} tasks per kind, " if args.suite == "quick" else ""
     peer_counts = ", ".join(f"{p} {n}" for p, n in peer_reps.items())
     print(f"({len(tasks)} tasks, {args.reps} interleaved reps, {peer_note}peer reps: {peer_counts}, "
-          f"{doc['seconds']} s; store: {store.n_vectors if store else 0} vectors)")
+          f"{doc['seconds']} s; store: {store.n_vectors if store else 0} vectors"
+          + ("; drafts sized as if verification were free" if args.free_verification else "") + ")")
     if args.json_file:
         with open(args.json_file, "w") as f:
             json.dump(doc, f, indent=1)

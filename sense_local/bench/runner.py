@@ -283,9 +283,12 @@ def run_bench_cli(args) -> int:
         "summary": summary,
     }
     print(format_table(summary))
-    peer_note = f"peers on {QUICK_PEER_TASKS} tasks per kind, " if args.suite == "quick" else ""
-    peer_counts = ", ".join(f"{p} {n}" for p, n in peer_reps.items())
-    print(f"({len(tasks)} tasks, {args.reps} interleaved reps, {peer_note}peer reps: {peer_counts}, "
+    peer_note = ""
+    if peers:
+        peer_counts = ", ".join(f"{p.name} {peer_reps[p.name]}" for p in peers)
+        per_kind = f"on {QUICK_PEER_TASKS} tasks per kind, " if args.suite == "quick" else ""
+        peer_note = f"peers {per_kind}reps: {peer_counts}, "
+    print(f"({len(tasks)} tasks, {args.reps} interleaved reps, {peer_note}"
           f"{doc['seconds']} s; store: {store.n_vectors if store else 0} vectors"
           + ("; drafts sized as if verification were free" if args.free_verification else "") + ")")
     if args.json_file:

@@ -170,10 +170,7 @@ class Engine:
                 self._hidden_valid = min(self._hidden_valid, start)
                 raise RuntimeError(f"llama_decode failed with code {rc}")
             if keep_hidden:
-                if self._hidden_cache is None:
-                    self._hidden_cache = np.zeros((self.n_ctx, self.n_embd), np.float32)
-                self._hidden_cache[start + off : start + off + m] = self._views(m, True).hidden
-                self._hidden_valid = start + off + m
+                self._cache_hidden(start + off, self._views(m, True).hidden)
             if not last_chunk and outputs != "last":  # the next decode overwrites the buffers: copy
                 view = self._views(m, hidden)
                 logits = view.logits.copy() if outputs == "all" else view.logits[:0]
@@ -246,8 +243,7 @@ class Engine:
         self.tokens.append(int(root))
         out = self._views(n + 1, hidden)
         if hidden and self._hidden_valid == start and self._hidden_cache is not None:
-            self._hidden_cache[start] = out.hidden[0]
-            self._hidden_valid = start + 1
+            self._cache_hidden(start, out.hidden[:1])
         self._pending_tree = _PendingTree(start, [s[0] for s in seqs], len(leaves))
         return out
 
@@ -263,8 +259,7 @@ class Engine:
             llama_cpp.llama_memory_seq_cp(self._mem, tree.branch_of[path[-1]], 0, first, first + len(path))
             if self._hidden_valid == first:
                 rows = self._views(len(tree.branch_of) + 1, True).hidden
-                self._hidden_cache[first : first + len(path)] = rows[[i + 1 for i in path]]
-                self._hidden_valid = first + len(path)
+                self._cache_hidden(first, rows[[i + 1 for i in path]])
             self.tokens.extend(int(tokens[i]) for i in path)
         for b in range(tree.n_branches):
             llama_cpp.llama_memory_seq_rm(self._mem, TREE_SEQ0 + b, -1, -1)
@@ -300,6 +295,14 @@ class Engine:
                 self._model, self.n_embd, n_ctx=n_ctx, n_batch=self.n_batch, n_threads=self.n_threads
             )
         return held if held.available else None
+
+    def _cache_hidden(self, start: int, rows: np.ndarray) -> None:
+        """Write the committed hidden states rows [m, n_embd] of positions start.. through to the
+        cache, which holds positions [0, _hidden_valid) (callers check it reaches `start`)."""
+        if self._hidden_cache is None:
+            self._hidden_cache = np.zeros((self.n_ctx, self.n_embd), np.float32)
+        self._hidden_cache[start : start + len(rows)] = rows
+        self._hidden_valid = start + len(rows)
 
     def _use_embeddings(self, on: bool) -> None:
         """Switch the context's hidden-state outputs on or off (a call into llama.cpp only on change)."""

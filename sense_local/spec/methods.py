@@ -1,4 +1,5 @@
-"""Methods are registered recipes: (drafter, draft shape, acceptance rule). One line each."""
+"""Methods are registered recipes: (drafter, acceptance rule); a drafter made with tree=True drafts
+token trees. One line each."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,7 +26,6 @@ class Method:
     name: str
     description: str
     make_drafter: Callable[[DraftContext], Drafter] | None  # None: plain autoregressive decoding
-    shape: str = "chain"  # chain | tree
     rule: str = "exact"  # exact (greedy; sampling when temperature > 0) | soft
     needs_store: bool = False
 
@@ -47,11 +47,11 @@ register(Method("rest", "REST: longest suffix match in the documents' tokens", l
 # were level. docqa-rag medians came out lower (1.37-1.45 vs 1.65-1.71), mostly where one of the
 # two parted from ar at a near-tie and wrote other text. The chain stays as an ablation.
 register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded), tree drafts",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, tree=True), shape="tree"))
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, tree=True)))
 register(Method("sense-context", "SENSE ablation: live context store only",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=None, tree=True), shape="tree"))
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=None, tree=True)))
 register(Method("sense-docs", "SENSE ablation: document store only",
-                lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store, tree=True), shape="tree",
+                lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store, tree=True),
                 needs_store=True))
 register(Method("sense-chain", "SENSE ablation: chain drafts (the trie's heaviest path only)",
                 lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store)))

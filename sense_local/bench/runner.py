@@ -42,7 +42,7 @@ class RunRow:
     method: str
     tokens: int
     forwards: int
-    tau: float
+    tau: float  # median over reps (each rep's text may part at a near-tie and copy more or less)
     tok_per_s: float  # median over reps
     speedup_vs_ar: float  # median tok/s over ar's median tok/s on the same prompt
     identical_to_ar: bool
@@ -55,6 +55,7 @@ class RunRow:
     chrf_vs_ar: float | None = None  # soft methods
     answer_ok: bool | None = None  # docqa tasks with a known answer string
     copy_ceiling: float | None = None  # ar: tau of the copying oracle on ar's output (copy_ceiling.py)
+    tau_reps: list[float] | None = None  # each rep's tau, in rep order
 
 
 def parse_method(spec: str) -> tuple[str, float | None]:
@@ -103,14 +104,15 @@ def run_task(
     rows = []
     soft_run = any(METHODS[parse_method(m)[0]].rule == "soft" for m in outs)
     for m, runs in outs.items():
-        tokens, stats = runs[0]
+        tokens, stats = runs[0]  # the first rep's text is the one compared and scored
         speed = statistics.median(s.tok_per_s for _, s in runs)
+        taus = [round(s.tau, 3) for _, s in runs]
         at = _first_divergence(tokens, ar_tokens)
         gap = ar_stats.top2_gaps[at] if at is not None and at < len(ar_stats.top2_gaps) else None
         row = RunRow(
-            task.name, task.kind, m, stats.tokens, stats.forwards, round(stats.tau, 3), round(speed, 2),
+            task.name, task.kind, m, stats.tokens, stats.forwards, statistics.median(taus), round(speed, 2),
             round(speed / ar_speed, 3), at is None, None if gap is None else round(gap, 4),
-            stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted,
+            stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted, tau_reps=taus,
         )
         if m == "ar":
             sources = [rewrapped_tokens(engine, prompt) or [], store.token_array if store is not None else []]

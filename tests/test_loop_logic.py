@@ -114,3 +114,85 @@ def test_feedback_reports_accepted_lengths():
     fb = drafter.feedback
     assert fb and all(f <= 2 for f in fb)  # never more than the correct prefix
     assert sum(f == 2 for f in fb) >= len(fb) - 1  # only a draft cut short at the end accepts less
+
+
+def synonym(token: int) -> int:
+    return (token + 1) % 64 or 2
+
+
+class SynonymEngine(FakeEngine):
+    """Every row also rates synonym(next) almost as high as the greedy next token."""
+
+    def _row(self, token, pos):
+        row = super()._row(token, pos)
+        top = int(row.argmax())
+        if top != 0:
+            row[synonym(top)] = 4.8
+        return row
+
+
+class SynonymDrafter(ScriptedDrafter):
+    """Proposes a chain of synonyms: each the synonym of the target's choice after the one before."""
+
+    def propose(self, max_len):
+        tokens, tok, pos = [], self.ctx[-1], len(self.ctx) - 1
+        for _ in range(min(6, max_len)):
+            tok = synonym(greedy_reference([0] * pos + [tok], 1)[0])
+            tokens.append(tok)
+            pos += 1
+        return Draft(np.array(tokens, np.int32), self.name, self.acceptance) if tokens else None
+
+
+def soft_rule():
+    from sense_local.spec.verify import AcceptanceRule, SoftOptions, SoftVerifier
+
+    verifier = object.__new__(SoftVerifier)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(64, 8)).astype(np.float32)
+    verifier.embeddings = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float16)
+    verifier.protected = np.zeros(64, bool)
+    verifier.protected[0] = True
+    verifier.opts = SoftOptions()
+    return AcceptanceRule("soft", soft=verifier)
+
+
+def follows_synonyms(events) -> bool:
+    """Whether every token after the first is the synonym of the target's choice before it."""
+    ctx = list(PROMPT) + [events[0].token]
+    for e in events[1:]:
+        if e.token != synonym(greedy_reference(ctx, 1)[0]):
+            return False
+        ctx.append(e.token)
+    return True
+
+
+@pytest.mark.parametrize("bonus", [True, False])
+def test_soft_rule_takes_the_proposal_at_the_bonus_row_for_free(bonus):
+    """A proposal the cost policy does not verify (a 30% claim on a steep curve) is still judged by
+    the soft gate at the row the one-token decode computes anyway: its near-synonym first token is
+    taken there, at no extra decode. Without the bonus check the target's own token is."""
+    steep = CostCurve((1, 2, 4, 8, 16, 32), (1.0, 1.9, 3.0, 5.0, 9.0, 17.0))
+    dec = SpecDecoder(SynonymEngine(), method="t", drafter=SynonymDrafter(0, 0, acceptance=0.3), rule=soft_rule(),
+                      cost=steep, soft_bonus=bonus)
+    events = list(dec.generate(PROMPT, 20))
+    stats = dec.stats
+    assert stats.drafted == 0 and stats.forwards == stats.tokens == 20  # nothing verified, nothing extra
+    if bonus:
+        assert [e.soft for e in events] == [False] + [True] * 19  # the first comes from the prefill
+        assert all(e.source == "scripted" for e in events[1:]) and stats.soft_accepted == 19
+        assert follows_synonyms(events)
+    else:
+        assert [e.token for e in events] == greedy_reference(PROMPT, 20) and stats.soft_accepted == 0
+
+
+def test_soft_bonus_row_after_a_verified_draft():
+    """When every verified token stood and the proposal went on, its next token is judged at the
+    bonus row: a 2-token verify yields 3 tokens per decode."""
+    short = CostCurve((1, 2, 3, 4, 32), (1.0, 1.0, 1.0, 10.0, 100.0))  # drafts of 2 pay, of 3 do not
+    dec = SpecDecoder(SynonymEngine(), method="t", drafter=SynonymDrafter(0, 0, acceptance=0.9),
+                      rule=soft_rule(), cost=short)
+    events = list(dec.generate(PROMPT, 31))
+    stats = dec.stats
+    assert stats.drafted == 20 and stats.accepted == 20 and stats.soft_accepted == 30
+    assert all(e.soft for e in events[1:]) and follows_synonyms(events)
+    assert stats.forwards == 11  # the prefill, then [last + 2 drafted] -> 2 soft + 1 bonus, ten times

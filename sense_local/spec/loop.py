@@ -3,7 +3,8 @@ commit the accepted prefix, truncate the rest -> emit events. A tree draft is de
 too (one sequence per branch) and its accepted path kept.
 
 With no drafter (or when the cost policy says a draft would not pay) a step is a plain one-token
-decode, so `ar` is this same loop with drafting switched off.
+decode, so `ar` is this same loop with drafting switched off. Under the soft rule the proposal's
+token at the row after the verified part (the bonus row, computed anyway) is judged too (`_bonus`).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class SpecDecoder:
         cost: CostCurve | None = None,
         seed: int = 0,
         record_gaps: bool = False,
+        soft_bonus: bool = True,
     ):
         if drafter is not None and cost is None:
             raise ValueError("a drafter needs a cost curve to decide when drafting pays")
@@ -44,6 +46,7 @@ class SpecDecoder:
         self.cost = OnlineCost(cost) if cost is not None else None  # refined by every decode's timing
         self.rng = np.random.default_rng(seed)
         self.record_gaps = record_gaps
+        self.soft_bonus = soft_bonus
         self.stats = GenerationStats(method=method)
 
     def generate(
@@ -71,6 +74,7 @@ class SpecDecoder:
             drafter.begin(prompt)
 
         last = verdict.next_token
+        last_from: Draft | None = None  # set when `last` is a proposal's token soft-accepted at the bonus row
         shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
         produced = 0
         step_emitted = 0  # tokens the latest forward contributed before `last`
@@ -81,7 +85,11 @@ class SpecDecoder:
                     stats.forwards -= 1  # that forward only said "stop": it produced no token
                 break
             produced += 1
-            yield TokenEvent(last, detok.push(last), TARGET)
+            if last_from is None:
+                yield TokenEvent(last, detok.push(last), TARGET)
+            else:
+                stats.soft_accepted += 1
+                yield TokenEvent(last, detok.push(last), last_from.source, True)
             if drafter is not None:
                 drafter.extend((last,))
                 if shadow is not None:
@@ -98,7 +106,7 @@ class SpecDecoder:
                 stats.stop_reason = "context"
                 break
 
-            draft = None
+            draft = proposal = None
             if drafter is not None:
                 td = time.perf_counter()
                 room = min(MAX_DRAFT, max_tokens - produced, eng.n_ctx - eng.n_past - 2)
@@ -169,10 +177,31 @@ class SpecDecoder:
                         break
                 if stop:
                     break
-            last = verdict.next_token
+            last, last_from = verdict.next_token, None
+            if self.soft_bonus and proposal is not None:
+                last, last_from = self._bonus(proposal, draft, verdict, out.logits)
 
         tail = detok.flush()
         if tail:
             yield TokenEvent(-1, tail, TARGET)
         stats.tokens = produced
         stats.t_total = time.perf_counter() - t1
+
+    def _bonus(self, proposal: Draft, draft: Draft | None, verdict, logits: np.ndarray) -> tuple[int, Draft | None]:
+        """The next token when the soft rule may take the proposal's token at the bonus row.
+
+        The row after the accepted prefix was computed anyway (it gives the target's own next
+        token). When every verified draft token stood and the proposal went on past the verified
+        part (or nothing was verified), the proposal's next token sits exactly at that row, so the
+        soft gate can judge it there at no cost. Returns (token, proposal if its token was taken).
+        """
+        top = verdict.next_token
+        if self.rule.soft is None or self.rule.temperature > 0 or proposal.parents is not None:
+            return top, None
+        k = 0 if draft is None else len(draft.tokens)
+        if verdict.accepted != k or len(proposal.tokens) <= k:
+            return top, None
+        x = int(proposal.tokens[k])
+        if x == top or not self.rule.soft.check(proposal.acceptance)(logits[verdict.accepted], x, top):
+            return top, None
+        return x, proposal

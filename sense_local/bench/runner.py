@@ -30,7 +30,7 @@ SUITE_METHODS = {
     "quick": ("ar", "pld", "rest", "sense", *PEERS),
     "full": ("ar", "pld", "rest", "sense", "sense-chain", "sense-context", "sense-docs", "sense-soft", *PEERS),
 }
-THETA_SWEEP = (1.0, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2)
+THETA_SWEEP = (1.0, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
 QUICK_PEER_TASKS = 1  # per kind: the peers are slow (its lookup decoding runs at ~0.5x) and only a reference
 NEAR_TIE = 0.25  # top-2 logit gap under which batched arithmetic may flip the argmax
 

@@ -94,7 +94,7 @@ class GenerationStats:
     forwards: int = 0  # target decode calls that produced generated tokens (prefill counts once)
     drafted: int = 0  # draft tokens sent to verification
     accepted: int = 0  # draft tokens accepted
-    soft_accepted: int = 0
+    soft_accepted: int = 0  # tokens the soft rule took: in verified drafts, or at the bonus row (loop._bonus)
     steps_with_draft: int = 0
     t_prefill: float = 0.0
     t_draft: float = 0.0

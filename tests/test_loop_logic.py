@@ -134,6 +134,9 @@ class SynonymEngine(FakeEngine):
 class SynonymDrafter(ScriptedDrafter):
     """Proposes a chain of synonyms: each the synonym of the target's choice after the one before."""
 
+    def __init__(self, acceptance: float):
+        super().__init__(0, 0, acceptance)
+
     def propose(self, max_len):
         tokens, tok, pos = [], self.ctx[-1], len(self.ctx) - 1
         for _ in range(min(6, max_len)):
@@ -172,7 +175,7 @@ def test_soft_rule_takes_the_proposal_at_the_bonus_row_for_free(bonus):
     the soft gate at the row the one-token decode computes anyway: its near-synonym first token is
     taken there, at no extra decode. Without the bonus check the target's own token is."""
     steep = CostCurve((1, 2, 4, 8, 16, 32), (1.0, 1.9, 3.0, 5.0, 9.0, 17.0))
-    dec = SpecDecoder(SynonymEngine(), method="t", drafter=SynonymDrafter(0, 0, acceptance=0.3), rule=soft_rule(),
+    dec = SpecDecoder(SynonymEngine(), method="t", drafter=SynonymDrafter(acceptance=0.3), rule=soft_rule(),
                       cost=steep, soft_bonus=bonus)
     events = list(dec.generate(PROMPT, 20))
     stats = dec.stats
@@ -189,7 +192,7 @@ def test_soft_bonus_row_after_a_verified_draft():
     """When every verified token stood and the proposal went on, its next token is judged at the
     bonus row: a 2-token verify yields 3 tokens per decode."""
     short = CostCurve((1, 2, 3, 4, 32), (1.0, 1.0, 1.0, 10.0, 100.0))  # drafts of 2 pay, of 3 do not
-    dec = SpecDecoder(SynonymEngine(), method="t", drafter=SynonymDrafter(0, 0, acceptance=0.9),
+    dec = SpecDecoder(SynonymEngine(), method="t", drafter=SynonymDrafter(acceptance=0.9),
                       rule=soft_rule(), cost=short)
     events = list(dec.generate(PROMPT, 31))
     stats = dec.stats

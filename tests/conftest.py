@@ -1,4 +1,9 @@
-"""Shared fixtures: the real default model through the real llama.cpp engine."""
+"""Shared fixtures: the real models through the real llama.cpp engine.
+
+The bulk of the suite runs on the registry's fast `test` model (SmolLM2-135M): SENSE_MODEL names it
+for this process and every CLI subprocess. Tests marked for the `default` model (the 1.5B users
+chat with) take the `default_engine` fixture or pass `--model default`.
+"""
 from __future__ import annotations
 
 import os
@@ -12,6 +17,7 @@ import sense_local as sl
 from sense_local.chat_template import chat_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ["SENSE_MODEL"] = "test"  # the fast model, unless a test asks for the default one
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +28,14 @@ def model_path() -> Path:
 @pytest.fixture(scope="session")
 def engine(model_path):
     eng = sl.Engine(model_path, n_ctx=4096)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def default_engine():
+    """The real default chat model (Qwen2.5-Coder-1.5B-Instruct): a few end-to-end tests only."""
+    eng = sl.Engine(sl.resolve_model("default"), n_ctx=4096)
     yield eng
     eng.close()
 

@@ -62,9 +62,10 @@ class Grounded(Message):
 
 
 class EngineReady(Message):
-    def __init__(self, error: str | None = None):
+    def __init__(self, error: str | None = None, store_error: str | None = None):
         super().__init__()
-        self.error = error
+        self.error = error  # no model: nothing works
+        self.store_error = store_error  # the model runs, the documents could not be opened
 
 
 class SenseApp(App):
@@ -77,6 +78,7 @@ class SenseApp(App):
         Binding("f4", "sessions", "Sessions"),
         Binding("f5", "settings", "Settings"),
         Binding("f6", "model_info", "Model"),
+        Binding("f7", "pick_model", "Models"),
         Binding("ctrl+n", "new_session", "New chat"),
         Binding("ctrl+q", "quit", "Quit"),
     ]
@@ -117,24 +119,44 @@ class SenseApp(App):
         self.load_engine()
 
     @work(thread=True, exclusive=True, group="engine")
-    def load_engine(self) -> None:
+    def load_engine(self, previous=None) -> None:
+        """Load the model (and the store); `previous` is the engine a model switch replaces: it is
+        closed once the new one runs, or kept if the new one cannot be loaded."""
         from sense_local.engine import Engine
         from sense_local.generation import open_store
         from sense_local.registry import resolve_model
 
         try:
-            self.model_path = resolve_model(self.model_arg)
-            self.engine = Engine(self.model_path, **self.engine_args)
-            self.store = open_store(self.engine, self.store_path) if self.store_path else None
+            path = resolve_model(self.model_arg)
+            engine = Engine(path, **self.engine_args)
         except SenseError as exc:
+            self.engine = previous
             self.post_message(EngineReady(str(exc)))
             return
+        if previous is not None:
+            previous.close()
+        self.engine, self.model_path = engine, path
+        self.store = None
+        if self.store_path:
+            try:  # a store built with another model is refused: chat goes on without documents, and says why
+                self.store = open_store(self.engine, self.store_path)
+            except SenseError as exc:
+                self.post_message(EngineReady(store_error=str(exc)))
+                return
         self.post_message(EngineReady())
 
     def on_engine_ready(self, message: EngineReady) -> None:
         if message.error:
-            self.notify(message.error, title="Could not start", severity="error", timeout=30)
-            self.query_one(StatusBar).update(f"error: {message.error}")
+            self.notify(message.error, title="Could not load the model", severity="error", timeout=30)
+            if self.engine is None:
+                self.query_one(StatusBar).update(f"error: {message.error}")
+            else:
+                self.update_status()
+            return
+        if message.store_error:
+            self.notify(message.store_error, title="Documents not loaded", severity="warning", timeout=30)
+        if self.session is not None:  # a model switch: the conversation goes on
+            self.update_status()
             return
         sessions = self.sessions.list()
         if sessions:
@@ -338,6 +360,23 @@ class SenseApp(App):
 
         if self.model_path:
             self.push_screen(ModelInfoScreen(self.model_path))
+
+    def action_pick_model(self) -> None:
+        from .screens import ModelPickerScreen
+
+        if self.generating or self.engine is None:
+            self.notify("Wait for the model to be idle before switching.", severity="warning")
+            return
+        self.push_screen(ModelPickerScreen(), self.switch_model)
+
+    def switch_model(self, name: str | None) -> None:
+        """Load another model in place of this one (the chat stays; the store is checked again)."""
+        if not name:
+            return
+        self.model_arg = name
+        previous, self.engine = self.engine, None  # no message is sent to a model being swapped out
+        self.query_one(StatusBar).update(f"loading {name}…")
+        self.load_engine(previous)
 
     def apply_settings(self, settings: Settings) -> None:
         self.settings = settings

@@ -139,8 +139,11 @@ class DocumentsScreen(Screen):
             return
         try:
             store = DocumentStore.open(self.store_path(), writable=True)
-            store.remove_document(key)
-            store.commit()
+            try:
+                store.remove_document(key)
+                store.commit()
+            finally:
+                store.release()
         except SenseError as exc:
             self.notify(str(exc), severity="error")
             return
@@ -278,3 +281,34 @@ class ModelInfoScreen(ModalScreen):
         with Vertical(classes="dialog"):
             yield Label("Model")
             yield Static("\n".join(lines))
+
+
+class ModelPickerScreen(ModalScreen):
+    """Registry models that are present and the GGUF files other tools keep: Enter switches to one."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Models (Enter switches; documents indexed with another model stay unloaded)")
+            yield ListView(id="models")
+
+    def on_mount(self) -> None:
+        from sense_local.model_discovery import discover
+        from sense_local.registry import load_registry
+
+        registry = load_registry()
+        view = self.query_one(ListView)
+        current = self.app.model_path
+        choices = [(e.name, e.path, "registry") for e in registry.entries.values() if e.present]
+        choices += [(f.name, f.path, f.tool) for f in discover()]
+        for name, path, source in choices:
+            size = path.stat().st_size / 2**30 if path.exists() else 0
+            mark = "● " if current is not None and path == current else "  "
+            item = ListItem(Label(f"{mark}{name}  [{source}, {size:.2f} GiB]"))
+            item.model_name = name
+            view.append(item)
+        view.focus()
+
+    def on_list_view_selected(self, event: ListView.Selected) -> None:
+        self.dismiss(event.item.model_name)

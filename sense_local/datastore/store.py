@@ -24,6 +24,7 @@ import numpy as np
 from .. import native
 from .manifest import MANIFEST, DocEntry, Manifest, StoreError
 from .passages import PassageSpan, PassageTable, split_passages
+from .writer_lock import LOCK, WriterLock
 
 TOKENS = "tokens.i32"
 INDEXING = "indexing.json"  # present (with a live pid) while an indexer runs on this store
@@ -55,6 +56,7 @@ class DocumentStore:
         self._passages: PassageTable | None = None
         self._passage_spans: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see passage_spans
         self._manifest_stamp = self._stamp()
+        self._lock: WriterLock | None = None  # held while writable (see open)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -65,17 +67,45 @@ class DocumentStore:
         fingerprint: str | None = None,
         writable: bool = False,
         create: dict | None = None,
+        wait: bool = False,
     ) -> "DocumentStore":
         """Open a store. `create` (model_fingerprint, model_name, n_embd[, dtype]) makes a new one
-        where the directory is missing or empty; a directory with other content is refused."""
+        where the directory is missing or empty; a directory with other content is refused.
+        Writable opens take the store's writer lock (writer_lock.py): a second writer gets
+        StoreBusyError, or waits for the first with `wait`."""
         directory = Path(directory).expanduser()
         usearch = native.load_usearch()
+        lock = None
+        if writable:
+            if not (directory / MANIFEST).exists():
+                if create is None:
+                    raise StoreError(f"{directory}: not a sense-local store (no {MANIFEST}); index documents first")
+                if directory.exists() and (not directory.is_dir() or any(p.name != LOCK for p in directory.iterdir())):
+                    raise StoreError(f"{directory}: exists and is not a sense-local store; refusing to write there")
+                directory.mkdir(parents=True, exist_ok=True)
+            lock = WriterLock(directory, wait=wait)  # from here on, this process alone writes
+        try:
+            store = cls._open_locked(directory, usearch, fingerprint, writable, create)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        store._lock = lock
+        return store
+
+    def release(self) -> None:
+        """Give up the writer lock (a writable store); also done when the process exits."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @classmethod
+    def _open_locked(cls, directory: Path, usearch, fingerprint, writable: bool, create) -> "DocumentStore":
         if not (directory / MANIFEST).exists():
             if create is None:
                 raise StoreError(f"{directory}: not a sense-local store (no {MANIFEST}); index documents first")
-            if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            if any(p.name != LOCK for p in directory.iterdir()):  # a writer before us left other files
                 raise StoreError(f"{directory}: exists and is not a sense-local store; refusing to write there")
-            directory.mkdir(parents=True, exist_ok=True)
             manifest = Manifest(dtype=create.get("dtype", DEFAULT_DTYPE), **{k: v for k, v in create.items() if k != "dtype"})
             index = usearch.Index(ndim=manifest.n_embd, metric=manifest.metric, dtype=manifest.dtype)
             store = cls(directory, manifest, index, writable=True)
@@ -83,10 +113,14 @@ class DocumentStore:
             return store
         manifest = Manifest.load(directory)
         if fingerprint is not None and manifest.model_fingerprint != fingerprint:
+            from ..model_discovery import names_with_fingerprint
+
+            names = names_with_fingerprint(manifest.model_fingerprint)
+            pick = f"run with --model {names[0]}" if names else "load that model again"
             raise StoreError(
-                f"{directory}: store was built with model '{manifest.model_name}' "
-                f"(fingerprint {manifest.model_fingerprint[:12]}), not the loaded model ({fingerprint[:12]}); "
-                "re-index with this model or pick another store"
+                f"{directory}: documents indexed with model '{manifest.model_name}' "
+                f"(fingerprint {manifest.model_fingerprint[:12]}), not the loaded model ({fingerprint[:12]}): "
+                f"{pick} to use them, or re-index them for this model (sense-local index --store {directory} PATH...)"
             )
         path = directory / manifest.index_file
         if not path.exists():

@@ -369,7 +369,7 @@ class Engine:
 
     # ------------------------------------------------------------------ vocabulary
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        data = text.encode("utf-8")
+        data = text.encode("utf-8", errors="replace")  # input is cleaned where it enters (text_input.py)
         cap = len(data) + 8
         buf = (llama_cpp.llama_token * cap)()
         n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)

@@ -180,6 +180,7 @@ def test_uncommitted_passages_never_show_and_are_pruned(engine, store_dir, tmp_p
     writer.passages.commit()  # the passage rows land, the manifest does not (a crash right here)
     reader = DocumentStore.open(copy, fingerprint=engine.fingerprint)
     assert not PassageRetriever(engine, reader, "bm25").search("zanzibar quokka", 3)
+    writer.release()  # a crashed writer's lock goes with its process
     reopened = DocumentStore.open(copy, fingerprint=engine.fingerprint, writable=True)  # prunes leftovers
     assert "/nowhere/zanzibar.txt" not in {p for p, *_ in reopened.passages.db.execute("SELECT path FROM passages")}
 

@@ -36,18 +36,29 @@ class SkipFile(Exception):
     """A file we do not index; the message is the reason shown in the report."""
 
 
+def _resolved(path: Path) -> Path:
+    """The real path; a symlink loop or a vanished link stays as it is (the indexer's stat then says why)."""
+    try:
+        real = path.resolve()
+    except (RuntimeError, OSError):  # RuntimeError: "Symlink loop" before Python 3.13
+        return path.absolute()
+    return real if real.exists() else path.absolute()
+
+
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files under the given paths (files given directly are taken as they are), sorted, no hidden/VCS dirs."""
+    """Files under the given paths (files given directly are taken as they are), sorted, no hidden/VCS dirs.
+    Entries that cannot be followed (symlink loops, dangling links) are yielded too, so the caller
+    reports them as skipped instead of losing them silently."""
     for root in paths:
         root = Path(root).expanduser()
-        if root.is_file():
-            yield root.resolve()
+        if not root.is_dir():
+            yield _resolved(root)
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
             for name in sorted(filenames):
                 if not name.startswith("."):
-                    yield (Path(dirpath) / name).resolve()
+                    yield _resolved(Path(dirpath) / name)
 
 
 def _decode(data: bytes) -> tuple[str, str]:

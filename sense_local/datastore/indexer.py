@@ -90,25 +90,34 @@ def index_paths(
     max_file_bytes: int = MAX_FILE_BYTES,
     dtype: str = DEFAULT_DTYPE,
     cancel=None,
+    wait: bool = False,
 ) -> IndexReport:
     t0 = time.perf_counter()
     report = IndexReport()
-    roots = [Path(p).expanduser().resolve() for p in paths]
-    for root in roots:
+    roots = []
+    for p in paths:
+        path = Path(p).expanduser()
+        try:
+            root = path.resolve()
+        except (RuntimeError, OSError):  # a symlink loop given directly
+            raise SenseError(f"{path}: cannot be followed (a symlink loop)") from None
         if not root.exists():
             raise SenseError(f"{root}: no such file or directory")
+        roots.append(root)
     info = engine.info
     store = DocumentStore.open(
         store_dir,
         fingerprint=info.fingerprint,
         writable=True,
         create={"model_fingerprint": info.fingerprint, "model_name": info.name, "n_embd": engine.n_embd, "dtype": dtype},
+        wait=wait,
     )
     store.mark_indexing(True)
     try:
         return _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel)
     finally:
         store.mark_indexing(False)
+        store.release()
 
 
 def _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel) -> IndexReport:

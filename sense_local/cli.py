@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from .errors import SenseError
 
@@ -193,7 +194,19 @@ def default_store() -> str:
 def cmd_index(args) -> int:
     from .datastore import index_paths
     from .datastore.extract import MAX_FILE_BYTES
+    from .datastore.indexer import repair_store, verify_store
 
+    store_dir = args.store or default_store()
+    if args.verify:
+        if args.paths:
+            raise SenseError("--verify takes no paths: it checks the store (--store DIR)")
+        result = verify_store(Path(store_dir))
+        print(json.dumps(result) if args.json else
+              f"{store_dir}: ok ({result['documents']} documents, {result['tokens']} tokens, {result['vectors']} vectors; "
+              f"every file matches the manifest)")
+        return 0
+    if not args.paths and not args.repair:
+        raise SenseError("index: give the files or folders to index (or --verify, --repair)")
     engine = load_engine(args)
     bar = None
 
@@ -211,8 +224,13 @@ def cmd_index(args) -> int:
             bar.set_postfix_str(os.path.basename(path)[-30:], refresh=False)
 
     limit = int(args.max_file_mb * 1024 * 1024) if args.max_file_mb else MAX_FILE_BYTES
-    report = index_paths(engine, args.store or default_store(), args.paths, progress=progress,
-                         max_file_bytes=limit, dtype=args.dtype, commit_every=args.commit_every, wait=args.wait)
+    if args.repair:
+        if args.paths:
+            raise SenseError("--repair takes no paths: it rebuilds the store's own documents (--store DIR)")
+        report = repair_store(engine, store_dir, progress=progress, wait=args.wait)
+    else:
+        report = index_paths(engine, store_dir, args.paths, progress=progress,
+                             max_file_bytes=limit, dtype=args.dtype, commit_every=args.commit_every, wait=args.wait)
     if bar is not None:
         bar.close()
     if args.json:
@@ -298,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("index", help="index documents (files or folders) into a store for retrieval")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="*", metavar="PATH")
     p.add_argument("--store", help="store directory (default: $SENSE_HOME/stores/default)")
+    p.add_argument("--verify", action="store_true", help="check every store file against the manifest's checksums")
+    p.add_argument("--repair", action="store_true", help="rebuild a damaged store from its documents")
     _add_model_args(p)
     p.add_argument("--dtype", choices=["f32", "f16", "i8"], default="i8", help="vector type in the index (default i8: same recall as f32, measured)")
     p.add_argument("--max-file-mb", type=float, default=50, help="skip files larger than this (default 50)")
@@ -344,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `| head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # a bug or an environment we did not foresee: one line, never a traceback
+        if os.environ.get("SENSE_DEBUG"):
+            raise
+        print(f"sense-local: internal error: {type(exc).__name__}: {exc} (SENSE_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

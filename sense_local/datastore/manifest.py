@@ -32,6 +32,7 @@ class DocEntry:
     end: int  # one past its last token
     pages: list[int] = field(default_factory=list)  # global token position where each PDF page starts
     note: str = ""
+    passages_sha256: str = ""  # passages_digest of its passage rows ("" in stores from before it)
 
     @property
     def n_tokens(self) -> int:
@@ -51,6 +52,7 @@ class Manifest:
     documents: dict[str, DocEntry] = field(default_factory=dict)  # by absolute path
     skipped: dict[str, str] = field(default_factory=dict)  # path -> reason, from the last run
     updated: float = 0.0
+    files: dict[str, dict] = field(default_factory=dict)  # what each committed file must be (integrity.py)
 
     @property
     def index_file(self) -> str:

@@ -13,6 +13,7 @@ disagreeing with it; leftovers are deleted when the store is next opened for wri
 from __future__ import annotations
 
 import re
+import hashlib
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,15 @@ def _live(live: dict[str, int], path: str, doc_start) -> bool:
     return live.get(path) == int(doc_start)
 
 
+def passages_digest(texts: Iterable[str]) -> str:
+    """sha256 over a document's passage texts in order (the manifest keeps it: integrity.py)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", errors="surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 class PassageTable:
     """The FTS5 table of passages (see the module docstring)."""
 
@@ -122,6 +132,22 @@ class PassageTable:
 
     def commit(self) -> None:
         self.db.commit()
+
+    def checkpoint(self) -> None:
+        """Move the write-ahead log into the database file (a writer's last act: the file on disk is then
+        the whole table, which is what integrity checks read)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def digests(self) -> dict[tuple[str, int], str]:
+        """(path, doc_start) -> passages_digest of its rows, for every document the table holds."""
+        texts: dict[tuple[str, int], list[str]] = {}
+        for text, path, doc_start in self.db.execute("SELECT text, path, doc_start FROM passages ORDER BY doc_start, start"):
+            texts.setdefault((path, int(doc_start)), []).append(text)
+        return {key: passages_digest(t) for key, t in texts.items()}
+
+    def fts_integrity(self) -> None:
+        """FTS5's own check that its inverted index matches its rows (raises sqlite3.DatabaseError)."""
+        self.db.execute("INSERT INTO passages(passages) VALUES('integrity-check')")
 
     def prune(self, live: dict[str, int]) -> None:
         """Delete rows of documents that are not live in the committed manifest."""

@@ -23,7 +23,9 @@ import numpy as np
 
 from .. import native
 from .manifest import MANIFEST, DocEntry, Manifest, StoreError
-from .passages import PassageSpan, PassageTable, split_passages
+from .passages import PassageSpan, PassageTable, passages_digest, split_passages
+from .integrity import check_passages_db, damaged, record_index, record_tokens, unclean_shutdown, verify_files
+from .passages import PASSAGES_DB
 from .writer_lock import LOCK, WriterLock
 
 TOKENS = "tokens.i32"
@@ -41,6 +43,11 @@ class Neighbours:
     similarity: np.ndarray  # [n, k] float32 cosine similarity
     positions: np.ndarray  # [n, k] int64 global token positions of the neighbours
     continuations: np.ndarray  # [n, k, L] int32 tokens after each neighbour (-1 past its document)
+
+
+def _expected_vectors(manifest: Manifest) -> int:
+    """One vector per position that predicts a token of its own document: n_tokens - 1 per document."""
+    return sum(max(d.n_tokens - 1, 0) for d in manifest.documents.values())
 
 
 class DocumentStore:
@@ -68,11 +75,13 @@ class DocumentStore:
         writable: bool = False,
         create: dict | None = None,
         wait: bool = False,
+        verify: bool = False,
     ) -> "DocumentStore":
         """Open a store. `create` (model_fingerprint, model_name, n_embd[, dtype]) makes a new one
         where the directory is missing or empty; a directory with other content is refused.
         Writable opens take the store's writer lock (writer_lock.py): a second writer gets
-        StoreBusyError, or waits for the first with `wait`."""
+        StoreBusyError, or waits for the first with `wait`. Every open checks the files the manifest
+        points at (integrity.py); `verify` re-hashes all of them."""
         directory = Path(directory).expanduser()
         usearch = native.load_usearch()
         lock = None
@@ -85,7 +94,7 @@ class DocumentStore:
                 directory.mkdir(parents=True, exist_ok=True)
             lock = WriterLock(directory, wait=wait)  # from here on, this process alone writes
         try:
-            store = cls._open_locked(directory, usearch, fingerprint, writable, create)
+            store = cls._open_locked(directory, usearch, fingerprint, writable, create, verify)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -96,11 +105,13 @@ class DocumentStore:
     def release(self) -> None:
         """Give up the writer lock (a writable store); also done when the process exits."""
         if self._lock is not None:
+            if self._passages is not None:
+                self._passages.checkpoint()
             self._lock.release()
             self._lock = None
 
     @classmethod
-    def _open_locked(cls, directory: Path, usearch, fingerprint, writable: bool, create) -> "DocumentStore":
+    def _open_locked(cls, directory: Path, usearch, fingerprint, writable: bool, create, verify: bool) -> "DocumentStore":
         if not (directory / MANIFEST).exists():
             if create is None:
                 raise StoreError(f"{directory}: not a sense-local store (no {MANIFEST}); index documents first")
@@ -122,16 +133,43 @@ class DocumentStore:
                 f"(fingerprint {manifest.model_fingerprint[:12]}), not the loaded model ({fingerprint[:12]}): "
                 f"{pick} to use them, or re-index them for this model (sense-local index --store {directory} PATH...)"
             )
+        full = verify or unclean_shutdown(directory)
+        verify_files(directory, manifest, full=full)
+        check_passages_db(directory / PASSAGES_DB)
         path = directory / manifest.index_file
-        if not path.exists():
-            raise StoreError(f"{directory}: damaged store (missing {manifest.index_file})")
-        index = usearch.Index.restore(str(path), view=not writable)
+        try:
+            index = usearch.Index.restore(str(path), view=not writable)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise damaged(directory, manifest.index_file, f"USearch cannot load it: {exc}") from None
         if index is None:
-            raise StoreError(f"{directory}: damaged store ({manifest.index_file} is not a USearch index)")
+            raise damaged(directory, manifest.index_file, "not a USearch index")
+        if len(index) != _expected_vectors(manifest):
+            raise damaged(directory, manifest.index_file,
+                          f"{len(index)} vectors, the manifest's documents need {_expected_vectors(manifest)}")
         store = cls(directory, manifest, index, writable)
         if writable:
             store._clean_leftovers()
+        store._verify_passages(fts_check=verify)
         return store
+
+    def _verify_passages(self, fts_check: bool) -> None:
+        """Every committed document's passage rows hash to what the manifest recorded (a digest over
+        their texts: milliseconds per million tokens); `fts_check` also runs FTS5's own index check."""
+        import sqlite3
+
+        try:
+            have = self.passages.digests()
+            if fts_check:
+                self.passages.fts_integrity()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.dir / PASSAGES_DB}: cannot be read ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.dir, PASSAGES_DB, f"SQLite: {exc}") from None
+        none = passages_digest([])
+        for entry in self.manifest.documents.values():
+            got = have.get((entry.path, entry.start), none)
+            if entry.passages_sha256 and got != entry.passages_sha256:
+                raise damaged(self.dir, PASSAGES_DB, f"the passages of {entry.path} differ from the manifest's")
 
     def _stamp(self) -> int:
         try:
@@ -191,6 +229,7 @@ class DocumentStore:
             spans = split_passages(self.tokens(entry.start, entry.end), piece_of,
                                    breaks=[p - entry.start for p in entry.pages])
             self.passages.add(entry.path, entry.start, spans, entry.pages)
+            entry.passages_sha256 = passages_digest(s.text for s in sorted(spans, key=lambda s: s.start))
         if missing:
             self.passages.commit()
             self._passage_spans = None
@@ -289,6 +328,7 @@ class DocumentStore:
         self._pending_len += len(tokens)
         entry.pages = [start + p for p in entry.pages]
         self.passages.add(entry.path, start, passages, entry.pages)
+        entry.passages_sha256 = passages_digest(s.text for s in sorted(passages, key=lambda s: s.start))
         self.manifest.documents[entry.path] = entry
         self._spans = self._passage_spans = None
         return entry
@@ -320,6 +360,10 @@ class DocumentStore:
         self.passages.commit()  # before the manifest: rows may run ahead of it, never behind
         self.manifest.generation = new_gen
         self.manifest.n_tokens += self._pending_len
+        self.manifest.files = {
+            new_name: record_index(self.dir / new_name),
+            TOKENS: record_tokens(tokens_path, 4 * self.manifest.n_tokens),
+        }
         self.manifest.save(self.dir)
         self._manifest_stamp = self._stamp()
         self._pending_len = 0

@@ -1,0 +1,109 @@
+"""Store integrity: what a commit records about its files, and how an open checks them.
+
+At each commit the manifest records, per file it points at:
+  index-<gen>.usearch   size, mtime_ns and sha256 (the file is written once and never changed)
+  tokens.i32            the committed byte count and the sha256 of that prefix (later writers
+                        only append past it)
+Opening a store checks cheaply: sizes always, the token prefix's sha256 always (4 bytes a token:
+milliseconds), and the index's sha256 when its size or mtime differ from the record, after an
+unclean shutdown (an indexer died holding the store), or when asked (`index --verify`).
+passages.sqlite is changed in place by writers, so it is checked by SQLite itself (quick_check).
+A damaged file is reported in one line naming it and the repair command.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+from .manifest import Manifest, StoreError
+
+CHUNK = 1 << 20
+
+
+def sha256_prefix(path: Path, n_bytes: int | None = None) -> str:
+    digest = hashlib.sha256()
+    left = n_bytes
+    with path.open("rb") as f:
+        while left is None or left > 0:
+            block = f.read(CHUNK if left is None else min(CHUNK, left))
+            if not block:
+                break
+            digest.update(block)
+            if left is not None:
+                left -= len(block)
+    return digest.hexdigest()
+
+
+def record_index(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_prefix(path)}
+
+
+def record_tokens(path: Path, n_bytes: int) -> dict:
+    return {"bytes": n_bytes, "sha256": sha256_prefix(path, n_bytes) if n_bytes else hashlib.sha256().hexdigest()}
+
+
+def damaged(directory: Path, name: str, what: str) -> StoreError:
+    return StoreError(f"{directory / name}: damaged store file ({what}); "
+                      f"rebuild it with: sense-local index --repair --store {directory}")
+
+
+def verify_files(directory: Path, manifest: Manifest, *, full: bool = False) -> None:
+    """Raise StoreError naming the first damaged file; `full` re-hashes the index whatever its stat says."""
+    index_name = manifest.index_file
+    index_path = directory / index_name
+    if not index_path.exists():
+        raise damaged(directory, index_name, "missing")
+    record = manifest.files.get(index_name)
+    if record:
+        st = index_path.stat()
+        if st.st_size != record["size"]:
+            raise damaged(directory, index_name, f"{st.st_size} bytes, the manifest says {record['size']}")
+        if (full or st.st_mtime_ns != record["mtime_ns"]) and sha256_prefix(index_path) != record["sha256"]:
+            raise damaged(directory, index_name, "its sha256 differs from the manifest's")
+    tokens_path = directory / "tokens.i32"
+    need = 4 * manifest.n_tokens
+    if need:
+        size = tokens_path.stat().st_size if tokens_path.exists() else -1
+        if size < need:
+            raise damaged(directory, "tokens.i32", f"{max(size, 0)} bytes, the manifest needs {need}")
+        record = manifest.files.get("tokens.i32")
+        if record and record["bytes"] == need and sha256_prefix(tokens_path, need) != record["sha256"]:
+            raise damaged(directory, "tokens.i32", "its committed tokens' sha256 differs from the manifest's")
+
+
+def check_passages_db(path: Path) -> None:
+    """SQLite's own quick check of passages.sqlite (missing is fine: it is created on first use)."""
+    if not path.exists():
+        return
+    try:
+        db = sqlite3.connect(path, timeout=30)  # not read-only: a crashed writer's WAL may need recovery
+        try:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.OperationalError as exc:  # busy or unreadable, not damaged
+        raise StoreError(f"{path}: cannot be read ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        raise damaged(path.parent, path.name, f"not a readable SQLite database: {exc}") from None
+    if verdict != "ok":
+        raise damaged(path.parent, path.name, f"SQLite quick_check: {verdict}")
+
+
+def unclean_shutdown(directory: Path) -> bool:
+    """An indexer's marker left behind by a process that is gone: it died while holding the store."""
+    import json
+
+    try:
+        pid = int(json.loads((directory / "indexing.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False

@@ -53,6 +53,18 @@ def one_line(proc) -> str:
     return lines[0]
 
 
+def wait_until_indexing(store_dir: Path, proc, timeout: float = 120.0) -> None:
+    """Until this process holds the store (its pid in the indexing marker) or has exited."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((store_dir / "indexing.json").read_text())["pid"] == proc.pid:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+
+
 def test_kill_9_at_random_moments_never_leaves_a_bad_store(engine, tmp_path):
     rng = random.Random(SEED)
     docs = write_docs(tmp_path / "docs")
@@ -67,7 +79,8 @@ def test_kill_9_at_random_moments_never_leaves_a_bad_store(engine, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "index", str(docs), "--store", str(store_dir),
                                  "--commit-every", "0", "--json"], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.8, 4.0))
+        wait_until_indexing(store_dir, proc)
+        time.sleep(rng.uniform(0.0, 1.5))  # somewhere in the model pass, a commit, or the manifest swap
         mid_run += proc.poll() is None
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()

@@ -172,3 +172,32 @@ def test_tui_smoke_in_tmux():
     proc = subprocess.run([str(ROOT / "scripts" / "tui_smoke")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "tok/s" in proc.stdout
+
+
+@pytest.mark.asyncio
+async def test_model_picker_switches_models_and_the_chat_goes_on(tmp_path):
+    from textual.widgets import ListView
+
+    from sense_local.registry import resolve_model
+    from tui.screens import ModelPickerScreen
+
+    app = make_app(tmp_path, max_tokens=6, method="ar")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        first = app.model_path
+        await send(pilot, app, "Say hi.")
+        await wait_for(pilot, lambda: not app.generating)
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen))
+        view = app.screen.query_one(ListView)
+        names = [item.model_name for item in view.children]
+        assert "smollm2-135m-instruct-q4_1" in names and "qwen2.5-coder-1.5b-instruct-q4_k_m" in names
+        view.index = names.index("smollm2-135m-instruct-q4_1")
+        await pilot.press("enter")
+        want = resolve_model("smollm2-135m-instruct-q4_1")
+        await wait_for(pilot, lambda: app.engine is not None and app.model_path == want)
+        assert first != want
+        await send(pilot, app, "Say bye.")
+        await wait_for(pilot, lambda: not app.generating)
+        assert [m.role for m in app.query(ChatMessage)] == ["user", "assistant", "user", "assistant"]
+        assert "SmolLM2-135M-Instruct.Q4_1.gguf" in str(app.query_one("#status").render())

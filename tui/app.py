@@ -73,14 +73,15 @@ class SenseApp(App):
     TITLE = "sense-local"
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", priority=True),
-        Binding("f2", "toggle_highlight", "Highlight"),
-        Binding("f3", "documents", "Documents"),
-        Binding("f4", "sessions", "Sessions"),
-        Binding("f5", "settings", "Settings"),
-        Binding("f6", "model_info", "Model"),
-        Binding("f7", "pick_model", "Models"),
-        Binding("ctrl+n", "new_session", "New chat"),
-        Binding("ctrl+q", "quit", "Quit"),
+        # priority: the app's keys work whatever has focus (the prompt box would otherwise take them)
+        Binding("f2", "toggle_highlight", "Highlight", priority=True),
+        Binding("f3", "documents", "Documents", priority=True),
+        Binding("f4", "sessions", "Sessions", priority=True),
+        Binding("f5", "settings", "Settings", priority=True),
+        Binding("f6", "model_info", "Model", priority=True),
+        Binding("f7", "pick_model", "Models", priority=True),
+        Binding("ctrl+n", "new_session", "New chat", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     def __init__(self, *, model: str | None = None, store: str | None = None, settings: Settings | None = None,
@@ -336,6 +337,13 @@ class SenseApp(App):
         self.query_one(StatusBar).show(**fields)
 
     # ------------------------------------------------------------------ other screens
+    @property
+    def dialog_open(self) -> bool:
+        """A dialog is up: the F-keys do not stack another one on it."""
+        from textual.screen import ModalScreen
+
+        return isinstance(self.screen, ModalScreen)
+
     def action_documents(self) -> None:
         from .screens import DocumentsScreen
 
@@ -347,23 +355,26 @@ class SenseApp(App):
     def action_sessions(self) -> None:
         from .screens import SessionsScreen
 
-        if not self.generating:
+        if not self.dialog_open and not self.generating:
             self.push_screen(SessionsScreen())
 
     def action_settings(self) -> None:
         from .screens import SettingsScreen
 
-        self.push_screen(SettingsScreen(self.settings))
+        if not self.dialog_open:
+            self.push_screen(SettingsScreen(self.settings))
 
     def action_model_info(self) -> None:
         from .screens import ModelInfoScreen
 
-        if self.model_path:
+        if self.model_path and not self.dialog_open:
             self.push_screen(ModelInfoScreen(self.model_path))
 
     def action_pick_model(self) -> None:
         from .screens import ModelPickerScreen
 
+        if self.dialog_open:
+            return
         if self.generating or self.engine is None:
             self.notify("Wait for the model to be idle before switching.", severity="warning")
             return

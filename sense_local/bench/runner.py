@@ -27,7 +27,7 @@ from .tasks import KINDS, Task, build_tasks
 PEERS = ("peer-llamacpp", "peer-llamacpp-pld")
 # Default methods per suite (ablations only in full: they cost as much as a method each).
 SUITE_METHODS = {
-    "quick": ("ar", "pld", "rest", "sense", *PEERS),
+    "quick": ("ar", "pld", "sense", "sense-soft", *PEERS),
     "full": ("ar", "pld", "rest", "sense", "sense-chain", "sense-context", "sense-docs", "sense-soft", *PEERS),
 }
 THETA_SWEEP = (1.0, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
@@ -272,6 +272,9 @@ def run_bench_cli(args) -> int:
         print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)
     summary = summarise(rows)
     info = engine.info
+    from ..spec.cost import cost_curve_for
+
+    curve = cost_curve_for(engine)  # what the draft policy sized every draft by (measured once per model)
     doc = {
         "model": {"path": str(path), "name": info.name, "quantization": info.quantization,
                   "fingerprint": info.fingerprint, "threads": engine.n_threads, "gpu_layers": args.gpu_layers},
@@ -283,8 +286,11 @@ def run_bench_cli(args) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
         "runs": [asdict(r) for r in rows],
         "summary": summary,
+        "cost_curve": curve.to_dict(),
     }
     print(format_table(summary))
+    print("cost of a k-token decode in one-token decodes, c(k): "
+          + ", ".join(f"c({k})={c:.1f}" for k, c in zip(curve.lengths, curve.costs) if k in (2, 4, 8, 16, 32)))
     peer_note = ""
     if peers:
         peer_counts = ", ".join(f"{p.name} {peer_reps[p.name]}" for p in peers)

@@ -335,7 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", choices=["quick", "full"], default="quick")
     p.add_argument("--methods", default=None, help="comma-separated (default: all registered + peers)")
     p.add_argument("--kinds", default=None, help="comma-separated task kinds to run (default: all)")
-    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions per run (median taken)")
+    p.add_argument("--peers", action="store_true",
+                   help="also run llama-cpp-python's create_completion and its prompt lookup on every task")
+    p.add_argument("--reps", type=int, default=None,
+                   help="interleaved repetitions per run, median taken (default: 1 for quick, 3 for full)")
     p.add_argument("--free-verification", action="store_true",
                    help="size drafts as if verifying k tokens cost as much as one (as on a GPU with a small "
                         "model): shows how far each drafter's drafts go; speed is then not this machine's best")

@@ -27,11 +27,10 @@ from .tasks import KINDS, Task, build_tasks
 PEERS = ("peer-llamacpp", "peer-llamacpp-pld")
 # Default methods per suite (ablations only in full: they cost as much as a method each).
 SUITE_METHODS = {
-    "quick": ("ar", "pld", "sense", "sense-soft", *PEERS),
+    "quick": ("ar", "pld", "sense", "sense-soft"),  # --peers adds llama-cpp-python's two, on every task
     "full": ("ar", "pld", "rest", "sense", "sense-chain", "sense-context", "sense-docs", "sense-soft", *PEERS),
 }
 THETA_SWEEP = (1.0, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
-QUICK_PEER_TASKS = 1  # per kind: the peers are slow (its lookup decoding runs at ~0.5x) and only a reference
 NEAR_TIE = 0.25  # top-2 logit gap under which batched arithmetic may flip the argmax
 
 
@@ -228,11 +227,15 @@ def pydoc_store(engine: Engine, key: str, names: list[str]):
 
 def run_bench_cli(args) -> int:
     names = args.methods.split(",") if args.methods else list(SUITE_METHODS[args.suite])
+    if getattr(args, "peers", False):
+        names += [p for p in PEERS if p not in names]
     if args.theta_sweep:
         names = ["ar", "sense", *(f"sense-soft@{t}" for t in THETA_SWEEP)]
     unknown = [n for n in names if parse_method(n)[0] not in METHODS and n not in PEERS]
     if unknown:
         raise SenseError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join([*METHODS, *PEERS])}")
+    if args.reps is None:
+        args.reps = 1 if args.suite == "quick" else 3
     if args.reps < 1:
         raise SenseError("--reps must be at least 1")
     methods = ["ar"] + [n for n in names if parse_method(n)[0] in METHODS and n != "ar"]
@@ -244,7 +247,7 @@ def run_bench_cli(args) -> int:
     max_tokens = 128 if args.suite == "quick" else 256
     # The plain peer is what ar and pld must beat: as many reps as our methods. In the quick suite its
     # lookup decoding (a slow reference, ~0.5x on most kinds) runs once.
-    peer_reps = {p: args.reps if args.suite != "quick" or not p.endswith("pld") else 1 for p in PEERS}
+    peer_reps = {p: args.reps for p in PEERS}  # peers run on every task, as often as our methods
 
     path = resolve_model(args.model)
     engine = Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
@@ -258,14 +261,11 @@ def run_bench_cli(args) -> int:
     tasks = [with_retrieval(engine, store, t, max_tokens) if t.kind == "docqa-rag" else t for t in tasks]
     t0 = time.perf_counter()
     rows: list[RunRow] = []
-    seen_per_kind: dict[str, int] = {}
     for i, task in enumerate(tasks, 1):
         task_store = store if task.kind.startswith("docqa") else None
-        seen_per_kind[task.kind] = seen_per_kind.get(task.kind, 0) + 1
-        with_peers = args.suite != "quick" or seen_per_kind[task.kind] <= QUICK_PEER_TASKS
         # REST retrieves from the documents; with the passages already in the prompt it has no part
         task_methods = [m for m in methods if not (task.kind == "docqa-rag" and parse_method(m)[0] == "rest")]
-        task_rows = run_task(engine, task, task_methods, peers if with_peers else [], args.reps, peer_reps,
+        task_rows = run_task(engine, task, task_methods, peers, args.reps, peer_reps,
                              max_tokens, task_store, args.free_verification)
         rows.extend(task_rows)
         brief = ", ".join(f"{r.method} {r.tok_per_s:.0f} tok/s tau {r.tau:.2f}" for r in task_rows if r.method in methods)
@@ -294,8 +294,7 @@ def run_bench_cli(args) -> int:
     peer_note = ""
     if peers:
         peer_counts = ", ".join(f"{p.name} {peer_reps[p.name]}" for p in peers)
-        per_kind = f"on {QUICK_PEER_TASKS} tasks per kind, " if args.suite == "quick" else ""
-        peer_note = f"peers {per_kind}reps: {peer_counts}, "
+        peer_note = f"peers on every task, reps: {peer_counts}, "
     print(f"({len(tasks)} tasks, {args.reps} interleaved reps, {peer_note}"
           f"{doc['seconds']} s; store: {store.n_vectors if store else 0} vectors"
           + ("; drafts sized as if verification were free" if args.free_verification else "") + ")")

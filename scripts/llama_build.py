@@ -163,8 +163,8 @@ class BuildEnv:
 
     def describe(self, rung: Rung) -> str:
         flags = self.env_for(rung)
-        shown = ", ".join(f"{k}={v}" for k, v in flags.items() if v)
-        return f"{rung.name}" + (f" ({shown})" if shown else "")
+        shown = " ".join(f"{k}='{v}'" for k, v in flags.items() if v)
+        return f"'{rung.name}'" + (f" with {shown}" if shown else "")
 
 
 def cache_root() -> Path:
@@ -190,7 +190,7 @@ def build_wheel(benv: BuildEnv, rung: Rung, python: str, wheelhouse: Path, log: 
     wheels = sorted(target.glob("llama_cpp_python-*.whl")) if target.is_dir() else []
     if wheels and not os.environ.get("SENSE_REBUILD"):
         return wheels[-1]
-    say(f"building llama.cpp ({benv.describe(rung)}): about 6 minutes on 2 cores; log {log}")
+    say(f"building llama.cpp {benv.describe(rung)}: about 7 minutes on 2 cores; log {log}")
     env = {**os.environ, **benv.env_for(rung)}
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     start = time.monotonic()
@@ -267,7 +267,7 @@ def ensure(python: str, probe_model: Path, stamp: Path) -> int:
         wheel = build_wheel(benv, rung, python, wheelhouse, log)
         if wheel is None:
             tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
-            print(f"{tail}\nsetup: error: building llama-cpp-python ({benv.describe(rung)}) failed; "
+            print(f"{tail}\nsetup: error: building llama-cpp-python {benv.describe(rung)} failed; "
                   f"full log: {log}", file=sys.stderr)
             return 1
         install_wheel(python, wheel)

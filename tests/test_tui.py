@@ -172,6 +172,8 @@ def test_tui_smoke_in_tmux():
     proc = subprocess.run([str(ROOT / "scripts" / "tui_smoke")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "tok/s" in proc.stdout
+    quit_ms = int(proc.stdout.rsplit("exited in ", 1)[1].split()[0])
+    assert quit_ms < 2000  # Ctrl+Q during a streaming reply: the process is gone within 2 s
 
 
 @pytest.mark.asyncio
@@ -201,3 +203,24 @@ async def test_model_picker_switches_models_and_the_chat_goes_on(tmp_path):
         await wait_for(pilot, lambda: not app.generating)
         assert [m.role for m in app.query(ChatMessage)] == ["user", "assistant", "user", "assistant"]
         assert "SmolLM2-135M-Instruct.Q4_1.gguf" in str(app.query_one("#status").render())
+
+
+@pytest.mark.asyncio
+async def test_quit_during_a_reply_keeps_the_partial_reply_and_exits_fast(tmp_path):
+    import time
+
+    app = make_app(tmp_path, max_tokens=400, method="ar")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await send(pilot, app, "Write a long story about a dragon who learns to bake bread.")
+        await wait_for(pilot, lambda: app._streamed >= 5)
+        session_id = app.session.id
+        start = time.monotonic()
+        await pilot.press("ctrl+q")
+        while app.is_running and time.monotonic() - start < 5:
+            await asyncio.sleep(0.02)
+        took = time.monotonic() - start
+    assert took < 0.5 + 0.5  # the decoder stops between decodes; Textual's shutdown adds a little
+    stored = SessionStore(tmp_path / "sessions.db").messages(session_id)
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert stored[1].content.strip() and "stopped" in stored[1].stats["footer"]

@@ -1,6 +1,8 @@
 """The Textual chat app: streaming replies with accepted-draft highlighting, sessions, documents."""
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -82,6 +84,7 @@ class SenseApp(App):
         Binding("f7", "pick_model", "Models", priority=True),
         Binding("ctrl+n", "new_session", "New chat", priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
     def __init__(self, *, model: str | None = None, store: str | None = None, settings: Settings | None = None,
@@ -105,6 +108,7 @@ class SenseApp(App):
         self._started = 0.0
         self._status_at = 0.0  # when the status bar last showed live figures
         self.last_stats: dict = {}
+        self._quitting = False  # quit asked during a reply: exit once the reply is stopped and saved
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -299,6 +303,8 @@ class SenseApp(App):
             self.notify(message.error, severity="error", timeout=15)
             if reply is not None:
                 reply.remove()
+            if self._quitting:
+                self.exit()
             return
         st = message.stats
         self.last_stats = st
@@ -310,6 +316,20 @@ class SenseApp(App):
             self.sessions.add_message(self.session.id, StoredMessage("assistant", reply.content, spans,
                                                                      {**st, "footer": footer, "sources": reply.sources}))
         self.update_status()
+        if self._quitting:
+            self.exit()
+
+    async def action_quit(self) -> None:
+        """Quit at once when idle; during a reply, stop it first (the decoder checks between decodes),
+        keep the partial reply in the session marked stopped, then exit. A reply that does not stop
+        within 2 s (a long prefill) is abandoned: the exit goes ahead and the worker thread is
+        left to the process's end."""
+        if not self.generating:
+            self.exit()
+            return
+        self._quitting = True
+        self._cancel.set()
+        self.set_timer(2.0, self.exit)
 
     def action_cancel(self) -> None:
         if self.generating:
@@ -416,6 +436,10 @@ def run_app(args) -> int:
         store = default_store()
     settings = Settings(method=args.method, theta=getattr(args, "theta", None), max_tokens=args.max_tokens,
                         temperature=args.temperature, system=args.system or "")
-    SenseApp(model=args.model, store=store, settings=settings, n_ctx=args.ctx, threads=args.threads,
-             gpu_layers=args.gpu_layers).run()
+    app = SenseApp(model=args.model, store=store, settings=settings, n_ctx=args.ctx, threads=args.threads,
+                   gpu_layers=args.gpu_layers)
+    app.run()
+    if app.generating:  # quit during a reply that did not stop in time (a long prefill): the terminal is
+        sys.stdout.flush()  # restored and the session saved; waiting for the decode thread would hang
+        os._exit(0)
     return 0

@@ -27,9 +27,8 @@ def load_engine(args):
 
 def cmd_info(args) -> int:
     from .model_info import read_model_info
-    from .registry import resolve_model
-
     from .native import backends, system_info
+    from .registry import resolve_model
 
     info = read_model_info(resolve_model(args.model_pos or args.model))
     system = system_info()
@@ -89,10 +88,9 @@ def cmd_models(args) -> int:
 
 def cmd_generate(args) -> int:
     from .generation import GenerationOptions, make_decoder, open_store, prompt_tokens
-
-    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
     from .text_input import argument
 
+    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
     prompt = argument(args.prompt, "the prompt")
     engine = load_engine(args)
     tokens = prompt_tokens(engine, prompt, raw=args.raw, system=args.system)
@@ -139,9 +137,9 @@ def cmd_ask(args) -> int:
     from .generation import GenerationOptions, make_decoder, open_store
     from .grounding.chat import GroundedChat
 
-    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
     from .text_input import argument
 
+    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
     question = argument(args.question, "the question")
     if not question.strip():
         raise SenseError("empty question: nothing to ask")

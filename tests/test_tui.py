@@ -224,3 +224,21 @@ async def test_quit_during_a_reply_keeps_the_partial_reply_and_exits_fast(tmp_pa
     stored = SessionStore(tmp_path / "sessions.db").messages(session_id)
     assert [m.role for m in stored] == ["user", "assistant"]
     assert stored[1].content.strip() and "stopped" in stored[1].stats["footer"]
+
+
+@pytest.mark.asyncio
+async def test_the_first_reply_on_a_model_says_it_is_measuring_decode_costs(tmp_path, monkeypatch):
+    from sense_local.spec import cost
+
+    monkeypatch.setenv("SENSE_HOME", str(tmp_path / "fresh-home"))  # no cost curve cached here
+    monkeypatch.setattr(cost, "_loaded", {})
+    app = make_app(tmp_path, max_tokens=8, method="pld")
+    seen = []
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await send(pilot, app, "Say hi.")
+        while app.generating:
+            seen.append(str(app.query_one("#status").render()))
+            await pilot.pause(0.05)
+        assert any("measuring what a batched decode costs" in text for text in seen)
+        assert "tok/s" in str(app.query_one("#status").render())  # the status bar's figures come back

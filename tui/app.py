@@ -238,9 +238,16 @@ class SenseApp(App):
         from sense_local.generation import GenerationOptions, make_decoder
         from sense_local.grounding.chat import GroundedChat
 
+        from sense_local.spec.cost import cost_curve_known
+        from sense_local.spec.methods import get_method
+
         s = self.settings
         try:
             options = GenerationOptions(s.method, s.max_tokens, s.temperature, 0, s.theta)
+            if get_method(s.method).make_drafter is not None and not cost_curve_known(self.engine):
+                self.call_from_thread(self.query_one(StatusBar).update,
+                                      "first reply on this model: measuring what a batched decode costs here "
+                                      "(once per model, 5-30 s)…")
             if self.store is not None:
                 self.store = self.store.refreshed()  # the documents screen may be indexing
             decoder = make_decoder(self.engine, options, store=self.store)

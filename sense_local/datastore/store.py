@@ -45,6 +45,15 @@ class Neighbours:
     continuations: np.ndarray  # [n, k, L] int32 tokens after each neighbour (-1 past its document)
 
 
+def _check_new_store(directory: Path, create: dict | None) -> None:
+    """Where no manifest exists, a store is made only when asked (`create`), in a missing or empty
+    folder (its writer lock aside); anything else is refused in one line."""
+    if create is None:
+        raise StoreError(f"{directory}: not a sense-local store (no {MANIFEST}); index documents first")
+    if directory.exists() and (not directory.is_dir() or any(p.name != LOCK for p in directory.iterdir())):
+        raise StoreError(f"{directory}: exists and is not a sense-local store; refusing to write there")
+
+
 def _expected_vectors(manifest: Manifest) -> int:
     """One vector per position that predicts a token of its own document: n_tokens - 1 per document."""
     return sum(max(d.n_tokens - 1, 0) for d in manifest.documents.values())
@@ -87,10 +96,7 @@ class DocumentStore:
         lock = None
         if writable:
             if not (directory / MANIFEST).exists():
-                if create is None:
-                    raise StoreError(f"{directory}: not a sense-local store (no {MANIFEST}); index documents first")
-                if directory.exists() and (not directory.is_dir() or any(p.name != LOCK for p in directory.iterdir())):
-                    raise StoreError(f"{directory}: exists and is not a sense-local store; refusing to write there")
+                _check_new_store(directory, create)  # before the lock file is made there
                 directory.mkdir(parents=True, exist_ok=True)
             lock = WriterLock(directory, wait=wait)  # from here on, this process alone writes
         try:
@@ -113,10 +119,7 @@ class DocumentStore:
     @classmethod
     def _open_locked(cls, directory: Path, usearch, fingerprint, writable: bool, create, verify: bool) -> "DocumentStore":
         if not (directory / MANIFEST).exists():
-            if create is None:
-                raise StoreError(f"{directory}: not a sense-local store (no {MANIFEST}); index documents first")
-            if any(p.name != LOCK for p in directory.iterdir()):  # a writer before us left other files
-                raise StoreError(f"{directory}: exists and is not a sense-local store; refusing to write there")
+            _check_new_store(directory, create)  # again under the lock: a writer before us may have made files
             manifest = Manifest(dtype=create.get("dtype", DEFAULT_DTYPE), **{k: v for k, v in create.items() if k != "dtype"})
             index = usearch.Index(ndim=manifest.n_embd, metric=manifest.metric, dtype=manifest.dtype)
             store = cls(directory, manifest, index, writable=True)

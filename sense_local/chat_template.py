@@ -48,7 +48,7 @@ def fit_chat(engine, messages: Sequence[dict], reserve: int) -> tuple[list[int],
         tokens = chat_tokens(engine, messages)
     if len(tokens) + reserve > engine.n_ctx:
         raise ContextOverflowError(
-            f"the message has {len(tokens)} tokens; with {reserve} for the reply it does not fit the "
-            f"context of {engine.n_ctx}"
+            f"prompt has {len(tokens)} tokens (and {reserve} are kept for the reply) but the context holds "
+            f"{engine.n_ctx}; shorten it or raise --ctx"
         )
     return tokens, dropped

@@ -17,6 +17,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to Metal/CUDA (-1: all)")
 
 
+def conversation_config(args, **extra):
+    """The ConversationConfig a subcommand's arguments describe."""
+    from .conversation import ConversationConfig
+    from .generation import GenerationOptions
+
+    options = GenerationOptions(method=args.method, max_tokens=args.max_tokens, temperature=args.temperature,
+                                seed=args.seed, theta=args.theta)
+    return ConversationConfig(model=args.model, n_ctx=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,
+                              options=options, system=args.system or "", **extra)
+
+
 def load_engine(args):
     from .engine import Engine
     from .registry import resolve_model
@@ -87,106 +98,88 @@ def cmd_models(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .generation import GenerationOptions, make_decoder, open_store, prompt_tokens
+    from .conversation import Conversation
+    from .line_output import stream
     from .text_input import argument
 
-    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
+    config = conversation_config(args, store=args.store, grounded=False)  # the store feeds retrieval drafters only
     prompt = argument(args.prompt, "the prompt")
-    engine = load_engine(args)
-    tokens = prompt_tokens(engine, prompt, raw=args.raw, system=args.system)
-    decoder = make_decoder(engine, options, store=open_store(engine, args.store))
-    events = []
-    for ev in decoder.generate(tokens, options.max_tokens):
-        if args.json:
-            events.append(ev)
-        else:
-            sys.stdout.write(ev.text)
-            sys.stdout.flush()
-    stats = decoder.stats
+    conversation = Conversation.open(config)
+    turn = (conversation.complete(prompt) if args.raw else
+            conversation.reply([{"role": "user", "content": prompt}]))
+    reply = stream(turn, echo=not args.json, keep_events=args.json and args.events)
+    stats = reply.finished.stats
     if args.json:
-        doc = {
-            "text": "".join(e.text for e in events),
-            "soft_accepted": stats.soft_accepted,
-            "tokens": stats.tokens,
-            "forwards": stats.forwards,
-            "tau": round(stats.tau, 4),
-            "tok_per_s": round(stats.tok_per_s, 2),
-            "method": stats.method,
-            "drafted": stats.drafted,
-            "accepted": stats.accepted,
-            "stop_reason": stats.stop_reason,
-        }
+        doc = {"text": reply.finished.text, **stats.to_dict(), "finish_reason": reply.finished.finish_reason}
         if args.events:
-            doc["events"] = [
-                {"token": e.token, "text": e.text, "source": e.source, "soft": e.soft} for e in events
-            ]
+            doc["events"] = [{"token": e.token, "text": e.text, "source": e.source, "soft": e.soft} for e in reply.events]
         print(json.dumps(doc, ensure_ascii=False))
-    else:
-        sys.stdout.write("\n")
-        if args.stats:
-            print(
-                f"[{stats.method}] {stats.tokens} tokens, {stats.forwards} forwards, tau {stats.tau:.2f}, "
-                f"{stats.tok_per_s:.1f} tok/s, accepted {stats.accepted}/{stats.drafted}",
-                file=sys.stderr,
-            )
+        return 0
+    sys.stdout.write("\n")
+    if args.stats:
+        print(f"[{reply.finished.summary()}]", file=sys.stderr)
     return 0
 
 
 def cmd_ask(args) -> int:
     """Answer one question from the indexed documents, with sources."""
-    from .generation import GenerationOptions, make_decoder, open_store
-    from .grounding.chat import GroundedChat
-
+    from .conversation import Conversation
+    from .line_output import print_sources, stream
     from .text_input import argument
 
-    options = GenerationOptions(args.method, args.max_tokens, args.temperature, args.seed, args.theta)
+    config = conversation_config(args, store=args.store or default_store(), ranker=args.ranker,
+                                 passages=args.passages, budget=args.budget)
     question = argument(args.question, "the question")
     if not question.strip():
         raise SenseError("empty question: nothing to ask")
-    engine = load_engine(args)
-    store = open_store(engine, args.store or default_store())
-    grounded = GroundedChat(engine, store, ranker=args.ranker, passages=args.passages, budget=args.budget)
-    system = [{"role": "system", "content": args.system}] if args.system else []
-    turn = grounded.prepare(system, question, reserve=min(options.max_tokens, engine.n_ctx // 4))
-    if not args.json:
-        for note in turn.notes:
-            print(f"note: {note}", file=sys.stderr)
-    decoder = make_decoder(engine, options, store=store)
-    parts = []
-    for ev in decoder.generate(turn.tokens, options.max_tokens):
-        parts.append(ev.text)
-        if not args.json:
-            sys.stdout.write(ev.text)
-            sys.stdout.flush()
-    stats = decoder.stats
+    conversation = Conversation.open(config)
+    reply = stream(conversation.reply([{"role": "user", "content": question}]), echo=not args.json, notes=not args.json)
     if args.json:
         print(json.dumps({
-            "question": question, "answer": "".join(parts).strip(),
-            "sources": [s.to_dict() for s in turn.sources], "notes": turn.notes, **stats.to_dict(),
+            "question": question, "answer": reply.finished.text.strip(),
+            "sources": [s.to_dict() for s in reply.prepared.sources], "notes": reply.prepared.notes,
+            **reply.finished.stats.to_dict(),
         }, ensure_ascii=False))
         return 0
     sys.stdout.write("\n")
-    if turn.sources:
+    if reply.prepared.sources:
         print("\nSources:")
-        for source in turn.sources:
-            print(f"  {source.label()}: {source.snippet}")
+        print_sources(reply.prepared.sources)
     return 0
 
 
 def cmd_chat(args) -> int:
+    from .paths import default_store as default_store_dir
+
+    store = args.store
+    if store is None and (default_store_dir() / "manifest.json").exists():
+        store = str(default_store_dir())
+    config = conversation_config(args, store=store)
     if args.plain or sys.stdin is None or not sys.stdin.isatty():
+        from .conversation import Conversation
         from .plain_chat import run_plain_chat
 
-        return run_plain_chat(args, load_engine(args))
-    from tui.app import run_app
+        return run_plain_chat(Conversation.open(config))
+    from tui.app import run_app  # the one place the library starts the TUI
 
-    return run_app(args)
+    return run_app(config)
+
+
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    if not 0 < args.port < 65536:
+        raise SenseError(f"--port must be from 1 to 65535 (got {args.port})")
+    config = conversation_config(args, store=args.store, ranker=args.ranker, passages=args.passages,
+                                 budget=args.budget)
+    api_key = args.api_key or os.environ.get("SENSE_API_KEY") or None
+    return serve(config, host=args.host, port=args.port, api_key=api_key, queue_size=args.queue)
 
 
 def default_store() -> str:
-    from .paths import data_home
+    from .paths import default_store
 
-    return str(data_home() / "stores" / "default")
+    return str(default_store())
 
 
 def cmd_index(args) -> int:
@@ -251,7 +244,7 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .spec.methods import METHODS
+    from .speculative.methods import DEFAULT_METHOD, METHODS
 
     parser = argparse.ArgumentParser(prog="sense-local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate a reply to one prompt ('-' reads stdin)")
     p.add_argument("prompt")
     _add_model_args(p)
-    p.add_argument("--method", default="ar", help=f"decoding method: {', '.join(METHODS)} (default ar)")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"decoding method: {', '.join(METHODS)} (default {DEFAULT_METHOD})")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -286,9 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", help="the question ('-' reads stdin)")
     _add_model_args(p)
     p.add_argument("--store", help="store directory (default: $SENSE_HOME/stores/default)")
-    # sense: retrieved passages in the prompt are what its live context store drafts from (docqa-rag:
-    # tau 1.65 / 1.15x vs pld's 1.48 / 1.09x in the quick suite)
-    p.add_argument("--method", default="sense", help=f"decoding method: {', '.join(METHODS)} (default sense)")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"decoding method: {', '.join(METHODS)} (default {DEFAULT_METHOD})")
     p.add_argument("--passages", type=int, default=3, help="passages retrieved into the prompt (default 3)")
     p.add_argument("--budget", type=int, default=1024, help="most prompt tokens spent on passages (default 1024)")
     p.add_argument("--ranker", choices=["bm25", "hidden", "fused"], default="fused",
@@ -303,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chat", help="chat with the model (TUI; --plain for a line-based loop)")
     _add_model_args(p)
-    p.add_argument("--method", default="pld")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"decoding method: {', '.join(METHODS)} (default {DEFAULT_METHOD})")
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -312,6 +303,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theta", type=float, default=None, help="soft-gate threshold for sense-soft")
     p.add_argument("--plain", action="store_true", help="line-based chat instead of the TUI")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="serve the model over OpenAI's HTTP API (chat completions, completions, models)")
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $SENSE_API_KEY, else none)")
+    p.add_argument("--store", help="ground chat answers in this document store and return their sources")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"decoding method: {', '.join(METHODS)} (default {DEFAULT_METHOD}; "
+                   "a request may name another in a `method` field)")
+    p.add_argument("--max-tokens", type=int, default=512, help="reply length when a request gives no max_tokens")
+    p.add_argument("--temperature", type=float, default=0.0, help="when a request gives none")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", help="system prompt for conversations that bring none")
+    p.add_argument("--theta", type=float, default=None, help="soft-gate threshold for sense-soft")
+    p.add_argument("--passages", type=int, default=3, help="passages retrieved into a grounded prompt (default 3)")
+    p.add_argument("--budget", type=int, default=1024, help="most prompt tokens spent on passages (default 1024)")
+    p.add_argument("--ranker", choices=["bm25", "hidden", "fused"], default="fused")
+    p.add_argument("--queue", type=int, default=64, help="requests that may wait for the model (default 64; more get 503)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("index", help="index documents (files or folders) into a store for retrieval")
     p.add_argument("paths", nargs="*", metavar="PATH")

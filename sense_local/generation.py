@@ -1,25 +1,32 @@
 """One-call generation on top of the engine and the speculative loop: options, prompt, decoder."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .chat_template import chat_tokens
 from .engine import Engine
 from .errors import ContextOverflowError, SenseError
-from .spec.cost import FLAT, cost_curve_for
-from .spec.loop import SpecDecoder
-from .spec.methods import DraftContext, get_method
-from .spec.verify import AcceptanceRule, SoftOptions, SoftVerifier
+from .speculative.cost import FLAT, cost_curve_for
+from .speculative.loop import SpecDecoder
+from .speculative.methods import DEFAULT_METHOD, DraftContext, get_method
+from .speculative.verify import AcceptanceRule, SoftOptions, SoftVerifier
 
 
-@dataclass(frozen=True)
+MAX_STOPS = 4  # stop strings per request (OpenAI's limit)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GenerationOptions:
-    method: str = "ar"
+    """How one reply is decoded. Keyword-only: every front end names what it sets."""
+
+    method: str = DEFAULT_METHOD
     max_tokens: int = 256
     temperature: float = 0.0
     seed: int = 0
     theta: float | None = None  # soft-gate threshold for soft methods (None: SoftOptions' default)
     free_verification: bool = False  # size drafts as if a k-token decode cost one token's (a flat cost curve)
+    stop: tuple[str, ...] = ()  # the reply ends before the first of these strings (not included)
 
     def __post_init__(self):
         get_method(self.method)  # unknown names fail here, with the list of known ones
@@ -29,6 +36,12 @@ class GenerationOptions:
             raise SenseError(f"--temperature must be between 0 and 5 (got {self.temperature})")
         if self.theta is not None:
             SoftOptions(theta=self.theta)  # validates
+        if len(self.stop) > MAX_STOPS or not all(isinstance(s, str) and s for s in self.stop):
+            raise SenseError(f"stop: at most {MAX_STOPS} non-empty strings (got {list(self.stop)!r})")
+
+    def replace(self, **changes) -> "GenerationOptions":
+        """A copy with some fields changed (validated like a new one)."""
+        return dataclasses.replace(self, **changes)
 
 
 def open_store(engine: Engine, path):

@@ -17,3 +17,8 @@ def cache_dir() -> Path:
         return Path(os.environ["SENSE_HOME"]) / "cache"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "sense-local"
+
+
+def default_store() -> Path:
+    """The document store `index`, `ask` and the chat use when none is named."""
+    return data_home() / "stores" / "default"

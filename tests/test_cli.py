@@ -44,13 +44,26 @@ def test_info_text_output():
 
 
 def test_generate_json_greedy_is_deterministic():
-    args = ("generate", "List three colours.", "--max-tokens", "24", "--json")
+    args = ("generate", "List three colours.", "--max-tokens", "24", "--json", "--method", "ar")
     first = json.loads(run_cli(*args).stdout)
     second = json.loads(run_cli(*args).stdout)
     assert set(first) >= {"text", "tokens", "forwards", "tau", "tok_per_s", "method"}
     assert first["method"] == "ar" and first["tau"] == 1.0
     assert 0 < first["tokens"] <= 24 and first["forwards"] == first["tokens"]
     assert first["text"] == second["text"] and first["text"].strip()
+
+
+def test_every_front_end_defaults_to_the_one_default_method():
+    from sense_local.cli import build_parser
+    from sense_local.speculative.methods import DEFAULT_METHOD
+    from tui.settings import Settings
+
+    parser = build_parser()
+    for argv in (["generate", "x"], ["ask", "x"], ["chat"]):
+        assert parser.parse_args(argv).method == DEFAULT_METHOD
+    assert Settings().method == DEFAULT_METHOD
+    doc = json.loads(run_cli("generate", "Say hi.", "--max-tokens", "4", "--json").stdout)
+    assert doc["method"] == DEFAULT_METHOD
 
 
 def test_generate_raw_continues_text_and_plain_output():

@@ -7,7 +7,7 @@ from conftest import chat
 from sense_local.bench.copy_ceiling import copy_ceiling
 from sense_local.bench.tasks import build_tasks
 from sense_local.generation import GenerationOptions, make_decoder
-from sense_local.spec.rewrap import rewrapped_tokens
+from sense_local.speculative.rewrap import rewrapped_tokens
 
 
 def test_a_verbatim_copy_needs_the_prefill_and_one_forward():
@@ -39,7 +39,7 @@ def test_the_drafters_stay_under_the_ceiling_on_real_prompts(engine):
         engine.prefill(prompt, outputs="hidden", hidden=True)
         outputs = {}
         for method in ("ar", "pld", "sense"):
-            decoder = make_decoder(engine, GenerationOptions(method, 64))
+            decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=64))
             outputs[method] = ([e.token for e in decoder.generate(prompt, 64) if e.token >= 0], decoder.stats)
         ar_tokens = outputs["ar"][0]
         ceiling = copy_ceiling(prompt, ar_tokens, [rewrapped_tokens(engine, prompt) or []])

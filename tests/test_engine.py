@@ -6,7 +6,7 @@ import pytest
 
 from conftest import chat
 from sense_local.errors import ContextOverflowError
-from sense_local.spec.verify import top2_gap
+from sense_local.speculative.verify import top2_gap
 
 PASSAGE = (
     "The quick brown fox jumps over the lazy dog. Speculative decoding drafts several tokens and "

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from sense_local.bench.doc_questions import QUESTIONS
-from sense_local.bench.retrieval_bench import measure_recall
+from benchmarks.doc_questions import QUESTIONS
+from benchmarks.retrieval_bench import measure_recall
 from sense_local.datastore import DocumentStore, index_paths
 from sense_local.datastore.passages import MAX_LEN, fts_query, split_passages
 from sense_local.errors import ContextOverflowError, SenseError

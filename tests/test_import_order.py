@@ -13,7 +13,7 @@ LOAD = "import sense_local as sl; e = sl.Engine(sl.resolve_model(), n_ctx=256); 
     "prelude",
     [
         "import sense_local.native as n; n.load_usearch()",  # our usearch gateway first
-        "import sense_local.spec.cost; import usearch.index",  # a submodule, then usearch
+        "import sense_local.speculative.cost; import usearch.index",  # a submodule, then usearch
         "import sense_local",  # usearch never loaded
     ],
 )

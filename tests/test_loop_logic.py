@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from fakes import FakeEngine, greedy_reference
-from sense_local.spec.cost import FLAT, CostCurve
-from sense_local.spec.drafters.base import Drafter
-from sense_local.spec.loop import SpecDecoder
-from sense_local.spec.types import TARGET, Draft
+from sense_local.speculative.cost import FLAT, CostCurve
+from sense_local.speculative.drafters.base import Drafter
+from sense_local.speculative.loop import SpecDecoder
+from sense_local.speculative.types import TARGET, Draft
 
 PROMPT = [5, 9, 13, 2]
 
@@ -147,7 +147,7 @@ class SynonymDrafter(ScriptedDrafter):
 
 
 def soft_rule():
-    from sense_local.spec.verify import AcceptanceRule, SoftOptions, SoftVerifier
+    from sense_local.speculative.verify import AcceptanceRule, SoftOptions, SoftVerifier
 
     verifier = object.__new__(SoftVerifier)
     rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ TASKS = [t for t in build_tasks("quick") if t.kind in ("grounded", "code")][::3]
 
 
 def _run(engine, prompt, method, n, record_gaps=False):
-    decoder = make_decoder(engine, GenerationOptions(method, n), record_gaps=record_gaps)
+    decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=n), record_gaps=record_gaps)
     tokens = [e.token for e in decoder.generate(prompt, n) if e.token >= 0]
     return tokens, decoder.stats
 

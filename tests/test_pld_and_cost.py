@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from sense_local.spec.cost import CostCurve, OnlineCost
-from sense_local.spec.drafters.pld import PRIORS, PromptLookupDrafter, match_length
-from sense_local.spec.rewrap import join_wraps, rewrapped_tokens
-from sense_local.spec.types import Feedback
+from sense_local.speculative.cost import CostCurve, OnlineCost
+from sense_local.speculative.drafters.pld import PRIORS, PromptLookupDrafter, match_length
+from sense_local.speculative.rewrap import join_wraps, rewrapped_tokens
+from sense_local.speculative.types import Feedback
 
 
 def test_pld_proposes_what_followed_the_longest_recent_match():
@@ -111,7 +111,7 @@ def test_pld_drafts_through_a_line_wrap_of_the_prompt(engine):
 
 
 def test_joined_prompt_aligns_raw_and_joined_tokens(engine):
-    from sense_local.spec.rewrap import JoinedPrompt
+    from sense_local.speculative.rewrap import JoinedPrompt
 
     prompt = engine.tokenize("Quote this:\nThe pass statement is useful as a placeholder when a\n"
                              "statement is required syntactically.\n", add_special=False)
@@ -128,7 +128,7 @@ def test_joined_prompt_aligns_raw_and_joined_tokens(engine):
 
 
 def test_pooled_estimate_shares_what_one_key_learned():
-    from sense_local.spec.drafters.base import AcceptanceEstimate
+    from sense_local.speculative.drafters.base import AcceptanceEstimate
 
     priors = {(s, x): 0.5 for s in range(2) for x in range(2)}
     pooled = AcceptanceEstimate(priors, pool=lambda key: key[1])
@@ -146,13 +146,13 @@ def test_free_verification_drafts_every_proposal_in_full(engine):
     same prompt it verifies at least as many draft tokens as the measured curve lets through."""
     from conftest import chat
     from sense_local.generation import GenerationOptions, make_decoder
-    from sense_local.spec.cost import FLAT
+    from sense_local.speculative.cost import FLAT
 
     prompt = chat(engine, "Repeat exactly: the quick brown fox jumps over the lazy dog, then the lazy dog "
                           "sleeps while the quick brown fox runs away into the dark green forest.")
     drafted = {}
     for free in (False, True):
-        decoder = make_decoder(engine, GenerationOptions("pld", 48, free_verification=free))
+        decoder = make_decoder(engine, GenerationOptions(method="pld", max_tokens=48, free_verification=free))
         assert (decoder.cost.prior is FLAT) == free
         list(decoder.generate(prompt, 48))
         drafted[free] = decoder.stats.drafted

@@ -10,7 +10,7 @@ from sense_local.datastore import DocumentStore, index_paths
 from sense_local.datastore.ngram_index import NgramIndex
 from sense_local.errors import SenseError
 from sense_local.generation import GenerationOptions, make_decoder
-from sense_local.spec.drafters.trie import heaviest_path
+from sense_local.speculative.drafters.trie import heaviest_path
 
 
 def test_ngram_index_finds_longest_match_within_live_documents():
@@ -33,7 +33,7 @@ def test_heaviest_path_follows_weight_and_stops_at_branches():
 
 
 def _run(engine, prompt, method, n, store=None, record_gaps=False):
-    decoder = make_decoder(engine, GenerationOptions(method, n), store=store, record_gaps=record_gaps)
+    decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=n), store=store, record_gaps=record_gaps)
     events = list(decoder.generate(prompt, n))
     return [e.token for e in events if e.token >= 0], decoder.stats, events
 
@@ -70,8 +70,8 @@ def story_store(engine, tmp_path_factory):
 
 
 def test_docs_drafters_propose_what_followed_in_the_document(engine, story_store):
-    from sense_local.spec.drafters.rest import RestDrafter
-    from sense_local.spec.drafters.sense import SenseDrafter
+    from sense_local.speculative.drafters.rest import RestDrafter
+    from sense_local.speculative.drafters.sense import SenseDrafter
 
     doc = next(iter(story_store.manifest.documents.values()))
     story = story_store.tokens(doc.start, doc.end).tolist()
@@ -95,11 +95,11 @@ def test_document_methods_run_end_to_end(engine, story_store, method):
 def test_store_methods_need_a_store(engine):
     for method in ("rest", "sense-docs"):
         with pytest.raises(SenseError, match="give a store"):
-            make_decoder(engine, GenerationOptions(method, 8))
+            make_decoder(engine, GenerationOptions(method=method, max_tokens=8))
 
 
 def test_sense_drafts_through_a_line_wrap_of_the_prompt(engine):
-    from sense_local.spec.drafters.sense import SenseDrafter
+    from sense_local.speculative.drafters.sense import SenseDrafter
 
     prompt = engine.tokenize("Quote this:\nThe pass statement is useful as a placeholder when a\n"
                              "statement is required syntactically, but no code needs to run.\n", add_special=False)
@@ -117,7 +117,7 @@ def test_sense_drafts_through_a_line_wrap_of_the_prompt(engine):
 
 
 def test_backoff_pauses_a_fruitless_source_and_fruit_ends_the_pause():
-    from sense_local.spec.drafters.sense import IDLE_STEPS, Backoff
+    from sense_local.speculative.drafters.sense import IDLE_STEPS, Backoff
 
     b = Backoff(max_pause=8)
     pattern = []
@@ -136,7 +136,7 @@ def test_backoff_pauses_a_fruitless_source_and_fruit_ends_the_pause():
 
 
 def test_sense_searches_the_context_when_a_repeat_starts(engine):
-    from sense_local.spec.drafters.sense import SenseDrafter
+    from sense_local.speculative.drafters.sense import SenseDrafter
 
     d = SenseDrafter(engine, use_context=True, rewrap=False)
     d.begin([10, 11, 12, 13, 14, 15])
@@ -149,7 +149,7 @@ def test_sense_searches_the_context_when_a_repeat_starts(engine):
 
 
 def test_document_misses_do_not_lower_the_live_context_estimates(engine, story_store):
-    from sense_local.spec.drafters.sense import PRIORS, SOURCES, SenseDrafter
+    from sense_local.speculative.drafters.sense import PRIORS, SOURCES, SenseDrafter
 
     d = SenseDrafter(engine, use_context=True, docs=story_store)
     docs, context = SOURCES.index("docs"), SOURCES.index("context")

@@ -7,7 +7,7 @@ import pytest
 from conftest import chat
 from sense_local.errors import SenseError
 from sense_local.generation import GenerationOptions, make_decoder
-from sense_local.spec.verify import SoftOptions, soft_gate, verify_exact, verify_soft
+from sense_local.speculative.verify import SoftOptions, soft_gate, verify_exact, verify_soft
 
 OPTS = SoftOptions(theta=0.6)
 
@@ -52,7 +52,7 @@ def test_soft_rule_accepts_synonyms_and_guards_protected_tokens():
 
 
 def test_protected_mask_covers_specials_and_digits(engine):
-    decoder = make_decoder(engine, GenerationOptions("sense-soft", 4))
+    decoder = make_decoder(engine, GenerationOptions(method="sense-soft", max_tokens=4))
     verifier = decoder.rule.soft
     assert verifier.protected[engine.eos_id]
     for text in (" 2024", "7", " 3"):
@@ -72,7 +72,7 @@ def test_theta_one_equals_exact_sense_and_soft_is_deterministic(engine, text):
     prompt = chat(engine, text)
 
     def run(method, theta=None):
-        d = make_decoder(engine, GenerationOptions(method, 64, theta=theta))
+        d = make_decoder(engine, GenerationOptions(method=method, max_tokens=64, theta=theta))
         return [e.token for e in d.generate(prompt, 64) if e.token >= 0], d.stats
 
     exact, _ = run("sense-chain")  # sense-soft drafts chains

@@ -9,12 +9,12 @@ from conftest import chat
 from fakes import FakeEngine, greedy_reference
 from sense_local.bench.runner import NEAR_TIE, _first_divergence
 from sense_local.generation import GenerationOptions, make_decoder
-from sense_local.spec.cost import FLAT
-from sense_local.spec.drafters.base import Drafter
-from sense_local.spec.drafters.trie import best_first_tree
-from sense_local.spec.loop import SpecDecoder
-from sense_local.spec.types import Draft
-from sense_local.spec.verify import verify_tree
+from sense_local.speculative.cost import FLAT
+from sense_local.speculative.drafters.base import Drafter
+from sense_local.speculative.drafters.trie import best_first_tree
+from sense_local.speculative.loop import SpecDecoder
+from sense_local.speculative.types import Draft
+from sense_local.speculative.verify import verify_tree
 
 CONTS = np.array([[1, 2, 3, 4], [1, 2, 5, 6], [1, 7, 8, -1], [9, 9, 9, 9]], np.int32)
 
@@ -145,7 +145,7 @@ def test_sense_trees_are_lossless_on_a_quote(engine):
     engine.prefill(prompt, outputs="all", hidden=True)
     runs = {}
     for method in ("ar", "sense"):
-        dec = make_decoder(engine, GenerationOptions(method, 60), record_gaps=method == "ar")
+        dec = make_decoder(engine, GenerationOptions(method=method, max_tokens=60), record_gaps=method == "ar")
         runs[method] = ([e.token for e in dec.generate(prompt, 60) if e.token >= 0], dec.stats)
     (ar, ar_stats), (out, stats) = runs["ar"], runs["sense"]
     assert stats.accepted >= 5 and stats.tokens == len(out)

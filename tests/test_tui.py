@@ -10,7 +10,9 @@ import pytest
 
 from conftest import ROOT
 from sense_local.sessions import SessionStore
-from tui.app import SenseApp, Settings
+from sense_local.conversation import ConversationConfig
+from tui.app import SenseApp
+from tui.settings import Settings
 from tui.widgets import ChatMessage, PromptBox, span_style
 
 SIZE = (110, 32)
@@ -49,7 +51,7 @@ QUOTE = ("Repeat exactly: The lighthouse keeper climbed the spiral stairs every 
 
 @pytest.mark.asyncio
 async def test_streamed_reply_highlighting_matches_event_provenance(tmp_path, monkeypatch):
-    from sense_local.spec.loop import SpecDecoder
+    from sense_local.speculative.loop import SpecDecoder
 
     recorded = []  # every event the decoder handed to the app (drafting decisions are timing-dependent,
     real_generate = SpecDecoder.generate  # so we record them rather than re-run)
@@ -155,7 +157,7 @@ async def test_indexing_from_documents_screen_while_chatting(tmp_path, monkeypat
 
 def test_bad_model_is_a_message_not_a_crash(tmp_path):
     async def run():
-        app = SenseApp(model=str(tmp_path / "missing.gguf"), sessions=SessionStore(tmp_path / "s.db"))
+        app = SenseApp(ConversationConfig(model=str(tmp_path / "missing.gguf")), sessions=SessionStore(tmp_path / "s.db"))
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: "error" in str(app.query_one("#status").render()), 30)
             assert "not found" in str(app.query_one("#status").render())
@@ -228,7 +230,7 @@ async def test_quit_during_a_reply_keeps_the_partial_reply_and_exits_fast(tmp_pa
 
 @pytest.mark.asyncio
 async def test_the_first_reply_on_a_model_says_it_is_measuring_decode_costs(tmp_path, monkeypatch):
-    from sense_local.spec import cost
+    from sense_local.speculative import cost
 
     monkeypatch.setenv("SENSE_HOME", str(tmp_path / "fresh-home"))  # no cost curve cached here
     monkeypatch.setattr(cost, "_loaded", {})

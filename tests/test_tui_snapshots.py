@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 from sense_local.sessions import Message, SessionStore
-from tui.app import SenseApp, Settings
+from tui.app import SenseApp
+from tui.settings import Settings
 
 SIZE = (100, 28)
 SPANS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import chat
-from sense_local.spec.verify import softmax, verify_exact, verify_sampling
+from sense_local.speculative.verify import softmax, verify_exact, verify_sampling
 
 
 def test_exact_accepts_the_matching_prefix_and_returns_the_target_token():

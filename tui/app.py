@@ -5,7 +5,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from textual import work
@@ -15,29 +14,18 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Header, Static
 
+from sense_local.conversation import ConversationConfig, Finished, Prepared
 from sense_local.errors import SenseError
 from sense_local.sessions import Message as StoredMessage
 from sense_local.sessions import SessionStore
 
+from .settings import Settings
 from .widgets import ChatMessage, PromptBox, StatusBar, legend_text
 
 # Tokens reach the UI in batches, at most this often: each batch re-renders the reply, and on a
 # 2-core CPU that work is taken from decoding (measured: 20/s cost ~10% of tok/s, 5/s ~0%).
 FRAME = 1 / 8
 STATUS_EVERY = 0.5  # seconds between live status-bar updates
-
-
-@dataclass
-class Settings:
-    method: str = "sense"
-    theta: float | None = None
-    max_tokens: int = 512
-    temperature: float = 0.0
-    system: str = ""
-    grounded: bool = True  # with a store loaded: retrieve passages into each question, cite them
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 class TokensBatch(Message):
@@ -48,9 +36,9 @@ class TokensBatch(Message):
 
 
 class GenerationDone(Message):
-    def __init__(self, stats: dict, error: str | None = None):
+    def __init__(self, finished: Finished | None, error: str | None = None):
         super().__init__()
-        self.stats = stats
+        self.finished = finished
         self.error = error
 
 
@@ -87,18 +75,14 @@ class SenseApp(App):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
-    def __init__(self, *, model: str | None = None, store: str | None = None, settings: Settings | None = None,
-                 n_ctx: int = 4096, threads: int | None = None, gpu_layers: int = 0,
+    def __init__(self, config: ConversationConfig | None = None, *, settings: Settings | None = None,
                  sessions: SessionStore | None = None):
         super().__init__()
-        self.model_arg = model
-        self.store_path = store
-        self.settings = settings or Settings()
-        self.engine_args = dict(n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers)
+        self.config = config or ConversationConfig()
+        self.settings = settings or Settings.from_config(self.config)
         self.sessions = sessions or SessionStore()
-        self.engine = None
-        self.store = None
-        self.model_path: Path | None = None
+        self.conversation = None  # sense_local.conversation.Conversation once the model is loaded
+        self.store_path = self.config.store
         self.session = None
         self.highlight = True
         self.generating = False
@@ -109,6 +93,18 @@ class SenseApp(App):
         self._status_at = 0.0  # when the status bar last showed live figures
         self.last_stats: dict = {}
         self._quitting = False  # quit asked during a reply: exit once the reply is stopped and saved
+
+    @property
+    def engine(self):
+        return self.conversation.engine if self.conversation else None
+
+    @property
+    def store(self):
+        return self.conversation.store if self.conversation else None
+
+    @property
+    def model_path(self) -> Path | None:
+        return self.conversation.model_path if self.conversation else None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -125,26 +121,23 @@ class SenseApp(App):
 
     @work(thread=True, exclusive=True, group="engine")
     def load_engine(self, previous=None) -> None:
-        """Load the model (and the store); `previous` is the engine a model switch replaces: it is
-        closed once the new one runs, or kept if the new one cannot be loaded."""
-        from sense_local.engine import Engine
-        from sense_local.generation import open_store
-        from sense_local.registry import resolve_model
+        """Load the model (and the store); `previous` is the conversation a model switch replaces: it
+        is closed once the new one runs, or kept if the new one cannot be loaded."""
+        from sense_local.conversation import Conversation
 
+        config = self.config.replace(store=None)
         try:
-            path = resolve_model(self.model_arg)
-            engine = Engine(path, **self.engine_args)
+            conversation = Conversation.open(config)
         except SenseError as exc:
-            self.engine = previous
+            self.conversation = previous
             self.post_message(EngineReady(str(exc)))
             return
         if previous is not None:
             previous.close()
-        self.engine, self.model_path = engine, path
-        self.store = None
+        self.conversation = conversation
         if self.store_path:
             try:  # a store built with another model is refused: chat goes on without documents, and says why
-                self.store = open_store(self.engine, self.store_path)
+                conversation.use_store(self.store_path)
             except SenseError as exc:
                 self.post_message(EngineReady(store_error=str(exc)))
                 return
@@ -176,8 +169,7 @@ class SenseApp(App):
         if session is None:
             return
         self.session = session
-        known = Settings().to_dict()
-        self.settings = Settings(**{k: v for k, v in session.settings.items() if k in known})
+        self.settings = Settings.from_dict(session.settings)
         transcript = self.query_one("#transcript", VerticalScroll)
         transcript.remove_children()
         for m in self.sessions.messages(session_id):
@@ -235,50 +227,38 @@ class SenseApp(App):
 
     @work(thread=True, exclusive=True, group="generate")
     def generate(self, messages: list[dict]) -> None:
-        from sense_local.generation import GenerationOptions, make_decoder
-        from sense_local.grounding.chat import GroundedChat
-
-        from sense_local.spec.cost import cost_curve_known
-        from sense_local.spec.methods import get_method
+        from sense_local.speculative.cost import cost_curve_known
+        from sense_local.speculative.methods import get_method
 
         s = self.settings
+        conversation = self.conversation
+        batch: list = []
+        last_post = time.perf_counter()
         try:
-            options = GenerationOptions(s.method, s.max_tokens, s.temperature, 0, s.theta)
-            if get_method(s.method).make_drafter is not None and not cost_curve_known(self.engine):
+            options = s.options()
+            if get_method(s.method).make_drafter is not None and not cost_curve_known(conversation.engine):
                 self.call_from_thread(self.query_one(StatusBar).update,
                                       "first reply on this model: measuring what a batched decode costs here "
                                       "(once per model, 5-30 s)…")
-            if self.store is not None:
-                self.store = self.store.refreshed()  # the documents screen may be indexing
-            decoder = make_decoder(self.engine, options, store=self.store)
-            store = self.store if s.grounded else None
-            turn = GroundedChat(self.engine, store).prepare(
-                messages[:-1], messages[-1]["content"], reserve=min(s.max_tokens, self.engine.n_ctx // 4))
-            prompt = turn.tokens
-            self.post_message(Grounded([x.to_dict() for x in turn.sources], turn.notes))
+            for ev in conversation.reply(messages, options=options, grounded=s.grounded, cancel=self._cancel):
+                if isinstance(ev, Prepared):
+                    self.post_message(Grounded([x.to_dict() for x in ev.sources], ev.notes))
+                elif isinstance(ev, Finished):
+                    if batch:
+                        self.post_message(TokensBatch(batch, self._live_stats(ev.stats, time.perf_counter())))
+                    self.post_message(GenerationDone(ev))
+                else:
+                    batch.append((ev.text, ev.source, ev.soft))
+                    now = time.perf_counter()
+                    if now - last_post >= FRAME:
+                        self.post_message(TokensBatch(batch, self._live_stats(conversation.stats, now)))
+                        batch, last_post = [], now
         except SenseError as exc:
-            self.post_message(GenerationDone({}, str(exc)))
-            return
-        batch: list = []
-        last_post = time.perf_counter()
-        for ev in decoder.generate(prompt, s.max_tokens, cancel=self._cancel):
-            batch.append((ev.text, ev.source, ev.soft))
-            now = time.perf_counter()
-            if now - last_post >= FRAME:
-                self.post_message(TokensBatch(batch, self._live_stats(decoder, now)))
-                batch, last_post = [], now
-        if batch:
-            self.post_message(TokensBatch(batch, self._live_stats(decoder, time.perf_counter())))
-        st = decoder.stats
-        self.post_message(GenerationDone({
-            "tokens": st.tokens, "tok_per_s": round(st.tok_per_s, 1), "tau": round(st.tau, 2),
-            "accepted": st.accepted, "drafted": st.drafted, "soft": st.soft_accepted, "stop": st.stop_reason,
-        }))
+            self.post_message(GenerationDone(None, str(exc)))
 
     @staticmethod
-    def _live_stats(decoder, now: float) -> dict:
-        st = decoder.stats  # counters are live while generating (tokens is set at the end)
-        return {"forwards": st.forwards, "accepted": st.accepted, "drafted": st.drafted, "t": now}
+    def _live_stats(stats, now: float) -> dict:
+        return {"forwards": stats.forwards, "accepted": stats.accepted, "drafted": stats.drafted, "t": now}
 
     def on_grounded(self, message: Grounded) -> None:
         for note in message.notes:
@@ -313,10 +293,9 @@ class SenseApp(App):
             if self._quitting:
                 self.exit()
             return
-        st = message.stats
-        self.last_stats = st
-        footer = (f"{st['tokens']} tokens · {st['tok_per_s']} tok/s · tau {st['tau']} · accepted "
-                  f"{st['accepted']}/{st['drafted']}" + (" · stopped" if st["stop"] == "cancelled" else ""))
+        finished = message.finished
+        self.last_stats = st = finished.stats.to_dict()
+        footer = finished.summary()
         if reply is not None:
             reply.set_footer(footer)
             spans = [list(s) for s in reply.spans]
@@ -354,8 +333,8 @@ class SenseApp(App):
     def update_status(self, **live) -> None:
         st = self.last_stats
         fields = {
-            "tok/s": live.get("tok_per_s", st.get("tok_per_s")),
-            "tau": live.get("tau", st.get("tau")),
+            "tok/s": live.get("tok_per_s", f"{st['tok_per_s']:.1f}" if st else None),
+            "tau": live.get("tau", f"{st['tau']:.2f}" if st else None),
             "accepted": live.get("accepted", f"{st['accepted']}/{st['drafted']}" if st else None),
             "method": self.settings.method,
             "model": self.model_path.name if self.model_path else None,
@@ -372,24 +351,45 @@ class SenseApp(App):
         return isinstance(self.screen, ModalScreen)
 
     def action_documents(self) -> None:
+        from sense_local.paths import default_store
+
         from .screens import DocumentsScreen
 
         if not self.is_screen_installed("documents"):  # installed: it and its indexing outlive a pop
-            self.install_screen(DocumentsScreen(), "documents")
-        if self.screen is not self.get_screen("documents"):
+            self.install_screen(DocumentsScreen(self.store_path or str(default_store()), self.config.threads),
+                                "documents")
+        screen = self.get_screen("documents")
+        screen.model_path = self.model_path  # the indexer loads the model the chat runs
+        if self.screen is not screen:
             self.push_screen("documents")
 
     def action_sessions(self) -> None:
         from .screens import SessionsScreen
 
         if not self.dialog_open and not self.generating:
-            self.push_screen(SessionsScreen())
+            self.push_screen(SessionsScreen(self.sessions, self.session.id if self.session else None),
+                             self.on_sessions_closed)
+
+    def on_sessions_closed(self, result) -> None:
+        """What the sessions dialog did: open one, start a new one, or renamed/deleted the current one."""
+        if result is None:
+            return
+        if result.new:
+            self.action_new_session()
+        elif result.open is not None:
+            self.open_session(result.open)
+        elif self.session is not None and result.deleted_current:
+            remaining = self.sessions.list()
+            self.open_session(remaining[0].id) if remaining else self.action_new_session()
+        elif self.session is not None and result.renamed_current:
+            self.session.title = result.renamed_current
+            self.sub_title = self.session.title
 
     def action_settings(self) -> None:
         from .screens import SettingsScreen
 
         if not self.dialog_open:
-            self.push_screen(SettingsScreen(self.settings))
+            self.push_screen(SettingsScreen(self.settings), self.apply_settings)
 
     def action_model_info(self) -> None:
         from .screens import ModelInfoScreen
@@ -405,18 +405,20 @@ class SenseApp(App):
         if self.generating or self.engine is None:
             self.notify("Wait for the model to be idle before switching.", severity="warning")
             return
-        self.push_screen(ModelPickerScreen(), self.switch_model)
+        self.push_screen(ModelPickerScreen(self.model_path), self.switch_model)
 
     def switch_model(self, name: str | None) -> None:
         """Load another model in place of this one (the chat stays; the store is checked again)."""
         if not name:
             return
-        self.model_arg = name
-        previous, self.engine = self.engine, None  # no message is sent to a model being swapped out
+        self.config = self.config.replace(model=name)
+        previous, self.conversation = self.conversation, None  # no message is sent to a model being swapped out
         self.query_one(StatusBar).update(f"loading {name}…")
         self.load_engine(previous)
 
-    def apply_settings(self, settings: Settings) -> None:
+    def apply_settings(self, settings: Settings | None) -> None:
+        if settings is None:  # the dialog was closed without saving
+            return
         self.settings = settings
         if self.session is not None:
             self.session.settings = settings.to_dict()
@@ -424,27 +426,18 @@ class SenseApp(App):
             self.sessions.update(self.session)
         self.update_status()
 
-    def reload_store(self, path: str) -> None:
-        from sense_local.generation import open_store
-
+    def on_documents_changed(self, message) -> None:
+        """The documents screen indexed or removed documents: ground on its store from now on."""
         try:
-            self.store = open_store(self.engine, path)
-            self.store_path = path
+            self.conversation.use_store(message.store_path)
+            self.store_path = message.store_path
         except SenseError as exc:
             self.notify(str(exc), severity="error")
         self.update_status()
 
 
-def run_app(args) -> int:
-    from sense_local.cli import default_store
-
-    store = getattr(args, "store", None)
-    if store is None and (Path(default_store()) / "manifest.json").exists():
-        store = default_store()
-    settings = Settings(method=args.method, theta=getattr(args, "theta", None), max_tokens=args.max_tokens,
-                        temperature=args.temperature, system=args.system or "")
-    app = SenseApp(model=args.model, store=store, settings=settings, n_ctx=args.ctx, threads=args.threads,
-                   gpu_layers=args.gpu_layers)
+def run_app(config: ConversationConfig) -> int:
+    app = SenseApp(config)
     app.run()
     if app.generating:  # quit during a reply that did not stop in time (a long prefill): the terminal is
         sys.stdout.flush()  # restored and the session saved; waiting for the decode thread would hang

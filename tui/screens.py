@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import on, work
@@ -13,6 +14,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Select, Static
 
 from sense_local.errors import SenseError
+
+from .settings import Settings
 
 
 class IndexProgress(Message):
@@ -27,10 +30,24 @@ class IndexFinished(Message):
         self.summary, self.error = summary, error
 
 
+class DocumentsChanged(Message):
+    """Documents were indexed into or removed from the store (it bubbles up to the app)."""
+
+    def __init__(self, store_path: str):
+        super().__init__()
+        self.store_path = store_path
+
+
 class DocumentsScreen(Screen):
     """Add a folder (indexed in a worker with its own engine; chat stays usable), list, remove."""
 
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("delete", "remove", "Remove document")]
+
+    def __init__(self, store_path: str, threads: int | None):
+        super().__init__()
+        self._store_path = store_path
+        self.threads = threads
+        self.model_path = None  # the chat's model, set by the app before the screen is shown
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -49,9 +66,7 @@ class DocumentsScreen(Screen):
         self.refresh_table()
 
     def store_path(self) -> str:
-        from sense_local.cli import default_store
-
-        return self.app.store_path or default_store()
+        return self._store_path
 
     def refresh_table(self) -> None:
         from sense_local.datastore.manifest import Manifest, StoreError
@@ -84,9 +99,8 @@ class DocumentsScreen(Screen):
         from sense_local.datastore import index_paths
         from sense_local.engine import Engine
 
-        app = self.app
         try:
-            engine = Engine(app.model_path, n_ctx=2048, n_threads=app.engine_args["n_threads"])
+            engine = Engine(self.model_path, n_ctx=2048, n_threads=self.threads)
         except SenseError as exc:
             self.post_message(IndexFinished("", str(exc)))
             return
@@ -125,7 +139,7 @@ class DocumentsScreen(Screen):
             self.notify(message.error, severity="error")
             return
         status.update(f"done: {message.summary}")
-        self.app.reload_store(self.store_path())
+        self.post_message(DocumentsChanged(self.store_path()))
         self.refresh_table()
 
     def action_remove(self) -> None:
@@ -147,14 +161,35 @@ class DocumentsScreen(Screen):
         except SenseError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.app.reload_store(self.store_path())
+        self.post_message(DocumentsChanged(self.store_path()))
         self.refresh_table()
         self.notify(f"removed {Path(key).name}")
 
 
+@dataclass
+class SessionsResult:
+    """What the sessions dialog did, for the app to follow."""
+
+    open: int | None = None  # a session to open
+    new: bool = False  # start a new session
+    deleted_current: bool = False  # the session on screen was deleted
+    renamed_current: str = ""  # the session on screen has this new title
+
+
 class SessionsScreen(ModalScreen):
-    BINDINGS = [Binding("escape", "dismiss", "Close"), Binding("n", "new", "New"), Binding("d", "delete", "Delete"),
+    """List, open, rename, delete sessions. Rename acts on the highlighted session, or the current
+    one when none is highlighted; delete asks for a second press."""
+
+    BINDINGS = [Binding("escape", "close", "Close"), Binding("n", "new", "New"), Binding("d", "delete", "Delete"),
                 Binding("r", "rename", "Rename")]
+    CONFIRM_S = 4.0  # a second `d` within this many seconds deletes
+
+    def __init__(self, sessions, current: int | None):
+        super().__init__()
+        self.sessions = sessions
+        self.current = current
+        self.result = SessionsResult()
+        self._delete_armed: tuple[int, float] | None = None  # (session id, when `d` was pressed)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -169,51 +204,67 @@ class SessionsScreen(ModalScreen):
     def refresh_list(self) -> None:
         view = self.query_one(ListView)
         view.clear()
-        for s in self.app.sessions.list():
-            item = ListItem(Label(f"{s.title}  [{s.method}]  {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.updated))}"))
+        for s in self.sessions.list():
+            mark = "● " if s.id == self.current else "  "
+            item = ListItem(Label(f"{mark}{s.title}  [{s.method}]  {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.updated))}"))
             item.session_id = s.id
             view.append(item)
 
-    def _selected(self):
+    def _selected(self) -> int | None:
+        """The highlighted session, else the current one."""
         item = self.query_one(ListView).highlighted_child
-        return getattr(item, "session_id", None)
+        return getattr(item, "session_id", None) or self.current
+
+    def action_close(self) -> None:
+        self.dismiss(self.result)
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
-        self.app.open_session(event.item.session_id)
-        self.dismiss()
+        self.result.open = event.item.session_id
+        self.dismiss(self.result)
 
     def action_new(self) -> None:
-        self.app.action_new_session()
-        self.dismiss()
+        self.result.new = True
+        self.dismiss(self.result)
 
     def action_delete(self) -> None:
         sid = self._selected()
-        if sid is None:
+        session = self.sessions.get(sid) if sid is not None else None
+        if session is None:
             return
-        self.app.sessions.delete(sid)
-        if self.app.session and self.app.session.id == sid:
-            remaining = self.app.sessions.list()
-            self.app.open_session(remaining[0].id) if remaining else self.app.action_new_session()
+        armed = self._delete_armed
+        if armed is None or armed[0] != sid or time.monotonic() - armed[1] > self.CONFIRM_S:
+            self._delete_armed = (sid, time.monotonic())
+            self.notify(f"Press d again to delete \u201c{session.title}\u201d.", severity="warning", timeout=self.CONFIRM_S)
+            return
+        self._delete_armed = None
+        self.sessions.delete(sid)
+        if sid == self.current:
+            self.result.deleted_current, self.current = True, None
+        self.notify(f"deleted \u201c{session.title}\u201d")
         self.refresh_list()
 
     def action_rename(self) -> None:
+        if self._selected() is None:
+            return
         box = self.query_one("#rename", Input)
         box.display = True
         box.focus()
 
     @on(Input.Submitted, "#rename")
     def do_rename(self, event: Input.Submitted) -> None:
-        sid = self._selected()
-        if sid is not None and event.value.strip():
-            self.app.sessions.rename(sid, event.value.strip())
-            if self.app.session and self.app.session.id == sid:
-                self.app.session.title = event.value.strip()
-                self.app.sub_title = self.app.session.title
+        sid, title = self._selected(), event.value.strip()
+        if sid is not None and title:
+            self.sessions.rename(sid, title)
+            if sid == self.current:
+                self.result.renamed_current = title
         event.input.display = False
+        event.input.value = ""
         self.refresh_list()
 
 
 class SettingsScreen(ModalScreen):
+    """Edit the session's settings; Save (or Enter in a field) hands them to the app."""
+
     BINDINGS = [Binding("escape", "dismiss", "Close")]
 
     def __init__(self, settings):
@@ -221,7 +272,7 @@ class SettingsScreen(ModalScreen):
         self.settings = settings
 
     def compose(self) -> ComposeResult:
-        from sense_local.spec.methods import METHODS
+        from sense_local.speculative.methods import METHODS
 
         s = self.settings
         with Vertical(classes="dialog"):
@@ -239,10 +290,8 @@ class SettingsScreen(ModalScreen):
             yield Button("Save", id="save", variant="primary")
 
     @on(Button.Pressed, "#save")
+    @on(Input.Submitted)
     def save(self) -> None:
-        from tui.app import Settings
-        from sense_local.generation import GenerationOptions
-
         try:
             theta_text = self.query_one("#theta", Input).value.strip()
             settings = Settings(
@@ -253,15 +302,14 @@ class SettingsScreen(ModalScreen):
                 system=self.query_one("#system", Input).value,
                 grounded=self.query_one("#grounded", Checkbox).value,
             )
-            GenerationOptions(settings.method, settings.max_tokens, settings.temperature, 0, settings.theta)
+            settings.options()  # validates
         except ValueError as exc:
             self.notify(f"not a number: {exc}", severity="error")
             return
         except SenseError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.app.apply_settings(settings)
-        self.dismiss()
+        self.dismiss(settings)
 
 
 class ModelInfoScreen(ModalScreen):
@@ -288,6 +336,10 @@ class ModelPickerScreen(ModalScreen):
 
     BINDINGS = [Binding("escape", "dismiss", "Close")]
 
+    def __init__(self, current: Path | None):
+        super().__init__()
+        self.current = current  # the model the chat runs (marked in the list)
+
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("Models (Enter switches; documents indexed with another model stay unloaded)")
@@ -299,7 +351,7 @@ class ModelPickerScreen(ModalScreen):
 
         registry = load_registry()
         view = self.query_one(ListView)
-        current = self.app.model_path
+        current = self.current
         choices = [(e.name, e.path, "registry") for e in registry.entries.values() if e.present]
         choices += [(f.name, f.path, f.tool) for f in discover()]
         for name, path, source in choices:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..spec.drafters.trie import continuations
-from ..spec.loop import MAX_DRAFT  # the loop's longest draft
+from ..speculative.drafters.trie import continuations
+from ..speculative.loop import MAX_DRAFT  # the loop's longest draft
 
 
 def _longest_agreement(source: np.ndarray, recent: np.ndarray, upcoming: np.ndarray) -> int:

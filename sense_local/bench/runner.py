@@ -17,8 +17,8 @@ from ..engine import Engine
 from ..errors import SenseError
 from ..generation import GenerationOptions, make_decoder
 from ..registry import resolve_model
-from ..spec.methods import METHODS
-from ..spec.rewrap import rewrapped_tokens
+from ..speculative.methods import METHODS
+from ..speculative.rewrap import rewrapped_tokens
 from .copy_ceiling import copy_ceiling
 from .peers import LlamaCppPeer
 from .quality import chrf, contains_answer, mean_logprob
@@ -89,7 +89,7 @@ def run_task(
         if rep < reps:
             for m in methods:
                 name, theta = parse_method(m)
-                options = GenerationOptions(name, max_tokens, theta=theta, free_verification=free_verification)
+                options = GenerationOptions(method=name, max_tokens=max_tokens, theta=theta, free_verification=free_verification)
                 decoder = make_decoder(engine, options, store=store, record_gaps=(m == "ar"))
                 tokens = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
                 outs[m].append((tokens, decoder.stats))
@@ -272,7 +272,7 @@ def run_bench_cli(args) -> int:
         print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)
     summary = summarise(rows)
     info = engine.info
-    from ..spec.cost import cost_curve_for
+    from ..speculative.cost import cost_curve_for
 
     curve = cost_curve_for(engine)  # what the draft policy sized every draft by (measured once per model)
     doc = {

@@ -5,7 +5,7 @@
   state searches the token-level index (the same one SENSE drafts from), and each neighbour votes for
   the passage holding it with weight exp((sim - 1) / VOTE_TEMPERATURE). No extra index is needed.
 - `fused`: reciprocal-rank fusion of the two lists (each contributes 1 / (RRF_K + rank)).
-Which is the default was chosen by measuring recall on the question set (bench/doc_questions.py).
+Which is the default was chosen by measuring recall on the question set (benchmarks/doc_questions.py).
 """
 from __future__ import annotations
 

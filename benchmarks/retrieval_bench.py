@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..engine import Engine
-from ..grounding.retrieve import RANKERS, PassageRetriever
-from .doc_questions import QUESTIONS, corpus_topics
-from .runner import pydoc_store
+from sense_local.engine import Engine
+from sense_local.grounding.retrieve import RANKERS, PassageRetriever
+from benchmarks.doc_questions import QUESTIONS, corpus_topics
+from sense_local.bench.runner import pydoc_store
 
 
 def topic_of(path: str) -> str:
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
-    from ..registry import resolve_model
+    from sense_local.registry import resolve_model
 
     engine = Engine(resolve_model(args.model), n_ctx=2048)
     store = pydoc_store(engine, "all-topics", corpus_topics())

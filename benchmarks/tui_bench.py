@@ -16,8 +16,9 @@ from sense_local.chat_template import fit_chat
 from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.sessions import SessionStore
 
-from .app import SenseApp, Settings
-from .widgets import PromptBox
+from tui.app import SenseApp
+from tui.settings import Settings
+from tui.widgets import PromptBox
 
 PROMPTS = [
     "Explain how a hash table works.",
@@ -46,7 +47,7 @@ async def main(method: str, tokens: int, reps: int) -> None:
                 while app.generating or app._reply is not None:
                     await asyncio.sleep(0.25)  # poll rarely: the harness must not load the CPU it measures
                 ui.append(app.last_stats["tok_per_s"])
-                decoder = make_decoder(app.engine, GenerationOptions(method, tokens))
+                decoder = make_decoder(app.engine, GenerationOptions(method=method, max_tokens=tokens))
                 prompt, _ = fit_chat(app.engine, [{"role": "user", "content": text}], reserve=tokens)
                 for _ in decoder.generate(prompt, tokens):
                     pass

@@ -1,7 +1,7 @@
 """Datastore figures: indexing throughput vs raw prefill, vector dtype recall, bytes per token,
 and search latency on a large synthetic store.
 
-    python -m sense_local.bench.store_bench [--topics 24] [--synthetic 1000000]
+    python -m benchmarks.store_bench [--topics 24] [--synthetic 1000000]
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import native
-from ..engine import Engine
-from ..registry import resolve_model
+from sense_local import native
+from sense_local.engine import Engine
+from sense_local.registry import resolve_model
 
 
 def raw_prefill_rate(engine: Engine, docs: list[np.ndarray], window: int) -> float:
@@ -83,9 +83,9 @@ def main(argv=None) -> int:
 
     from pydoc_data.topics import topics
 
-    from ..datastore import DocumentStore, index_paths
-    from ..datastore.indexer import OVERLAP, WINDOW, hidden_states
-    from ..datastore.store import DEFAULT_DTYPE, SEARCH_BREADTH
+    from sense_local.datastore import DocumentStore, index_paths
+    from sense_local.datastore.indexer import OVERLAP, WINDOW, hidden_states
+    from sense_local.datastore.store import DEFAULT_DTYPE, SEARCH_BREADTH
 
     engine = Engine(resolve_model(args.model), n_ctx=4096)
     mid_sized = [t for t in topics if 2000 <= len(topics[t]) <= args.max_chars]  # ~500-1500 tokens each by default

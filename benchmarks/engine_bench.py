@@ -1,6 +1,6 @@
 """Plain greedy decoding: our low-level loop vs `Llama.create_completion(temperature=0)`.
 
-    python -m sense_local.bench.engine_bench [--model PATH] [--tokens 128] [--reps 3]
+    python -m benchmarks.engine_bench [--model PATH] [--tokens 128] [--reps 3]
 
 Same model, same chat prompts, runs interleaved; reports tok/s (decode phase) and the ratio.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from ..chat_template import chat_tokens
-from ..engine import Engine, default_threads
-from ..generation import GenerationOptions, make_decoder
-from ..registry import resolve_model
-from .peers import LlamaCppPeer
+from sense_local.chat_template import chat_tokens
+from sense_local.engine import Engine, default_threads
+from sense_local.generation import GenerationOptions, make_decoder
+from sense_local.registry import resolve_model
+from sense_local.bench.peers import LlamaCppPeer
 
 PROMPTS = [
     "Explain how a hash table works.",
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         "same threads": LlamaCppPeer(path, n_ctx=2048, n_threads=args.threads),
         "its defaults": LlamaCppPeer(path, n_ctx=2048, n_threads=None),
     }
-    options = GenerationOptions("ar", args.tokens)
+    options = GenerationOptions(method="ar", max_tokens=args.tokens)
     decode = {"ours": [], **{k: [] for k in peers}}  # tok/s after the first token, per prompt
     wall = {"ours": [], **{k: [] for k in peers}}  # seconds for the whole call, prompt evaluated afresh
     for text in PROMPTS:

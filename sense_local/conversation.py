@@ -1,0 +1,199 @@
+"""One conversation runtime for every front end: `generate`, `ask`, the line chat, the TUI and the
+OpenAI-compatible server only render what it yields.
+
+A Conversation owns the engine, the document store, the grounding and the decoder. A turn takes the
+history (OpenAI-style messages, the new user message last) and yields, in order:
+
+    Prepared     the prompt is built: the sources it is grounded on, notes for the user, turns dropped
+    TokenEvent   one per generated token (its text held back while it could begin a stop string)
+    Finished     the reply's text, its statistics and why it ended
+
+A bad request (empty message, a prompt that does not fit, a bad option) raises SenseError at the
+first `next()`, before anything is decoded. Setting `cancel` or closing the generator stops the
+reply between two decodes; the engine then holds no half-made state. One turn runs at a time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .engine import Engine
+from .errors import ContextOverflowError, SenseError
+from .generation import GenerationOptions, make_decoder, open_store
+from .grounding.chat import DEFAULT_PASSAGES, GroundedChat
+from .grounding.prompt import DEFAULT_BUDGET
+from .grounding.retrieve import DEFAULT_RANKER
+from .grounding.sources import Source
+from .speculative.types import TARGET, GenerationStats, TokenEvent
+from .stop_text import StopText
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationConfig:
+    """Everything a front end decides about a conversation, named."""
+
+    model: str | None = None  # GGUF path or registry name (None: $SENSE_MODEL or the default model)
+    n_ctx: int = 4096
+    threads: int | None = None  # None: all cores, up to 8
+    gpu_layers: int = 0  # layers offloaded to Metal/CUDA (-1: all)
+    store: str | None = None  # document store directory (None: no documents)
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    system: str = ""  # system prompt before every conversation that brings none
+    grounded: bool = True  # with a store: retrieve passages into each question and cite them
+    passages: int = DEFAULT_PASSAGES
+    budget: int = DEFAULT_BUDGET  # prompt tokens spent on passages, at most
+    ranker: str = DEFAULT_RANKER
+
+    def replace(self, **changes) -> "ConversationConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Prepared:
+    prompt_tokens: int
+    sources: list[Source] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for the user: indexing still running, turns dropped, ...
+    dropped: int = 0  # oldest messages left out to fit the context
+
+
+@dataclass
+class Finished:
+    text: str  # the reply as shown (stop string excluded)
+    stats: GenerationStats
+    finish_reason: str  # "stop" (end of turn or a stop string), "length" (max_tokens or the context), "cancelled"
+
+    def summary(self) -> str:
+        """The one-line figures every front end shows under a reply."""
+        s = self.stats
+        line = (f"{s.tokens} tokens · {s.tok_per_s:.1f} tok/s · tau {s.tau:.2f} · "
+                f"accepted {s.accepted}/{s.drafted} · {s.method}")
+        return line + (" · stopped" if self.finish_reason == "cancelled" else "")
+
+
+ReplyEvent = Prepared | TokenEvent | Finished
+
+
+def reply_reserve(engine: Engine, options: GenerationOptions) -> int:
+    """Context kept free for the reply when older turns are dropped."""
+    return min(options.max_tokens, engine.n_ctx // 4)
+
+
+class Conversation:
+    def __init__(self, engine: Engine, *, store=None, config: ConversationConfig | None = None):
+        self.engine = engine
+        self.store = store
+        self.config = config or ConversationConfig()
+        c = self.config
+        self._grounding = GroundedChat(engine, store, ranker=c.ranker, passages=c.passages, budget=c.budget)
+        self._plain = GroundedChat(engine, None, budget=c.budget)
+        self._busy = threading.Lock()
+        self._decoder = None  # the latest turn's decoder: its stats count live
+
+    def use_store(self, path: str | None) -> None:
+        """Ground on (and retrieve drafts from) another store, or none; a store built with another
+        model is refused with SenseError and the current one kept."""
+        store = open_store(self.engine, path)
+        c = self.config
+        self._grounding = GroundedChat(self.engine, store, ranker=c.ranker, passages=c.passages, budget=c.budget)
+        self.store = store
+
+    @property
+    def stats(self) -> GenerationStats:
+        """The current (or latest) reply's statistics, live while it is generated."""
+        return self._decoder.stats if self._decoder is not None else GenerationStats(method=self.config.options.method)
+
+    @classmethod
+    def open(cls, config: ConversationConfig) -> "Conversation":
+        """Load the config's model (and store): the one way every front end starts."""
+        from .registry import resolve_model
+
+        engine = Engine(resolve_model(config.model), n_ctx=config.n_ctx, n_threads=config.threads,
+                        n_gpu_layers=config.gpu_layers)
+        try:
+            store = open_store(engine, config.store)
+        except BaseException:
+            engine.close()
+            raise
+        return cls(engine, store=store, config=config)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    @property
+    def model_path(self):
+        return self.engine.path
+
+    def options(self, **changes) -> GenerationOptions:
+        """The config's generation options with some changed (validated)."""
+        return self.config.options.replace(**changes) if changes else self.config.options
+
+    # ------------------------------------------------------------------ turns
+    def reply(self, messages: list[dict], *, options: GenerationOptions | None = None, grounded: bool | None = None,
+              cancel: threading.Event | None = None) -> Iterator[ReplyEvent]:
+        """A chat turn: `messages` end with the user's new message."""
+        options = options or self.config.options
+        grounded = self.config.grounded if grounded is None else grounded
+        if not messages or messages[-1].get("role") != "user":
+            raise SenseError("the last message must be the user's")
+        history = list(messages[:-1])
+        if self.config.system and not (history and history[0].get("role") == "system"):
+            history.insert(0, {"role": "system", "content": self.config.system})
+        with self._turn():
+            grounding = self._grounding if grounded and self.store is not None else self._plain
+            turn = grounding.prepare(history, messages[-1]["content"], reserve=reply_reserve(self.engine, options))
+            if grounding is self._grounding:
+                self.store = grounding.store  # refreshed: an indexer may have committed more
+            yield Prepared(len(turn.tokens), turn.sources, turn.notes, turn.dropped)
+            yield from self._decode(turn.tokens, options, cancel)
+
+    def complete(self, prompt: str, *, options: GenerationOptions | None = None,
+                 cancel: threading.Event | None = None) -> Iterator[ReplyEvent]:
+        """A raw continuation of `prompt` (no chat template, no documents)."""
+        options = options or self.config.options
+        with self._turn():
+            tokens = self.engine.tokenize(prompt, add_special=True, parse_special=False)
+            if not tokens:
+                raise SenseError("empty prompt")
+            if len(tokens) >= self.engine.n_ctx:
+                raise ContextOverflowError(f"prompt has {len(tokens)} tokens but the context holds "
+                                           f"{self.engine.n_ctx}; shorten it or raise --ctx")
+            yield Prepared(len(tokens))
+            yield from self._decode(tokens, options, cancel)
+
+    @contextmanager
+    def _turn(self):
+        if not self._busy.acquire(blocking=False):
+            raise SenseError("a reply is already being generated on this model")
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    def _decode(self, tokens: list[int], options: GenerationOptions, cancel) -> Iterator[ReplyEvent]:
+        decoder = self._decoder = make_decoder(self.engine, options, store=self.store)
+        stop = StopText(options.stop)
+        parts: list[str] = []
+        events = decoder.generate(tokens, options.max_tokens, cancel=cancel)
+        try:
+            for ev in events:
+                text = stop.push(ev.text)
+                parts.append(text)
+                yield ev if text == ev.text else TokenEvent(ev.token, text, ev.source, ev.soft)
+                if stop.stopped:
+                    break
+        finally:
+            events.close()  # a stop string, or the caller closed us: the decoder's stats are final
+        tail = stop.flush()
+        if tail:
+            parts.append(tail)
+            yield TokenEvent(-1, tail, TARGET)
+        stats = decoder.stats
+        if stop.stopped:
+            stats.stop_reason = "stop-string"
+        reason = stats.stop_reason
+        finish = ("stop" if stop.stopped or reason == "eos" else "cancelled" if reason == "cancelled" else "length")
+        yield Finished("".join(parts), stats, finish)
+

@@ -1,0 +1,252 @@
+"""The speculative loop: draft -> one batched target decode of [last token + draft] -> verify ->
+commit the accepted prefix, truncate the rest -> emit events. A tree draft is decoded in one batch
+too (one sequence per branch) and its accepted path kept.
+
+With no drafter (or when the cost policy says a draft would not pay) a step is a plain one-token
+decode, so `ar` is this same loop with drafting switched off. Under the soft rule the proposal's
+token at the row after the verified part (the bonus row, computed anyway) is judged too (`_bonus`).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..detokenize import StreamDetokenizer
+from ..engine import Engine
+from .cost import CostCurve, OnlineCost
+from .drafters.base import Drafter
+from .types import TARGET, Draft, Feedback, GenerationStats, TokenEvent, Verdict
+from .verify import AcceptanceRule, top2_gap
+
+MAX_DRAFT = 32
+
+
+@dataclass
+class _Step:
+    """One draft-and-verify step."""
+
+    proposal: Draft | None  # what the drafter proposed (None: it had nothing)
+    draft: Draft | None  # the part of it verified (None: a plain one-token decode)
+    verdict: Verdict
+    logits: np.ndarray  # [1 + k, n_vocab] the decode's rows (a view, valid until the next decode)
+
+
+class SpecDecoder:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        method: str = "ar",
+        drafter: Drafter | None = None,
+        rule: AcceptanceRule | None = None,
+        cost: CostCurve | None = None,
+        seed: int = 0,
+        record_gaps: bool = False,
+        soft_bonus: bool = True,
+    ):
+        if drafter is not None and cost is None:
+            raise ValueError("a drafter needs a cost curve to decide when drafting pays")
+        self.engine = engine
+        self.method = method
+        self.drafter = drafter
+        self.rule = rule or AcceptanceRule()
+        self.cost = OnlineCost(cost) if cost is not None else None  # refined by every decode's timing
+        self.rng = np.random.default_rng(seed)
+        self.record_gaps = record_gaps
+        self.soft_bonus = soft_bonus
+        self.hidden = drafter is not None and drafter.needs_hidden  # drafts keyed on hidden states
+        self.stats = GenerationStats(method=method)
+        self._shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        max_tokens: int,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[TokenEvent]:
+        """Yield one TokenEvent per generated token. `self.stats` counts live and is complete when
+        this returns or when the caller closes the generator early (a stop string, a disconnect)."""
+        self.stats = GenerationStats(method=self.method, prompt_tokens=len(prompt))
+        detok = StreamDetokenizer(self.engine.piece)
+        t0 = time.perf_counter()
+        last = self._prefill(prompt)
+        self.stats.t_prefill = time.perf_counter() - t0
+        try:
+            yield from self._decode(last, max_tokens, cancel, detok)
+            tail = detok.flush()
+            if tail:
+                yield TokenEvent(-1, tail, TARGET)
+        finally:
+            self.stats.t_total = time.perf_counter() - t0 - self.stats.t_prefill
+
+    # ------------------------------------------------------------------ the loop
+    def _decode(self, last: int, max_tokens: int, cancel, detok) -> Iterator[TokenEvent]:
+        """Emit `last`, then step (draft -> verify -> accept) until a stop; every token goes out as
+        an event the moment it is known."""
+        eng, stats = self.engine, self.stats
+        last_source = TARGET  # a draft source when `last` is a proposal's token soft-accepted at the bonus row
+        step_emitted = 0  # tokens the latest forward contributed before `last`
+        while True:
+            if eng.is_eog(last):
+                stats.stop_reason = "eos"
+                if step_emitted == 0:
+                    stats.forwards -= 1  # that forward only said "stop": it produced no token
+                return
+            stats.tokens += 1
+            stats.soft_accepted += int(last_source != TARGET)
+            yield TokenEvent(last, detok.push(last), last_source, last_source != TARGET)
+            self._observe(last)
+            stats.stop_reason = self._stop_reason(max_tokens, cancel)
+            if stats.stop_reason:
+                return
+            step = self._step(last, max_tokens - stats.tokens)
+            step_emitted = 0
+            for tok, soft in self._accept(step):
+                if eng.is_eog(tok):
+                    stats.stop_reason = "eos"
+                    return
+                stats.tokens += 1
+                step_emitted += 1
+                stats.accepted += 1  # counted as emitted, so events and stats agree
+                stats.soft_accepted += int(soft)
+                yield TokenEvent(tok, detok.push(tok), step.draft.source, soft)
+                if stats.tokens >= max_tokens:
+                    stats.stop_reason = "length"
+                    return
+            last, last_source = self._next_token(step)
+
+    def _prefill(self, prompt: Sequence[int]) -> int:
+        """Evaluate the prompt; the target's first token."""
+        out = self.engine.prefill(prompt, outputs="last", hidden=self.hidden)
+        verdict = self.rule(out.logits[-1:], np.empty(0, np.int32), self.rng)
+        if self.record_gaps:
+            self.stats.top2_gaps.append(top2_gap(out.logits[-1]))
+        self.stats.forwards = 1
+        self._shadow = None
+        if self.drafter is not None:
+            self.drafter.begin(prompt)
+        return verdict.next_token
+
+    def _observe(self, token: int) -> None:
+        """The drafter sees an emitted target token; a shadow draft is scored against it."""
+        if self.drafter is None:
+            return
+        self.drafter.extend((token,))
+        shadow, self._shadow = self._shadow, None
+        if shadow is not None:
+            hit = int(shadow.tokens[0] == token)
+            self.drafter.update(Feedback(Draft(shadow.tokens[:1], shadow.source, shadow.acceptance, shadow.key), hit))
+
+    def _stop_reason(self, max_tokens: int, cancel) -> str:
+        if self.stats.tokens >= max_tokens:
+            return "length"
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
+        if self.engine.n_past + 1 >= self.engine.n_ctx:
+            return "context"
+        return ""
+
+    # ------------------------------------------------------------------ one step
+    def _step(self, last: int, left: int) -> _Step:
+        """Draft (if it pays), then one target decode of [last + draft] judged by the rule."""
+        proposal, draft = self._draft(left)
+        tv = time.perf_counter()
+        logits, verdict = self._verify(last, draft)
+        dt = time.perf_counter() - tv
+        self.stats.t_verify += dt
+        self.stats.forwards += 1
+        if self.cost is not None:
+            self.cost.observe(1 if draft is None else len(draft.tokens) + 1, dt)
+        return _Step(proposal, draft, verdict, logits)
+
+    def _draft(self, left: int) -> tuple[Draft | None, Draft | None]:
+        """(what the drafter proposed, the part of it worth verifying); a proposal not worth
+        verifying is kept as the shadow, to be scored against the next token for free."""
+        if self.drafter is None:
+            return None, None
+        td = time.perf_counter()
+        room = min(MAX_DRAFT, left, self.engine.n_ctx - self.engine.n_past - 2)
+        proposal = self.drafter.propose(room) if room > 0 else None
+        draft = None
+        if proposal is not None:
+            if proposal.parents is not None and self.rule.temperature > 0:
+                proposal = proposal.main_path()  # sampling verifies chains only
+            if proposal.parents is None:
+                k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
+            else:
+                k = self.cost.best_size(proposal.path_probs)
+            if k > 0:
+                draft = proposal.first(k)
+            else:
+                self._shadow = proposal
+        self.stats.t_draft += time.perf_counter() - td
+        return proposal, draft
+
+    def _verify(self, last: int, draft: Draft | None) -> tuple[np.ndarray, Verdict]:
+        """One target decode; the KV cache keeps `last` and the accepted part of the draft."""
+        eng = self.engine
+        if draft is None:
+            out = eng.eval([last], outputs="last", hidden=self.hidden)
+            if self.record_gaps:
+                self.stats.top2_gaps.append(top2_gap(out.logits[0]))
+            return out.logits, self.rule(out.logits, np.empty(0, np.int32), self.rng)
+        if draft.parents is None:
+            out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", hidden=self.hidden)
+            verdict = self.rule(out.logits, draft.tokens, self.rng, support=draft.acceptance)
+            k = len(draft.tokens)
+            if verdict.accepted < k:
+                eng.truncate(eng.n_past - (k - verdict.accepted))
+            return out.logits, verdict
+        out = eng.eval_tree(last, draft.tokens, draft.parents, hidden=self.hidden)
+        verdict = self.rule.tree(out.logits, draft.tokens, draft.parents, support=draft.acceptance)
+        eng.keep_path(verdict.path, draft.tokens)
+        return out.logits, verdict
+
+    def _accept(self, step: _Step) -> list[tuple[int, bool]]:
+        """The accepted draft tokens with their soft flags; the drafter learns how its draft fared."""
+        draft, verdict = step.draft, step.verdict
+        if draft is None:
+            return []
+        n = verdict.accepted
+        self.stats.steps_with_draft += 1
+        self.stats.drafted += len(draft.tokens)
+        if verdict.path is None:
+            self.drafter.update(Feedback(draft, n))
+            accepted = draft.tokens[:n].tolist()
+        else:  # the path drafted what it accepted, and one token more where it had a child
+            at = int(verdict.path[-1]) if n else -1
+            self.drafter.update(Feedback(draft, n, n + int((draft.parents == at).any())))
+            accepted = draft.tokens[verdict.path].tolist()
+        self.drafter.extend(accepted)
+        soft = verdict.soft.tolist() if verdict.soft is not None else [False] * n
+        return list(zip(accepted, soft))
+
+    def _next_token(self, step: _Step) -> tuple[int, str]:
+        """The token after the accepted part: the target's own, or under the soft rule the
+        proposal's token at the bonus row (`_bonus`)."""
+        if self.soft_bonus and step.proposal is not None:
+            return self._bonus(step.proposal, step.draft, step.verdict, step.logits)
+        return step.verdict.next_token, TARGET
+
+    def _bonus(self, proposal: Draft, draft: Draft | None, verdict, logits: np.ndarray) -> tuple[int, str]:
+        """The next token, and where it came from, when the rule may take the proposal's token at the
+        bonus row.
+
+        The row after the accepted prefix was computed anyway (it gives the target's own next
+        token). When every verified draft token stood and the proposal went on past the verified
+        part (or nothing was verified), the proposal's next token sits exactly at that row, so the
+        soft gate can judge it there at no cost. Chains only (a tree's next token depends on the
+        path taken).
+        """
+        top = verdict.next_token
+        k = 0 if draft is None else len(draft.tokens)
+        if proposal.parents is not None or verdict.accepted != k or len(proposal.tokens) <= k:
+            return top, TARGET
+        x = int(proposal.tokens[k])
+        if self.rule.takes_instead(logits[k], x, top, proposal.acceptance):
+            return x, proposal.source
+        return top, TARGET

@@ -1,0 +1,217 @@
+"""The OpenAI-compatible HTTP server: Starlette routes over the generation queue.
+
+    GET  /v1/models             the loaded model
+    POST /v1/chat/completions   a chat turn (grounded on the store when the server has one)
+    POST /v1/completions        a raw continuation
+    GET  /health                {"status": "ok", ...} with the queue's counters
+
+Every error is JSON in OpenAI's shape; a client that disconnects cancels its generation.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..conversation import Conversation, Finished, Prepared
+from ..speculative.types import TokenEvent
+from .jobs import END, Failed, GenerationQueue, Job, QueueFull
+from .openai_api import (ApiError, TurnRequest, choice, envelope, finish_reason, new_id, parse_turn, sense_stats,
+                         usage)
+
+MAX_BODY = 4 * 2**20  # bytes of request body accepted (a prompt this long would not fit any context anyway)
+RETRY_AFTER_S = 5  # told to clients when the queue is full
+
+
+class ServerState:
+    def __init__(self, conversation: Conversation, *, model_id: str, aliases: set[str], api_key: str | None,
+                 queue_size: int):
+        self.conversation = conversation
+        self.model_id = model_id
+        self.aliases = aliases | {model_id}
+        self.api_key = api_key
+        self.queue = GenerationQueue(conversation, queue_size)
+
+
+def build_app(state: ServerState) -> Starlette:
+    async def models(request: Request) -> Response:
+        _authorize(state, request)
+        created = int(state.conversation.model_path.stat().st_mtime)
+        return JSONResponse({"object": "list", "data": [
+            {"id": state.model_id, "object": "model", "created": created, "owned_by": "sense-local"}]})
+
+    async def health(request: Request) -> Response:
+        q = state.queue
+        return JSONResponse({"status": "ok", "model": state.model_id, "running": q.running is not None,
+                             "waiting": q.waiting, **q.counters.__dict__})
+
+    async def chat(request: Request) -> Response:
+        return await _turn(state, request, "chat")
+
+    async def completions(request: Request) -> Response:
+        return await _turn(state, request, "completion")
+
+    async def on_api_error(request: Request, exc: ApiError) -> Response:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail), type=kind).body(), status_code=exc.status_code)
+
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error").body(),
+                            status_code=500)
+
+    routes = [
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    handlers = {ApiError: on_api_error, HTTPException: on_http_error, Exception: on_crash}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        state.queue.close()
+
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+
+
+def _authorize(state: ServerState, request: Request) -> None:
+    if state.api_key is None:
+        return
+    given = request.headers.get("authorization", "")
+    token = given[7:].strip() if given.lower().startswith("bearer ") else ""
+    if not secrets.compare_digest(token.encode(), state.api_key.encode()):
+        raise ApiError(401, "missing or wrong API key (send it as 'Authorization: Bearer KEY')",
+                       type="invalid_request_error", code="invalid_api_key")
+
+
+async def _read_json(request: Request):
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise ApiError(413, f"request body of {int(length)} bytes is over the limit of {MAX_BODY}")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_BODY:
+            raise ApiError(413, f"request body is over the limit of {MAX_BODY} bytes")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+async def _turn(state: ServerState, request: Request, kind: str) -> Response:
+    _authorize(state, request)
+    body = await _read_json(request)
+    model = body.get("model") if isinstance(body, dict) else None
+    if model is not None and model not in state.aliases:
+        raise ApiError(404, f"the model '{model}' does not exist here; this server runs '{state.model_id}' "
+                            "(GET /v1/models)", type="not_found_error", param="model", code="model_not_found")
+    conversation = state.conversation
+    turn = parse_turn(body, kind, conversation.config.options, conversation.engine.n_ctx)
+    job = Job(_starter(turn), asyncio.get_running_loop())
+    try:
+        state.queue.submit(job)
+    except QueueFull:
+        raise ApiError(503, "the server is busy: too many requests are waiting for the model; retry shortly",
+                       type="server_error", code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
+    try:
+        first = await job.events.get()  # the prompt is built (or the request failed) before any status is sent
+        if isinstance(first, Failed):
+            raise ApiError(first.status, first.message, type="server_error" if first.status >= 500 else
+                           "invalid_request_error", code="context_length_exceeded" if first.status == 413 else None)
+        if first is END:  # cancelled while waiting
+            return Response(status_code=499)
+    except BaseException:
+        watcher.cancel()
+        job.cancel.set()
+        raise
+    rid = new_id(kind)
+    if turn.stream:
+        return StreamingResponse(_sse(state, turn, job, first, rid, watcher), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    try:
+        return JSONResponse(await _whole(state, turn, job, first, rid))
+    finally:
+        watcher.cancel()
+        job.cancel.set()  # finished already, or the client left
+
+
+def _starter(turn: TurnRequest):
+    def start(conversation: Conversation, cancel):
+        if turn.kind == "chat":
+            return conversation.reply(turn.messages, options=turn.options, grounded=turn.grounded, cancel=cancel)
+        return conversation.complete(turn.prompt, options=turn.options, cancel=cancel)
+
+    return start
+
+
+async def _cancel_on_disconnect(request: Request, job: Job) -> None:
+    """The body is read: the next ASGI message is the client leaving."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            job.cancel.set()
+            return
+
+
+async def _events(job: Job) -> AsyncIterator:
+    while (item := await job.events.get()) is not END:
+        yield item
+
+
+async def _whole(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepared, rid: str) -> dict:
+    finished = None
+    async for item in _events(job):
+        if isinstance(item, Finished):
+            finished = item
+        elif isinstance(item, Failed):
+            raise ApiError(item.status, item.message, type="server_error")
+    if finished is None:
+        raise ApiError(500, "the generation ended without a result", type="server_error")
+    doc = envelope(turn.kind, rid, state.model_id, chunk=False)
+    doc["choices"] = [choice(turn.kind, finished.text, chunk=False, finish=finish_reason(finished))]
+    doc["usage"] = usage(prepared.prompt_tokens, finished.stats)
+    doc["sense"] = sense_stats(finished.stats)
+    doc["sources"] = [s.to_dict() for s in prepared.sources]
+    return doc
+
+
+async def _sse(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepared, rid: str,
+               watcher: asyncio.Task) -> AsyncIterator[str]:
+    def chunk(text: str, *, finish: str | None = None, first: bool = False, **extra) -> str:
+        doc = envelope(turn.kind, rid, state.model_id, chunk=True)
+        doc["choices"] = [choice(turn.kind, text, chunk=True, finish=finish, first=first)]
+        doc.update(extra)
+        return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n"
+
+    try:
+        yield chunk("", first=True, sources=[s.to_dict() for s in prepared.sources])
+        async for item in _events(job):
+            if isinstance(item, TokenEvent):
+                if item.text:
+                    yield chunk(item.text)
+            elif isinstance(item, Finished):
+                yield chunk("", finish=finish_reason(item), sense=sense_stats(item.stats))
+                if turn.include_usage:
+                    doc = envelope(turn.kind, rid, state.model_id, chunk=True)
+                    doc.update(choices=[], usage=usage(prepared.prompt_tokens, item.stats))
+                    yield f"data: {json.dumps(doc)}\n\n"
+            elif isinstance(item, Failed):
+                yield f"data: {json.dumps(ApiError(item.status, item.message, type='server_error').body())}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:  # finished, or the client left mid-stream: either way the model is freed at once
+        watcher.cancel()
+        job.cancel.set()

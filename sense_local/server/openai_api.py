@@ -1,0 +1,170 @@
+"""OpenAI's HTTP API as sense-local speaks it: request bodies checked into options, and the response,
+chunk and error shapes. Extras beyond OpenAI's fields: `sense` (speculation statistics) on every
+response (on the last chunk when streamed) and `sources` (what a grounded answer cites); requests may
+name a decoding `method` and turn grounding off with `"grounded": false`."""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from ..conversation import Finished
+from ..errors import SenseError
+from ..generation import MAX_STOPS, GenerationOptions
+from ..speculative.types import GenerationStats
+
+ROLES = ("system", "user", "assistant", "developer", "tool")
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class TurnRequest:
+    kind: str  # "chat" | "completion"
+    options: GenerationOptions
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
+    grounded: bool | None = None  # None: as the server was started (with --store: grounded)
+    messages: list[dict] = field(default_factory=list)  # chat
+    prompt: str = ""  # completion
+
+
+def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int) -> TurnRequest:
+    """Check a /v1/chat/completions or /v1/completions body; ApiError(400) names the bad field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    stream = _typed(body, "stream", bool, False)
+    stream_options = _typed(body, "stream_options", dict, {}) or {}
+    n = _typed(body, "n", int, 1)
+    if n != 1:
+        raise ApiError(400, "n: only one choice per request is supported", param="n")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is None:
+        max_tokens = defaults.max_tokens
+    elif not _is_int(max_tokens) or not 1 <= max_tokens <= n_ctx:
+        raise ApiError(400, f"max_tokens must be an integer from 1 to the context size {n_ctx} (got {max_tokens!r})",
+                       param="max_tokens")
+    temperature = body.get("temperature", defaults.temperature)
+    if temperature is None:
+        temperature = defaults.temperature
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+        raise ApiError(400, f"temperature must be a number from 0 to 2 (got {temperature!r})", param="temperature")
+    seed = body.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise ApiError(400, f"seed must be an integer (got {seed!r})", param="seed")
+    stop = body.get("stop") or []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or len(stop) > MAX_STOPS or not all(isinstance(s, str) and s for s in stop):
+        raise ApiError(400, f"stop must be a string or a list of at most {MAX_STOPS} non-empty strings", param="stop")
+    method = _typed(body, "method", str, defaults.method)
+    grounded = _typed(body, "grounded", bool, None)
+    try:
+        options = defaults.replace(method=method, max_tokens=max_tokens, temperature=float(temperature),
+                                   seed=defaults.seed if seed is None else seed % 2**32, stop=tuple(stop))
+    except SenseError as exc:
+        raise ApiError(400, str(exc), param="method") from None
+    request = TurnRequest(kind, options, stream, bool(stream_options.get("include_usage")), grounded)
+    if kind == "chat":
+        request.messages = _messages(body.get("messages"))
+    else:
+        request.prompt = _prompt(body.get("prompt"))
+    return request
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _typed(body: dict, key: str, kind: type, default):
+    value = body.get(key, default)
+    if value is None or value is default:
+        return default
+    if kind is int and not _is_int(value) or not isinstance(value, kind):
+        raise ApiError(400, f"{key} must be of type {kind.__name__} (got {value!r})", param=key)
+    return value
+
+
+def _messages(messages) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty list", param="messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise ApiError(400, f"messages[{i}] must be an object with a role ({', '.join(ROLES)})", param="messages")
+        role = "system" if m["role"] == "developer" else m["role"]
+        out.append({"role": role, "content": _text(m.get("content"), f"messages[{i}].content")})
+    if out[-1]["role"] != "user":
+        raise ApiError(400, "the last message must be the user's", param="messages")
+    return out
+
+
+def _text(content, where: str) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ApiError(400, f"{where}: only text content parts are supported", param="messages")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise ApiError(400, f"{where} must be a string or a list of text parts", param="messages")
+
+
+def _prompt(prompt) -> str:
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise ApiError(400, "prompt must be a non-empty string (one prompt per request)", param="prompt")
+    return prompt
+
+
+# ---------------------------------------------------------------------- responses
+def new_id(kind: str) -> str:
+    return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+
+
+def finish_reason(finished: Finished) -> str:
+    return "stop" if finished.finish_reason == "stop" else "length"
+
+
+def usage(prompt_tokens: int, stats: GenerationStats) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": stats.tokens,
+            "total_tokens": prompt_tokens + stats.tokens}
+
+
+def sense_stats(stats: GenerationStats) -> dict:
+    """The speculation figures of a reply (the extra `sense` field)."""
+    return {"method": stats.method, "tau": round(stats.tau, 4), "drafted": stats.drafted, "accepted": stats.accepted,
+            "soft_accepted": stats.soft_accepted, "forwards": stats.forwards, "tok_per_s": round(stats.tok_per_s, 2),
+            "prefill_s": round(stats.t_prefill, 4), "stop_reason": stats.stop_reason}
+
+
+def envelope(kind: str, rid: str, model: str, *, chunk: bool) -> dict:
+    obj = {"chat": "chat.completion", "completion": "text_completion"}[kind]
+    return {"id": rid, "object": obj + (".chunk" if chunk and kind == "chat" else ""), "created": int(time.time()),
+            "model": model}
+
+
+def choice(kind: str, text: str, *, chunk: bool, finish: str | None, first: bool = False) -> dict:
+    if kind == "completion":
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    if not chunk:
+        return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+    delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+    return {"index": 0, "delta": delta, "finish_reason": finish}

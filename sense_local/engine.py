@@ -62,6 +62,7 @@ class Engine:
         self.path = Path(model_path)
         check_readable_gguf(self.path)
         native.ensure_backend()
+        native.limit_blas_threads()
         self.n_threads = n_threads or default_threads()
         self.n_gpu_layers = n_gpu_layers
 

@@ -29,7 +29,24 @@ def _preload_libstdcxx() -> None:
 
 _preload_libstdcxx()
 
+# numpy's BLAS (OpenBLAS) keeps a thread pool whose threads spin after every call: beside llama.cpp's
+# own decode threads on a small machine they steal the cores llama.cpp needs. Measured on the 1.5B
+# (2 cores, docqa-rag, `benchmarks/profile_method`): one 1500-row matvec per step for SENSE's live
+# context made every following decode ~45% slower (sense 13.9 -> 19.6 tok/s with one BLAS thread).
+# Our BLAS work is small matvecs, so one thread is enough. The variable works when numpy is not
+# loaded yet (llama_cpp imports it); `limit_blas_threads` covers a host that imported numpy first.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import llama_cpp  # noqa: E402  (after the preload, before anything of ours)
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread for this process, whatever was imported first (see the note above)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=1, user_api="blas")
 
 _backend_ready = False
 

@@ -57,3 +57,17 @@ def run_cli(*args: str, env: dict | None = None, stdin: str | None = None, **kw)
         [sys.executable, "-m", "sense_local.cli", *args],
         capture_output=True, text=True, env=full_env, input=stdin, cwd=ROOT, timeout=300, **kw,
     )
+
+
+def pydoc_topics_store(engine, tmp_path_factory, name: str, topics: list[str]) -> Path:
+    """A real store of Python's reference-doc topics (one .txt each), indexed with `engine`."""
+    from pydoc_data.topics import topics as texts
+
+    from sense_local.datastore import index_paths
+
+    docs = tmp_path_factory.mktemp(f"{name}-docs")
+    for topic in topics:
+        (docs / f"{topic}.txt").write_text(texts[topic])
+    out = tmp_path_factory.mktemp(name) / "store"
+    index_paths(engine, out, [docs])
+    return out

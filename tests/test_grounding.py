@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import pydoc_topics_store, run_cli
 from benchmarks.doc_questions import QUESTIONS
 from benchmarks.retrieval_bench import measure_recall
 from sense_local.datastore import DocumentStore, index_paths
@@ -24,14 +24,7 @@ SUBSET = [q for q in QUESTIONS if q.topic in TOPICS]
 
 @pytest.fixture(scope="module")
 def store_dir(engine, tmp_path_factory) -> Path:
-    from pydoc_data.topics import topics
-
-    docs = tmp_path_factory.mktemp("grounding-docs")
-    for name in TOPICS:
-        (docs / f"{name}.txt").write_text(topics[name])
-    out = tmp_path_factory.mktemp("grounding") / "store"
-    index_paths(engine, out, [docs])
-    return out
+    return pydoc_topics_store(engine, tmp_path_factory, "grounding", TOPICS)
 
 
 @pytest.fixture(scope="module")

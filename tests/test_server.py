@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,8 +17,7 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import ROOT
-from sense_local.datastore import index_paths
+from conftest import ROOT, pydoc_topics_store
 
 TOPICS = ["with", "pass", "while", "lambda"]
 KEY = "sk-test-1234"
@@ -86,14 +84,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def store_dir(engine, tmp_path_factory) -> Path:
-    from pydoc_data.topics import topics
-
-    docs = tmp_path_factory.mktemp("server-docs")
-    for name in TOPICS:
-        (docs / f"{name}.txt").write_text(topics[name])
-    out = tmp_path_factory.mktemp("server") / "store"
-    index_paths(engine, out, [docs])
-    return out
+    return pydoc_topics_store(engine, tmp_path_factory, "server", TOPICS)
 
 
 @pytest.fixture(scope="module")

@@ -39,14 +39,22 @@ def register(method: Method) -> Method:
 
 
 register(Method("ar", "plain autoregressive decoding (no drafts)", None))
-register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output",
-                lambda c: PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(c.engine, tokens))))
+def _lookup(c: DraftContext) -> PromptLookupDrafter:
+    return PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(c.engine, tokens))
+
+
+register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", _lookup))
 register(Method("rest", "REST: longest suffix match in the documents' tokens", lambda c: RestDrafter(c.store), needs_store=True))
 # SENSE drafts token trees by default. Over six 2-3-rep quick-suite runs, grounded tau was 2.15-2.32
 # for the tree against 1.76-2.06 for the chain, at 1.24-1.33x against 1.22-1.29x; docqa and open
 # were level. docqa-rag medians came out lower (1.37-1.45 vs 1.65-1.71), mostly where one of the
 # two parted from ar at a near-tie and wrote other text. The chain stays as an ablation.
-register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded), tree drafts",
+# SENSE competes its neighbours' drafts with the exact n-gram match of the same context (the
+# lexical drafter), so it is never shorter than prompt lookup where the text is a copy (issue 18).
+register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded), "
+                "tree drafts, with the exact n-gram match competing",
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, tree=True, lexical=_lookup(c))))
+register(Method("sense-neighbours", "SENSE ablation: hidden-state neighbours only (no n-gram match)",
                 lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, tree=True)))
 register(Method("sense-context", "SENSE ablation: live context store only",
                 lambda c: SenseDrafter(c.engine, use_context=True, docs=None, tree=True)))
@@ -60,7 +68,7 @@ register(Method("sense-context-chain", "SENSE ablation: live context store only,
 register(Method("sense-docs-chain", "SENSE ablation: document store only, chain drafts",
                 lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store), needs_store=True))
 register(Method("sense-soft", "SENSE chain drafts with soft-gated evaluation: semantically equivalent drafts accepted",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store), rule="soft"))
+                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, lexical=_lookup(c)), rule="soft"))
 
 
 # The one default of every front end (generate, ask, chat, the TUI, the server), chosen by measurement

@@ -14,6 +14,13 @@ that never match the answer must not talk down the live context).
 Per step: at most two k-NN searches and array work on at most 2k continuations; a source whose
 searches bear no fruit pauses (Backoff), and the documents are not searched while the live
 context is in a verbatim copy.
+
+With `lexical` (a prompt-lookup drafter over the same context), SENSE subsumes exact n-gram
+matching: the positions an n-gram match finds are hidden-state neighbours too, but a k-NN search
+may rank them below near-duplicates that agree on fewer tokens, and paused searches miss them. So the
+lexical draft competes with the neighbours' drafts on the same scale (expected accepted tokens) and
+the likelier one goes; while the lexical match is a copy under way (8 tokens or more in a row,
+COPY_MATCH_BUCKET) no search is run at all.
 """
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ MAX_PAUSE = {"context": 16, "docs": 32}  # steps; a pause doubles from 2 while p
 COPYING = 4  # a context neighbour this many tokens in lexical agreement: a copy under way, no docs search
 HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens occurred before
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
+COPY_MATCH_BUCKET = 4  # the lexical drafter's match bucket from which a copy is under way (8+ tokens)
 
 
 def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) -> np.ndarray:
@@ -94,7 +102,8 @@ class SenseDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, engine, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
-                 tree: bool = False, max_branches: int = 4, rewrap: bool = True, name: str = "sense"):
+                 tree: bool = False, max_branches: int = 4, rewrap: bool = True, name: str = "sense",
+                 lexical: Drafter | None = None):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
         self.engine = engine
@@ -117,8 +126,11 @@ class SenseDrafter(Drafter):
         self._run = 0  # draft tokens accepted in a row
         # keys (source, similarity, lexical agreement, run) pool by (source, lexical agreement)
         self.estimate = AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]))
+        self.lexical = lexical  # exact n-gram drafts over the same context (None: neighbours only)
 
     def begin(self, prompt: Sequence[int]) -> None:
+        if self.lexical is not None:
+            self.lexical.begin(prompt)
         self.ctx = []
         self._seen = set()
         self.extend(prompt)
@@ -135,6 +147,8 @@ class SenseDrafter(Drafter):
             self.context.reset()
 
     def extend(self, tokens: Sequence[int]) -> None:
+        if self.lexical is not None:
+            self.lexical.extend(tokens)
         ctx, seen = self.ctx, self._seen
         if len(ctx) + len(tokens) > len(self._ctx_array):
             self._ctx_array = np.concatenate([self._ctx_array, np.zeros(len(self._ctx_array) + len(tokens), np.int32)])
@@ -215,6 +229,15 @@ class SenseDrafter(Drafter):
     def propose(self, max_len: int) -> Draft | None:
         if self._searched:  # the last proposal got no feedback (not verified, not scored)
             self._fruit(None)
+        lexical = self.lexical.propose(min(max_len, self.max_len)) if self.lexical is not None else None
+        if lexical is not None and lexical.key >= COPY_MATCH_BUCKET:
+            return lexical  # a copy under way: the n-gram match already knows what follows
+        neighbours = self._propose_neighbours(max_len)
+        if lexical is None or neighbours is not None and _value(neighbours) >= _value(lexical):
+            return neighbours
+        return lexical
+
+    def _propose_neighbours(self, max_len: int) -> Draft | None:
         search_context = self.context is not None and (self.backoff["context"].due() or self._repeating())
         search_docs = self.docs is not None and self.docs.n_vectors > 0 and self.backoff["docs"].due()
         if not (search_context or search_docs):
@@ -236,10 +259,7 @@ class SenseDrafter(Drafter):
             draft = self._draft(conts[rows], weights[rows], sims[rows], lex[rows], src, limit)
             if draft is None:
                 continue
-            if draft.path_probs is not None:
-                value = float(draft.path_probs.sum())
-            else:
-                value = float((draft.acceptance ** np.arange(1, len(draft.tokens) + 1)).sum())
+            value = _value(draft)
             if best is None or value > best_value:
                 best, best_value = draft, value
         if best is None:
@@ -275,6 +295,16 @@ class SenseDrafter(Drafter):
 
     def update(self, feedback: Feedback) -> None:
         drafted = feedback.drafted
-        self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
-        self._fruit(feedback.draft.source if feedback.accepted > 0 else None)
+        if feedback.draft.source in SOURCES:
+            self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
+            self._fruit(feedback.draft.source if feedback.accepted > 0 else None)
+        else:  # the lexical drafter's draft went
+            self.lexical.update(feedback)
         self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0
+
+
+def _value(draft: Draft) -> float:
+    """Expected accepted tokens of a draft (a chain: sum of a^i; a tree: its nodes' path probabilities)."""
+    if draft.path_probs is not None:
+        return float(draft.path_probs.sum())
+    return float((draft.acceptance ** np.arange(1, len(draft.tokens) + 1)).sum())

@@ -1,0 +1,71 @@
+"""Where a method's decoding time goes on one kind of quick-suite task (`scripts/profile_method`).
+
+For each method: the decoder's own split (draft / verify / other, per generated token), its tau and
+tok/s, and a cProfile of the loop (the top functions by own time). Same engine, same prompts, one
+method after the other.
+
+    python -m benchmarks.profile_method --model default --kind docqa-rag --methods ar,pld,sense
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+
+from sense_local.bench.runner import bench_store, with_retrieval
+from sense_local.bench.tasks import build_tasks
+from sense_local.chat_template import chat_tokens
+from sense_local.engine import Engine
+from sense_local.generation import GenerationOptions, make_decoder
+from sense_local.registry import resolve_model
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--kind", default="docqa-rag")
+    ap.add_argument("--methods", default="ar,pld,sense")
+    ap.add_argument("--tasks", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--top", type=int, default=12)
+    args = ap.parse_args(argv)
+    engine = Engine(resolve_model(args.model), n_ctx=4096)
+    tasks = [t for t in build_tasks("quick") if t.kind == args.kind][: args.tasks]
+    store = bench_store(engine, "quick") if args.kind.startswith("docqa") else None
+    if args.kind == "docqa-rag":
+        tasks = [with_retrieval(engine, store, t, args.tokens) for t in tasks]
+    prompts = [chat_tokens(engine, [{"role": "user", "content": t.prompt}]) for t in tasks]
+    for method in args.methods.split(","):
+        profile = cProfile.Profile()
+        totals = dict(tokens=0, forwards=0, draft=0.0, verify=0.0, total=0.0, drafted=0, accepted=0)
+        for prompt in prompts:
+            engine.prefill(prompt, outputs="hidden", hidden=True)  # as the suite does: prompts' states cached
+            decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=args.tokens), store=store)
+            profile.enable()
+            for _ in decoder.generate(prompt, args.tokens):
+                pass
+            profile.disable()
+            s = decoder.stats
+            totals["tokens"] += s.tokens
+            totals["forwards"] += s.forwards
+            totals["draft"] += s.t_draft
+            totals["verify"] += s.t_verify
+            totals["total"] += s.t_total
+            totals["drafted"] += s.drafted
+            totals["accepted"] += s.accepted
+        n = max(totals["tokens"], 1)
+        other = totals["total"] - totals["draft"] - totals["verify"]
+        print(f"\n== {method}: {totals['tokens']} tokens, tau {totals['tokens'] / max(totals['forwards'], 1):.2f}, "
+              f"{(totals['tokens'] - len(prompts)) / totals['total']:.2f} tok/s, accepted "
+              f"{totals['accepted']}/{totals['drafted']}; per token: draft {1000 * totals['draft'] / n:.1f} ms, "
+              f"verify {1000 * totals['verify'] / n:.1f} ms, other {1000 * other / n:.1f} ms")
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(args.top)
+        print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()))
+    engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -79,3 +79,33 @@ def corpus_topics() -> list[str]:
     from pydoc_data.topics import topics
 
     return [t for t in sorted(topics) if t not in SUPERSET_TOPICS]
+
+
+# Questions no Python reference topic answers (small talk, general knowledge, other software): grounded
+# chat should answer them without citing the documents.
+UNRELATED = [
+    "Hello! How are you today?",
+    "Name three colors.",
+    "What is the capital of France?",
+    "Tell me a joke.",
+    "Who wrote Romeo and Juliet?",
+    "What is 17 times 23?",
+    "Recommend a good science fiction book.",
+    "How do I bake sourdough bread?",
+    "Translate 'good morning' into Spanish.",
+    "How tall is Mount Everest?",
+    "Write a haiku about autumn.",
+    "What year did the Second World War end?",
+    "How many legs does a spider have?",
+    "What is photosynthesis?",
+    "Suggest a name for my cat.",
+    "How do I extract a .tar.gz archive?",
+    "What is the boiling point of water at sea level?",
+    "Who painted the Mona Lisa?",
+    "Thanks, that helps!",
+    "What should I cook for dinner tonight?",
+    "How far is the Moon from Earth?",
+    "Give me three tips for sleeping better.",
+    "How do I change a flat tire on a bicycle?",
+    "What is the difference between weather and climate?",
+]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sense_local.engine import Engine
 from sense_local.grounding.retrieve import RANKERS, PassageRetriever
-from benchmarks.doc_questions import QUESTIONS, corpus_topics
+from benchmarks.doc_questions import QUESTIONS, UNRELATED, corpus_topics
 from sense_local.bench.runner import pydoc_store
 
 
@@ -41,6 +41,31 @@ def measure_recall(engine: Engine, store, rankers=RANKERS, questions=QUESTIONS, 
             "misses": misses,
         }
     return results
+
+
+def measure_gate(engine: Engine, store, questions=QUESTIONS, unrelated=UNRELATED) -> dict:
+    """Evidence (best BM25 score, hidden votes per question token) for labelled questions and for
+    unrelated ones, and what the relevance floors in grounding/retrieve.py make of them: recall@3 of
+    the labelled questions with the gate on, and how often an unrelated question still gets sources."""
+    retriever = PassageRetriever(engine, store, "fused")
+    rows = []
+    for q in questions:
+        hits, ev = retriever.search_with_evidence(q.question, 3)
+        rows.append({"kind": "labelled", "question": q.question, "bm25": round(ev.bm25, 3),
+                     "votes": round(ev.votes, 4), "relevant": ev.relevant,
+                     "found": q.topic in [topic_of(h.passage.path) for h in hits]})
+    for text in unrelated:
+        _, ev = retriever.search_with_evidence(text, 3)
+        rows.append({"kind": "unrelated", "question": text, "bm25": round(ev.bm25, 3), "votes": round(ev.votes, 4),
+                     "relevant": ev.relevant, "found": False})
+    labelled = [r for r in rows if r["kind"] == "labelled"]
+    other = [r for r in rows if r["kind"] == "unrelated"]
+    return {
+        "recall@3_gated": round(sum(r["found"] and r["relevant"] for r in labelled) / max(len(labelled), 1), 3),
+        "recall@3_ungated": round(sum(r["found"] for r in labelled) / max(len(labelled), 1), 3),
+        "unrelated_sourced": round(sum(r["relevant"] for r in other) / max(len(other), 1), 3),
+        "rows": rows,
+    }
 
 
 def main(argv=None) -> int:

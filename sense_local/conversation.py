@@ -27,6 +27,7 @@ from .grounding.chat import DEFAULT_PASSAGES, GroundedChat
 from .grounding.prompt import DEFAULT_BUDGET
 from .grounding.retrieve import DEFAULT_RANKER
 from .grounding.sources import Source
+from .speculative.cost import remember_learned
 from .speculative.types import TARGET, GenerationStats, TokenEvent
 from .stop_text import StopText
 
@@ -190,6 +191,8 @@ class Conversation:
         if tail:
             parts.append(tail)
             yield TokenEvent(-1, tail, TARGET)
+        if decoder.cost is not None:
+            remember_learned(self.engine, decoder.cost)  # the next reply starts from what this one timed
         stats = decoder.stats
         if stop.stopped:
             stats.stop_reason = "stop-string"

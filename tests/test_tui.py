@@ -229,18 +229,108 @@ async def test_quit_during_a_reply_keeps_the_partial_reply_and_exits_fast(tmp_pa
 
 
 @pytest.mark.asyncio
-async def test_the_first_reply_on_a_model_says_it_is_measuring_decode_costs(tmp_path, monkeypatch):
+async def test_the_first_reply_on_a_fresh_model_never_waits_for_a_calibration(tmp_path, monkeypatch):
+    """No cost curve known (a fresh data dir): the reply starts from the prior curve at once, nothing
+    is measured, and what the reply timed is kept for the next one."""
     from sense_local.speculative import cost
 
     monkeypatch.setenv("SENSE_HOME", str(tmp_path / "fresh-home"))  # no cost curve cached here
     monkeypatch.setattr(cost, "_loaded", {})
-    app = make_app(tmp_path, max_tokens=8, method="pld")
-    seen = []
+    monkeypatch.setattr(cost, "LEARNED_AFTER", 1)
+    measured = []
+    monkeypatch.setattr(cost, "measure_cost_curve", lambda *a, **k: measured.append(1) or cost.PRIOR)
+    app = make_app(tmp_path, max_tokens=120, method="pld")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        assert not cost.cost_curve_known(app.engine)
+        await send(pilot, app, "Repeat exactly, twice: the quick brown fox jumps over the lazy dog. "
+                               "The quick brown fox jumps over the lazy dog.")
+        await wait_for(pilot, lambda: not app.generating)
+        assert replies(app)[-1].content.strip() and not measured
+        assert app.conversation.stats.forwards > 0 and "tok/s" in str(app.query_one("#status").render())
+        if app.conversation._decoder.cost.observed >= 1:  # it timed a drafted decode: that is kept
+            assert cost.cost_curve_known(app.engine)
+
+
+@pytest.mark.asyncio
+async def test_first_launch_welcomes_and_typing_on_the_transcript_goes_to_the_prompt(tmp_path):
+    from tui.app import WELCOME
+
+    app = make_app(tmp_path, max_tokens=4, method="ar")
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.session is not None)
-        await send(pilot, app, "Say hi.")
-        while app.generating:
-            seen.append(str(app.query_one("#status").render()))
-            await pilot.pause(0.05)
-        assert any("measuring what a batched decode costs" in text for text in seen)
-        assert "tok/s" in str(app.query_one("#status").render())  # the status bar's figures come back
+        welcome = app.query(".welcome")
+        assert len(welcome) == 1 and "F3" in str(welcome.first().render()) and WELCOME.startswith("Type")
+        app.query_one("#transcript").focus()
+        await pilot.press("h", "i", "enter")  # typed with the transcript focused: nothing lost
+        await wait_for(pilot, lambda: len(replies(app)) == 1 and not app.generating)
+        assert [m.content for m in app.query(ChatMessage) if m.role == "user"] == ["hi"]
+        assert not app.query(".welcome")  # gone once the chat starts
+
+
+@pytest.mark.asyncio
+async def test_transcript_shows_the_end_after_esc(tmp_path):
+    app = make_app(tmp_path, max_tokens=400, method="ar")
+    async with app.run_test(size=(80, 16)) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await send(pilot, app, "Write a long story about a dragon.\n" * 3)
+        await wait_for(pilot, lambda: app._streamed >= 60)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.generating)
+        await pilot.pause(0.3)
+        transcript = app.query_one("#transcript")
+        assert "stopped" in replies(app)[-1].footer
+        assert transcript.max_scroll_y > 0 and transcript.scroll_y >= transcript.max_scroll_y - 1
+
+
+@pytest.mark.asyncio
+async def test_settings_save_with_enter_and_say_which_field_is_wrong(tmp_path):
+    from textual.widgets import Input
+
+    from tui.screens import SettingsScreen
+
+    app = make_app(tmp_path, max_tokens=48, method="ar")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        app.screen.query_one("#theta", Input).value = "abc"
+        app.screen.query_one("#theta", Input).focus()
+        await pilot.press("enter")
+        assert isinstance(app.screen, SettingsScreen)  # refused, with the field named
+        assert any("Theta: 'abc' is not a number" in n.message for n in app._notifications)
+        app.screen.query_one("#theta", Input).value = ""
+        app.screen.query_one("#max_tokens", Input).value = "77"
+        app.screen.query_one("#max_tokens", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert app.settings.max_tokens == 77 and app.sessions.get(app.session.id).settings["max_tokens"] == 77
+
+
+@pytest.mark.asyncio
+async def test_sessions_rename_the_current_one_and_delete_asks_first(tmp_path):
+    from textual.widgets import Input
+
+    from tui.screens import SessionsScreen
+
+    app = make_app(tmp_path, max_tokens=4, method="ar")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        current = app.session.id
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen))
+        app.screen.query_one("#sessions").index = None  # nothing highlighted: rename acts on the current one
+        await pilot.press("r")
+        box = app.screen.query_one("#rename", Input)
+        box.value = "Renamed chat"
+        await pilot.press("enter")
+        assert app.sessions.get(current).title == "Renamed chat"
+        await pilot.press("d")  # first press only asks
+        assert app.sessions.get(current) is not None
+        await pilot.press("d")
+        assert app.sessions.get(current) is None
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SessionsScreen))
+        # a fresh session took its place (SQLite may give it the freed id)
+        assert app.session is not None and app.sessions.get(app.session.id) is not None
+        assert app.session.title.startswith("Chat ") and app.sub_title == app.session.title

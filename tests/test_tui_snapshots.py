@@ -26,7 +26,7 @@ SOURCES = [{"number": 1, "path": "/home/me/notes/lighthouses.md", "line": 12, "p
 async def _ready(pilot):
     """Wait until the model is loaded, the session shown and the status bar filled in."""
     app = pilot.app
-    while app.session is None or "method" not in str(app.query_one("#status").render()):
+    while app.session is None or app.engine is None or "loading" in str(app.query_one("#status").render()):
         await pilot.pause(0.05)
     app.query_one("#prompt").cursor_blink = False  # a blinking cursor would make the picture timing-dependent
     await pilot.wait_for_scheduled_animations()
@@ -42,6 +42,26 @@ def test_chat_with_highlighting(snap_compare, tmp_path):
                                            "sources": SOURCES}))
     app = SenseApp(sessions=store)
     assert snap_compare(app, terminal_size=SIZE, run_before=_ready)
+
+
+def test_small_terminal_60x15(snap_compare, tmp_path):
+    """60 columns x 15 rows: no legend, a short prompt box, a compact footer, an abbreviated status bar."""
+    store = SessionStore(tmp_path / "s.db")
+    session = store.create("Lighthouse", "SmolLM2-135M-Instruct.Q8_0.gguf", "sense", Settings().to_dict())
+    store.add_message(session.id, Message("user", "Tell me about the lighthouse keeper."))
+    store.add_message(session.id, Message("assistant", "".join(s[0] for s in SPANS), SPANS,
+                                          {"footer": "16 tokens · 95.0 tok/s · tau 2.67 · accepted 10/12",
+                                           "sources": SOURCES}))
+
+    async def check(pilot):
+        await _ready(pilot)
+        app = pilot.app
+        assert not app.query_one("#legend").display or app.query_one("#legend").region.height == 0
+        status = str(app.query_one("#status").render())
+        assert 0 < len(status) <= 58  # abbreviated to fit one line of 60 columns (padding 1 each side)
+
+    app = SenseApp(sessions=store)
+    assert snap_compare(app, terminal_size=(60, 15), run_before=check)
 
 
 def test_documents_screen(snap_compare, tmp_path, monkeypatch, engine):

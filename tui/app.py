@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -21,6 +21,9 @@ from sense_local.sessions import SessionStore
 
 from .settings import Settings
 from .widgets import ChatMessage, PromptBox, StatusBar, legend_text
+
+WELCOME = ("Type a message and press Enter (Ctrl+J for a new line). F3 adds your documents, so answers can "
+           "cite them; F5 settings, F7 other models, F4 sessions, Ctrl+Q quits.")
 
 # Tokens reach the UI in batches, at most this often: each batch re-renders the reply, and on a
 # 2-core CPU that work is taken from decoding (measured: 20/s cost ~10% of tok/s, 5/s ~0%).
@@ -78,8 +81,9 @@ class SenseApp(App):
     def __init__(self, config: ConversationConfig | None = None, *, settings: Settings | None = None,
                  sessions: SessionStore | None = None):
         super().__init__()
-        self.config = config or ConversationConfig()
-        self.settings = settings or Settings.from_config(self.config)
+        config = config or ConversationConfig()
+        self.settings = settings or Settings.from_config(config)
+        self.config = config.replace(system="")  # each session's settings carry its system prompt
         self.sessions = sessions or SessionStore()
         self.conversation = None  # sense_local.conversation.Conversation once the model is loaded
         self.store_path = self.config.store
@@ -117,7 +121,45 @@ class SenseApp(App):
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptBox).focus()
+        self.on_resize(events.Resize(self.size, self.size))
         self.load_engine()
+
+    NARROW = 90  # columns below which the legend and the footer go compact
+    SHORT = 20  # rows below which the legend hides and the prompt box shrinks
+
+    def on_resize(self, event) -> None:
+        """Degrade on small terminals: compact legend and footer, a shorter prompt box, no legend
+        under SHORT rows; the status bar abbreviates itself."""
+        from textual.css.query import NoMatches
+
+        width, height = event.size.width, event.size.height
+        if not self.screen_stack:
+            return
+        chat = self.screen_stack[0]
+        chat.set_class(width < self.NARROW, "-narrow")
+        chat.set_class(height < self.SHORT, "-short")
+        try:
+            chat.query_one("#legend", Static).update(legend_text(compact=width < self.NARROW))
+            chat.query_one(Footer).compact = width < self.NARROW
+        except NoMatches:  # not composed yet: on_mount applies the same
+            pass
+
+    def on_key(self, event) -> None:
+        """Typing while the transcript (or anything that takes no text) has focus goes to the prompt
+        box, and Enter there sends: no keystroke is lost to focus."""
+        from textual.widgets import Input, TextArea
+
+        if self.screen is not self.screen_stack[0] or isinstance(self.focused, (Input, TextArea)):
+            return
+        box = self.query_one("#prompt", PromptBox)
+        if event.is_printable and event.character:
+            box.focus()
+            box.insert(event.character)
+            event.stop()
+        elif event.key == "enter" and box.text.strip():
+            box.focus()
+            box.action_submit()
+            event.stop()
 
     @work(thread=True, exclusive=True, group="engine")
     def load_engine(self, previous=None) -> None:
@@ -178,8 +220,11 @@ class SenseApp(App):
             transcript.mount(widget)
             if m.stats.get("footer"):
                 widget.footer = m.stats["footer"]
+        if not transcript.children:
+            transcript.mount(Static(WELCOME, classes="welcome"))
         transcript.scroll_end(animate=False)
         self.sub_title = session.title
+        self.last_stats = {}  # figures belong to the session they came from
         self.update_status()
 
     def action_new_session(self) -> None:
@@ -188,8 +233,12 @@ class SenseApp(App):
         name = self.model_path.name if self.model_path else "model"
         self.session = self.sessions.create(time.strftime("Chat %Y-%m-%d %H:%M"), name, self.settings.method,
                                             self.settings.to_dict())
-        self.query_one("#transcript", VerticalScroll).remove_children()
+        transcript = self.query_one("#transcript", VerticalScroll)
+        transcript.remove_children()
+        transcript.mount(Static(WELCOME, classes="welcome"))
         self.sub_title = self.session.title
+        self.last_stats = {}
+        self.update_status()
 
     # ------------------------------------------------------------------ chatting
     def on_prompt_box_submitted(self, message: PromptBox.Submitted) -> None:
@@ -203,6 +252,8 @@ class SenseApp(App):
 
     def send(self, text: str) -> None:
         transcript = self.query_one("#transcript", VerticalScroll)
+        for welcome in transcript.query(".welcome"):
+            welcome.remove()
         transcript.mount(ChatMessage("user", text))
         self.sessions.add_message(self.session.id, StoredMessage("user", text))
         if self.session.title.startswith("Chat ") and len(self.sessions.messages(self.session.id)) == 1:
@@ -227,19 +278,12 @@ class SenseApp(App):
 
     @work(thread=True, exclusive=True, group="generate")
     def generate(self, messages: list[dict]) -> None:
-        from sense_local.speculative.cost import cost_curve_known
-        from sense_local.speculative.methods import get_method
-
         s = self.settings
         conversation = self.conversation
         batch: list = []
         last_post = time.perf_counter()
         try:
             options = s.options()
-            if get_method(s.method).make_drafter is not None and not cost_curve_known(conversation.engine):
-                self.call_from_thread(self.query_one(StatusBar).update,
-                                      "first reply on this model: measuring what a batched decode costs here "
-                                      "(once per model, 5-30 s)…")
             for ev in conversation.reply(messages, options=options, grounded=s.grounded, cancel=self._cancel):
                 if isinstance(ev, Prepared):
                     self.post_message(Grounded([x.to_dict() for x in ev.sources], ev.notes))
@@ -255,6 +299,8 @@ class SenseApp(App):
                         batch, last_post = [], now
         except SenseError as exc:
             self.post_message(GenerationDone(None, str(exc)))
+        except Exception as exc:  # a bug or a failed decode: said in the app, the chat goes on
+            self.post_message(GenerationDone(None, f"internal error: {type(exc).__name__}: {exc}"))
 
     @staticmethod
     def _live_stats(stats, now: float) -> dict:
@@ -264,14 +310,25 @@ class SenseApp(App):
         for note in message.notes:
             self.notify(note, title="Documents", timeout=8)
         if self._reply is not None and message.sources:
+            following = self._following()
             self._reply.set_sources(message.sources)
+            if following:
+                self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
+
+    def _following(self) -> bool:
+        """Whether the transcript shows its end (then new text keeps it there; a user who scrolled
+        up to read stays where they are)."""
+        transcript = self.query_one("#transcript", VerticalScroll)
+        return transcript.scroll_y >= transcript.max_scroll_y - 1
 
     def on_tokens_batch(self, message: TokensBatch) -> None:
         if self._reply is None:
             return
+        following = self._following()
         self._reply.append_spans(message.spans)
         self._streamed += len(message.spans)
-        self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
+        if following:
+            self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
         st = message.stats
         if st["t"] - self._status_at < STATUS_EVERY:
             return
@@ -297,7 +354,10 @@ class SenseApp(App):
         self.last_stats = st = finished.stats.to_dict()
         footer = finished.summary()
         if reply is not None:
+            following = self._following()
             reply.set_footer(footer)
+            if following:  # the footer (and a "stopped" mark) must not land below the visible area
+                self.call_after_refresh(self.query_one("#transcript", VerticalScroll).scroll_end, animate=False)
             spans = [list(s) for s in reply.spans]
             self.sessions.add_message(self.session.id, StoredMessage("assistant", reply.content, spans,
                                                                      {**st, "footer": footer, "sources": reply.sources}))
@@ -320,8 +380,9 @@ class SenseApp(App):
     def action_cancel(self) -> None:
         if self.generating:
             self._cancel.set()
-        elif len(self.screen_stack) > 1:
-            self.pop_screen()
+        elif len(self.screen_stack) > 1:  # a dialog that reports what it did closes through its callback
+            close = getattr(self.screen, "action_close", None)
+            close() if close is not None else self.pop_screen()
 
     # ------------------------------------------------------------------ display
     def action_toggle_highlight(self) -> None:

@@ -30,6 +30,36 @@ class IndexFinished(Message):
         self.summary, self.error = summary, error
 
 
+class RateEstimate:
+    """The one estimate of indexing speed: tokens per second over the recent reports (an EMA of the
+    rate between reports), and the time left counting down between them."""
+
+    def __init__(self, smoothing: float = 0.3):
+        self.smoothing = smoothing
+        self.rate = 0.0
+        self._last: tuple[float, int] | None = None  # (when, done) of the latest report
+        self._total = 0
+
+    def update(self, done: int, total: int, average: float = 0.0) -> None:
+        """A progress report; `average` (the run's overall rate so far) seeds the estimate."""
+        now = time.monotonic()
+        if self.rate == 0 and average > 0:
+            self.rate = average
+        if self._last is not None and now > self._last[0] and done >= self._last[1]:
+            recent = (done - self._last[1]) / (now - self._last[0])
+            self.rate = recent if self.rate == 0 else self.rate + self.smoothing * (recent - self.rate)
+        if self._last is None or done != self._last[1]:
+            self._last = (now, done)
+        self._total = total
+
+    def eta(self) -> float | None:
+        """Seconds left, or None before the speed is known."""
+        if self._last is None or self.rate <= 0:
+            return None
+        since = time.monotonic() - self._last[0]
+        return max((self._total - self._last[1]) / self.rate - since, 0.0)
+
+
 class DocumentsChanged(Message):
     """Documents were indexed into or removed from the store (it bubbles up to the app)."""
 
@@ -48,13 +78,16 @@ class DocumentsScreen(Screen):
         self._store_path = store_path
         self.threads = threads
         self.model_path = None  # the chat's model, set by the app before the screen is shown
+        self._rate = RateEstimate()
+        self._current: tuple[int, int, str] | None = None  # (done, total, path) of the indexing under way
+        self._ticker = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="folder-row"):
             yield Input(placeholder="folder or file to index", id="folder")
             yield Button("Add", id="add", variant="primary")
-        yield ProgressBar(id="index-progress", show_eta=True)
+        yield ProgressBar(id="index-progress", show_eta=False)  # one ETA: ours, in the status line
         yield Static("", id="index-status")
         yield DataTable(id="docs-table", cursor_type="row")
         yield Footer()
@@ -92,6 +125,7 @@ class DocumentsScreen(Screen):
             self.notify(f"{folder}: no such file or folder", severity="error")
             return
         self.query_one("#index-status", Static).update(f"indexing {folder}…")
+        self.query_one("#folder", Input).value = ""  # the next folder can be typed at once
         self.run_index(str(Path(folder).expanduser()))
 
     @work(thread=True, exclusive=True, group="index")
@@ -128,11 +162,26 @@ class DocumentsScreen(Screen):
         bar = self.query_one(ProgressBar)
         bar.display = True
         bar.update(total=max(message.total, 1), progress=message.done)
-        left = (message.total - message.done) / message.rate if message.rate > 0 else 0
+        self._rate.update(message.done, message.total, message.rate)
+        self._current = (message.done, message.total, message.path)
+        if self._ticker is None:  # the status line moves every second, also between progress reports
+            self._ticker = self.set_interval(1.0, self._show_progress)
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        if self._current is None:
+            return
+        done, total, path = self._current
+        eta = self._rate.eta()
+        left = "ETA …" if eta is None else f"ETA {int(eta) // 60}:{int(eta) % 60:02d}"
         self.query_one("#index-status", Static).update(
-            f"{message.done}/{message.total} tokens · {message.rate:.0f} tok/s · ETA {left:.0f} s · {Path(message.path).name}")
+            f"{done}/{total} tokens ({100 * done / max(total, 1):.0f}%) · {self._rate.rate:.0f} tok/s · {left} · "
+            f"{Path(path).name}")
 
     def on_index_finished(self, message: IndexFinished) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+        self._ticker, self._current = None, None
         status = self.query_one("#index-status", Static)
         if message.error:
             status.update(f"error: {message.error}")
@@ -260,6 +309,7 @@ class SessionsScreen(ModalScreen):
         event.input.display = False
         event.input.value = ""
         self.refresh_list()
+        self.query_one(ListView).focus()  # keys are the dialog's again (d, r, n), not the box's
 
 
 class SettingsScreen(ModalScreen):
@@ -296,20 +346,25 @@ class SettingsScreen(ModalScreen):
             theta_text = self.query_one("#theta", Input).value.strip()
             settings = Settings(
                 method=str(self.query_one("#method", Select).value),
-                theta=float(theta_text) if theta_text else None,
-                max_tokens=int(self.query_one("#max_tokens", Input).value),
-                temperature=float(self.query_one("#temperature", Input).value),
+                theta=self._number("#theta", "Theta", float) if theta_text else None,
+                max_tokens=self._number("#max_tokens", "Max tokens", int),
+                temperature=self._number("#temperature", "Temperature", float),
                 system=self.query_one("#system", Input).value,
                 grounded=self.query_one("#grounded", Checkbox).value,
             )
-            settings.options()  # validates
-        except ValueError as exc:
-            self.notify(f"not a number: {exc}", severity="error")
-            return
+            settings.options()  # validates the ranges
         except SenseError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc).replace("--", ""), severity="error")
             return
         self.dismiss(settings)
+
+    def _number(self, field: str, label: str, kind: type):
+        text = self.query_one(field, Input).value.strip()
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise SenseError(f"{label}: '{text}' is not {what}") from None
 
 
 class ModelInfoScreen(ModalScreen):

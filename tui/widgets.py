@@ -22,12 +22,17 @@ def span_style(source: str, soft: bool) -> str:
     return SOURCE_STYLES["soft"] if soft else SOURCE_STYLES.get(source, SOURCE_STYLES["context"])
 
 
-def legend_text() -> Text:
-    text = Text("drafted & accepted: ")
-    for source, label in LEGEND_LABELS.items():
+LEGEND_SHORT = {"context": "ctx", "docs": "docs", "pld": "lookup", "soft": "soft"}
+
+
+def legend_text(compact: bool = False) -> Text:
+    """The highlight legend; `compact` fits a narrow terminal (short labels, no explanation)."""
+    text = Text("" if compact else "drafted & accepted: ")
+    for source, label in (LEGEND_SHORT if compact else LEGEND_LABELS).items():
         text.append(f" {label} ", style=SOURCE_STYLES[source])
         text.append(" ")
-    text.append("  target's own tokens: plain")
+    if not compact:
+        text.append("  target's own tokens: plain")
     return text
 
 
@@ -110,14 +115,18 @@ class PromptBox(TextArea):
             super().__init__()
             self.text = text
 
+    def action_submit(self) -> None:
+        """Send the text (if any) and clear the box."""
+        text = self.text.strip()
+        if text:
+            self.post_message(self.Submitted(text))
+            self.clear()
+
     async def _on_key(self, event) -> None:
         if event.key == "enter":
             event.stop()
             event.prevent_default()
-            text = self.text.strip()
-            if text:
-                self.post_message(self.Submitted(text))
-                self.clear()
+            self.action_submit()
         elif event.key in ("ctrl+j", "shift+enter"):
             event.stop()
             event.prevent_default()
@@ -125,6 +134,31 @@ class PromptBox(TextArea):
 
 
 class StatusBar(Static):
+    """One line of figures. When the line is too narrow it abbreviates, then drops the fields that
+    matter least (store, model, method), so the reply's figures always show."""
+
+    SHORT = {"tok/s": "t/s", "accepted": "acc", "method": "", "model": "", "store": "docs"}
+    DROP_ORDER = ("store", "model", "method", "accepted")
+
     def show(self, **fields) -> None:
-        parts = [f"{k} {v}" for k, v in fields.items() if v is not None]
-        self.update(" · ".join(parts))
+        self._fields = {k: v for k, v in fields.items() if v is not None}
+        self._render_fields()
+
+    def on_resize(self) -> None:
+        if getattr(self, "_fields", None):
+            self._render_fields()
+
+    def _render_fields(self) -> None:
+        fields = dict(self._fields)
+        width = max(self.size.width - 2, 20) if self.size.width else 10**6
+        line = " · ".join(f"{k} {v}" for k, v in fields.items())
+        if len(line) > width:  # abbreviate the names, and the model to its stem
+            if "model" in fields:
+                fields["model"] = str(fields["model"]).removesuffix(".gguf")[:24]
+            line = " · ".join(f"{self.SHORT.get(k, k)} {v}".strip() for k, v in fields.items())
+            for key in self.DROP_ORDER:
+                if len(line) <= width:
+                    break
+                fields.pop(key, None)
+                line = " · ".join(f"{self.SHORT.get(k, k)} {v}".strip() for k, v in fields.items())
+        self.update(line)

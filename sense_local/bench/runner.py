@@ -255,6 +255,9 @@ def run_bench_cli(args) -> int:
         LlamaCppPeer(path, n_ctx=args.ctx, n_threads=engine.n_threads, n_gpu_layers=args.gpu_layers, lookup=p.endswith("pld"))
         for p in PEERS if p in names
     ]
+    from ..speculative.cost import cost_curve_for
+
+    curve = cost_curve_for(engine, measure=True)  # drafts are sized by the measured curve, not a prior
     store = None
     if any(t.kind == "docqa-rag" for t in tasks) or (any(t.kind == "docqa" for t in tasks) and any(m != "ar" for m in methods)):
         store = bench_store(engine, args.suite)
@@ -272,9 +275,6 @@ def run_bench_cli(args) -> int:
         print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)
     summary = summarise(rows)
     info = engine.info
-    from ..speculative.cost import cost_curve_for
-
-    curve = cost_curve_for(engine)  # what the draft policy sized every draft by (measured once per model)
     doc = {
         "model": {"path": str(path), "name": info.name, "quantization": info.quantization,
                   "fingerprint": info.fingerprint, "threads": engine.n_threads, "gpu_layers": args.gpu_layers},

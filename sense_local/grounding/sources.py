@@ -1,11 +1,15 @@
 """Sources: what an answer was grounded on, for citations in the CLI and the TUI."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from ..datastore.passages import PassageRow
 
 SNIPPET_CHARS = 240
+# A word split over a line end by typesetting (man pages: "tradi\u2010\n       tional"): joined in
+# snippets. An ASCII hyphen at a line end is left alone: "well-\nknown" is a hyphenated word.
+HYPHEN_BREAK = re.compile(r"(\w)[\u2010\u00ad]\n\s*(?=[a-z])")
 
 
 @dataclass
@@ -20,7 +24,7 @@ class Source:
 
     @classmethod
     def from_row(cls, number: int, row: PassageRow, score: float) -> "Source":
-        flat = " ".join(row.text.split())
+        flat = " ".join(HYPHEN_BREAK.sub(r"\1", row.text).split())
         snippet = flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
         return cls(number, row.path, row.line, row.page, snippet, score, row.text)
 

@@ -1,7 +1,8 @@
 """The verification cost curve c(k) and the draft-length policy built on it.
 
-c(k) is the wall time of one target decode of k tokens divided by that of one token, measured on
-the loaded model (threads, backend and all) and cached per model fingerprint. On a 2-core CPU
+c(k) is the wall time of one target decode of k tokens divided by that of one token on the loaded
+model (threads, backend and all), cached per model fingerprint: measured on purpose (`bench`), or
+learned from the decodes of earlier replies, starting from PRIOR, so no reply waits. On a 2-core CPU
 c(8) is ~4, so a draft must be likely to be accepted before it pays; on a GPU the curve is flat and
 the same policy drafts long.
 
@@ -24,6 +25,7 @@ from ..paths import cache_dir
 
 PROBE_LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 MIN_GAIN = 1.05  # a draft must promise at least this speed ratio over plain decoding
+LEARNED_AFTER = 24  # multi-token decodes a generation must have timed before its learned curve is kept
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class CostCurve:
 
 
 FLAT = CostCurve(PROBE_LENGTHS, tuple(1.0 for _ in PROBE_LENGTHS))
+# The curve a model starts with before anything is known of it: Qwen2.5-Coder-1.5B Q4_K_M measured on
+# 2 CPU cores (c(2) 1.5, c(4) 1.9, c(8) 3.2, c(16) 3.9, c(32) 6.8). Steep enough that early drafts are
+# short (cautious on a CPU); every decode's timing then corrects it (OnlineCost), and what a
+# generation learned is kept for the next one, so no reply waits for a calibration.
+PRIOR = CostCurve(PROBE_LENGTHS, (1.0, 1.5, 1.7, 1.9, 2.5, 3.2, 3.6, 3.9, 5.4, 6.8))
 
 
 class OnlineCost:
@@ -75,6 +82,7 @@ class OnlineCost:
         self.alpha = alpha
         self.t_one: float | None = None  # EMA of a one-token decode's seconds
         self.factor = 1.0  # EMA of observed extra cost / probed extra cost
+        self.observed = 0  # multi-token decodes timed
         self._curve: CostCurve | None = None  # the scaled curve, rebuilt only when factor moves
 
     def observe(self, n_tokens: int, seconds: float) -> None:
@@ -89,6 +97,7 @@ class OnlineCost:
         ratio = (seconds / self.t_one - 1.0) / probed_extra
         ratio = min(max(ratio, 0.25), 4.0)  # one stalled decode must not swing the policy
         self.factor += self.alpha * (ratio - self.factor)
+        self.observed += 1
         self._curve = None
 
     @property
@@ -138,29 +147,52 @@ def _cache_file(engine) -> Path:
 _loaded: dict[Path, CostCurve] = {}
 
 
+def _read(path: Path) -> tuple[CostCurve, str] | None:
+    try:
+        raw = json.loads(path.read_text())
+        return CostCurve(tuple(raw["lengths"]), tuple(raw["costs"])), raw.get("source", "measured")
+    except (OSError, ValueError, KeyError):
+        return None  # none yet, or damaged: the prior serves
+
+
+def _write(path: Path, curve: CostCurve, source: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({**curve.to_dict(), "source": source}))
+    tmp.replace(path)
+
+
 def cost_curve_known(engine) -> bool:
-    """Whether the curve is already measured for this model (else the next cost_curve_for measures it:
-    about 6 s on 2 cores for the 135M, 24 s for the 1.5B)."""
+    """Whether this model's curve was measured or learned here (else generation starts from PRIOR)."""
     return bool(os.environ.get("SENSE_COST_FLAT")) or _cache_file(engine) in _loaded or _cache_file(engine).exists()
 
 
-def cost_curve_for(engine, *, refresh: bool = False) -> CostCurve:
-    """The engine's cost curve, measured once per model/threads/backend and cached on disk."""
+def cost_curve_for(engine, *, measure: bool = False) -> CostCurve:
+    """The engine's cost curve: measured or learned before on this machine, else PRIOR at once.
+    measure=True measures it now if it was never measured (what `bench` does: ~24 s for the 1.5B on
+    2 cores, 6 s for the 135M); a reply never waits for that."""
     if os.environ.get("SENSE_COST_FLAT"):
         return FLAT
     path = _cache_file(engine)
-    if not refresh and path in _loaded:
-        return _loaded[path]
-    if not refresh and path.exists():
-        try:
-            raw = json.loads(path.read_text())
-            _loaded[path] = CostCurve(tuple(raw["lengths"]), tuple(raw["costs"]))
-            return _loaded[path]
-        except (ValueError, KeyError):
-            pass  # a damaged cache entry is simply measured again
-    curve = _loaded[path] = measure_cost_curve(engine)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(curve.to_dict()))
-    tmp.replace(path)
-    return curve
+    found = _read(path) if path not in _loaded or measure else (_loaded[path], "cached")
+    if measure and (found is None or found[1] != "measured"):
+        curve = measure_cost_curve(engine)
+        _write(path, curve, "measured")
+        found = (curve, "measured")
+    if found is None:
+        return PRIOR
+    _loaded[path] = found[0]
+    return found[0]
+
+
+def remember_learned(engine, online: OnlineCost) -> None:
+    """Keep what a generation learned of the curve (after LEARNED_AFTER timed multi-token decodes),
+    unless the curve was measured on purpose: the next generation starts from it."""
+    if online.observed < LEARNED_AFTER or online.prior is FLAT or os.environ.get("SENSE_COST_FLAT"):
+        return
+    path = _cache_file(engine)
+    found = _read(path)
+    if found is not None and found[1] == "measured":
+        return
+    _loaded[path] = online.curve
+    _write(path, online.curve, "learned")

@@ -127,6 +127,7 @@ class SenseDrafter(Drafter):
         # keys (source, similarity, lexical agreement, run) pool by (source, lexical agreement)
         self.estimate = AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]))
         self.lexical = lexical  # exact n-gram drafts over the same context (None: neighbours only)
+        self.copy_match_bucket = COPY_MATCH_BUCKET
 
     def begin(self, prompt: Sequence[int]) -> None:
         if self.lexical is not None:
@@ -230,7 +231,7 @@ class SenseDrafter(Drafter):
         if self._searched:  # the last proposal got no feedback (not verified, not scored)
             self._fruit(None)
         lexical = self.lexical.propose(min(max_len, self.max_len)) if self.lexical is not None else None
-        if lexical is not None and lexical.key >= COPY_MATCH_BUCKET:
+        if lexical is not None and lexical.key >= self.copy_match_bucket:
             return lexical  # a copy under way: the n-gram match already knows what follows
         neighbours = self._propose_neighbours(max_len)
         if lexical is None or neighbours is not None and _value(neighbours) >= _value(lexical):

@@ -72,19 +72,29 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bench_retrieval", description=__doc__)
     parser.add_argument("--model", default=None)
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--gate", action="store_true",
+                        help="also measure the relevance evidence of labelled vs unrelated questions")
     args = parser.parse_args(argv)
     from sense_local.registry import resolve_model
 
     engine = Engine(resolve_model(args.model), n_ctx=2048)
     store = pydoc_store(engine, "all-topics", corpus_topics())
     results = measure_recall(engine, store)
+    if args.gate:
+        gate = measure_gate(engine, store)
+        labelled = [r for r in gate["rows"] if r["kind"] == "labelled"]
+        unrelated = [r for r in gate["rows"] if r["kind"] == "unrelated"]
+        for floor in (4, 6, 8, 10):
+            recall = sum(r["found"] and r["bm25"] >= floor for r in labelled) / len(labelled)
+            sourced = sum(r["bm25"] >= floor for r in unrelated) / len(unrelated)
+            print(f"BM25 floor {floor}: recall@3 {recall:.3f}, unrelated questions sourced {sourced:.3f}")
     print(f"{len(QUESTIONS)} questions, {len(store.manifest.documents)} documents, "
           f"{store.passages.count(store.live_documents())} passages")
     print(f"{'ranker':<8} {'R@1':>6} {'R@3':>6} {'R@5':>6} {'ms/q':>7}")
     for ranker, r in results.items():
         print(f"{ranker:<8} {r['recall@1']:>6.3f} {r['recall@3']:>6.3f} {r['recall@5']:>6.3f} {r['ms_per_question']:>7.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({**results, **({"gate": gate} if args.gate else {})}, indent=1))
     return 0
 
 

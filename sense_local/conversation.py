@@ -127,10 +127,6 @@ class Conversation:
     def model_path(self):
         return self.engine.path
 
-    def options(self, **changes) -> GenerationOptions:
-        """The config's generation options with some changed (validated)."""
-        return self.config.options.replace(**changes) if changes else self.config.options
-
     # ------------------------------------------------------------------ turns
     def reply(self, messages: list[dict], *, options: GenerationOptions | None = None, grounded: bool | None = None,
               cancel: threading.Event | None = None) -> Iterator[ReplyEvent]:

@@ -33,25 +33,26 @@ async def _ready(pilot):
     await pilot.pause(0.5)
 
 
-def test_chat_with_highlighting(snap_compare, tmp_path):
+def lighthouse_session(tmp_path) -> SessionStore:
+    """A session store holding one highlighted, sourced exchange."""
     store = SessionStore(tmp_path / "s.db")
     session = store.create("Lighthouse", "SmolLM2-135M-Instruct.Q8_0.gguf", "sense", Settings().to_dict())
     store.add_message(session.id, Message("user", "Tell me about the lighthouse keeper."))
     store.add_message(session.id, Message("assistant", "".join(s[0] for s in SPANS), SPANS,
                                           {"footer": "16 tokens · 95.0 tok/s · tau 2.67 · accepted 10/12",
                                            "sources": SOURCES}))
+    return store
+
+
+def test_chat_with_highlighting(snap_compare, tmp_path):
+    store = lighthouse_session(tmp_path)
     app = SenseApp(sessions=store)
     assert snap_compare(app, terminal_size=SIZE, run_before=_ready)
 
 
 def test_small_terminal_60x15(snap_compare, tmp_path):
     """60 columns x 15 rows: no legend, a short prompt box, a compact footer, an abbreviated status bar."""
-    store = SessionStore(tmp_path / "s.db")
-    session = store.create("Lighthouse", "SmolLM2-135M-Instruct.Q8_0.gguf", "sense", Settings().to_dict())
-    store.add_message(session.id, Message("user", "Tell me about the lighthouse keeper."))
-    store.add_message(session.id, Message("assistant", "".join(s[0] for s in SPANS), SPANS,
-                                          {"footer": "16 tokens · 95.0 tok/s · tau 2.67 · accepted 10/12",
-                                           "sources": SOURCES}))
+    store = lighthouse_session(tmp_path)
 
     async def check(pilot):
         await _ready(pilot)

@@ -72,9 +72,9 @@ register(Method("sense-soft", "SENSE chain drafts with soft-gated evaluation: se
 
 
 # The one default of every front end (generate, ask, chat, the TUI, the server), chosen by measurement
-# on the default model (Qwen2.5-Coder-1.5B, quick suite, this machine class): pld was the fastest
-# lossless method on every kind (grounded 2.17x, code 2.67x, docqa-rag 1.60x over ar) where sense
-# gave 1.80x, 2.08x and 0.73x. See issue 18 for the work on making sense the winner.
+# on the default model (Qwen2.5-Coder-1.5B, quick suite, 2 reps, 2 CPU cores): pld and sense are level
+# (grounded 2.01x vs 2.10x, docqa-rag 1.53x vs 1.45x, code 2.54x vs 2.87x, open 0.99x vs 1.00x), and
+# pld's prefill needs no hidden states (with them llama.cpp runs the LM head over every prompt row).
 DEFAULT_METHOD = "pld"
 
 

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .engine import Engine
-from .errors import ContextOverflowError, SenseError
-from .generation import GenerationOptions, make_decoder, open_store
+from .errors import SenseError
+from .generation import GenerationOptions, make_decoder, open_store, prompt_tokens
 from .grounding.chat import DEFAULT_PASSAGES, GroundedChat
 from .grounding.prompt import DEFAULT_BUDGET
 from .grounding.retrieve import DEFAULT_RANKER
@@ -151,12 +151,7 @@ class Conversation:
         """A raw continuation of `prompt` (no chat template, no documents)."""
         options = options or self.config.options
         with self._turn():
-            tokens = self.engine.tokenize(prompt, add_special=True, parse_special=False)
-            if not tokens:
-                raise SenseError("empty prompt")
-            if len(tokens) >= self.engine.n_ctx:
-                raise ContextOverflowError(f"prompt has {len(tokens)} tokens but the context holds "
-                                           f"{self.engine.n_ctx}; shorten it or raise --ctx")
+            tokens = prompt_tokens(self.engine, prompt, raw=True)
             yield Prepared(len(tokens))
             yield from self._decode(tokens, options, cancel)
 

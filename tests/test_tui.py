@@ -40,6 +40,13 @@ async def send(pilot, app, text):
     await wait_for(pilot, lambda: len(replies(app)) > before)
 
 
+async def start_long_reply(pilot, app, streamed: int = 5, text: str = "Write a long story about a dragon who learns to bake bread."):
+    """Send a request for a long reply and return once `streamed` tokens of it are on screen."""
+    await wait_for(pilot, lambda: app.session is not None)
+    await send(pilot, app, text)
+    await wait_for(pilot, lambda: app._streamed >= streamed)
+
+
 def make_app(tmp_path, **settings):
     store = SessionStore(tmp_path / "sessions.db")
     return SenseApp(sessions=store, settings=Settings(**{"method": "sense", "max_tokens": 48, **settings}))
@@ -97,9 +104,7 @@ def _starts(spans):
 async def test_cancel_then_send_again_and_session_survives_restart(tmp_path):
     app = make_app(tmp_path, max_tokens=400, method="pld")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
-        await send(pilot, app, "Write a long story about a dragon who learns to bake bread.")
-        await wait_for(pilot, lambda: app._streamed >= 5)
+        await start_long_reply(pilot, app)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.generating)
         first = [m for m in app.query(ChatMessage) if m.role == "assistant"][-1]
@@ -213,9 +218,7 @@ async def test_quit_during_a_reply_keeps_the_partial_reply_and_exits_fast(tmp_pa
 
     app = make_app(tmp_path, max_tokens=400, method="ar")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
-        await send(pilot, app, "Write a long story about a dragon who learns to bake bread.")
-        await wait_for(pilot, lambda: app._streamed >= 5)
+        await start_long_reply(pilot, app)
         session_id = app.session.id
         start = time.monotonic()
         await pilot.press("ctrl+q")
@@ -272,15 +275,14 @@ async def test_first_launch_welcomes_and_typing_on_the_transcript_goes_to_the_pr
 async def test_transcript_shows_the_end_after_esc(tmp_path):
     app = make_app(tmp_path, max_tokens=400, method="ar")
     async with app.run_test(size=(80, 16)) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
-        await send(pilot, app, "Write a long story about a dragon.\n" * 3)
-        await wait_for(pilot, lambda: app._streamed >= 60)
+        await start_long_reply(pilot, app, 150, "Write a long story about a dragon.\n" * 3)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.generating)
-        await pilot.pause(0.3)
         transcript = app.query_one("#transcript")
+        await wait_for(pilot, lambda: transcript.max_scroll_y > 0, 10)  # laid out: the transcript overflows
+        await pilot.pause(0.3)
         assert "stopped" in replies(app)[-1].footer
-        assert transcript.max_scroll_y > 0 and transcript.scroll_y >= transcript.max_scroll_y - 1
+        assert transcript.scroll_y >= transcript.max_scroll_y - 1
 
 
 @pytest.mark.asyncio

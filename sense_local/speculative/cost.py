@@ -69,7 +69,7 @@ PRIOR = CostCurve(PROBE_LENGTHS, (1.0, 1.5, 1.7, 1.9, 2.5, 3.2, 3.6, 3.9, 5.4, 6
 
 
 class OnlineCost:
-    """The measured curve, corrected by the decode times the loop actually sees.
+    """A curve (measured, learned or the prior), corrected by the decode times the loop actually sees.
 
     A probe at set-up cannot know the context length, cache state or machine load of a real
     generation. The loop reports every decode's size and wall time; we keep an EMA of the one-token
@@ -174,11 +174,12 @@ def cost_curve_for(engine, *, measure: bool = False) -> CostCurve:
     if os.environ.get("SENSE_COST_FLAT"):
         return FLAT
     path = _cache_file(engine)
-    found = _read(path) if path not in _loaded or measure else (_loaded[path], "cached")
+    if path in _loaded and not measure:
+        return _loaded[path]
+    found = _read(path)
     if measure and (found is None or found[1] != "measured"):
-        curve = measure_cost_curve(engine)
-        _write(path, curve, "measured")
-        found = (curve, "measured")
+        found = (measure_cost_curve(engine), "measured")
+        _write(path, found[0], "measured")
     if found is None:
         return PRIOR
     _loaded[path] = found[0]

@@ -85,6 +85,10 @@ def test_documents_screen(snap_compare, tmp_path, monkeypatch, engine):
     async def open_documents(pilot):
         await _ready(pilot)
         await pilot.press("f3")
+        while not pilot.app.screen.query("#folder"):
+            await pilot.pause(0.05)
+        pilot.app.screen.query_one("#folder").cursor_blink = False  # focused: a blinking cursor is timing
+        await pilot.wait_for_scheduled_animations()
         await pilot.pause(0.3)
 
     sessions = SessionStore(tmp_path / "s.db")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from sense_local.engine import Engine
+from sense_local.key_tap import layer_name
 from sense_local.grounding.retrieve import RANKERS, PassageRetriever
 from benchmarks.doc_questions import QUESTIONS, UNRELATED, corpus_topics
 from sense_local.bench.runner import pydoc_store
@@ -74,10 +75,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--gate", action="store_true",
                         help="also measure the relevance evidence of labelled vs unrelated questions")
+    parser.add_argument("--key-layer", default="default", help="a block number, final or default (the store's keys)")
     args = parser.parse_args(argv)
+    from sense_local.engine import parse_key_layer
     from sense_local.registry import resolve_model
 
-    engine = Engine(resolve_model(args.model), n_ctx=2048)
+    engine = Engine(resolve_model(args.model), n_ctx=2048, key_layer=parse_key_layer(args.key_layer))
     store = pydoc_store(engine, "all-topics", corpus_topics())
     results = measure_recall(engine, store)
     if args.gate:
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
             recall = sum(r["found"] and r["bm25"] >= floor for r in labelled) / len(labelled)
             sourced = sum(r["bm25"] >= floor for r in unrelated) / len(unrelated)
             print(f"BM25 floor {floor}: recall@3 {recall:.3f}, unrelated questions sourced {sourced:.3f}")
-    print(f"{len(QUESTIONS)} questions, {len(store.manifest.documents)} documents, "
+    print(f"keys: {layer_name(engine.key_layer)}; {len(QUESTIONS)} questions, {len(store.manifest.documents)} documents, "
           f"{store.passages.count(store.live_documents())} passages")
     print(f"{'ranker':<8} {'R@1':>6} {'R@3':>6} {'R@5':>6} {'ms/q':>7}")
     for ranker, r in results.items():

@@ -17,6 +17,20 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to Metal/CUDA (-1: all)")
 
 
+def _add_key_layer_arg(p: argparse.ArgumentParser, what: str) -> None:
+    def key_layer(text: str):
+        from .engine import parse_key_layer
+
+        try:
+            return parse_key_layer(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("--key-layer: ")) from None
+
+    p.add_argument("--key-layer", type=key_layer, default="default", metavar="BLOCK",
+                   help=f"the block whose input states are {what}: a number, final (the output norm) or "
+                        "default (chosen by measurement per model); a store made earlier keeps its own")
+
+
 def conversation_config(args, **extra):
     """The ConversationConfig a subcommand's arguments describe."""
     from .conversation import ConversationConfig
@@ -33,7 +47,8 @@ def load_engine(args):
     from .registry import resolve_model
 
     path = resolve_model(args.model)
-    return Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    return Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers,
+                  key_layer=getattr(args, "key_layer", "default"))
 
 
 def cmd_info(args) -> int:
@@ -214,6 +229,11 @@ def cmd_index(args) -> int:
         if path:
             bar.set_postfix_str(os.path.basename(path)[-30:], refresh=False)
 
+    def searchable(n: int) -> None:
+        if n and not args.json:
+            print(f"{n} document{'s' * (n > 1)} searchable by words now (ask finds them); the model reads them next",
+                  file=sys.stderr)
+
     limit = int(args.max_file_mb * 1024 * 1024) if args.max_file_mb else MAX_FILE_BYTES
     if args.repair:
         if args.paths:
@@ -221,7 +241,8 @@ def cmd_index(args) -> int:
         report = repair_store(engine, store_dir, progress=progress, wait=args.wait)
     else:
         report = index_paths(engine, store_dir, args.paths, progress=progress,
-                             max_file_bytes=limit, dtype=args.dtype, commit_every=args.commit_every, wait=args.wait)
+                             max_file_bytes=limit, dtype=args.dtype, commit_every=args.commit_every, wait=args.wait,
+                             on_searchable=searchable)
     if bar is not None:
         bar.close()
     if args.json:
@@ -330,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="rebuild a damaged store from its documents")
     _add_model_args(p)
     p.add_argument("--dtype", choices=["f32", "f16", "i8"], default="i8", help="vector type in the index (default i8: same recall as f32, measured)")
+    _add_key_layer_arg(p, "a new store's keys")
     p.add_argument("--max-file-mb", type=float, default=50, help="skip files larger than this (default 50)")
     p.add_argument("--commit-every", type=float, default=20.0, metavar="SECONDS",
                    help="make progress durable this often (default 20 s; a crash loses at most this much)")
@@ -341,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark methods against plain decoding and llama-cpp-python")
     _add_model_args(p)
     p.add_argument("--suite", choices=["quick", "full"], default="quick")
+    _add_key_layer_arg(p, "SENSE's keys (and the benchmark store's)")
     p.add_argument("--methods", default=None, help="comma-separated (default: all registered + peers)")
     p.add_argument("--kinds", default=None, help="comma-separated task kinds to run (default: all)")
     p.add_argument("--peers", action="store_true",

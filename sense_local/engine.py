@@ -1,9 +1,12 @@
-"""The target model: one llama.cpp context that returns logits *and* final hidden states.
+"""The target model: one llama.cpp context that returns logits *and* hidden states.
 
-The context is created with embeddings enabled and pooling NONE, so a single `llama_decode` of k
-tokens yields per-position logits [k, n_vocab] and hidden states [k, n_embd] (the final hidden
-state after the output norm, before the LM head). Both are exposed as zero-copy numpy views into
-llama.cpp's output buffers: they are valid until the next `eval`, so callers copy what they keep.
+A single `llama_decode` of k tokens yields per-position logits [k, n_vocab] and hidden states
+[k, n_embd], the keys SENSE searches with. By default they are the final hidden states (after the
+output norm, before the LM head), which llama.cpp returns as embeddings (pooling NONE). With a
+`key_layer` l they are block l's normalized input, read from the running graph (key_tap.py), so
+a store indexed on them costs only l of the model's blocks per token. Both are exposed as zero-copy
+numpy views into llama.cpp's or the tap's buffers: they are valid until the next `eval`, so callers
+copy what they keep.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from . import native
-from .errors import ContextOverflowError, ModelError
+from .errors import ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
+from .key_tap import KeyTap
 from .model_info import check_readable_gguf, read_model_info
 from .token_batch import TokenBatch, context_params
 
@@ -42,6 +46,31 @@ class _PendingTree:
     n_branches: int
 
 
+# Where SENSE's keys are read by default, as a fraction of the model's blocks (None: the final norm).
+# Measured on Qwen2.5-Coder-1.5B (benchmarks/key_layer_bench.py, bench --key-layer): block 8 of 28
+# costs 0.28x of a prefill to index (the final norm 0.99x), with SENSE's quick-suite tau unchanged
+# (grounded 5.52 vs 5.53, docqa-rag 2.11 vs 2.11); next-token agreement of neighbours is lower
+# (0.53 vs 0.64), but the drafts built on them are not.
+KEY_DEPTH = 0.3
+
+
+def default_key_layer(n_layer: int) -> int | None:
+    """The block whose input states key SENSE's search by default (None: the final norm)."""
+    if KEY_DEPTH is None or n_layer < 2:
+        return None
+    return min(max(1, round(KEY_DEPTH * n_layer)), n_layer - 1)
+
+
+def parse_key_layer(text: str) -> int | None | str:
+    """A --key-layer value: a block number, "final", or "default"."""
+    if text in ("final", "default"):
+        return None if text == "final" else "default"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--key-layer: a block number, final or default (got {text!r})") from None
+
+
 def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -58,6 +87,7 @@ class Engine:
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         flash_attn: bool | None = None,
+        key_layer: int | None | str = "default",
     ):
         self.path = Path(model_path)
         check_readable_gguf(self.path)
@@ -83,28 +113,16 @@ class Engine:
         self.n_ctx = min(n_ctx, n_ctx_train) if n_ctx_train > 0 else n_ctx
         self.n_batch = min(n_batch, self.n_ctx)
 
-        cparams = context_params(n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
-        # Sequence 0 holds the conversation; sequence 1 is scratch space for side evaluations
-        # (`side_hidden`) that must not disturb it; sequences 2.. hold the branches of a tree draft
-        # while it is verified (`eval_tree`). One unified KV buffer serves them all (measured: no
-        # change in decode or verify speed against a single-sequence context).
-        cparams.n_seq_max = TREE_SEQ0 + MAX_BRANCHES
-        cparams.kv_unified = True
-        if flash_attn is not None:  # None: llama.cpp decides (AUTO)
-            cparams.flash_attn_type = 1 if flash_attn else 0
-        cparams.embeddings = True
-        cparams.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
-        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
-        if not self._ctx:
-            llama_cpp.llama_model_free(self._model)
-            self._model = None
-            raise ModelError(f"{self.path}: llama.cpp could not create a context (n_ctx={self.n_ctx})")
-        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self.n_layer = llama_cpp.llama_model_n_layer(self._model)
+        self._flash_attn = flash_attn
+        self.key_layer: int | None = None  # whose states `hidden` outputs are: None the final norm, l block l's input
+        self._tap: KeyTap | None = None  # reads block key_layer's input during every decode
+        self._ctx = None
+        self._make_context(self.resolve_key_layer(key_layer))
 
         self._batch = TokenBatch(self.n_batch)  # one reusable batch, filled through numpy views
         self._tree_batch: TokenBatch | None = None  # made on the first tree draft
         self._pending_tree: _PendingTree | None = None  # a tree evaluated, its path not yet kept
-        self._embeddings_on = True
         self._hidden_pass: HiddenPass | None = None  # made by hidden_pass() on first use
         self._no_hidden = np.zeros((0, self.n_embd), dtype=np.float32)  # [0, n_embd]
         self._hidden_cache: np.ndarray | None = None  # [n_ctx, n_embd] hidden state of each committed position
@@ -122,6 +140,77 @@ class Engine:
                 self._is_special[t] = True
             elif llama_cpp.llama_vocab_is_control(self._vocab, t):
                 self._is_special[t] = True
+
+    def _make_context(self, key_layer: int | None, *, tapped: bool = False) -> None:
+        """(Re)create the llama.cpp context, whose hidden states are read at `key_layer`: for a block,
+        through a tap on the graph when `tapped` (a Python call per graph node: ~1% of a 1.5B decode,
+        ~4% of a 135M one, so only contexts that are asked for hidden states get it)."""
+        if key_layer is not None and not 0 < key_layer < self.n_layer:
+            raise SenseError(f"key layer {key_layer} is not a block of this model (1..{self.n_layer - 1}, or final)")
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        tap = None
+        if key_layer is not None and tapped:
+            tap = KeyTap(key_layer, self.n_embd, max(self.n_batch, MAX_TREE + 1), stop=False)
+        if tap is not None and not tap.usable:
+            raise ModelError(f"{self.path}: no ggml library to read block {key_layer}'s states from")
+        cparams = context_params(n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
+        # Sequence 0 holds the conversation; sequence 1 is scratch space for side evaluations
+        # (`side_hidden`) that must not disturb it; sequences 2.. hold the branches of a tree draft
+        # while it is verified (`eval_tree`). One unified KV buffer serves them all (measured: no
+        # change in decode or verify speed against a single-sequence context).
+        cparams.n_seq_max = TREE_SEQ0 + MAX_BRANCHES
+        cparams.kv_unified = True
+        if self._flash_attn is not None:  # None: llama.cpp decides (AUTO)
+            cparams.flash_attn_type = 1 if self._flash_attn else 0
+        # Final-norm keys come as llama.cpp's embeddings (switched on when wanted); block keys come
+        # from the tap, every row of every decode, with embeddings off (the LM head runs on the
+        # output rows only).
+        cparams.embeddings = key_layer is None
+        cparams.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
+        if tap is not None:
+            cparams.cb_eval = tap.callback
+        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+            raise ModelError(f"{self.path}: llama.cpp could not create a context (n_ctx={self.n_ctx})")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._embeddings_on = key_layer is None
+        self.key_layer, self._tap = key_layer, tap
+
+    def resolve_key_layer(self, key_layer: int | None | str) -> int | None:
+        """A key layer as given (a block, None: the final norm, or "default") as a block or None."""
+        return default_key_layer(self.n_layer) if key_layer == "default" else key_layer
+
+    def use_key_layer(self, key_layer: int | None | str) -> None:
+        """Read hidden states at `key_layer` from now on (a store keyed there is in use). A change
+        makes a new context: the committed tokens are dropped, as by `reset`."""
+        key_layer = self.resolve_key_layer(key_layer)
+        if key_layer == self.key_layer:
+            return
+        self._make_context(key_layer)
+        self._forget_committed()
+        if self._hidden_pass is not None:
+            self._hidden_pass.close()
+            self._hidden_pass = None
+
+    def _forget_committed(self) -> None:
+        self.tokens.clear()
+        self._hidden_valid = 0
+        self._pending_tree = None
+
+    def _want_hidden(self) -> None:
+        """Before a decode that returns hidden states: a block-keyed context gets its tap (once), and
+        the committed tokens are evaluated again in the new context."""
+        if self.key_layer is None or self._tap is not None:
+            return
+        kept = list(self.tokens)
+        self._make_context(self.key_layer, tapped=True)
+        self._forget_committed()
+        if kept:
+            self.eval(kept, 0, outputs="last", hidden=True)
 
     # ------------------------------------------------------------------ evaluation
     def eval(
@@ -152,8 +241,10 @@ class Engine:
             )
         if start < self.n_past:
             self.truncate(start)
+        if hidden:
+            self._want_hidden()
         self._use_embeddings(hidden)
-        all_rows = outputs == "all" or hidden  # llama.cpp outputs every row when embeddings are on
+        all_rows = outputs == "all" or (hidden and self.key_layer is None)  # embeddings on: every row is an output
         earlier: list[EvalOutput] = []
         self._hidden_valid = min(self._hidden_valid, start)
         keep_hidden = hidden and self._hidden_valid == start
@@ -164,22 +255,21 @@ class Engine:
             self._batch.logits[:m] = 1 if all_rows else 0
             if last_chunk:
                 self._batch.logits[m - 1] = 1
-            rc = llama_cpp.llama_decode(self._ctx, self._batch.raw)
+            rc = self._decode(self._batch)
             if rc != 0:  # drop whatever earlier chunks committed, keep the state consistent
                 llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
                 del self.tokens[start:]
                 self._hidden_valid = min(self._hidden_valid, start)
                 raise RuntimeError(f"llama_decode failed with code {rc}")
             if keep_hidden:
-                self._cache_hidden(start + off, self._views(m, True).hidden)
+                self._cache_hidden(start + off, self._views(m, m).hidden)
             if not last_chunk and outputs != "last":  # the next decode overwrites the buffers: copy
-                view = self._views(m, hidden)
+                view = self._views(m if all_rows else 1, m if hidden else 0)
                 logits = view.logits.copy() if outputs == "all" else view.logits[:0]
                 earlier.append(EvalOutput(logits, view.hidden.copy()))
         del self.tokens[start:]
         self.tokens.extend(tokens.tolist())
-        n_rows = k - off if all_rows else 1
-        out = self._views(n_rows, hidden)
+        out = self._views(k - off if all_rows else 1, k - off if hidden else 0)
         if outputs == "last":
             return EvalOutput(out.logits[-1:], out.hidden[-1:])
         if outputs == "hidden":
@@ -205,6 +295,8 @@ class Engine:
         n = len(tokens)
         if n > MAX_TREE:
             raise ValueError(f"a tree draft has at most {MAX_TREE} nodes (got {n})")
+        if hidden:
+            self._want_hidden()
         start = self.n_past
         depth = np.zeros(n, np.int32)
         has_child = np.zeros(n, bool)
@@ -235,14 +327,14 @@ class Engine:
             batch.set_sequences(i + 1, seqs[i])
         self._use_embeddings(hidden)
         self._hidden_valid = min(self._hidden_valid, start)
-        rc = llama_cpp.llama_decode(self._ctx, batch.raw)
+        rc = self._decode(batch)
         if rc != 0:
             for b in range(len(leaves)):
                 llama_cpp.llama_memory_seq_rm(self._mem, TREE_SEQ0 + b, -1, -1)
             llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
             raise RuntimeError(f"llama_decode failed with code {rc}")
         self.tokens.append(int(root))
-        out = self._views(n + 1, hidden)
+        out = self._views(n + 1, n + 1 if hidden else 0)
         if hidden and self._hidden_valid == start and self._hidden_cache is not None:
             self._cache_hidden(start, out.hidden[:1])
         self._pending_tree = _PendingTree(start, [s[0] for s in seqs], len(leaves))
@@ -259,7 +351,8 @@ class Engine:
             first = tree.start + 1
             llama_cpp.llama_memory_seq_cp(self._mem, tree.branch_of[path[-1]], 0, first, first + len(path))
             if self._hidden_valid == first:
-                rows = self._views(len(tree.branch_of) + 1, True).hidden
+                n = len(tree.branch_of) + 1
+                rows = self._views(n, n).hidden
                 self._cache_hidden(first, rows[[i + 1 for i in path]])
             self.tokens.extend(int(tokens[i]) for i in path)
         for b in range(tree.n_branches):
@@ -272,15 +365,16 @@ class Engine:
         k = len(tokens)
         if self.n_past + k > self.n_ctx:
             raise ContextOverflowError(f"context full: no room for a {k}-token side evaluation")
+        self._want_hidden()
         self._use_embeddings(True)
         self._batch.fill(tokens, 0)
         self._batch.logits[:k] = 1
         self._batch.assign_sequence(k, 1)
         try:
-            rc = llama_cpp.llama_decode(self._ctx, self._batch.raw)
+            rc = self._decode(self._batch)
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with code {rc}")
-            return np.array(self._views(k, True).hidden)
+            return np.array(self._views(k, k).hidden)
         finally:
             self._batch.assign_sequence(k, 0)
             llama_cpp.llama_memory_seq_rm(self._mem, 1, -1, -1)
@@ -293,7 +387,8 @@ class Engine:
             if held is not None:
                 held.close()
             held = self._hidden_pass = HiddenPass(
-                self._model, self.n_embd, n_ctx=n_ctx, n_batch=self.n_batch, n_threads=self.n_threads
+                self._model, self.n_embd, n_ctx=n_ctx, n_batch=self.n_batch, n_threads=self.n_threads,
+                layer=self.key_layer,
             )
         return held if held.available else None
 
@@ -306,17 +401,32 @@ class Engine:
         self._hidden_valid = start + len(rows)
 
     def _use_embeddings(self, on: bool) -> None:
-        """Switch the context's hidden-state outputs on or off (a call into llama.cpp only on change)."""
+        """Switch the context's hidden-state outputs on or off (a call into llama.cpp only on change;
+        never with block keys, which the tap reads whatever the outputs)."""
+        on = on and self.key_layer is None
         if on != self._embeddings_on:
             llama_cpp.llama_set_embeddings(self._ctx, on)
             self._embeddings_on = on
 
-    def _views(self, n_out: int, with_hidden: bool) -> EvalOutput:
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out, self.n_vocab))
-        if not with_hidden:
+    def _decode(self, batch: TokenBatch) -> int:
+        if self._tap is not None:
+            self._tap.n_read = 0  # rows of an earlier decode must not pass for this one's
+        return llama_cpp.llama_decode(self._ctx, batch.raw)
+
+    def _views(self, n_logits: int, n_hidden: int) -> EvalOutput:
+        """Views of the last decode's output rows: logits [n_logits, n_vocab] and the hidden states of
+        its last n_hidden rows (block keys: of every batch row, from the tap; final keys: of the output
+        rows, which are then all rows)."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_logits, self.n_vocab))
+        if n_hidden == 0:
             return EvalOutput(logits=logits, hidden=self._no_hidden)
-        hidden = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings(self._ctx), shape=(n_out, self.n_embd))
-        return EvalOutput(logits=logits, hidden=hidden)
+        if self.key_layer is not None:
+            read = self._tap.n_read if self._tap is not None else 0
+            if read < n_hidden:
+                raise RuntimeError(f"block {self.key_layer}'s states: {read} rows read, {n_hidden} wanted")
+            return EvalOutput(logits=logits, hidden=self._tap.rows[read - n_hidden : read])
+        hidden = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings(self._ctx), shape=(n_logits, self.n_embd))
+        return EvalOutput(logits=logits, hidden=hidden[n_logits - n_hidden :])
 
     @property
     def n_past(self) -> int:

@@ -45,12 +45,15 @@ class GenerationOptions:
 
 
 def open_store(engine: Engine, path):
-    """A document store opened read-only (memory-mapped) for the loaded model; None for no path."""
+    """A document store opened read-only (memory-mapped) for the loaded model, which from now on reads
+    hidden states at the store's key layer; None for no path."""
     if not path:
         return None
     from .datastore import DocumentStore
 
-    return DocumentStore.open(path, fingerprint=engine.fingerprint)
+    store = DocumentStore.open(path, fingerprint=engine.fingerprint)
+    engine.use_key_layer(store.manifest.key_layer)  # queries are read where the store's keys were
+    return store
 
 
 def prompt_tokens(engine: Engine, text: str, *, raw: bool = False, system: str | None = None) -> list[int]:

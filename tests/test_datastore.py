@@ -218,10 +218,11 @@ def test_kill_during_indexing_leaves_a_loadable_store_and_resumes(engine, tmp_pa
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 240
-        while time.time() < deadline:  # wait until at least two documents are committed
+        while time.time() < deadline:  # wait until at least two documents are committed with their keys
             try:
-                done = len(json.loads((store_dir / "manifest.json").read_text())["documents"])
-            except (OSError, ValueError):
+                docs = json.loads((store_dir / "manifest.json").read_text())["documents"].values()
+                done = sum(d["keyed"] for d in docs)
+            except (OSError, ValueError, KeyError):
                 done = 0
             if done >= 2:
                 break
@@ -231,12 +232,14 @@ def test_kill_during_indexing_leaves_a_loadable_store_and_resumes(engine, tmp_pa
     finally:
         proc.wait()
     store = DocumentStore.open(store_dir, fingerprint=engine.fingerprint)  # loadable, consistent
-    committed = {Path(p).name for p in store.manifest.documents}
-    assert 2 <= len(committed) < len(names)
-    assert store.n_vectors == sum(d.n_tokens - 1 for d in store.manifest.documents.values())
+    assert len(store.manifest.documents) == len(names)  # every document's words came first, in one commit
+    keyed = [d for d in store.manifest.documents.values() if d.keyed]
+    assert 2 <= len(keyed) < len(names)
+    assert store.n_vectors == sum(d.n_tokens - 1 for d in keyed)
     del store
-    report = index_paths(engine, store_dir, [folder])
-    assert {Path(p).name for p in report.added} == {f"{t}.txt" for t in names} - committed
+    report = index_paths(engine, store_dir, [folder])  # nothing new: the model reads what it had not
+    assert report.unchanged == len(names) and not report.added and report.unkeyed == 0
+    assert report.tokens == sum(len(engine.tokenize(topics[t][:2500])) for t in names) - sum(d.n_tokens for d in keyed)
     store = DocumentStore.open(store_dir)
     assert len(store.manifest.documents) == len(names)
     assert store.n_vectors == sum(d.n_tokens - 1 for d in store.manifest.documents.values())

@@ -6,6 +6,7 @@ Seeded, so a failure reproduces. Run with -s to see each test's figures.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -37,13 +38,17 @@ def write_docs(folder: Path, names=TOPICS, chars: int = 1500) -> Path:
     return folder
 
 
-def assert_consistent(store: DocumentStore, engine) -> None:
-    """The store's tokens are its documents' text re-tokenized; one vector per predicting position."""
+def assert_consistent(store: DocumentStore, engine, versions: dict[str, str] | None = None) -> None:
+    """The store's tokens are its documents' text re-tokenized (the version the manifest names by its
+    sha256: a run killed before its commit leaves the previous one); one vector per predicting
+    position of every document whose keys are stored (the others are searchable by words until the
+    next run)."""
     for path, doc in store.manifest.documents.items():
-        want = engine.tokenize(extract_text(Path(path)).text, add_special=True)
+        text = versions[doc.sha256] if versions else extract_text(Path(path)).text
+        want = engine.tokenize(text, add_special=True)
         got = store.tokens(doc.start, doc.end).tolist()
-        assert got == want, f"{path}: stored tokens disagree with the document"
-    assert store.n_vectors == sum(d.n_tokens - 1 for d in store.manifest.documents.values())
+        assert got == want, f"{path}: stored tokens disagree with the document version {doc.sha256[:12]}"
+    assert store.n_vectors == sum(d.n_tokens - 1 for d in store.manifest.documents.values() if d.keyed)
 
 
 def one_line(proc) -> str:
@@ -69,28 +74,38 @@ def test_kill_9_at_random_moments_never_leaves_a_bad_store(engine, tmp_path):
     rng = random.Random(SEED)
     docs = write_docs(tmp_path / "docs")
     store_dir = tmp_path / "store"
+    versions: dict[str, str] = {}  # sha256 -> text of every version a file had
+
+    def remember(path: Path) -> None:
+        versions[hashlib.sha256(path.read_bytes()).hexdigest()] = path.read_text()
+
+    for path in docs.iterdir():
+        remember(path)
     kills = mid_run = 0
     for round_ in range(20):
         # fresh work each round: two documents change, one is added
         for name in rng.sample(TOPICS, 2):
             with (docs / f"{name}.txt").open("a") as f:
                 f.write(f"\nRevision {round_}: a note added to {name}.\n")
+            remember(docs / f"{name}.txt")
         (docs / f"extra{round_}.txt").write_text(f"Extra document {round_} about lighthouses and tides.\n" * 20)
+        remember(docs / f"extra{round_}.txt")
         proc = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "index", str(docs), "--store", str(store_dir),
                                  "--commit-every", "0", "--json"], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         wait_until_indexing(store_dir, proc)
         time.sleep(rng.uniform(0.0, 1.5))  # somewhere in the model pass, a commit, or the manifest swap
-        mid_run += proc.poll() is None
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # (a finished run is reaped by poll: nothing to kill)
+            mid_run += 1
+            os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
         kills += 1
         if (store_dir / "manifest.json").exists():
-            assert_consistent(DocumentStore.open(store_dir, fingerprint=engine.fingerprint), engine)
+            assert_consistent(DocumentStore.open(store_dir, fingerprint=engine.fingerprint), engine, versions)
     report = index_paths(engine, store_dir, [docs])  # resumes: only what the kills left undone
     resumed = DocumentStore.open(store_dir, fingerprint=engine.fingerprint, verify=True)
     assert_consistent(resumed, engine)
-    assert len(resumed.manifest.documents) == len(list(docs.iterdir()))
+    assert len(resumed.manifest.documents) == len(list(docs.iterdir())) and not resumed.unkeyed()
     clean = tmp_path / "clean"
     index_paths(engine, clean, [docs])
     uninterrupted = DocumentStore.open(clean, fingerprint=engine.fingerprint)

@@ -223,3 +223,33 @@ def test_a_store_without_passages_gets_them_on_the_next_index_run(engine, store_
     assert writer.fill_missing_passages(engine.piece) == 0  # idempotent
     hits = PassageRetriever(engine, writer, "bm25").search("What does the pass statement do?", 3)
     assert hits and Path(hits[0].passage.path).name == "pass.txt"
+
+
+def test_a_new_document_is_found_by_words_before_its_keys(engine, store_dir, tmp_path):
+    """Indexing commits words first: `ask` cites a just-added document while its key pass has not run
+    (here: is cancelled), and the next run adds its keys."""
+    import shutil
+    import threading
+
+    copy = tmp_path / "store"
+    shutil.copytree(store_dir, copy)
+    vectors_before = DocumentStore.open(copy).n_vectors
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "walrus.txt").write_text("The walrus operator := assigns a value to a name inside an expression.\n")
+    stop_keys = threading.Event()
+    report = index_paths(engine, copy, [extra], on_searchable=lambda n: stop_keys.set(), cancel=stop_keys)
+    assert report.added == [str((extra / "walrus.txt").resolve())] and report.unkeyed == 1 and report.tokens == 0
+    store = DocumentStore.open(copy)
+    assert [d.path for d in store.unkeyed()] == report.added and store.n_vectors == vectors_before
+
+    r = run_cli("ask", "What does the walrus operator do?", "--store", str(copy), "--max-tokens", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["sources"] and Path(doc["sources"][0]["path"]).name == "walrus.txt", doc
+    assert any("by words only" in n for n in doc.get("notes", [])), doc
+
+    report = index_paths(engine, copy, [extra])  # unchanged file, keys still owed: the pass runs now
+    assert report.unchanged == 1 and report.unkeyed == 0 and report.tokens > 0
+    store = DocumentStore.open(copy)
+    assert not store.unkeyed() and store.n_vectors == vectors_before + report.tokens - 1

@@ -24,6 +24,14 @@ class IndexProgress(Message):
         self.done, self.total, self.path, self.rate = done, total, path, rate
 
 
+class IndexSearchable(Message):
+    """The new documents are committed with their words: grounded chat finds them before their keys."""
+
+    def __init__(self, n_documents: int):
+        super().__init__()
+        self.n_documents = n_documents
+
+
 class IndexFinished(Message):
     def __init__(self, summary: str, error: str | None = None):
         super().__init__()
@@ -111,7 +119,8 @@ class DocumentsScreen(Screen):
         except StoreError:
             return
         for path, doc in sorted(manifest.documents.items()):
-            table.add_row(path, str(doc.n_tokens), "indexed" + (f" ({doc.note})" if doc.note else ""), key=path)
+            state = "indexed" if doc.keyed else "by words only (the model reads it next)"
+            table.add_row(path, str(doc.n_tokens), state + (f" ({doc.note})" if doc.note else ""), key=path)
         for path, reason in sorted(manifest.skipped.items()):
             table.add_row(path, "-", f"skipped: {reason}", key="skip:" + path)
 
@@ -148,7 +157,8 @@ class DocumentsScreen(Screen):
                 self.post_message(IndexProgress(done, total, path, done / max(now - t0, 1e-6)))
 
         try:
-            report = index_paths(engine, self.store_path(), [folder], progress=progress)
+            report = index_paths(engine, self.store_path(), [folder], progress=progress,
+                                 on_searchable=lambda n: self.post_message(IndexSearchable(n)))
         except SenseError as exc:
             self.post_message(IndexFinished("", str(exc)))
             return
@@ -157,6 +167,10 @@ class DocumentsScreen(Screen):
         self.post_message(IndexFinished(
             f"{len(report.added)} added, {len(report.updated)} changed, {len(report.removed)} removed, "
             f"{report.unchanged} unchanged, {len(report.skipped)} skipped · {report.tok_per_s:.0f} tok/s"))
+
+    def on_index_searchable(self, message: IndexSearchable) -> None:
+        self.post_message(DocumentsChanged(self.store_path()))  # the chat reopens the store: words work now
+        self.refresh_table()
 
     def on_index_progress(self, message: IndexProgress) -> None:
         bar = self.query_one(ProgressBar)
@@ -175,8 +189,8 @@ class DocumentsScreen(Screen):
         eta = self._rate.eta()
         left = "ETA …" if eta is None else f"ETA {int(eta) // 60}:{int(eta) % 60:02d}"
         self.query_one("#index-status", Static).update(
-            f"{done}/{total} tokens ({100 * done / max(total, 1):.0f}%) · {self._rate.rate:.0f} tok/s · {left} · "
-            f"{Path(path).name}")
+            f"searchable by words · model pass {done}/{total} tokens ({100 * done / max(total, 1):.0f}%) · "
+            f"{self._rate.rate:.0f} tok/s · {left} · {Path(path).name}")
 
     def on_index_finished(self, message: IndexFinished) -> None:
         if self._ticker is not None:

@@ -212,7 +212,8 @@ def pydoc_store(engine: Engine, key: str, names: list[str]):
     from ..datastore import DocumentStore, index_paths
     from ..paths import cache_dir
 
-    root = cache_dir() / "bench-stores" / f"{engine.fingerprint}-{key}"
+    layer = "" if engine.key_layer is None else f"-block{engine.key_layer}"  # keys of another layer: another store
+    root = cache_dir() / "bench-stores" / f"{engine.fingerprint}-{key}{layer}"
     corpus = root / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -250,7 +251,7 @@ def run_bench_cli(args) -> int:
     peer_reps = {p: args.reps for p in PEERS}  # peers run on every task, as often as our methods
 
     path = resolve_model(args.model)
-    engine = Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    engine = Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, key_layer=args.key_layer)
     peers = [
         LlamaCppPeer(path, n_ctx=args.ctx, n_threads=engine.n_threads, n_gpu_layers=args.gpu_layers, lookup=p.endswith("pld"))
         for p in PEERS if p in names
@@ -277,7 +278,7 @@ def run_bench_cli(args) -> int:
     info = engine.info
     doc = {
         "model": {"path": str(path), "name": info.name, "quantization": info.quantization,
-                  "fingerprint": info.fingerprint, "threads": engine.n_threads, "gpu_layers": args.gpu_layers},
+                  "fingerprint": info.fingerprint, "threads": engine.n_threads, "gpu_layers": args.gpu_layers, "key_layer": engine.key_layer},
         "suite": args.suite,
         "reps": args.reps,
         "peer_reps": peer_reps,

@@ -1,10 +1,13 @@
 """Index the user's documents into a DocumentStore: incremental, resumable, with progress.
 
-Each document is tokenized by the target model and run through it in windows of `window` tokens
-that overlap by `overlap`, so every position after the first window still sees `overlap` tokens
-of left context; the final hidden state of every position is stored under its global position.
-Commits happen every `commit_every` seconds and at the end: a crash loses at most that much work,
-and the next run resumes (finished documents are recognised by size, mtime and sha256).
+Words first: each new document's tokens and passages are committed before the model reads any of
+them, so grounded chat (BM25) and lexical drafting find a document at once. Then keys: each
+document is run through the target model in windows of `window` tokens that overlap by `overlap`
+(every position after the first window still sees `overlap` tokens of left context), and the key
+state of every position (the engine's key layer) is stored under its global position. Commits
+happen every `commit_every` seconds and at the end: a crash loses at most that much work, and the
+next run resumes (finished documents are recognised by size, mtime and sha256; documents without
+keys are picked up again).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class IndexReport:
     eval_seconds: float = 0.0  # time spent in the model (the rest is extraction, hashing, index)
     store_vectors: int = 0
     store_bytes: int = 0
+    unkeyed: int = 0  # documents searchable by words only when the run ended (cancelled: the next run goes on)
 
     @property
     def tok_per_s(self) -> float:
@@ -49,7 +53,7 @@ class IndexReport:
             "added": self.added, "updated": self.updated, "removed": self.removed,
             "unchanged": self.unchanged, "skipped": self.skipped, "tokens": self.tokens,
             "seconds": round(self.seconds, 3), "tok_per_s": round(self.tok_per_s, 1),
-            "store_vectors": self.store_vectors, "store_bytes": self.store_bytes,
+            "store_vectors": self.store_vectors, "store_bytes": self.store_bytes, "unkeyed": self.unkeyed,
         }
 
 
@@ -61,8 +65,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, overlap: int = OVERLAP) -> np.ndarray:
-    """[T-1, n_embd] final hidden states of positions 0..T-2 (each predicts the following token)."""
+def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, overlap: int = OVERLAP,
+                  on_window: Callable[[int], None] | None = None) -> np.ndarray:
+    """[T-1, n_embd] key states (at the engine's key layer) of positions 0..T-2, each of which predicts
+    the following token; `on_window(positions done)` after each window."""
     n = len(tokens) - 1
     out = np.empty((max(n, 0), engine.n_embd), np.float32)
     fast = engine.hidden_pass(window)
@@ -74,6 +80,8 @@ def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, over
         hidden = fast.run(run) if fast else engine.eval(run, 0, outputs="hidden", hidden=True).hidden
         out[start:end] = hidden[ctx:]
         start = end
+        if on_window is not None:
+            on_window(end)
     return out
 
 
@@ -91,7 +99,13 @@ def index_paths(
     dtype: str = DEFAULT_DTYPE,
     cancel=None,
     wait: bool = False,
+    on_searchable: Callable[[int], None] | None = None,
 ) -> IndexReport:
+    """Index `paths` (files or folders) into the store at `store_dir`, made if missing. Words first,
+    then keys: `on_searchable(n documents)` is called once the new documents are committed with their
+    tokens and passages (grounded chat finds them), then the model's pass adds their key states;
+    `progress(done, total, path)` follows that pass in tokens. A store made earlier keeps its key
+    layer: the engine switches to it."""
     t0 = time.perf_counter()
     report = IndexReport()
     roots = []
@@ -109,18 +123,20 @@ def index_paths(
         store_dir,
         fingerprint=info.fingerprint,
         writable=True,
-        create={"model_fingerprint": info.fingerprint, "model_name": info.name, "n_embd": engine.n_embd, "dtype": dtype},
+        create={"model_fingerprint": info.fingerprint, "model_name": info.name, "n_embd": engine.n_embd, "dtype": dtype,
+                "key_layer": engine.key_layer},
         wait=wait,
     )
+    engine.use_key_layer(store.manifest.key_layer)
     store.mark_indexing(True)
     try:
-        return _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel)
+        return _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel, on_searchable)
     finally:
         store.mark_indexing(False)
         store.release()
 
 
-def _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel) -> IndexReport:
+def _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel, on_searchable) -> IndexReport:
     manifest = store.manifest
 
     # 1. What changed: new, modified, deleted (deleted = known under these roots but gone).
@@ -181,37 +197,56 @@ def _index(engine, store, roots, report, t0, progress, commit_every, max_file_by
             scale = len(tokens) / max(len(extracted.text), 1)
             entry.pages = [int(c * scale) for c in extracted.pages]
         jobs.append((entry, tokens, "updated" if key in manifest.documents else "added"))
-    total = sum(len(t) for _, t, _ in jobs)
 
-    # 3. Run the model, add, commit periodically.
+    # 3. Words first: every document's tokens and passages, committed at once. From here on grounded
+    # chat finds them (BM25) and lexical drafting copies from them, before the model has read them.
+    for entry, tokens, kind in jobs:
+        if kind == "updated":
+            store.remove_document(entry.path)
+        store.add_document(entry, tokens, None, split_passages(tokens, engine.piece, breaks=entry.pages))
+        getattr(report, kind).append(entry.path)
+        report.skipped.pop(entry.path, None)
+    manifest.skipped = dict(report.skipped)
+    store.commit()
+    if on_searchable is not None:
+        on_searchable(len(jobs))
+
+    # 4. Keys: the model's pass over every document without them (this run's, and any that an
+    # interrupted run left), committed every `commit_every` seconds.
+    pending = store.unkeyed()
+    total = sum(d.n_tokens for d in pending)
     done = 0
     last_commit = time.perf_counter()
+    commit_cost = 0.0  # seconds the latest commit took
     if progress:
         progress(0, total, "")
-    for entry, tokens, kind in jobs:
+    for entry in pending:
         if cancel is not None and cancel.is_set():
             break
         te = time.perf_counter()
-        hidden = hidden_states(engine, tokens)
+
+        def window_done(n: int, entry=entry) -> None:
+            if progress:
+                progress(done + n, total, entry.path)
+
+        hidden = hidden_states(engine, store.tokens(entry.start, entry.end), on_window=window_done)
         report.eval_seconds += time.perf_counter() - te
-        if kind == "updated":
-            store.remove_document(entry.path)
-        store.add_document(entry, tokens, hidden, split_passages(tokens, engine.piece, breaks=entry.pages))
-        getattr(report, kind).append(entry.path)
-        report.skipped.pop(entry.path, None)
-        done += len(tokens)
-        report.tokens += len(tokens)
+        store.add_keys(entry.path, hidden)
+        done += entry.n_tokens
+        report.tokens += entry.n_tokens
         if progress:
             progress(done, total, entry.path)
-        if time.perf_counter() - last_commit > commit_every:
-            store.commit()
+        if time.perf_counter() - last_commit > max(commit_every, 10 * commit_cost):
+            tc = time.perf_counter()
+            store.commit()  # rewrites the whole index: on a large store spaced out to stay under ~10% of the time
             last_commit = time.perf_counter()
-    manifest.skipped = dict(report.skipped)
+            commit_cost = last_commit - tc
     store.commit()
     engine.reset()
     report.seconds = time.perf_counter() - t0
     report.store_vectors = store.n_vectors
     report.store_bytes = store.disk_bytes()
+    report.unkeyed = len(store.unkeyed())
     return report
 
 
@@ -248,6 +283,7 @@ def repair_store(engine: Engine, store_dir: str | Path, *, progress: ProgressFn 
         if manifest.model_fingerprint != engine.fingerprint:
             raise StoreError(f"{store_dir}: documents indexed with model '{manifest.model_name}'; repair it with "
                              "that model (--model)")
+        engine.use_key_layer(manifest.key_layer)  # the rebuilt store keeps the layer it had
         paths = [p for p in manifest.documents if Path(p).exists()]
         gone = [p for p in manifest.documents if not Path(p).exists()]
         fresh = store_dir.with_name(store_dir.name + ".repairing")
@@ -258,7 +294,7 @@ def repair_store(engine: Engine, store_dir: str | Path, *, progress: ProgressFn 
         if not paths:  # nothing left to index: an empty store of this model
             DocumentStore.open(fresh, writable=True, create={
                 "model_fingerprint": manifest.model_fingerprint, "model_name": manifest.model_name,
-                "n_embd": manifest.n_embd, "dtype": manifest.dtype}).release()
+                "n_embd": manifest.n_embd, "dtype": manifest.dtype, "key_layer": manifest.key_layer}).release()
         old = store_dir.with_name(store_dir.name + ".damaged")
         if old.exists():
             shutil.rmtree(old)

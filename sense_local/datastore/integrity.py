@@ -78,6 +78,7 @@ def check_passages_db(path: Path) -> None:
     """SQLite's own quick check of passages.sqlite (missing is fine: it is created on first use)."""
     if not path.exists():
         return
+    _check_sqlite_length(path)
     try:
         db = sqlite3.connect(path, timeout=30)  # not read-only: a crashed writer's WAL may need recovery
         try:
@@ -90,6 +91,22 @@ def check_passages_db(path: Path) -> None:
         raise damaged(path.parent, path.name, f"not a readable SQLite database: {exc}") from None
     if verdict != "ok":
         raise damaged(path.parent, path.name, f"SQLite quick_check: {verdict}")
+
+
+def _check_sqlite_length(path: Path) -> None:
+    """A database file shorter than its header's page count says is truncated. (quick_check reads the
+    missing tail as zeros, and inside FTS5's index blobs zeros pass it while they change answers.)"""
+    with path.open("rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return  # quick_check names what is wrong with it
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    n_pages = int.from_bytes(header[28:32], "big")
+    header_current = header[24:28] == header[92:96]  # the page count is valid for this change counter
+    size = path.stat().st_size
+    if header_current and size < n_pages * page_size:
+        raise damaged(path.parent, path.name, f"truncated ({size} of {n_pages * page_size} bytes)")
 
 
 def unclean_shutdown(directory: Path) -> bool:

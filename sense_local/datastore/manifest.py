@@ -33,6 +33,7 @@ class DocEntry:
     pages: list[int] = field(default_factory=list)  # global token position where each PDF page starts
     note: str = ""
     passages_sha256: str = ""  # passages_digest of its passage rows ("" in stores from before it)
+    keyed: bool = True  # its key states are in the index (False: searchable by words only, so far)
 
     @property
     def n_tokens(self) -> int:
@@ -46,6 +47,7 @@ class Manifest:
     n_embd: int
     dtype: str  # vector dtype in the index: f32 | f16 | i8
     metric: str = "cos"
+    key_layer: int | None = None  # the block whose input states are the keys (None: the final norm)
     version: int = FORMAT_VERSION
     generation: int = 0  # which index-<generation>.usearch is current
     n_tokens: int = 0  # committed length of tokens.i32

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import native
+from ..key_tap import layer_name
 from .manifest import MANIFEST, DocEntry, Manifest, StoreError
 from .passages import PassageSpan, PassageTable, passages_digest, split_passages
 from .integrity import check_passages_db, damaged, record_index, record_tokens, unclean_shutdown, verify_files
@@ -55,8 +56,8 @@ def _check_new_store(directory: Path, create: dict | None) -> None:
 
 
 def _expected_vectors(manifest: Manifest) -> int:
-    """One vector per position that predicts a token of its own document: n_tokens - 1 per document."""
-    return sum(max(d.n_tokens - 1, 0) for d in manifest.documents.values())
+    """One vector per position that predicts a token of its own document: n_tokens - 1 per keyed document."""
+    return sum(max(d.n_tokens - 1, 0) for d in manifest.documents.values() if d.keyed)
 
 
 class DocumentStore:
@@ -311,19 +312,20 @@ class DocumentStore:
             path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ writing
-    def add_document(self, entry: DocEntry, tokens: np.ndarray, hidden: np.ndarray,
+    def add_document(self, entry: DocEntry, tokens: np.ndarray, hidden: np.ndarray | None,
                      passages: list[PassageSpan] = ()) -> DocEntry:
         """Append a document: tokens [T] int32 and hidden [T-1, n_embd] (position i predicts token i+1),
-        and its passages (spans relative to the document; `entry.pages` relative too).
+        and its passages (spans relative to the document; `entry.pages` relative too). With hidden
+        None the document is searchable by words only until `add_keys` gives its states.
 
         `entry.start/end` are assigned here. Nothing is durable until `commit()`.
         """
         self._require_writable()
         start = self.manifest.n_tokens + self._pending_len
         entry.start, entry.end = start, start + len(tokens)
-        if len(hidden):
-            keys = np.arange(start, start + len(hidden), dtype=np.uint64)
-            self.index.add(keys, np.ascontiguousarray(hidden, dtype=np.float32))
+        entry.keyed = False
+        if hidden is not None:
+            self._add_vectors(entry, hidden)
         with (self.dir / TOKENS).open("ab") as f:
             if self._pending_len == 0:
                 f.truncate(4 * self.manifest.n_tokens)
@@ -336,11 +338,38 @@ class DocumentStore:
         self._spans = self._passage_spans = None
         return entry
 
+    def add_keys(self, path: str, hidden: np.ndarray) -> None:
+        """The key states [T-1, n_embd] of a document added without them."""
+        self._require_writable()
+        entry = self.manifest.documents[path]
+        if entry.keyed:
+            raise StoreError(f"{path}: its key states are stored already")
+        self._add_vectors(entry, hidden)
+
+    def _add_vectors(self, entry: DocEntry, hidden: np.ndarray) -> None:
+        if len(hidden) != max(entry.n_tokens - 1, 0):
+            raise ValueError(f"{entry.path}: {len(hidden)} key states for {entry.n_tokens} tokens")
+        if len(hidden):
+            keys = np.arange(entry.start, entry.start + len(hidden), dtype=np.uint64)
+            self.index.add(keys, np.ascontiguousarray(hidden, dtype=np.float32))
+        entry.keyed = True
+
+    def unkeyed(self) -> list[DocEntry]:
+        """Documents searchable by words only (their key states not yet stored), oldest first."""
+        return sorted((d for d in self.manifest.documents.values() if not d.keyed), key=lambda d: d.start)
+
+    def require_key_layer(self, layer: int | None) -> None:
+        """Refuse to compare states read at `layer` with this store's keys read at another layer."""
+        have = self.manifest.key_layer
+        if have != layer:
+            raise StoreError(f"{self.dir}: its keys are states of {layer_name(have)}, these of {layer_name(layer)}; "
+                             "open it through the runtime (it reads the store's layer) or re-index it")
+
     def remove_document(self, path: str) -> DocEntry | None:
         self._require_writable()
         entry = self.manifest.documents.pop(path, None)
         self._spans = self._passage_spans = None
-        if entry is not None and entry.end - entry.start > 1:
+        if entry is not None and entry.keyed and entry.end - entry.start > 1:
             keys = np.arange(entry.start, entry.end - 1, dtype=np.uint64)
             self.index.remove(keys)
         return entry

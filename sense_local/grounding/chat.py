@@ -49,6 +49,9 @@ class GroundedChat:
             if status:
                 notes.append(f"indexing is still running: answering from the {len(self.store.manifest.documents)} "
                              "documents indexed so far")
+            unkeyed = len(self.store.unkeyed())
+            if unkeyed:
+                notes.append(f"{unkeyed} document{'s' * (unkeyed > 1)} not yet read by the model: found by words only")
             if not self.store.manifest.documents:
                 notes.append("the document store is empty: answering without documents")
             else:

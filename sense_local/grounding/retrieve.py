@@ -74,7 +74,11 @@ class PassageRetriever:
             return lexical[:k], evidence
         if self.ranker == "hidden":
             return semantic[:k], evidence
-        return fuse([lexical, semantic], k), evidence
+        # a document the model has not read yet (words committed first, keys to come) has no hidden
+        # rank: it stands in with its word rank, so it is not pushed down for what is not there yet
+        unread = {d.path for d in self.store.unkeyed()}
+        stand_in = [(rank, hit) for rank, hit in enumerate(lexical) if hit.passage.path in unread]
+        return fuse([lexical, semantic], k, stand_in), evidence
 
     def bm25(self, question: str, k: int) -> list[PassageHit]:
         live = self.store.live_documents()
@@ -84,6 +88,7 @@ class PassageRetriever:
         tokens = self.engine.tokenize(question.strip(), add_special=True)
         if len(tokens) < 2 or self.store.n_vectors == 0:
             return []
+        self.store.require_key_layer(self.engine.key_layer)
         queries = self.engine.side_hidden(tokens)[1:]  # [n-1, n_embd]; the BOS position carries no question
         found = self.store.search(queries, k=VOTE_K, continuation=0)
         starts, ends, rowids = self.store.passage_spans()
@@ -102,13 +107,14 @@ class PassageRetriever:
         return [PassageHit(rows[int(rowids[b])], float(votes[b])) for b in best if int(rowids[b]) in rows]
 
 
-def fuse(lists: list[list[PassageHit]], k: int) -> list[PassageHit]:
-    """Reciprocal-rank fusion: score = sum over lists of 1 / (RRF_K + rank)."""
+def fuse(lists: list[list[PassageHit]], k: int, extra: list[tuple[int, PassageHit]] = ()) -> list[PassageHit]:
+    """Reciprocal-rank fusion: score = sum over lists of 1 / (RRF_K + rank); `extra` adds (rank, hit)
+    entries of a list that is not there (a stand-in rank)."""
     scores: dict[int, float] = {}
     rows: dict[int, PassageRow] = {}
-    for hits in lists:
-        for rank, hit in enumerate(hits):
-            scores[hit.passage.rowid] = scores.get(hit.passage.rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
-            rows[hit.passage.rowid] = hit.passage
+    ranked = [(rank, hit) for hits in lists for rank, hit in enumerate(hits)] + list(extra)
+    for rank, hit in ranked:
+        scores[hit.passage.rowid] = scores.get(hit.passage.rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        rows[hit.passage.rowid] = hit.passage
     best = sorted(scores, key=lambda r: -scores[r])[:k]
     return [PassageHit(rows[r], scores[r]) for r in best]

@@ -106,6 +106,8 @@ class SenseDrafter(Drafter):
                  lexical: Drafter | None = None):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
+        if docs is not None:
+            docs.require_key_layer(engine.key_layer)  # its keys and our queries come from one layer
         self.engine = engine
         self.name = name
         self.use_context = use_context

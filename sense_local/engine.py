@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import native
-from .errors import ContextOverflowError, ModelError, SenseError
+from .errors import Cancelled, ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
 from .key_tap import KeyTap
 from .model_info import check_readable_gguf, read_model_info
@@ -34,6 +34,9 @@ class EvalOutput:
     hidden: np.ndarray  # [k, n_embd] float32, view valid until the next eval
 
 
+# Tokens per decode of a prefill that can be cancelled: ~1 s on the 1.5B here (64 tok/s), ~0.2 s on
+# the 135M; a 512-token decode would keep Esc waiting ~8 s on the 1.5B.
+CANCEL_CHUNK = 64
 TREE_SEQ0 = 2  # the first sequence id of a tree draft's branches
 MAX_BRANCHES = 8  # leaves a tree draft may have
 MAX_TREE = 64  # nodes a tree draft may have
@@ -451,11 +454,13 @@ class Engine:
         self.tokens.clear()
         self._hidden_valid = 0
 
-    def prefill(self, prompt, *, outputs: str = "last", hidden: bool = False) -> EvalOutput:
+    def prefill(self, prompt, *, outputs: str = "last", hidden: bool = False, cancel=None) -> EvalOutput:
         """Evaluate a prompt, reusing the KV entries of the longest prefix already committed.
 
         At least the prompt's last token is re-evaluated, so its logits are fresh. With hidden=True
         only a prefix whose hidden states are cached counts (`committed_hidden` covers the prompt).
+        With a `cancel` event, a long prompt goes in CANCEL_CHUNK-token decodes that check it between
+        them (raising Cancelled; what was evaluated stays committed, for the next prefill to reuse).
         """
         prompt = np.asarray(prompt, dtype=np.int32)
         if len(prompt) == 0:
@@ -467,6 +472,14 @@ class Engine:
         reuse = int(diff[0]) if len(diff) else len(held)
         if hidden:  # positions cached without their hidden states are evaluated again
             reuse = min(reuse, self._hidden_valid)
+        if cancel is not None and outputs == "last":
+            while len(prompt) - reuse > CANCEL_CHUNK:
+                if cancel.is_set():
+                    raise Cancelled("prefill cancelled")
+                self.eval(prompt[reuse : reuse + CANCEL_CHUNK], reuse, outputs="last", hidden=hidden)
+                reuse += CANCEL_CHUNK
+            if cancel.is_set():
+                raise Cancelled("prefill cancelled")
         return self.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
 
     @functools.cached_property

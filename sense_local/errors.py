@@ -11,3 +11,7 @@ class ModelError(SenseError):
 
 class ContextOverflowError(SenseError):
     """The prompt (plus the tokens asked for) does not fit the context window."""
+
+
+class Cancelled(Exception):
+    """Work stopped because its cancel flag was set (not an error: the caller asked for it)."""

@@ -34,7 +34,7 @@ class FakeEngine:
     def truncate(self, n: int) -> None:
         del self.tokens[n:]
 
-    def prefill(self, prompt, *, outputs="last", hidden=False):
+    def prefill(self, prompt, *, outputs="last", hidden=False, cancel=None):
         self.tokens = []
         return self.eval(prompt, 0, outputs=outputs, hidden=hidden)
 

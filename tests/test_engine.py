@@ -149,3 +149,37 @@ def test_hidden_pass_gives_the_embedding_path_states_and_leaves_the_conversation
     assert engine.n_past == 5 and engine.hidden_pass(512) is fast  # kept, main context untouched
     with pytest.raises(ValueError, match="do not fit"):
         fast.run(np.zeros(fast.n_ctx + 1, np.int32))
+
+
+def test_a_long_prefill_stops_between_chunks_when_cancelled(engine):
+    """Esc during a long prompt: the prefill checks the cancel flag every CANCEL_CHUNK tokens, the
+    decoder ends with stop reason "cancelled", and the chunks evaluated so far are reused next time."""
+    import threading
+
+    from sense_local.engine import CANCEL_CHUNK
+    from sense_local.speculative.loop import SpecDecoder
+
+    prompt = chat(engine, "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 60)
+    assert len(prompt) > 4 * CANCEL_CHUNK
+    engine.reset()
+    cancel = threading.Event()
+    real_eval = engine.eval
+    calls = []
+
+    def eval_then_cancel(*args, **kw):
+        calls.append(1)
+        out = real_eval(*args, **kw)
+        if len(calls) == 2:
+            cancel.set()  # as if Esc came during the second chunk
+        return out
+
+    engine.eval = eval_then_cancel
+    try:
+        decoder = SpecDecoder(engine, method="ar")
+        events = list(decoder.generate(prompt, 16, cancel=cancel))
+    finally:
+        del engine.eval
+    assert events == [] and decoder.stats.stop_reason == "cancelled"
+    assert engine.n_past == 2 * CANCEL_CHUNK and engine.tokens == list(prompt[: 2 * CANCEL_CHUNK])
+    decoder = SpecDecoder(engine, method="ar")
+    assert len(list(decoder.generate(prompt, 4))) == 4  # the rest of the prompt, then the reply

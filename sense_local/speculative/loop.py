@@ -17,6 +17,7 @@ import numpy as np
 
 from ..detokenize import StreamDetokenizer
 from ..engine import Engine
+from ..errors import Cancelled
 from .cost import CostCurve, OnlineCost
 from .drafters.base import Drafter
 from .types import TARGET, Draft, Feedback, GenerationStats, TokenEvent, Verdict
@@ -73,7 +74,12 @@ class SpecDecoder:
         self.stats = GenerationStats(method=self.method, prompt_tokens=len(prompt))
         detok = StreamDetokenizer(self.engine.piece)
         t0 = time.perf_counter()
-        last = self._prefill(prompt)
+        try:
+            last = self._prefill(prompt, cancel)
+        except Cancelled:
+            self.stats.stop_reason = "cancelled"
+            self.stats.t_prefill = time.perf_counter() - t0
+            return
         self.stats.t_prefill = time.perf_counter() - t0
         try:
             yield from self._decode(last, max_tokens, cancel, detok)
@@ -119,9 +125,9 @@ class SpecDecoder:
                     return
             last, last_source = self._next_token(step)
 
-    def _prefill(self, prompt: Sequence[int]) -> int:
-        """Evaluate the prompt; the target's first token."""
-        out = self.engine.prefill(prompt, outputs="last", hidden=self.hidden)
+    def _prefill(self, prompt: Sequence[int], cancel=None) -> int:
+        """Evaluate the prompt; the target's first token (Cancelled once `cancel` is set)."""
+        out = self.engine.prefill(prompt, outputs="last", hidden=self.hidden, cancel=cancel)
         verdict = self.rule(out.logits[-1:], np.empty(0, np.int32), self.rng)
         if self.record_gaps:
             self.stats.top2_gaps.append(top2_gap(out.logits[-1]))

@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", default="7,14,18,21,24,final", help="comma-separated block numbers, or final")
     ap.add_argument("--topics", type=int, default=6, help="pydoc topics to read (default 6)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batches", default="", help="also time the pass of the first layer at these n_batch (= n_ubatch) sizes")
     args = ap.parse_args(argv)
 
     from pydoc_data.topics import topics
@@ -85,6 +86,11 @@ def main(argv=None) -> int:
     nxt = np.concatenate([d[1:] for d in docs])
     queries = np.random.default_rng(0).choice(len(nxt), size=min(2000, len(nxt)), replace=False)
     base = min(prefill)
+    batch_seconds = {}
+    for b in [int(x) for x in args.batches.split(",") if x]:
+        hp = HiddenPass(engine._model, engine.n_embd, n_ctx=WINDOW, n_batch=b, n_threads=engine.n_threads, layer=layers[0])
+        batch_seconds[b] = min(layer_states(hp, docs, WINDOW, OVERLAP)[1] for _ in range(args.rounds))
+        hp.close()
     print(f"{engine.path.name}: {n_layer} blocks; {len(names)} pydoc topics, {n_tokens} tokens; window {WINDOW}; "
           f"best of {args.rounds} interleaved rounds")
     print(f"plain prefill: {n_tokens / base:.1f} tok/s")
@@ -94,6 +100,8 @@ def main(argv=None) -> int:
         s = min(seconds[x])
         agree, _ = next_token_recall(np.ascontiguousarray(states[x]), nxt, "i8", queries)
         print(f"| {'final' if x is None else x} | {n_tokens / s:.1f} | {s / base:.2f}x | {agree:.3f} |")
+    for b, s in batch_seconds.items():
+        print(f"n_batch {b}: the pass of layer {layers[0]} at {n_tokens / s:.1f} tok/s")
     return 0
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from . import native
 from .errors import Cancelled, ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
-from .key_tap import KeyTap
+from .key_tap import KeyTap, taps_available
 from .model_info import check_readable_gguf, read_model_info
 from .token_batch import TokenBatch, context_params
 
@@ -58,8 +58,9 @@ KEY_DEPTH = 0.3
 
 
 def default_key_layer(n_layer: int) -> int | None:
-    """The block whose input states key SENSE's search by default (None: the final norm)."""
-    if KEY_DEPTH is None or n_layer < 2:
+    """The block whose input states key SENSE's search by default (None: the final norm, also where
+    graph tensors cannot be read)."""
+    if KEY_DEPTH is None or n_layer < 2 or not taps_available():
         return None
     return min(max(1, round(KEY_DEPTH * n_layer)), n_layer - 1)
 
@@ -223,10 +224,11 @@ class Engine:
 
         outputs="all" returns logits for every position, "last" for the last one only, and
         "hidden" the hidden states of every position with the last position's logits (what
-        indexing and a SENSE prefill need: no [k, n_vocab] copies). With hidden=True the final
-        hidden states come too (llama.cpp then computes outputs for every position); hidden=False
-        turns embeddings off so "last" runs the LM head once (cheap prefill, plain decoding) and
-        `EvalOutput.hidden` is an empty [0, n_embd] array.
+        indexing and a SENSE prefill need: no [k, n_vocab] copies). With hidden=True the key
+        states come too: final-norm keys make llama.cpp compute outputs (and the LM head) for every
+        position; block keys come from the tap, the LM head running on the output rows only.
+        hidden=False runs no tap and no embeddings, so "last" runs the LM head once (cheap prefill,
+        plain decoding) and `EvalOutput.hidden` is an empty [0, n_embd] array.
         KV entries at positions >= start_pos are dropped first.
         """
         tokens = np.asarray(tokens, dtype=np.int32)

@@ -10,6 +10,7 @@ run (indexing pays only the blocks up to the key).
 from __future__ import annotations
 
 import ctypes
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ def layer_name(layer: int | None) -> str:
     return "the final norm" if layer is None else f"block {layer}"
 
 
+@functools.cache
 def _load_ggml():
     """libggml-base (tensor names, sizes and reads), or None where it cannot be found."""
     try:
@@ -45,6 +47,11 @@ def _load_ggml():
     lib.ggml_backend_tensor_get.restype = None
     lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
     return lib
+
+
+def taps_available() -> bool:
+    """Whether graph tensors can be read here (libggml-base found next to llama.cpp)."""
+    return _load_ggml() is not None
 
 
 class KeyTap:

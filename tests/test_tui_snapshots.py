@@ -98,3 +98,43 @@ def test_documents_screen(snap_compare, tmp_path, monkeypatch, engine):
         assert snap_compare(app, terminal_size=SIZE, run_before=open_documents)
     finally:
         shutil.rmtree(docs, ignore_errors=True)
+
+
+def test_documents_screen_during_indexing(snap_compare, tmp_path, monkeypatch, engine):
+    """Mid-indexing: one document searchable by words only, the model pass a quarter through (the
+    progress report is posted with fixed figures and a frozen ETA: the picture must not depend on time)."""
+    import threading
+
+    from sense_local.datastore import index_paths
+    from tui.screens import IndexProgress
+
+    docs = Path("/tmp/sense-local-snapshot-docs")
+    shutil.rmtree(docs, ignore_errors=True)
+    docs.mkdir()
+    (docs / "notes.md").write_text("# Notes\n\nThe walrus operator assigns inside expressions.\n")
+    home = tmp_path / "home"
+    monkeypatch.setenv("SENSE_HOME", str(home))
+    words_only = threading.Event()
+    index_paths(engine, home / "stores" / "default", [docs], on_searchable=lambda n: words_only.set(), cancel=words_only)
+
+    async def indexing(pilot):
+        await _ready(pilot)
+        await pilot.press("f3")
+        while not pilot.app.screen.query("#folder"):
+            await pilot.pause(0.05)
+        screen = pilot.app.screen
+        screen.query_one("#folder").cursor_blink = False
+        monkeypatch.setattr(screen._rate, "eta", lambda: 37.0)
+        screen.post_message(IndexProgress(1200, 4800, str(docs / "notes.md"), 96.0))
+        await pilot.pause(0.3)
+        if screen._ticker is not None:
+            screen._ticker.stop()
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause(0.2)
+
+    sessions = SessionStore(tmp_path / "s.db")
+    sessions.create("Documents", "SmolLM2-135M-Instruct.Q8_0.gguf", "sense", Settings().to_dict())
+    try:
+        assert snap_compare(SenseApp(sessions=sessions), terminal_size=SIZE, run_before=indexing)
+    finally:
+        shutil.rmtree(docs, ignore_errors=True)

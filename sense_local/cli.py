@@ -206,10 +206,14 @@ def cmd_index(args) -> int:
     if args.verify:
         if args.paths:
             raise SenseError("--verify takes no paths: it checks the store (--store DIR)")
+        from .key_tap import layer_name
+
         result = verify_store(Path(store_dir))
         print(json.dumps(result) if args.json else
-              f"{store_dir}: ok ({result['documents']} documents, {result['tokens']} tokens, {result['vectors']} vectors; "
-              f"every file matches the manifest)")
+              f"{store_dir}: ok ({result['documents']} documents, {result['tokens']} tokens, {result['vectors']} vectors "
+              f"keyed on {layer_name(result['key_layer'])}"
+              + (f", {result['unkeyed']} by words only until the next index run" if result["unkeyed"] else "")
+              + "; every file matches the manifest)")
         return 0
     if not args.paths and not args.repair:
         raise SenseError("index: give the files or folders to index (or --verify, --repair)")

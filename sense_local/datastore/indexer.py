@@ -256,7 +256,8 @@ def verify_store(store_dir: Path, fingerprint: str | None = None) -> dict:
     store = DocumentStore.open(store_dir, fingerprint=fingerprint, verify=True)
     store.passages.count(store.live_documents())  # the passages table answers
     return {"store": str(store_dir), "documents": len(store.manifest.documents), "tokens": store.manifest.n_tokens,
-            "vectors": store.n_vectors, "files": sorted(store.manifest.files)}
+            "vectors": store.n_vectors, "key_layer": store.manifest.key_layer, "unkeyed": len(store.unkeyed()),
+            "files": sorted(store.manifest.files)}
 
 
 def repair_store(engine: Engine, store_dir: str | Path, *, progress: ProgressFn | None = None,

@@ -198,14 +198,19 @@ def _index(engine, store, roots, report, t0, progress, commit_every, max_file_by
             entry.pages = [int(c * scale) for c in extracted.pages]
         jobs.append((entry, tokens, "updated" if key in manifest.documents else "added"))
 
-    # 3. Words first: every document's tokens and passages, committed at once. From here on grounded
-    # chat finds them (BM25) and lexical drafting copies from them, before the model has read them.
+    # 3. Words first: every document's tokens and passages (committed every `commit_every` seconds and
+    # at the end). From here on grounded chat finds them (BM25) and lexical drafting copies from them,
+    # before the model has read them.
+    last_commit = time.perf_counter()
     for entry, tokens, kind in jobs:
         if kind == "updated":
             store.remove_document(entry.path)
         store.add_document(entry, tokens, None, split_passages(tokens, engine.piece, breaks=entry.pages))
         getattr(report, kind).append(entry.path)
         report.skipped.pop(entry.path, None)
+        if time.perf_counter() - last_commit > commit_every:
+            store.commit()
+            last_commit = time.perf_counter()
     manifest.skipped = dict(report.skipped)
     store.commit()
     if on_searchable is not None:

@@ -78,10 +78,18 @@ def check_passages_db(path: Path) -> None:
     """SQLite's own quick check of passages.sqlite (missing is fine: it is created on first use)."""
     if not path.exists():
         return
-    _check_sqlite_length(path)
     try:
         db = sqlite3.connect(path, timeout=30)  # not read-only: a crashed writer's WAL may need recovery
         try:
+            # A file shorter than its header's page count is truncated. quick_check reads the missing
+            # tail as zeros, and inside FTS5's index blobs zeros pass it while they change answers.
+            # (Told only when no write-ahead log holds pages the file does not have yet; the file is
+            # never opened outside SQLite, whose POSIX locks a second open-and-close would drop.)
+            wanted = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+            wal = path.with_name(path.name + "-wal")
+            size = path.stat().st_size
+            if (not wal.exists() or wal.stat().st_size == 0) and size < wanted:
+                raise damaged(path.parent, path.name, f"truncated ({size} of {wanted} bytes)")
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
         finally:
             db.close()
@@ -91,22 +99,6 @@ def check_passages_db(path: Path) -> None:
         raise damaged(path.parent, path.name, f"not a readable SQLite database: {exc}") from None
     if verdict != "ok":
         raise damaged(path.parent, path.name, f"SQLite quick_check: {verdict}")
-
-
-def _check_sqlite_length(path: Path) -> None:
-    """A database file shorter than its header's page count says is truncated. (quick_check reads the
-    missing tail as zeros, and inside FTS5's index blobs zeros pass it while they change answers.)"""
-    with path.open("rb") as f:
-        header = f.read(100)
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
-        return  # quick_check names what is wrong with it
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    n_pages = int.from_bytes(header[28:32], "big")
-    header_current = header[24:28] == header[92:96]  # the page count is valid for this change counter
-    size = path.stat().st_size
-    if header_current and size < n_pages * page_size:
-        raise damaged(path.parent, path.name, f"truncated ({size} of {n_pages * page_size} bytes)")
 
 
 def unclean_shutdown(directory: Path) -> bool:

@@ -24,7 +24,7 @@ def _add_key_layer_arg(p: argparse.ArgumentParser, what: str) -> None:
         try:
             return parse_key_layer(text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("--key-layer: ")) from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     p.add_argument("--key-layer", type=key_layer, default="default", metavar="BLOCK",
                    help=f"the block whose input states are {what}: a number, final (the output norm) or "

@@ -44,9 +44,7 @@ class HiddenPass:
             return
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = TokenBatch(self.n_batch)
-        # The final norm holds only output rows, so every row is one; a block's input holds every row
-        # anyway, and one output row (see run) keeps llama.cpp from copying [k, n_vocab] unread logits.
-        self._batch.logits[:] = 1 if layer is None else 0
+        self._batch.logits[:] = 1  # the final norm holds output rows only (blocks: see run)
         self.available = self._probe()
         if not self.available:
             self.close()  # callers fall back to Engine.eval; nothing to keep
@@ -68,7 +66,8 @@ class HiddenPass:
         for off in range(0, k, self.n_batch):
             m = min(self.n_batch, k - off)
             self._batch.fill(tokens[off : off + m], off)
-            if self.layer is not None:
+            if self.layer is not None:  # a block's input holds every row anyway; one output row keeps
+                # llama.cpp from copying [k, n_vocab] logits nobody reads
                 self._batch.logits[:] = 0
                 self._batch.logits[m - 1] = 1
             self._tap.n_read = 0

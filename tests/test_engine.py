@@ -159,7 +159,7 @@ def test_a_long_prefill_stops_between_chunks_when_cancelled(engine):
     from sense_local.engine import CANCEL_CHUNK
     from sense_local.speculative.loop import SpecDecoder
 
-    prompt = chat(engine, "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 60)
+    prompt = chat(engine, "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 90)
     assert len(prompt) > 4 * CANCEL_CHUNK
     engine.reset()
     cancel = threading.Event()

@@ -50,9 +50,29 @@ def test_chat_with_highlighting(snap_compare, tmp_path):
     assert snap_compare(app, terminal_size=SIZE, run_before=_ready)
 
 
+async def _ready_at_end(pilot):
+    """_ready, then the transcript scrolled to its end and settled (the scrollbar thumb is drawn where
+    the scroll position is: the picture is taken only once the follow-the-end scroll has finished)."""
+    await _ready(pilot)
+    transcript = pilot.app.query_one("#transcript")
+    for _ in range(100):
+        if transcript.scroll_y == transcript.max_scroll_y:
+            break
+        await pilot.pause(0.05)
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause(0.3)
+
+
+def test_small_terminal_60x15_snapshot(snap_compare, tmp_path):
+    """The 60x15 picture. It used to vary between runs: the session was shown before the narrow
+    layout re-wrapped its lines, and the transcript stayed one line short of its end."""
+    assert snap_compare(SenseApp(sessions=lighthouse_session(tmp_path)), terminal_size=(60, 15),
+                        run_before=_ready_at_end)
+
+
 def test_small_terminal_60x15(tmp_path):
-    """60 columns x 15 rows: no legend, a short prompt box, a compact footer, an abbreviated status bar.
-    (Layout facts, not a picture: the picture's scrollbar styling varied between runs.)"""
+    """60 columns x 15 rows: no legend, a short prompt box, a compact footer, an abbreviated status
+    bar, and the transcript at its end."""
     import asyncio
 
     from textual.widgets import Footer
@@ -66,6 +86,8 @@ def test_small_terminal_60x15(tmp_path):
             assert app.query_one(Footer).compact
             status = str(app.query_one("#status").render())
             assert 0 < len(status) <= 58  # abbreviated to fit one line of 60 columns (padding 1 each side)
+            transcript = app.query_one("#transcript")
+            assert transcript.max_scroll_y > 0 and transcript.scroll_y == transcript.max_scroll_y
 
     asyncio.run(run())
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Header, Static
 
@@ -20,7 +19,7 @@ from sense_local.sessions import Message as StoredMessage
 from sense_local.sessions import SessionStore
 
 from .settings import Settings
-from .widgets import ChatMessage, PromptBox, StatusBar, legend_text
+from .widgets import ChatMessage, PromptBox, StatusBar, Transcript, legend_text
 
 WELCOME = ("Type a message and press Enter (Ctrl+J for a new line). F3 adds your documents, so answers can "
            "cite them; F5 settings, F7 other models, F4 sessions, Ctrl+Q quits.")
@@ -113,7 +112,7 @@ class SenseApp(App):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield Header()
-        yield VerticalScroll(id="transcript")
+        yield Transcript(id="transcript")
         yield Static(legend_text(), id="legend")
         yield PromptBox(id="prompt", soft_wrap=True, show_line_numbers=False)
         yield StatusBar("loading model…", id="status")
@@ -212,7 +211,7 @@ class SenseApp(App):
             return
         self.session = session
         self.settings = Settings.from_dict(session.settings)
-        transcript = self.query_one("#transcript", VerticalScroll)
+        transcript = self.query_one("#transcript", Transcript)
         transcript.remove_children()
         for m in self.sessions.messages(session_id):
             widget = ChatMessage(m.role, m.content, m.spans, m.stats.get("sources"))
@@ -233,7 +232,7 @@ class SenseApp(App):
         name = self.model_path.name if self.model_path else "model"
         self.session = self.sessions.create(time.strftime("Chat %Y-%m-%d %H:%M"), name, self.settings.method,
                                             self.settings.to_dict())
-        transcript = self.query_one("#transcript", VerticalScroll)
+        transcript = self.query_one("#transcript", Transcript)
         transcript.remove_children()
         transcript.mount(Static(WELCOME, classes="welcome"))
         self.sub_title = self.session.title
@@ -251,7 +250,7 @@ class SenseApp(App):
         self.send(message.text)
 
     def send(self, text: str) -> None:
-        transcript = self.query_one("#transcript", VerticalScroll)
+        transcript = self.query_one("#transcript", Transcript)
         for welcome in transcript.query(".welcome"):
             welcome.remove()
         transcript.mount(ChatMessage("user", text))
@@ -310,25 +309,13 @@ class SenseApp(App):
         for note in message.notes:
             self.notify(note, title="Documents", timeout=8)
         if self._reply is not None and message.sources:
-            following = self._following()
-            self._reply.set_sources(message.sources)
-            if following:
-                self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
-
-    def _following(self) -> bool:
-        """Whether the transcript shows its end (then new text keeps it there; a user who scrolled
-        up to read stays where they are)."""
-        transcript = self.query_one("#transcript", VerticalScroll)
-        return transcript.scroll_y >= transcript.max_scroll_y - 1
+            self._reply.set_sources(message.sources)  # the transcript follows it if it shows its end
 
     def on_tokens_batch(self, message: TokensBatch) -> None:
         if self._reply is None:
             return
-        following = self._following()
         self._reply.append_spans(message.spans)
         self._streamed += len(message.spans)
-        if following:
-            self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
         st = message.stats
         if st["t"] - self._status_at < STATUS_EVERY:
             return
@@ -354,10 +341,7 @@ class SenseApp(App):
         self.last_stats = st = finished.stats.to_dict()
         footer = finished.summary()
         if reply is not None:
-            following = self._following()
-            reply.set_footer(footer)
-            if following:  # the footer (and a "stopped" mark) must not land below the visible area
-                self.call_after_refresh(self.query_one("#transcript", VerticalScroll).scroll_end, animate=False)
+            reply.set_footer(footer)  # with a "stopped" mark: the transcript keeps it in view
             spans = [list(s) for s in reply.spans]
             self.sessions.add_message(self.session.id, StoredMessage("assistant", reply.content, spans,
                                                                      {**st, "footer": footer, "sources": reply.sources}))

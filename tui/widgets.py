@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rich.markdown import Markdown as RichMarkdown
 from rich.text import Text
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Static, TextArea
@@ -34,6 +35,23 @@ def legend_text(compact: bool = False) -> Text:
     if not compact:
         text.append("  target's own tokens: plain")
     return text
+
+
+class Transcript(VerticalScroll):
+    """The conversation. It follows its newest text: whenever its content or its size changes while
+    it shows its end (text streamed in, a footer or sources added, a resize that re-wraps lines), it
+    scrolls to the new end. A user who scrolled up to read stays where they are, until they scroll
+    back down. (Textual's `anchor()` does this too, but pins short content to the bottom.)"""
+
+    def at_end(self) -> bool:
+        return self.scroll_y >= self.max_scroll_y - 1
+
+    def _size_updated(self, size, virtual_size, container_size, layout: bool = True) -> bool:
+        following = self.at_end()  # judged on the old size: the new one has not been laid out yet
+        changed = super()._size_updated(size, virtual_size, container_size, layout)
+        if changed and following:
+            self.scroll_end(animate=False)
+        return changed
 
 
 class ChatMessage(Static):

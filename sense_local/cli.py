@@ -143,7 +143,7 @@ def cmd_ask(args) -> int:
     from .text_input import argument
 
     config = conversation_config(args, store=args.store or default_store(), ranker=args.ranker,
-                                 passages=args.passages, budget=args.budget)
+                                 passages=args.passages, budget=args.budget, gate=not args.always_ground)
     question = argument(args.question, "the question")
     if not question.strip():
         raise SenseError("empty question: nothing to ask")
@@ -186,7 +186,7 @@ def cmd_serve(args) -> int:
     if not 0 < args.port < 65536:
         raise SenseError(f"--port must be from 1 to 65535 (got {args.port})")
     config = conversation_config(args, store=args.store, ranker=args.ranker, passages=args.passages,
-                                 budget=args.budget)
+                                 budget=args.budget, gate=not args.always_ground)
     api_key = args.api_key or os.environ.get("SENSE_API_KEY") or None
     return serve(config, host=args.host, port=args.port, api_key=api_key, queue_size=args.queue)
 
@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=1024, help="most prompt tokens spent on passages (default 1024)")
     p.add_argument("--ranker", choices=["bm25", "hidden", "fused"], default="fused",
                    help="passage ranking: lexical, the model's hidden states, or both fused (default)")
+    p.add_argument("--always-ground", action="store_true",
+                   help="put passages into the prompt even when few of the question's words occur in the documents "
+                        "(a question in another language than the documents')")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -345,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passages", type=int, default=3, help="passages retrieved into a grounded prompt (default 3)")
     p.add_argument("--budget", type=int, default=1024, help="most prompt tokens spent on passages (default 1024)")
     p.add_argument("--ranker", choices=["bm25", "hidden", "fused"], default="fused")
+    p.add_argument("--always-ground", action="store_true",
+                   help="ground every question, even ones few of whose words occur in the documents")
     p.add_argument("--queue", type=int, default=64, help="requests that may wait for the model (default 64; more get 503)")
     p.set_defaults(func=cmd_serve)
 

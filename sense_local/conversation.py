@@ -47,6 +47,7 @@ class ConversationConfig:
     passages: int = DEFAULT_PASSAGES
     budget: int = DEFAULT_BUDGET  # prompt tokens spent on passages, at most
     ranker: str = DEFAULT_RANKER
+    gate: bool = True  # leave the documents out of questions they are not about (grounding/retrieve.py)
 
     def replace(self, **changes) -> "ConversationConfig":
         return dataclasses.replace(self, **changes)
@@ -88,7 +89,8 @@ class Conversation:
         self.store = store
         self.config = config or ConversationConfig()
         c = self.config
-        self._grounding = GroundedChat(engine, store, ranker=c.ranker, passages=c.passages, budget=c.budget)
+        self._grounding = GroundedChat(engine, store, ranker=c.ranker, passages=c.passages, budget=c.budget,
+                                       gate=c.gate)
         self._plain = GroundedChat(engine, None, budget=c.budget)
         self._busy = threading.Lock()
         self._decoder = None  # the latest turn's decoder: its stats count live
@@ -98,7 +100,8 @@ class Conversation:
         model is refused with SenseError and the current one kept."""
         store = open_store(self.engine, path)
         c = self.config
-        self._grounding = GroundedChat(self.engine, store, ranker=c.ranker, passages=c.passages, budget=c.budget)
+        self._grounding = GroundedChat(self.engine, store, ranker=c.ranker, passages=c.passages, budget=c.budget,
+                                       gate=c.gate)
         self.store = store
 
     @property

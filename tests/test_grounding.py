@@ -108,10 +108,28 @@ def test_ask_bad_input_gets_one_line_errors(store_dir, tmp_path):
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
-def test_question_in_another_language_still_answers(engine, store):
-    turn = GroundedChat(engine, store).prepare([], "¿Qué hace la instrucción pass en Python?", reserve=64)
-    assert turn.sources  # the hidden-state ranker always has neighbours; the prompt is grounded
-    assert "Question: ¿Qué hace" in turn.content
+def test_questions_the_documents_are_not_about_get_no_passages(engine, store):
+    """The relevance gate: few of these questions' words occur in the documents (the Python reference),
+    so no passage goes into the prompt and none is cited, and the user is told why. A question in
+    another language than the documents' is gated too, unless grounding is forced (--always-ground)."""
+    for question in ("How do I bake sourdough bread?", "Who painted the Mona Lisa?",
+                     "¿Qué hace la instrucción pass en Python?"):
+        turn = GroundedChat(engine, store).prepare([], question, reserve=64)
+        assert not turn.sources and turn.content == question, question
+        assert any("not about this question" in n for n in turn.notes), turn.notes
+    related = GroundedChat(engine, store).prepare([], "What does the pass statement do?", reserve=64)
+    assert related.sources and "pass.txt" in related.sources[0].path
+    forced = GroundedChat(engine, store, gate=False).prepare([], "¿Qué hace la instrucción pass en Python?", reserve=64)
+    assert forced.sources and "Question: ¿Qué hace" in forced.content
+
+
+def test_coverage_is_the_share_of_question_words_the_documents_use(store):
+    passages = store.passages
+    assert passages.coverage("What do global statements declare?") == 1.0  # stemmed: "statements" too
+    assert passages.coverage("How do I bake sourdough bread?") == 0.0
+    assert passages.coverage("the of and ?!") == 0.0  # no content words
+    mixed = passages.coverage("lambda sourdough")
+    assert 0.0 < mixed < 1.0
 
 
 def test_empty_store_answers_without_documents(engine, tmp_path):
@@ -172,7 +190,7 @@ def test_uncommitted_passages_never_show_and_are_pruned(engine, store_dir, tmp_p
                         split_passages(tokens, engine.piece))
     writer.passages.commit()  # the passage rows land, the manifest does not (a crash right here)
     reader = DocumentStore.open(copy, fingerprint=engine.fingerprint)
-    assert not PassageRetriever(engine, reader, "bm25").search("zanzibar quokka", 3)
+    assert not PassageRetriever(engine, reader, "bm25").search("zanzibar quokka", 3, gate=False)
     writer.release()  # a crashed writer's lock goes with its process
     reopened = DocumentStore.open(copy, fingerprint=engine.fingerprint, writable=True)  # prunes leftovers
     assert "/nowhere/zanzibar.txt" not in {p for p, *_ in reopened.passages.db.execute("SELECT path FROM passages")}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import hashlib
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -64,11 +65,15 @@ def split_passages(tokens: np.ndarray, piece_of: Callable[[int], bytes], breaks:
     return spans
 
 
+def content_terms(text: str) -> list[str]:
+    """A question's content words, lower-cased, each once, in order (no stopwords, no lone letters)."""
+    words = [w.lower() for w in WORD.findall(text)]
+    return list(dict.fromkeys(w for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())))
+
+
 def fts_query(text: str) -> str:
     """A user's question as an FTS5 query: its content words, OR-ed and quoted (no FTS syntax leaks)."""
-    words = [w.lower() for w in WORD.findall(text)]
-    terms = list(dict.fromkeys(w for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())))
-    return " OR ".join(f'"{w}"' for w in terms)
+    return " OR ".join(f'"{w}"' for w in content_terms(text))
 
 
 @dataclass
@@ -175,6 +180,23 @@ class PassageTable:
         )
         found = [(_row(values[:-1]), -values[-1]) for values in cursor if _live(live, values[1], values[2])]
         return found[:k]
+
+    def coverage(self, question: str) -> float:
+        """How much of a question the documents' vocabulary holds: the idf-weighted share of its content
+        words that occur in some passage (after the table's stemming; a word no passage holds weighs
+        the most). 0 for a question with no content words. Words like "sourdough" or "Everest" that
+        the documents never use say the question is about something else."""
+        terms = content_terms(question)
+        if not terms:
+            return 0.0
+        n = max(self.db.execute("SELECT count(*) FROM passages").fetchone()[0], 1)
+        found = total = 0.0
+        for term in terms:
+            df = self.db.execute("SELECT count(*) FROM passages WHERE passages MATCH ?", (f'"{term}"',)).fetchone()[0]
+            weight = math.log((n - df + 0.5) / (df + 0.5) + 1.0)  # BM25's idf
+            total += weight
+            found += weight if df else 0.0
+        return found / total if total > 0 else 0.0
 
     def span_arrays(self, live: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(starts, ends, rowids) of every live passage, sorted by start: maps token positions to passages."""

@@ -24,7 +24,7 @@ class GroundedTurn:
 
 class GroundedChat:
     def __init__(self, engine, store, *, ranker: str = DEFAULT_RANKER, passages: int = DEFAULT_PASSAGES,
-                 budget: int = DEFAULT_BUDGET):
+                 budget: int = DEFAULT_BUDGET, gate: bool = True):
         if passages < 1:
             raise SenseError(f"--passages must be at least 1 (got {passages})")
         if budget < 64:
@@ -34,6 +34,7 @@ class GroundedChat:
         self.retriever = PassageRetriever(engine, store, ranker) if store is not None else None
         self.passages = passages
         self.budget = budget
+        self.gate = gate  # leave the documents out of questions they are not about (retrieve.Evidence)
 
     def prepare(self, messages: list[dict], question: str, *, reserve: int) -> GroundedTurn:
         """Prompt tokens for `messages` (earlier turns, plain) + the grounded question."""
@@ -55,9 +56,10 @@ class GroundedChat:
             if not self.store.manifest.documents:
                 notes.append("the document store is empty: answering without documents")
             else:
-                hits = self.retriever.search(question, self.passages)
+                hits = self.retriever.search(question, self.passages, gate=self.gate)
                 if not hits:
-                    notes.append("no passage in the documents matched: answering without them")
+                    notes.append("the documents are not about this question (few of its words occur in them): "
+                                 "answering without them")
         # passages get what is left of the context after the reply, the question and the template
         room = self.engine.n_ctx - reserve - len(self.engine.tokenize(question, add_special=False)) - 192
         budget = min(self.budget, max(room, 0))

@@ -151,6 +151,37 @@ def test_hidden_pass_gives_the_embedding_path_states_and_leaves_the_conversation
         fast.run(np.zeros(fast.n_ctx + 1, np.int32))
 
 
+def test_a_cancel_stops_the_decode_under_way(engine, monkeypatch):
+    """The prefill's decode polls the cancel flag through llama.cpp's abort callback: a cancel that
+    comes while one long decode runs ends it there (nothing of it is committed; without the hook the
+    decode would finish and commit the whole prompt first), and the engine stays usable."""
+    import threading
+
+    from sense_local import engine as engine_module
+    from sense_local.errors import Cancelled
+
+    prompt = chat(engine, "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 90)
+    monkeypatch.setattr(engine_module, "CANCEL_CHUNK", 10**6)  # one decode for the whole prompt
+    engine.reset()
+    cancel = threading.Event()
+    real_eval = engine.eval
+
+    def eval_and_cancel_soon(*args, **kw):
+        threading.Timer(0.05, cancel.set).start()  # Esc while this decode runs
+        return real_eval(*args, **kw)
+
+    engine.eval = eval_and_cancel_soon
+    try:
+        with pytest.raises(Cancelled):
+            engine.prefill(prompt, cancel=cancel)
+    finally:
+        del engine.eval
+    assert engine.n_past == 0 and engine.tokens == []
+    after = engine.prefill(prompt).logits[-1].copy()  # the hook is gone: a normal prefill completes
+    engine.reset()
+    assert np.allclose(after, engine.prefill(prompt).logits[-1], atol=1e-3)
+
+
 def test_a_long_prefill_stops_between_chunks_when_cancelled(engine):
     """Esc during a long prompt: the prefill checks the cancel flag every CANCEL_CHUNK tokens, the
     decoder ends with stop reason "cancelled", and the chunks evaluated so far are reused next time."""

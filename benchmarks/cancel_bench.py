@@ -1,0 +1,62 @@
+"""How fast Esc stops a long prefill, and what polling for it costs: a ~740-token prompt is prefilled
+with and without a cancel event (never set), interleaved, then cancelled at random moments of its
+prefill; the stop latency is the time from the event being set to `Cancelled` being raised.
+Run: `python -m benchmarks.cancel_bench [--model M] [--reps 3] [--cancels 8]`."""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import threading
+import time
+
+from sense_local.engine import Engine
+from sense_local.errors import Cancelled
+from sense_local.registry import resolve_model
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="cancel_bench", description=__doc__)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--cancels", type=int, default=8)
+    args = parser.parse_args(argv)
+    engine = Engine(resolve_model(args.model), n_ctx=2048)
+    text = "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 70
+    prompt = engine.tokenize(text)
+    print(f"model {engine.path.name}, prompt {len(prompt)} tokens")
+    timings = {"plain": [], "cancellable": []}
+    for _ in range(args.reps):
+        for kind in timings:
+            engine.reset()
+            t0 = time.perf_counter()
+            engine.prefill(prompt, cancel=threading.Event() if kind == "cancellable" else None)
+            timings[kind].append(time.perf_counter() - t0)
+    for kind, ts in timings.items():
+        print(f"prefill {kind:<12} median {statistics.median(ts):.2f} s  ({', '.join(f'{t:.2f}' for t in ts)})")
+    full = statistics.median(timings["plain"])
+    latencies = []
+    rng = random.Random(0)
+    for _ in range(args.cancels):
+        engine.reset()
+        cancel = threading.Event()
+        when = {}
+
+        def fire():
+            when["set"] = time.perf_counter()
+            cancel.set()
+
+        threading.Timer(rng.uniform(0.1, 0.9) * full, fire).start()
+        try:
+            engine.prefill(prompt, cancel=cancel)
+        except Cancelled:
+            latencies.append(time.perf_counter() - when["set"])
+    if latencies:
+        print(f"stop latency over {len(latencies)} cancels: median {1000 * statistics.median(latencies):.0f} ms, "
+              f"max {1000 * max(latencies):.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

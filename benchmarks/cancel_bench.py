@@ -1,7 +1,9 @@
 """How fast Esc stops a long prefill, and what polling for it costs: a ~740-token prompt is prefilled
 with and without a cancel event (never set), interleaved, then cancelled at random moments of its
 prefill; the stop latency is the time from the event being set to `Cancelled` being raised.
-Run: `python -m benchmarks.cancel_bench [--model M] [--reps 3] [--cancels 8]`."""
+Then a reply is cancelled while it streams (the decoder checks between decodes, so the latency is
+what is left of the decode under way: a one-token step or a draft's verification).
+Run: `python -m benchmarks.cancel_bench [--model M] [--reps 3] [--cancels 8] [--method pld]`."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +16,8 @@ import time
 from sense_local.engine import Engine
 from sense_local.errors import Cancelled
 from sense_local.registry import resolve_model
+from sense_local.speculative.loop import SpecDecoder
+from sense_local.speculative.methods import DEFAULT_METHOD
 
 
 def main(argv=None) -> int:
@@ -21,6 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cancels", type=int, default=8)
+    parser.add_argument("--method", default=DEFAULT_METHOD, help="decoding method of the reply that is cancelled")
     args = parser.parse_args(argv)
     engine = Engine(resolve_model(args.model), n_ctx=2048)
     text = "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 70
@@ -55,6 +60,27 @@ def main(argv=None) -> int:
     if latencies:
         print(f"stop latency over {len(latencies)} cancels: median {1000 * statistics.median(latencies):.0f} ms, "
               f"max {1000 * max(latencies):.0f} ms")
+    reply = engine.tokenize("Repeat this text exactly. " + "The quick brown fox jumps over the lazy dog. " * 8)
+    latencies = []
+    for _ in range(args.cancels):
+        engine.reset()
+        cancel = threading.Event()
+        when = {}
+
+        def fire():
+            when["set"] = time.perf_counter()
+            cancel.set()
+
+        stop_after = rng.randint(5, 40)
+        decoder = SpecDecoder(engine, method=args.method)
+        for n, _ in enumerate(decoder.generate(reply, 200, cancel=cancel)):
+            if n + 1 == stop_after:
+                threading.Timer(rng.uniform(0.0, 0.2), fire).start()
+        if "set" in when and decoder.stats.stop_reason == "cancelled":
+            latencies.append(time.perf_counter() - when["set"])
+    if latencies:
+        print(f"reply ({args.method}) stop latency over {len(latencies)} cancels: median "
+              f"{1000 * statistics.median(latencies):.0f} ms, max {1000 * max(latencies):.0f} ms")
     return 0
 
 

@@ -111,8 +111,9 @@ UNRELATED = [
 ]
 
 
-# Written after the gate's rule was chosen on the sets above, and not used to choose it: questions a
-# user might ask in their own words (some words the reference never uses), and more unrelated ones.
+# Written after the gate's first rule was chosen on the sets above: questions a user might ask in
+# their own words (some words the reference never uses), and more unrelated ones. The rule's later
+# revision (README, "Grounding gate") looked at these too.
 HELD_OUT = [
     DocQuestion("assert", "Can I turn off assertions when running my program?", "-O"),
     DocQuestion("lambda", "Can a lambda contain statements or only a single expression?", "expression"),

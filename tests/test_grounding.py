@@ -132,6 +132,23 @@ def test_coverage_is_the_share_of_question_words_the_documents_use(store):
     assert 0.0 < mixed < 1.0
 
 
+def test_a_small_library_still_grounds_questions_in_everyday_words(engine, tmp_path):
+    """Two short notes: a question names four of their words and uses two everyday ones they lack
+    ("day", "week"). With absent words at their own idf (df 0) it fell under the floor; they weigh as
+    the rarest present word instead, so it is grounded, and small talk still is not."""
+    from sense_local.grounding.retrieve import COVERAGE_FLOOR
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kettle.md").write_text("# The Brass Kettle Inn\n\nThe Brass Kettle Inn was opened in 1871. "
+                                    "The inn closes every Tuesday so the cellar can be cleaned.\n")
+    (docs / "garden.md").write_text("# Allotments\n\nThe allotments grow leeks, runner beans and rhubarb.\n")
+    index_paths(engine, tmp_path / "store", [docs])
+    passages = DocumentStore.open(tmp_path / "store", fingerprint=engine.fingerprint).passages
+    assert passages.coverage("Which day of the week is the Brass Kettle Inn closed?") >= COVERAGE_FLOOR
+    assert passages.coverage("Name three colors.") == 0.0
+
+
 def test_empty_store_answers_without_documents(engine, tmp_path):
     empty = tmp_path / "empty-docs"
     empty.mkdir()

@@ -183,9 +183,12 @@ class PassageTable:
 
     def coverage(self, question: str) -> float:
         """How much of a question the documents' vocabulary holds: the idf-weighted share of its content
-        words that occur in some passage (after the table's stemming; a word no passage holds weighs
-        the most). 0 for a question with no content words. Words like "sourdough" or "Everest" that
-        the documents never use say the question is about something else."""
+        words that occur in some passage (after the table's stemming). A word no passage holds weighs
+        as much as the rarest word they do hold (idf at df 1): at its own df of 0 it would outweigh
+        every name a question shares with a small library (two notes: "Which day of the week is the
+        Brass Kettle Inn closed?" has "day" and "week" absent, four names present). 0 for a question
+        with no content words. Words like "sourdough" or "Everest" that the documents never use say
+        the question is about something else."""
         terms = content_terms(question)
         if not terms:
             return 0.0
@@ -193,7 +196,7 @@ class PassageTable:
         found = total = 0.0
         for term in terms:
             df = self.db.execute("SELECT count(*) FROM passages WHERE passages MATCH ?", (f'"{term}"',)).fetchone()[0]
-            weight = math.log((n - df + 0.5) / (df + 0.5) + 1.0)  # BM25's idf
+            weight = math.log((n - max(df, 1) + 0.5) / (max(df, 1) + 0.5) + 1.0)  # BM25's idf
             total += weight
             found += weight if df else 0.0
         return found / total if total > 0 else 0.0

@@ -46,9 +46,9 @@ class Transcript(VerticalScroll):
     def at_end(self) -> bool:
         return self.scroll_y >= self.max_scroll_y - 1
 
-    def _size_updated(self, size, virtual_size, container_size, layout: bool = True) -> bool:
+    def _size_updated(self, *args, **kwargs) -> bool:  # Textual's hook for a new size or content size
         following = self.at_end()  # judged on the old size: the new one has not been laid out yet
-        changed = super()._size_updated(size, virtual_size, container_size, layout)
+        changed = super()._size_updated(*args, **kwargs)
         if changed and following:
             self.scroll_end(animate=False)
         return changed

@@ -65,27 +65,31 @@ class PassageRetriever:
         gate=False: the k best however weak."""
         if gate and self.store.passages.coverage(question) < COVERAGE_FLOOR:  # gated: no need to rank
             return []
-        hits, _ = self.search_with_evidence(question, k)
-        return hits
+        return self._rank(question, k)[0]
 
     def search_with_evidence(self, question: str, k: int = 3) -> tuple[list[PassageHit], "Evidence"]:
         """The k best passages however weak, and how strongly the documents answer the question."""
-        depth = max(4 * k, 20)
-        lexical = self.bm25(question, depth) if self.ranker != "hidden" else []
-        semantic = self.hidden(question, depth) if self.ranker != "bm25" else []
+        hits, lexical, semantic = self._rank(question, k)
         n_query = max(len(self.engine.tokenize(question.strip(), add_special=False)), 1)
         evidence = Evidence(coverage=self.store.passages.coverage(question),
                             bm25=lexical[0].score if lexical else 0.0,
                             votes=semantic[0].score / n_query if semantic else 0.0)
+        return hits, evidence
+
+    def _rank(self, question: str, k: int) -> tuple[list[PassageHit], list[PassageHit], list[PassageHit]]:
+        """(the k best passages by this ranker, the lexical list, the hidden-state list)."""
+        depth = max(4 * k, 20)
+        lexical = self.bm25(question, depth) if self.ranker != "hidden" else []
+        semantic = self.hidden(question, depth) if self.ranker != "bm25" else []
         if self.ranker == "bm25":
-            return lexical[:k], evidence
+            return lexical[:k], lexical, semantic
         if self.ranker == "hidden":
-            return semantic[:k], evidence
+            return semantic[:k], lexical, semantic
         # a document the model has not read yet (words committed first, keys to come) has no hidden
         # rank: it stands in with its word rank, so it is not pushed down for what is not there yet
         unread = {d.path for d in self.store.unkeyed()}
         stand_in = [(rank, hit) for rank, hit in enumerate(lexical) if hit.passage.path in unread]
-        return fuse([lexical, semantic], k, stand_in), evidence
+        return fuse([lexical, semantic], k, stand_in), lexical, semantic
 
     def bm25(self, question: str, k: int) -> list[PassageHit]:
         live = self.store.live_documents()

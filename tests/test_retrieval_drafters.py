@@ -157,3 +157,27 @@ def test_document_misses_do_not_lower_the_live_context_estimates(engine, story_s
         d.estimate.observe((docs, 1, 0, 0), 4, 0)  # document drafts keep failing
     assert d.estimate.get((docs, 2, 0, 0)) < PRIORS[(docs, 2, 0, 0)] - 0.2  # its pool learned it
     assert d.estimate.get((context, 1, 0, 0)) == pytest.approx(PRIORS[(context, 1, 0, 0)])  # the context's did not
+
+
+def test_sense_gives_its_lexical_drafter_the_prompt_once(engine):
+    """SENSE drafts copies through its prompt-lookup drafter, which must see the same context as
+    prompt lookup alone: the prompt, then its joined-wrap copy (followed first). Fed the prompt a
+    second time, the raw wrapped text became the latest match and drafts broke at every line wrap
+    (grounded-with on the 1.5B: 4 of 15 accepted where prompt lookup got 15 of 15)."""
+    from sense_local.speculative.drafters.pld import PromptLookupDrafter
+    from sense_local.speculative.drafters.sense import SenseDrafter
+    from sense_local.speculative.rewrap import rewrapped_tokens
+
+    prompt = engine.tokenize("Quote this:\nThe keeper climbed the\nspiral stairs every night.\n")
+
+    def lookup():
+        return PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(engine, tokens))
+
+    alone, inner = lookup(), lookup()
+    alone.begin(prompt)
+    sense = SenseDrafter(engine, lexical=inner)
+    sense.begin(prompt)
+    assert inner.context == alone.context and len(inner.context) > len(prompt)
+    sense.extend([11, 12])
+    alone.extend([11, 12])
+    assert inner.context == alone.context and sense.ctx == list(prompt) + [11, 12]

@@ -136,7 +136,7 @@ class SenseDrafter(Drafter):
             self.lexical.begin(prompt)
         self.ctx = []
         self._seen = set()
-        self.extend(prompt)
+        self._extend_own(prompt)  # the lexical drafter has the prompt already (its begin)
         self._added = 0
         self._run = 0
         for b in self.backoff.values():
@@ -152,6 +152,9 @@ class SenseDrafter(Drafter):
     def extend(self, tokens: Sequence[int]) -> None:
         if self.lexical is not None:
             self.lexical.extend(tokens)
+        self._extend_own(tokens)
+
+    def _extend_own(self, tokens: Sequence[int]) -> None:
         ctx, seen = self.ctx, self._seen
         if len(ctx) + len(tokens) > len(self._ctx_array):
             self._ctx_array = np.concatenate([self._ctx_array, np.zeros(len(self._ctx_array) + len(tokens), np.int32)])

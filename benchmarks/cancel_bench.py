@@ -1,8 +1,9 @@
 """How fast Esc stops a long prefill, and what polling for it costs: a ~740-token prompt is prefilled
 with and without a cancel event (never set), interleaved, then cancelled at random moments of its
 prefill; the stop latency is the time from the event being set to `Cancelled` being raised.
-Then a reply is cancelled while it streams (the decoder checks between decodes, so the latency is
-what is left of the decode under way: a one-token step or a draft's verification).
+Then a reply is cancelled while it streams (a draft's verification polls the flag mid-decode; a
+one-token step runs to its end), and the reply's speed is compared with and without a cancel event
+(the hook's cost on every multi-token decode).
 Run: `python -m benchmarks.cancel_bench [--model M] [--reps 3] [--cancels 8] [--method pld]`."""
 from __future__ import annotations
 
@@ -15,9 +16,24 @@ import time
 
 from sense_local.engine import Engine
 from sense_local.errors import Cancelled
+from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.registry import resolve_model
-from sense_local.speculative.loop import SpecDecoder
 from sense_local.speculative.methods import DEFAULT_METHOD
+
+
+class TimedCancel:
+    """A cancel event that notes when it was set (from a timer thread, as Esc would be)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.set_at: float | None = None
+
+    def fire(self) -> None:
+        self.set_at = time.perf_counter()
+        self.event.set()
+
+    def latency(self) -> float:
+        return time.perf_counter() - self.set_at
 
 
 def main(argv=None) -> int:
@@ -45,18 +61,12 @@ def main(argv=None) -> int:
     rng = random.Random(0)
     for _ in range(args.cancels):
         engine.reset()
-        cancel = threading.Event()
-        when = {}
-
-        def fire():
-            when["set"] = time.perf_counter()
-            cancel.set()
-
-        threading.Timer(rng.uniform(0.1, 0.9) * full, fire).start()
+        cancel = TimedCancel()
+        threading.Timer(rng.uniform(0.1, 0.9) * full, cancel.fire).start()
         try:
-            engine.prefill(prompt, cancel=cancel)
+            engine.prefill(prompt, cancel=cancel.event)
         except Cancelled:
-            latencies.append(time.perf_counter() - when["set"])
+            latencies.append(cancel.latency())
     if latencies:
         print(f"stop latency over {len(latencies)} cancels: median {1000 * statistics.median(latencies):.0f} ms, "
               f"max {1000 * max(latencies):.0f} ms")
@@ -64,23 +74,28 @@ def main(argv=None) -> int:
     latencies = []
     for _ in range(args.cancels):
         engine.reset()
-        cancel = threading.Event()
-        when = {}
-
-        def fire():
-            when["set"] = time.perf_counter()
-            cancel.set()
-
+        cancel = TimedCancel()
         stop_after = rng.randint(5, 40)
-        decoder = SpecDecoder(engine, method=args.method)
-        for n, _ in enumerate(decoder.generate(reply, 200, cancel=cancel)):
+        decoder = make_decoder(engine, GenerationOptions(method=args.method, max_tokens=200))
+        for n, _ in enumerate(decoder.generate(reply, 200, cancel=cancel.event)):
             if n + 1 == stop_after:
-                threading.Timer(rng.uniform(0.0, 0.2), fire).start()
-        if "set" in when and decoder.stats.stop_reason == "cancelled":
-            latencies.append(time.perf_counter() - when["set"])
+                threading.Timer(rng.uniform(0.0, 0.2), cancel.fire).start()
+        if cancel.set_at is not None and decoder.stats.stop_reason == "cancelled":
+            latencies.append(cancel.latency())
     if latencies:
         print(f"reply ({args.method}) stop latency over {len(latencies)} cancels: median "
               f"{1000 * statistics.median(latencies):.0f} ms, max {1000 * max(latencies):.0f} ms")
+    speeds = {"no cancel event": [], "cancel event": []}  # the hook's cost on every multi-token decode
+    for _ in range(args.reps):
+        for kind in speeds:
+            engine.reset()
+            decoder = make_decoder(engine, GenerationOptions(method=args.method, max_tokens=200))
+            t0 = time.perf_counter()
+            n = sum(1 for _ in decoder.generate(reply, 200, cancel=threading.Event() if kind == "cancel event" else None))
+            speeds[kind].append(n / (time.perf_counter() - t0))
+    for kind, v in speeds.items():
+        print(f"reply ({args.method}) with {kind:<15} median {statistics.median(v):.1f} tok/s  "
+              f"({', '.join(f'{x:.1f}' for x in v)})")
     return 0
 
 

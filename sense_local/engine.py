@@ -10,6 +10,7 @@ copy what they keep.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -123,7 +124,7 @@ class Engine:
         self.key_layer: int | None = None  # whose states `hidden` outputs are: None the final norm, l block l's input
         self._tap: KeyTap | None = None  # reads block key_layer's input during every decode
         self._ctx = None
-        self._abort_event = None  # a cancel event a running decode polls (prefill's abort hook)
+        self._abort_event = None  # a cancel event multi-token decodes poll (see `cancellable`)
         self._abort_hook = llama_cpp.ggml_abort_callback(self._abort_requested)
         self._make_context(self.resolve_key_layer(key_layer))
 
@@ -264,7 +265,7 @@ class Engine:
                 del self.tokens[start:]
                 self._hidden_valid = min(self._hidden_valid, start)
                 if rc == 2 and self._abort_requested(None):
-                    raise Cancelled("prefill cancelled")
+                    raise Cancelled("decode cancelled")
                 raise RuntimeError(f"llama_decode failed with code {rc}")
             if keep_hidden:
                 self._cache_hidden(start + off, self._views(m, m).hidden)
@@ -337,6 +338,8 @@ class Engine:
             for b in range(len(leaves)):
                 llama_cpp.llama_memory_seq_rm(self._mem, TREE_SEQ0 + b, -1, -1)
             llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
+            if rc == 2 and self._abort_requested(None):
+                raise Cancelled("verification cancelled")
             raise RuntimeError(f"llama_decode failed with code {rc}")
         self.tokens.append(int(root))
         out = self._views(n + 1, n + 1 if hidden else 0)
@@ -417,10 +420,30 @@ class Engine:
         event = self._abort_event
         return event is not None and event.is_set()
 
+    @contextlib.contextmanager
+    def cancellable(self, cancel):
+        """Inside, every multi-token decode (a prefill chunk, a draft's verification) polls `cancel`
+        through llama.cpp's abort callback, asked between graph nodes on the CPU: a cancel ends it
+        within milliseconds, raising Cancelled with nothing of that decode committed. The hook is a
+        Python call per graph node (~1% of a 1.5B decode), so one-token decodes, short anyway,
+        never carry it."""
+        previous, self._abort_event = self._abort_event, cancel
+        try:
+            yield
+        finally:
+            self._abort_event = previous
+
     def _decode(self, batch: TokenBatch) -> int:
         if self._tap is not None:
             self._tap.n_read = 0  # rows of an earlier decode must not pass for this one's
-        return llama_cpp.llama_decode(self._ctx, batch.raw)
+        hooked = self._abort_event is not None and batch.raw.n_tokens > 1
+        if not hooked:
+            return llama_cpp.llama_decode(self._ctx, batch.raw)
+        llama_cpp.llama_set_abort_callback(self._ctx, self._abort_hook, None)
+        try:
+            return llama_cpp.llama_decode(self._ctx, batch.raw)
+        finally:
+            llama_cpp.llama_set_abort_callback(self._ctx, llama_cpp.ggml_abort_callback(), None)
 
     def _views(self, n_logits: int, n_hidden: int) -> EvalOutput:
         """Views of the last decode's output rows: logits [n_logits, n_vocab] and the hidden states of
@@ -469,10 +492,8 @@ class Engine:
         only a prefix whose hidden states are cached counts (`committed_hidden` covers the prompt).
         With a `cancel` event, a long prompt goes in CANCEL_CHUNK-token decodes that check it between
         them (raising Cancelled; what was evaluated stays committed, for the next prefill to reuse),
-        and the decode under way polls it too, through llama.cpp's abort callback: on the CPU it is
-        asked between graph nodes, so a cancel ends the prefill within milliseconds, not at the end
-        of a chunk (~2 s for 128 tokens of the 1.5B here). The hook is a Python call per graph node,
-        so it is installed for these decodes only (one-token decodes are short anyway).
+        and the decode under way polls it too (`cancellable`), so a cancel ends the prefill within
+        milliseconds, not at the end of a chunk (~2 s for 128 tokens of the 1.5B here).
         """
         prompt = np.asarray(prompt, dtype=np.int32)
         if len(prompt) == 0:
@@ -486,9 +507,7 @@ class Engine:
             reuse = min(reuse, self._hidden_valid)
         if cancel is None or outputs != "last":
             return self.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
-        self._abort_event = cancel
-        llama_cpp.llama_set_abort_callback(self._ctx, self._abort_hook, None)
-        try:
+        with self.cancellable(cancel):
             while len(prompt) - reuse > CANCEL_CHUNK:
                 if cancel.is_set():
                     raise Cancelled("prefill cancelled")
@@ -497,9 +516,6 @@ class Engine:
             if cancel.is_set():
                 raise Cancelled("prefill cancelled")
             return self.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
-        finally:
-            llama_cpp.llama_set_abort_callback(self._ctx, llama_cpp.ggml_abort_callback(), None)
-            self._abort_event = None
 
     @functools.cached_property
     def info(self):

@@ -5,6 +5,8 @@ token is (7 t + p) mod V, so a loop that truncates the KV cache wrongly produces
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from sense_local.engine import EvalOutput
@@ -33,6 +35,9 @@ class FakeEngine:
 
     def truncate(self, n: int) -> None:
         del self.tokens[n:]
+
+    def cancellable(self, cancel):
+        return contextlib.nullcontext()  # fake decodes are instant: nothing to stop mid-way
 
     def prefill(self, prompt, *, outputs="last", hidden=False, cancel=None):
         self.tokens = []

@@ -182,6 +182,38 @@ def test_a_cancel_stops_the_decode_under_way(engine, monkeypatch):
     assert np.allclose(after, engine.prefill(prompt).logits[-1], atol=1e-3)
 
 
+def test_a_cancel_stops_a_drafts_verification(engine):
+    """Esc while a draft is being verified: that decode polls the cancel flag too and stops, nothing
+    of it committed, and the reply ends "cancelled" (without the hook the decode would finish, its
+    accepted tokens would be committed, and only then would the loop see the flag)."""
+    import threading
+
+    from sense_local.generation import GenerationOptions, make_decoder
+
+    prompt = chat(engine, "Repeat exactly: " + "the quick brown fox jumps over the lazy dog, " * 6)
+    engine.reset()
+    cancel = threading.Event()
+    decoder = make_decoder(engine, GenerationOptions(method="pld", max_tokens=96))
+    real_eval = engine.eval
+    at = []
+
+    def eval_cancelled_in_a_verification(tokens, *args, **kw):
+        if len(tokens) > 1 and engine.n_past >= len(prompt) and not at:  # a draft, after the prefill
+            at.append(engine.n_past)
+            cancel.set()  # as if Esc came the moment this decode started
+        return real_eval(tokens, *args, **kw)
+
+    engine.eval = eval_cancelled_in_a_verification
+    try:
+        list(decoder.generate(prompt, 96, cancel=cancel))
+    finally:
+        del engine.eval
+    assert at and decoder.stats.stop_reason == "cancelled"
+    assert engine.n_past == at[0]  # the verification left nothing behind
+    again = make_decoder(engine, GenerationOptions(method="pld", max_tokens=8))
+    assert len(list(again.generate(prompt, 8))) == 8  # and the engine carries on
+
+
 def test_a_long_prefill_stops_between_chunks_when_cancelled(engine):
     """Esc during a long prompt: the prefill checks the cancel flag every CANCEL_CHUNK tokens, the
     decoder ends with stop reason "cancelled", and the chunks evaluated so far are reused next time."""

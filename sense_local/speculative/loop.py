@@ -82,7 +82,8 @@ class SpecDecoder:
             return
         self.stats.t_prefill = time.perf_counter() - t0
         try:
-            yield from self._decode(last, max_tokens, cancel, detok)
+            with self.engine.cancellable(cancel):  # a draft's verification stops mid-decode too
+                yield from self._decode(last, max_tokens, cancel, detok)
             tail = detok.flush()
             if tail:
                 yield TokenEvent(-1, tail, TARGET)
@@ -109,7 +110,11 @@ class SpecDecoder:
             stats.stop_reason = self._stop_reason(max_tokens, cancel)
             if stats.stop_reason:
                 return
-            step = self._step(last, max_tokens - stats.tokens)
+            try:
+                step = self._step(last, max_tokens - stats.tokens)
+            except Cancelled:  # the verification decode was stopped: nothing of it was committed
+                stats.stop_reason = "cancelled"
+                return
             step_emitted = 0
             for tok, soft in self._accept(step):
                 if eng.is_eog(tok):

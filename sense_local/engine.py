@@ -425,8 +425,8 @@ class Engine:
         """Inside, every multi-token decode (a prefill chunk, a draft's verification) polls `cancel`
         through llama.cpp's abort callback, asked between graph nodes on the CPU: a cancel ends it
         within milliseconds, raising Cancelled with nothing of that decode committed. The hook is a
-        Python call per graph node (~1% of a 1.5B decode), so one-token decodes, short anyway,
-        never carry it."""
+        Python call per graph node (within noise on the 1.5B's prefills and drafts here:
+        benchmarks/cancel_bench.py), so one-token decodes, short anyway, never carry it."""
         previous, self._abort_event = self._abort_event, cancel
         try:
             yield

@@ -157,3 +157,37 @@ def test_free_verification_drafts_every_proposal_in_full(engine):
         list(decoder.generate(prompt, 48))
         drafted[free] = decoder.stats.drafted
     assert drafted[True] >= drafted[False] and drafted[True] > 0
+
+
+# the two models' measured curves (2 CPU cores): the 135M's is steep, the 1.5B's flatter
+STEEP = CostCurve((1, 2, 3, 4, 6, 8, 12, 16, 24, 32), (1.0, 1.33, 1.76, 2.1, 2.97, 3.63, 5.19, 7.22, 10.0, 13.46))
+FLATTER = CostCurve((1, 2, 3, 4, 6, 8, 12, 16, 24, 32), (1.0, 1.48, 1.92, 1.92, 2.72, 3.17, 3.88, 3.88, 5.82, 6.8))
+
+
+def _first_draft_at(match: int, curve: CostCurve) -> tuple[int, int]:
+    """(match bucket, tokens the loop would verify) of the first draft after a copy of `match` tokens."""
+    text = list(range(100, 200))
+    d = PromptLookupDrafter()
+    d.begin(text + [7, 8] + text[:match])
+    draft = d.propose(32)
+    return draft.key, curve.best_length(draft.acceptance, len(draft.tokens))
+
+
+def test_a_full_length_match_drafts_long_where_a_shorter_copy_drafts_with_care():
+    # a 32-token match is a copy under way: its first draft runs past 16 tokens on the flatter curve
+    key, flatter = _first_draft_at(40, FLATTER)
+    assert key == 6 and flatter > 16
+    # a 16-31 token match is where a weaker model's copy ends: under 16 tokens on either curve
+    key, steep = _first_draft_at(20, STEEP)
+    assert key == 5 and 0 < steep < 16 and 0 < _first_draft_at(20, FLATTER)[1] < 16
+
+
+def test_replay_accepts_drafts_exactly_where_they_match_the_recording():
+    from benchmarks.replay_bench import replay
+
+    source = list(range(100, 160))
+    output = source[:40] + [5, 6, 7] + source[40:50]  # a copy, an edit, the copy resumed
+    task = {"name": "copy", "prompt": [1, 2] + source + [3, 4], "joined": None, "output": output, "eos": True}
+    tokens, forwards, modeled = replay(task, FLATTER, dict(PRIORS))
+    assert tokens == len(output) and forwards < tokens / 3  # the copy went in long drafts
+    assert len(output) / modeled > 2.0  # and paid on this curve

@@ -1,0 +1,154 @@
+"""Draft-policy choices compared without timing noise: the model's greedy outputs of a suite's tasks
+are recorded once, then the speculative loop is replayed on them with prompt lookup under each set of
+priors given. In the replay the "model" emits the recorded tokens, so a draft is accepted exactly
+where it matches what the model wrote, and a run's time is the sum of c(decode size) on the model's
+measured cost curve: deterministic, so a 2% difference is a difference (the live bench on this shared
+2-core machine swings 10% between runs). What it leaves out: drafting time (the same for every
+prior) and text that parts from the recording at a near-tie.
+
+Run: `python -m benchmarks.replay_bench --model M --kinds grounded,code --outputs F.json
+--priors 0.2,0.45,0.6,0.75,0.9,0.92,0.99 --priors ...` (the first run records F.json: ar on every
+task, ~1 min for the 135M and ~12 min for the 1.5B on the full suite; later runs read it).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sense_local.bench.tasks import KINDS, build_tasks
+from sense_local.chat_template import chat_tokens
+from sense_local.engine import Engine, EvalOutput
+from sense_local.generation import GenerationOptions, make_decoder
+from sense_local.registry import resolve_model
+from sense_local.speculative.cost import CostCurve, cost_curve_for
+from sense_local.speculative.drafters import pld
+from sense_local.speculative.loop import SpecDecoder
+from sense_local.speculative.rewrap import rewrapped_tokens
+
+MAX_TOKENS = 128
+
+
+class ReplayEngine:
+    """Stands in for the target: after position p its greedy token is the recording's token p + 1."""
+
+    n_ctx = 1 << 16
+    n_embd = 1
+
+    def __init__(self, recording: list[int], eos: int):
+        self.recording = recording  # [prompt + output (+ eos)] token ids
+        self.eos = eos
+        self.n_vocab = eos + 1
+        self.tokens: list[int] = []
+        self.decodes: list[int] = []  # size of every decode after the prefill
+
+    @property
+    def n_past(self) -> int:
+        return len(self.tokens)
+
+    def truncate(self, n: int) -> None:
+        del self.tokens[n:]
+
+    def cancellable(self, cancel):
+        return contextlib.nullcontext()
+
+    def prefill(self, prompt, *, outputs="last", hidden=False, cancel=None):
+        self.tokens = []
+        out = self.eval(prompt, 0, outputs=outputs)
+        self.decodes.clear()
+        return out
+
+    def eval(self, tokens, start_pos=None, *, outputs="all", hidden=False):
+        start = self.n_past if start_pos is None else start_pos
+        del self.tokens[start:]
+        self.tokens.extend(int(t) for t in tokens)
+        self.decodes.append(len(tokens))
+        positions = range(start, self.n_past) if outputs == "all" else [self.n_past - 1]
+        rows = np.zeros((len(positions), self.n_vocab), np.float32)
+        for row, p in enumerate(positions):
+            rows[row, self.recording[p + 1] if p + 1 < len(self.recording) else self.eos] = 1.0
+        return EvalOutput(rows, None)
+
+    def is_eog(self, token: int) -> bool:
+        return token == self.eos
+
+    def piece(self, token: int) -> bytes:
+        return b""
+
+
+def record(model: str, suite: str, kinds: list[str], path: Path) -> dict:
+    engine = Engine(resolve_model(model), n_ctx=4096)
+    tasks = []
+    for task in build_tasks(suite):
+        if task.kind not in kinds or task.kind == "docqa-rag":  # docqa-rag's prompt needs a store
+            continue
+        prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
+        decoder = make_decoder(engine, GenerationOptions(method="ar", max_tokens=MAX_TOKENS))
+        output = [e.token for e in decoder.generate(prompt, MAX_TOKENS) if e.token >= 0]
+        tasks.append({"name": task.name, "kind": task.kind, "prompt": [int(t) for t in prompt],
+                      "joined": rewrapped_tokens(engine, prompt), "output": [int(t) for t in output],
+                      "eos": decoder.stats.stop_reason == "eos"})
+        print(f"recorded {task.name}: {len(output)} tokens", file=sys.stderr, flush=True)
+    curve = cost_curve_for(engine, measure=True)
+    data = {"model": model, "suite": suite, "curve": curve.to_dict(), "tasks": tasks}
+    path.write_text(json.dumps(data))
+    return data
+
+
+def replay(task: dict, curve: CostCurve, priors: dict[int, float]) -> tuple[int, int, float]:
+    """(tokens, target forwards, modeled time in one-token decodes) of pld on one recorded task."""
+    eos = max(task["prompt"] + task["output"]) + 1
+    engine = ReplayEngine(task["prompt"] + task["output"] + ([eos] if task["eos"] else []), eos)
+    drafter = pld.PromptLookupDrafter(rewrap=lambda tokens: task["joined"])
+    drafter.estimate.priors = priors
+    decoder = SpecDecoder(engine, method="pld", drafter=drafter, cost=curve)
+    decoder.cost.observe = lambda n_tokens, seconds: None  # the curve is exact here: nothing to learn
+    output = [e.token for e in decoder.generate(task["prompt"], MAX_TOKENS) if e.token >= 0]
+    assert output == task["output"][: len(output)], f"{task['name']}: the replay left the recording"
+    return len(output), decoder.stats.forwards, sum(curve.cost(k) for k in engine.decodes)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="replay_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="test")
+    parser.add_argument("--suite", default="quick", choices=("quick", "full"))
+    parser.add_argument("--kinds", default="grounded,code,open")
+    parser.add_argument("--outputs", type=Path, required=True, help="recorded outputs (made if missing)")
+    parser.add_argument("--priors", action="append", default=[], help="pld's 7 match-bucket priors, comma-separated")
+    args = parser.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    if unknown := set(kinds) - set(KINDS):
+        parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
+    data = json.loads(args.outputs.read_text()) if args.outputs.exists() else record(args.model, args.suite, kinds, args.outputs)
+    curve = CostCurve(tuple(data["curve"]["lengths"]), tuple(data["curve"]["costs"]))
+    variants = {"current": dict(pld.PRIORS)}
+    for spec in args.priors:
+        values = [float(x) for x in spec.split(",")]
+        if len(values) != len(pld.PRIORS):
+            parser.error(f"--priors needs {len(pld.PRIORS)} values, got {len(values)}")
+        variants[spec] = dict(enumerate(values))
+    tasks = [t for t in data["tasks"] if t["kind"] in kinds]
+    results = {name: {t["name"]: replay(t, curve, priors) for t in tasks} for name, priors in variants.items()}
+    print(f"{data['model']}, cost curve {data['curve']['costs']}; per cell: tau, modeled speedup over ar")
+    for i, name in enumerate(variants):
+        print(f"  [{i}] {name}")
+    print(f"{'task':34s}" + "".join(f"{f'[{i}]':>15s}" for i in range(len(variants))))
+    groups = [(t["name"], [t["name"]]) for t in tasks]
+    groups += [(kind, [t["name"] for t in tasks if t["kind"] == kind]) for kind in kinds]
+    for label, names in groups:
+        if not names:
+            continue
+        cells = []
+        for name in variants:
+            tokens, forwards, time = (sum(results[name][n][i] for n in names) for i in range(3))
+            cells.append(f"{tokens / forwards:7.2f} {tokens / time:5.2f}x")
+        print(f"{label:34s}" + "".join(f"{c:>15s}" for c in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -123,7 +123,15 @@ def main(argv=None) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     if unknown := set(kinds) - set(KINDS):
         parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
-    data = json.loads(args.outputs.read_text()) if args.outputs.exists() else record(args.model, args.suite, kinds, args.outputs)
+    if args.outputs.exists():
+        try:
+            data = json.loads(args.outputs.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"cannot read {args.outputs}: {exc}")
+        if not isinstance(data, dict) or not {"curve", "tasks"} <= data.keys():
+            parser.error(f"{args.outputs} is not a recording of this bench; give a new path to record one")
+    else:
+        data = record(args.model, args.suite, kinds, args.outputs)
     curve = CostCurve(tuple(data["curve"]["lengths"]), tuple(data["curve"]["costs"]))
     variants = {"current": dict(pld.PRIORS)}
     for spec in args.priors:

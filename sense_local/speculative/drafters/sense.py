@@ -130,6 +130,7 @@ class SenseDrafter(Drafter):
         self.estimate = AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]))
         self.lexical = lexical  # exact n-gram drafts over the same context (None: neighbours only)
         self.copy_match_bucket = COPY_MATCH_BUCKET
+        self._rival: Draft | None = None  # the latest proposal's losing draft: scored on the next token
 
     def begin(self, prompt: Sequence[int]) -> None:
         if self.lexical is not None:
@@ -142,6 +143,7 @@ class SenseDrafter(Drafter):
         for b in self.backoff.values():
             b.reset()
         self._searched = []
+        self._rival = None
         self._joined = JoinedPrompt(self.engine, prompt) if self.rewrap and self.context is not None else None
         if self._joined is not None:
             j = self._joined.tokens.tolist()
@@ -150,9 +152,26 @@ class SenseDrafter(Drafter):
             self.context.reset()
 
     def extend(self, tokens: Sequence[int]) -> None:
+        if self._rival is not None and len(tokens):
+            self._score_rival(int(tokens[0]))
         if self.lexical is not None:
             self.lexical.extend(tokens)
         self._extend_own(tokens)
+
+    def _score_rival(self, token: int) -> None:
+        """The draft that lost the latest competition learns from the token that came next, as the
+        loop scores a proposal it chose not to verify. Without this, a drafter that loses keeps its
+        stale estimate: prompt lookup on its own learns from every step, but inside SENSE it learned
+        only from the steps its draft went, so it drafted later into a copy than it does alone (on
+        code-textwrap.dedent a 2-token match stayed at its 0.45 prior where on its own it had
+        risen to 0.59 and drafted)."""
+        rival, self._rival = self._rival, None
+        first = Draft(rival.tokens[:1], rival.source, rival.acceptance, rival.key)
+        hit = int(rival.tokens[0] == token)
+        if rival.source in SOURCES:
+            self.estimate.observe(rival.key, 1, hit)
+        else:
+            self.lexical.update(Feedback(first, hit))
 
     def _extend_own(self, tokens: Sequence[int]) -> None:
         ctx, seen = self.ctx, self._seen
@@ -235,13 +254,15 @@ class SenseDrafter(Drafter):
     def propose(self, max_len: int) -> Draft | None:
         if self._searched:  # the last proposal got no feedback (not verified, not scored)
             self._fruit(None)
+        self._rival = None
         lexical = self.lexical.propose(min(max_len, self.max_len)) if self.lexical is not None else None
         if lexical is not None and lexical.key >= self.copy_match_bucket:
             return lexical  # a copy under way: the n-gram match already knows what follows
         neighbours = self._propose_neighbours(max_len)
-        if lexical is None or neighbours is not None and _value(neighbours) >= _value(lexical):
-            return neighbours
-        return lexical
+        if lexical is None or neighbours is None:
+            return neighbours if lexical is None else lexical
+        winner, self._rival = (neighbours, lexical) if _value(neighbours) >= _value(lexical) else (lexical, neighbours)
+        return winner
 
     def _propose_neighbours(self, max_len: int) -> Draft | None:
         search_context = self.context is not None and (self.backoff["context"].due() or self._repeating())

@@ -9,7 +9,7 @@ from sense_local.errors import SenseError
 from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.speculative.verify import SoftOptions, soft_gate, verify_exact, verify_soft
 
-OPTS = SoftOptions(theta=0.6)
+OPTS = SoftOptions(theta=0.6, min_support=0.0, confirm=0)  # the gate's own terms, without its two guards
 
 
 def test_gate_terms_and_floors():
@@ -49,6 +49,30 @@ def test_soft_rule_accepts_synonyms_and_guards_protected_tokens():
     exact = verify_exact(logits, np.array([2, 4], np.int32))
     hard = verify_soft(logits, np.array([2, 4], np.int32), emb, protected, 1.0, SoftOptions(theta=1.0))
     assert (hard.accepted, hard.next_token) == (exact.accepted, exact.next_token) == (0, 1)
+
+
+def test_soft_acceptance_needs_a_supported_draft_and_a_confirming_token():
+    """The two guards of the default options: a draft the drafter does not trust gets no soft
+    acceptance, and inside a draft a substitution stands only if the target then takes the draft's
+    next token as its own."""
+    emb, protected = _toy()
+    opts = SoftOptions(theta=0.6)
+    assert opts.min_support > 0 and opts.confirm == 1
+    assert soft_gate(0.8, 1.0, 0.9, opts.min_support - 0.01, opts) == 0.0
+    assert soft_gate(0.8, 1.0, 0.9, opts.min_support, opts) > opts.theta
+    logits = np.full((3, 8), -5.0, np.float32)
+    logits[0, 1], logits[0, 2] = 3.0, 2.8  # top is 1, the draft says its synonym 2
+    logits[1, 4] = 3.0  # then the target wants 4
+    logits[2, 5] = 3.0
+
+    def accepted(draft, support=0.9):
+        return verify_soft(logits, np.array(draft, np.int32), emb, protected, support, opts).accepted
+
+    assert accepted([2, 4]) == 2  # confirmed: the target follows the draft after the synonym
+    assert accepted([2, 6]) == 0  # the draft goes elsewhere after it: the synonym buys nothing
+    assert accepted([2]) == 0  # nothing after it to confirm
+    assert accepted([2, 4], support=0.3) == 0  # a guess, not a copy
+    assert accepted([1, 4], support=0.0) == 2  # exact acceptance needs neither guard
 
 
 def test_protected_mask_covers_specials_and_digits(engine):

@@ -64,6 +64,11 @@ def test_verify_tree_soft_check_takes_the_first_child_it_accepts():
     assert exact.accepted == 0 and exact.next_token == 5
     soft = verify_tree(logits, tokens, parents, soft_check=lambda row, x, top: x == 1)
     assert soft.path.tolist() == [0, 2] and soft.soft.tolist() == [True, False]
+    confirmed = verify_tree(logits, tokens, parents, soft_check=lambda row, x, top: x == 1, confirm=1)
+    assert confirmed.path.tolist() == [0, 2]  # node 2 below it is the target's top token: confirmed
+    logits[1, 2], logits[1, 6] = 0.0, 1.0  # now the target wants 6 after node 0: no child has it
+    unconfirmed = verify_tree(logits, tokens, parents, soft_check=lambda row, x, top: x == 1, confirm=1)
+    assert unconfirmed.accepted == 0 and unconfirmed.next_token == 5
 
 
 def test_draft_cut_and_main_path():

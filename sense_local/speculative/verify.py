@@ -65,20 +65,33 @@ class SoftOptions:
     w_support      weight of the retrieval's support for the draft (the drafter's acceptance estimate).
     min_prob_ratio r below this is never accepted, whatever the other terms say.
     max_entropy    above this entropy (nats) the target is unsure of everything: exact only.
+    min_support    a draft the drafter gives less than this acceptance estimate gets no soft
+                   acceptance: its tokens are guesses, not a copy (see below).
+    confirm        a soft acceptance inside a draft stands only when the target then takes the next
+                   `confirm` draft tokens as its own top tokens: the substitution must lead into the
+                   draft's continuation. At the bonus row (loop.py) nothing follows to confirm it:
+                   min_support is its guard there.
     """
 
-    # Default from a sweep of 1.0-0.1 (quick suite, grounded + docqa, 3 reps, with the bonus-row check
-    # of loop.py): the rule fixed beforehand took the highest grounded tau whose quality met the bars
-    # (docqa answer rate within 2 points of ar's, mean log-prob within 5%), the higher theta on a tie
-    # within 0.1. 0.2 gave 4.73 / 1.88x, log-prob -0.34 vs ar's -0.41, answer rate equal to ar's,
-    # chrF vs ar 60; 0.35 gave 3.72 / 1.69x at chrF 62. Below 0.2 the floors decide (r >= 0.1,
-    # entropy <= 3.5): 0.15 and 0.1 wrote the same grounded text.
+    # Measured on Qwen2.5-Coder-1.5B (quick suite, grounded + docqa, every soft acceptance logged).
+    # Without min_support and confirm, docqa took 19 soft acceptances (mostly at the bonus row, with
+    # support 0.14-0.45: a neighbour's guess at free text, one token long) and its mean log-prob fell
+    # to -0.347 (with no soft acceptance at all: -0.319; ar -0.270); the grounded tasks' 6 had support
+    # 0.70-0.92 and each led into a quote the target then followed (tau 10.11). With support >= 0.7
+    # and one confirming token: docqa 0 soft acceptances (-0.319, exact decoding's own), grounded the
+    # same 6 (tau 10.69, chrF vs ar 83.6). Confirming 2 tokens cost grounded its speed (tau 6.74).
+    # Two of docqa's four tasks part from ar at near-ties (top-2 gap 0.02 and 0.18) under any
+    # batched decoding, exact included: that, not soft acceptance, is what separates -0.319 from
+    # ar's -0.270. theta: 0.2 gave grounded 3.73x at chrF 83.6 (2-rep quick suite); 0.35 3.19x at
+    # 86.1; 0.5 2.18x at 89.2. Below 0.2 the floors decide (r >= 0.1, entropy <= 3.5).
     theta: float = 0.2
     w_prob: float = 0.45
     w_embed: float = 0.35
     w_support: float = 0.2
     min_prob_ratio: float = 0.1
     max_entropy: float = 3.5
+    min_support: float = 0.7
+    confirm: int = 1
 
     def __post_init__(self):
         from ..errors import SenseError
@@ -92,9 +105,9 @@ def soft_gate(prob_ratio: float, entropy: float, embed_sim: float, support: floa
 
     gate = w_prob * r + w_embed * max(cos, 0) + w_support * support, where r = p(x) / p(top), cos is
     the cosine of the two tokens' embeddings and support in [0, 1] is the retrieval's confidence;
-    0 when r < min_prob_ratio or the distribution's entropy exceeds max_entropy.
+    0 when r < min_prob_ratio, support < min_support or the distribution's entropy exceeds max_entropy.
     """
-    if prob_ratio < opts.min_prob_ratio or entropy > opts.max_entropy:
+    if prob_ratio < opts.min_prob_ratio or entropy > opts.max_entropy or support < opts.min_support:
         return 0.0
     gate = opts.w_prob * prob_ratio + opts.w_embed * max(embed_sim, 0.0) + opts.w_support * support
     return float(min(max(gate, 0.0), 1.0))
@@ -118,11 +131,13 @@ def verify_soft(
     targets = logits.argmax(axis=1)  # [k+1]
     soft = []
     n = 0
+    m = opts.confirm
     for i, x in enumerate(draft.tolist()):
         top = int(targets[i])
         if x == top:
             soft.append(False)
-        elif soft_accepts(logits[i], x, top, embeddings, protected, support, opts):
+        elif (i + m < len(draft) and np.array_equal(draft[i + 1 : i + 1 + m], targets[i + 1 : i + 1 + m])
+              and soft_accepts(logits[i], x, top, embeddings, protected, support, opts)):
             soft.append(True)
         else:
             break
@@ -144,18 +159,24 @@ def soft_accepts(
     return soft_gate(float(p[x]), entropy, embed_sim, support, opts) >= opts.theta
 
 
-def verify_tree(logits: np.ndarray, tokens: np.ndarray, parents: np.ndarray, soft_check=None) -> Verdict:
+def verify_tree(
+    logits: np.ndarray, tokens: np.ndarray, parents: np.ndarray, soft_check=None, confirm: int = 0
+) -> Verdict:
     """Greedy rule on a tree draft. logits: [n+1, V] rows for [root, node 0, ..., node n-1];
     tokens, parents: [n] (parents[i] = -1: under the root).
 
     From the root, move to the child whose token is the target's top token at the current row (or,
-    with soft_check(row, x, top), the first child in best-first order that it accepts) until no
-    child is; the accepted path is the nodes moved through.
+    with soft_check(row, x, top), the first child in best-first order that it accepts and below
+    which `confirm` nodes in a row are the target's top tokens) until no child is; the accepted
+    path is the nodes moved through.
     """
     targets = logits.argmax(axis=1)  # [n+1]
     kids: dict[int, list[int]] = {}
     for i, p in enumerate(parents.tolist()):
         kids.setdefault(p, []).append(i)
+
+    def confirmed(node: int, depth: int) -> bool:  # node's row is node + 1
+        return depth == 0 or any(tokens[c] == targets[node + 1] and confirmed(c, depth - 1) for c in kids.get(node, ()))
     path: list[int] = []
     soft: list[bool] = []
     at = -1
@@ -165,7 +186,8 @@ def verify_tree(logits: np.ndarray, tokens: np.ndarray, parents: np.ndarray, sof
         step = next((c for c in options if tokens[c] == top), None)
         is_soft = False
         if step is None and soft_check is not None:
-            step = next((c for c in options if soft_check(logits[at + 1], int(tokens[c]), top)), None)
+            step = next((c for c in options
+                         if confirmed(c, confirm) and soft_check(logits[at + 1], int(tokens[c]), top)), None)
             is_soft = step is not None
         if step is None:
             break
@@ -226,7 +248,9 @@ class AcceptanceRule:
         """A tree draft's verdict (greedy decoding only: sampling verifies chains)."""
         if self.temperature > 0:
             raise ValueError("tree drafts are verified greedily; sample with chain drafts")
-        return verify_tree(logits, tokens, parents, self.soft.check(support) if self.soft is not None else None)
+        if self.soft is None:
+            return verify_tree(logits, tokens, parents)
+        return verify_tree(logits, tokens, parents, self.soft.check(support), self.soft.opts.confirm)
 
 
 def top2_gap(row: np.ndarray) -> float:

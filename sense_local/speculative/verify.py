@@ -82,8 +82,9 @@ class SoftOptions:
     # same 6 (tau 10.69, chrF vs ar 83.6). Confirming 2 tokens cost grounded its speed (tau 6.74).
     # Two of docqa's four tasks part from ar at near-ties (top-2 gap 0.02 and 0.18) under any
     # batched decoding, exact included: that, not soft acceptance, is what separates -0.319 from
-    # ar's -0.270. theta: 0.2 gave grounded 3.73x at chrF 83.6 (2-rep quick suite); 0.35 3.19x at
-    # 86.1; 0.5 2.18x at 89.2. Below 0.2 the floors decide (r >= 0.1, entropy <= 3.5).
+    # ar's -0.270. theta (before the two guards, which left grounded alone): 0.2 gave grounded 3.73x
+    # at chrF 83.6 (2-rep quick suite); 0.35 3.19x at 86.1; 0.5 2.18x at 89.2. Below 0.2 the floors
+    # decide (r >= 0.1, entropy <= 3.5).
     theta: float = 0.2
     w_prob: float = 0.45
     w_embed: float = 0.35
@@ -125,8 +126,9 @@ def verify_soft(
     bool (special/control/end-of-generation tokens and tokens with digits: exact match only).
 
     At each position the draft token is accepted if it is the target's top token, or, when neither
-    it nor the top token is protected, if soft_gate(...) >= theta (a *soft* acceptance). Rows after a
-    soft acceptance were computed with the draft token in place, so they remain valid.
+    it nor the top token is protected, if soft_gate(...) >= theta and the next `opts.confirm` draft
+    tokens are the target's top tokens (a *soft* acceptance). Rows after a soft acceptance were
+    computed with the draft token in place, so they remain valid.
     """
     targets = logits.argmax(axis=1)  # [k+1]
     soft = []
@@ -177,6 +179,7 @@ def verify_tree(
 
     def confirmed(node: int, depth: int) -> bool:  # node's row is node + 1
         return depth == 0 or any(tokens[c] == targets[node + 1] and confirmed(c, depth - 1) for c in kids.get(node, ()))
+
     path: list[int] = []
     soft: list[bool] = []
     at = -1

@@ -166,12 +166,11 @@ class SenseDrafter(Drafter):
         code-textwrap.dedent a 2-token match stayed at its 0.45 prior where on its own it had
         risen to 0.59 and drafted)."""
         rival, self._rival = self._rival, None
-        first = Draft(rival.tokens[:1], rival.source, rival.acceptance, rival.key)
         hit = int(rival.tokens[0] == token)
         if rival.source in SOURCES:
             self.estimate.observe(rival.key, 1, hit)
         else:
-            self.lexical.update(Feedback(first, hit))
+            self.lexical.update(Feedback(Draft(rival.tokens[:1], rival.source, rival.acceptance, rival.key), hit))
 
     def _extend_own(self, tokens: Sequence[int]) -> None:
         ctx, seen = self.ctx, self._seen

@@ -18,11 +18,12 @@ from tui.widgets import ChatMessage, PromptBox, span_style
 SIZE = (110, 32)
 
 
-async def wait_for(pilot, condition, timeout=120.0):
+async def wait_for(pilot, condition, timeout=120.0, shown=None):
+    """Poll `condition` until true; on timeout fail with `shown()` (what the screen said instead)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
+            raise AssertionError("condition not reached in time" + (f"; shown: {shown()!r}" if shown else ""))
         await pilot.pause(0.05)
 
 
@@ -140,7 +141,11 @@ async def test_indexing_from_documents_screen_while_chatting(tmp_path, monkeypat
         screen = app.screen
         screen.query_one("#folder").value = str(folder)
         await pilot.click("#add")
-        await wait_for(pilot, lambda: "tokens" in str(screen.query_one("#index-status").render()), 60)
+        status = lambda: str(screen.query_one("#index-status").render())  # noqa: E731
+        # the model pass over three short files can end between two polls: progress or done, not an error
+        await wait_for(pilot, lambda: "tokens" in status() or status().startswith("done:"), 60, shown=status)
+        bar = screen.query_one("#index-progress")
+        assert bar.display and bar.total > 1  # the progress bar was shown, sized in tokens
         await pilot.press("escape")  # back to the chat while indexing goes on
         await send(pilot, app, "Say hi.")
         await wait_for(pilot, lambda: not app.generating)

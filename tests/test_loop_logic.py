@@ -155,6 +155,7 @@ def soft_rule():
     verifier.embeddings = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float16)
     verifier.protected = np.zeros(64, bool)
     verifier.protected[0] = True
+    verifier.run_char = np.full(64, -1, np.int32)
     verifier.opts = SoftOptions(min_support=0.0, confirm=0)  # synonym chains: nothing confirms, nothing is a copy
     return AcceptanceRule("soft", soft=verifier)
 

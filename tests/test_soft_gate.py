@@ -112,9 +112,12 @@ def test_protected_mask_covers_specials_and_digits(engine):
     assert len(fence) == len(short) == len(stars) == 1
     assert verifier.run_char[fence[0]] == verifier.run_char[short[0]] == ord("`") != verifier.run_char[stars[0]]
     assert verifier.run_char[engine.tokenize(" house", add_special=False)[0]] == -1
-    row = np.full(engine.n_vocab, -5.0, np.float32)
+    row = np.full(engine.n_vocab, -20.0, np.float32)  # a sure target: the gate alone would take it
     row[fence[0]], row[short[0]] = 3.0, 2.9
     assert not verifier.accepts(row, short[0], fence[0], 1.0)
+    unguarded = verifier.with_options(verifier.opts)
+    unguarded.run_char = np.full_like(verifier.run_char, -1)
+    assert unguarded.accepts(row, short[0], fence[0], 1.0)  # it is the run guard that refuses it
 
 
 PROMPTS = [

@@ -216,7 +216,7 @@ def run_chars(pieces: list[str]) -> np.ndarray:
     length (indents, paragraph breaks) and punctuation up to SYNTAX_RUN characters ('```', '**',
     '###'); -1 for every other token, longer punctuation runs included: a 16-star rule or a 24-star
     one is the same decoration (on the 1.5B's grounded-break task, taking a document's 16 stars for
-    the target's 24 led into a quote the target then followed: tau 2.5 -> 12.7)."""
+    the target's 24 led into a quote the target then followed: tau 2.46 -> 11.55)."""
     out = np.full(len(pieces), -1, np.int32)
     for t, piece in enumerate(pieces):
         core = piece[1:] if piece.startswith(" ") and piece.strip(" ") else piece

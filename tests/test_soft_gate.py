@@ -7,7 +7,7 @@ import pytest
 from conftest import chat
 from sense_local.errors import SenseError
 from sense_local.generation import GenerationOptions, make_decoder
-from sense_local.speculative.verify import SoftOptions, run_chars, soft_gate, verify_exact, verify_soft
+from sense_local.speculative.verify import SoftOptions, run_chars, soft_accepts, soft_gate, verify_exact, verify_soft
 
 OPTS = SoftOptions(theta=0.6, min_support=0.0, confirm=0)  # the gate's own terms, without its two guards
 
@@ -21,6 +21,12 @@ def test_gate_terms_and_floors():
     assert soft_gate(0.5, 1.0, -0.5, 0.0, OPTS) == pytest.approx(OPTS.w_prob * 0.5)  # negative cosine adds nothing
     with pytest.raises(SenseError):
         SoftOptions(theta=1.5)
+
+
+def soft_verdict(logits, draft, emb, protected, support, opts, run_char=None):
+    """verify_soft with the gate of these toy tables, as SoftVerifier composes it."""
+    check = lambda row, x, top: soft_accepts(row, x, top, emb, protected, support, opts, run_char)  # noqa: E731
+    return verify_soft(logits, np.asarray(draft, np.int32), check, opts.confirm)
 
 
 def _toy(V=8):
@@ -39,15 +45,15 @@ def test_soft_rule_accepts_synonyms_and_guards_protected_tokens():
     logits[0, 1], logits[0, 2] = 3.0, 2.8  # top is 1, draft says its synonym 2 (p ratio ~0.82)
     logits[1, 4] = 3.0
     logits[2, 5] = 3.0
-    v = verify_soft(logits, np.array([2, 4], np.int32), emb, protected, 0.5, OPTS)
+    v = soft_verdict(logits, np.array([2, 4], np.int32), emb, protected, 0.5, OPTS)
     assert (v.accepted, v.next_token, v.soft.tolist()) == (2, 5, [True, False])
     # a protected token on either side is never soft-accepted
     logits_p = logits.copy()
     logits_p[0, 7] = 2.9
-    assert verify_soft(logits_p, np.array([7, 4], np.int32), emb, protected, 1.0, OPTS).accepted == 0
+    assert soft_verdict(logits_p, np.array([7, 4], np.int32), emb, protected, 1.0, OPTS).accepted == 0
     # theta = 1 is the exact rule
     exact = verify_exact(logits, np.array([2, 4], np.int32))
-    hard = verify_soft(logits, np.array([2, 4], np.int32), emb, protected, 1.0, SoftOptions(theta=1.0))
+    hard = soft_verdict(logits, np.array([2, 4], np.int32), emb, protected, 1.0, SoftOptions(theta=1.0))
     assert (hard.accepted, hard.next_token) == (exact.accepted, exact.next_token) == (0, 1)
 
 
@@ -66,7 +72,7 @@ def test_soft_acceptance_needs_a_supported_draft_and_a_confirming_token():
     logits[2, 5] = 3.0
 
     def accepted(draft, support=0.9):
-        return verify_soft(logits, np.array(draft, np.int32), emb, protected, support, opts).accepted
+        return soft_verdict(logits, draft, emb, protected, support, opts).accepted
 
     assert accepted([2, 4]) == 2  # confirmed: the target follows the draft after the synonym
     assert accepted([2, 6]) == 0  # the draft goes elsewhere after it: the synonym buys nothing
@@ -91,7 +97,7 @@ def test_runs_of_one_character_are_never_exchanged():
     logits[2, 5] = 3.0
 
     def accepted(draft, runs=run_char):
-        return verify_soft(logits, np.array(draft, np.int32), emb, protected, 0.9, OPTS, runs).accepted
+        return soft_verdict(logits, draft, emb, protected, 0.9, OPTS, runs).accepted
 
     assert accepted([3, 4], runs=None) == 2  # without the run guard the gate takes it
     assert accepted([3, 4]) == 0

@@ -114,34 +114,24 @@ def soft_gate(prob_ratio: float, entropy: float, embed_sim: float, support: floa
     return float(min(max(gate, 0.0), 1.0))
 
 
-def verify_soft(
-    logits: np.ndarray,
-    draft: np.ndarray,
-    embeddings: np.ndarray,
-    protected: np.ndarray,
-    support: float,
-    opts: SoftOptions,
-    run_char: np.ndarray | None = None,
-) -> Verdict:
-    """Soft-gated rule. logits: [k+1, V]; draft: [k]; embeddings: [V, d] unit rows; protected: [V]
-    bool (special/control/end-of-generation tokens and tokens with digits: exact match only);
-    run_char: [V] int32, the character a token is a run of (see `run_chars`), -1 for the rest.
+def verify_soft(logits: np.ndarray, draft: np.ndarray, soft_check, confirm: int = 0) -> Verdict:
+    """Soft-gated rule on a chain draft. logits: [k+1, V]; draft: [k]; soft_check(row, x, top): whether
+    draft token x passes the soft gate where the target's top token is `top` (SoftVerifier.check).
 
-    At each position the draft token is accepted if it is the target's top token, or, when neither
-    it nor the top token is protected, if soft_gate(...) >= theta and the next `opts.confirm` draft
-    tokens are the target's top tokens (a *soft* acceptance). Rows after a soft acceptance were
-    computed with the draft token in place, so they remain valid.
+    At each position the draft token is accepted if it is the target's top token, or if soft_check
+    takes it and the next `confirm` draft tokens are the target's top tokens (a *soft* acceptance).
+    Rows after a soft acceptance were computed with the draft token in place, so they remain valid.
     """
     targets = logits.argmax(axis=1)  # [k+1]
     soft = []
     n = 0
-    m = opts.confirm
+    m = confirm
     for i, x in enumerate(draft.tolist()):
         top = int(targets[i])
         if x == top:
             soft.append(False)
         elif (i + m < len(draft) and np.array_equal(draft[i + 1 : i + 1 + m], targets[i + 1 : i + 1 + m])
-              and soft_accepts(logits[i], x, top, embeddings, protected, support, opts, run_char)):
+              and soft_check(logits[i], x, top)):
             soft.append(True)
         else:
             break
@@ -153,7 +143,9 @@ def soft_accepts(
     row: np.ndarray, x: int, top: int, embeddings: np.ndarray, protected: np.ndarray, support: float, opts: SoftOptions,
     run_char: np.ndarray | None = None,
 ) -> bool:
-    """Whether draft token x, not the top token of logits `row` [V], passes the soft gate. Two runs
+    """Whether draft token x, not the top token of logits `row` [V], passes the soft gate.
+    embeddings: [V, d] unit rows; protected: [V] bool (special/control/end-of-generation tokens and
+    tokens with digits: exact match only); run_char: [V] int32 (see `run_chars`). Two runs
     of one character ('``' for '```', two spaces for four) never pass: their length is structure
     (a code fence, an indent), and their embeddings are near-identical, so the gate would."""
     if opts.theta >= 1.0 or protected[x] or protected[top]:
@@ -246,14 +238,14 @@ class SoftVerifier:
         return other
 
     def __call__(self, logits: np.ndarray, draft: np.ndarray, support: float) -> Verdict:
-        return verify_soft(logits, draft, self.embeddings, self.protected, support, self.opts, self.run_char)
+        return verify_soft(logits, draft, self.check(support), self.opts.confirm)
 
     def accepts(self, row: np.ndarray, x: int, top: int, support: float) -> bool:
         """soft_accepts with this model's data."""
         return soft_accepts(row, x, top, self.embeddings, self.protected, support, self.opts, self.run_char)
 
     def check(self, support: float):
-        """soft_accepts(row, x, top) for one draft's support, as verify_tree takes it."""
+        """soft_accepts(row, x, top) for one draft's support, as verify_soft and verify_tree take it."""
         return lambda row, x, top: self.accepts(row, x, top, support)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from . import native
 from .errors import Cancelled, ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
-from .key_tap import KeyTap, taps_available
+from .key_tap import KeyTap, native_callback, taps_available
 from .model_info import check_readable_gguf, read_model_info
 from .token_batch import TokenBatch, context_params
 
@@ -151,16 +151,19 @@ class Engine:
 
     def _make_context(self, key_layer: int | None, *, tapped: bool = False) -> None:
         """(Re)create the llama.cpp context, whose hidden states are read at `key_layer`: for a block,
-        through a tap on the graph when `tapped` (a Python call per graph node: ~1% of a 1.5B decode,
-        ~4% of a 135M one, so only contexts that are asked for hidden states get it)."""
+        through a tap on the graph, switched on only for decodes that want key states. The C tap
+        costs nothing switched off, so every block-keyed context gets it; the Python one (no C
+        compiler here) costs a call per graph node even then (~10% of a 135M decode, ~4% of a 1.5B
+        one), so only contexts asked for hidden states (`tapped`) get that one."""
         if key_layer is not None and not 0 < key_layer < self.n_layer:
             raise SenseError(f"key layer {key_layer} is not a block of this model (1..{self.n_layer - 1}, or final)")
         if self._ctx:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
         tap = None
-        if key_layer is not None and tapped:
+        if key_layer is not None and (tapped or native_callback() is not None):
             tap = KeyTap(key_layer, self.n_embd, max(self.n_batch, MAX_TREE + 1), stop=False)
+            tap.enabled = False  # on for the decodes that want key states (`_use_embeddings`)
         if tap is not None and not tap.usable:
             raise ModelError(f"{self.path}: no ggml library to read block {key_layer}'s states from")
         cparams = context_params(n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
@@ -178,7 +181,7 @@ class Engine:
         cparams.embeddings = key_layer is None
         cparams.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
         if tap is not None:
-            cparams.cb_eval = tap.callback
+            tap.install(cparams)
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
@@ -187,6 +190,7 @@ class Engine:
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._embeddings_on = key_layer is None
         self.key_layer, self._tap = key_layer, tap
+        self._tap_used = False  # no decode has asked this context for key states yet
 
     def resolve_key_layer(self, key_layer: int | None | str) -> int | None:
         """A key layer as given (a block, None: the final norm, or "default") as a block or None."""
@@ -205,14 +209,18 @@ class Engine:
             self._hidden_pass = None
 
     def _want_hidden(self) -> None:
-        """Before a decode that returns hidden states: a block-keyed context gets its tap (once), and
-        the committed tokens are evaluated again in the new context."""
-        if self.key_layer is None or self._tap is not None:
+        """Before a decode that returns hidden states: the first one in a block-keyed context has the
+        committed tokens evaluated again with the tap on (the Python tap is first installed then,
+        in a new context), so their states are there too."""
+        if self.key_layer is None or self._tap_used:
             return
+        self._tap_used = True
         kept = list(self.tokens)
-        self._make_context(self.key_layer, tapped=True)
-        self.reset()
-        if kept:
+        if self._tap is None:
+            self._make_context(self.key_layer, tapped=True)
+            self._tap_used = True
+            self.reset()
+        if kept and self._hidden_valid < len(kept):
             self.eval(kept, 0, outputs="last", hidden=True)
 
     # ------------------------------------------------------------------ evaluation
@@ -409,8 +417,10 @@ class Engine:
         self._hidden_valid = start + len(rows)
 
     def _use_embeddings(self, on: bool) -> None:
-        """Switch the context's hidden-state outputs on or off (a call into llama.cpp only on change;
-        never with block keys, which the tap reads whatever the outputs)."""
+        """Switch the context's hidden-state outputs on or off: for final-norm keys llama.cpp's
+        embeddings (a call into llama.cpp only on change), for block keys the tap."""
+        if self._tap is not None:
+            self._tap.enabled = on
         on = on and self.key_layer is None
         if on != self._embeddings_on:
             llama_cpp.llama_set_embeddings(self._ctx, on)

@@ -38,7 +38,7 @@ class HiddenPass:
         cparams = context_params(n_ctx=n_ctx, n_batch=self.n_batch, n_threads=n_threads)
         cparams.n_seq_max = 1
         cparams.embeddings = False
-        cparams.cb_eval = self._tap.callback
+        self._tap.install(cparams)
         self._ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not self._ctx:
             return

@@ -81,16 +81,43 @@ def test_key_layer_bad_values_are_one_line_errors(model_path, tmp_path):
 
 
 def test_states_asked_for_after_plain_decodes_cover_the_whole_context(model_path):
-    """A block-keyed context has no tap until hidden states are wanted (plain decoding pays nothing);
-    the first request taps it and evaluates the committed tokens again."""
+    """A block-keyed context's tap is off for plain decodes (the C tap asks for no tensor; without a C
+    compiler there is no tap until hidden states are wanted); the first request evaluates the
+    committed tokens again with it on."""
     eng = sl.Engine(model_path, n_ctx=1024, key_layer=BLOCK)
     try:
         tokens = chat(eng, "Hello there, how are you today?")
         eng.eval(tokens[:-1], 0, outputs="last", hidden=False)
-        assert eng._tap is None
+        assert eng._tap is None or (eng._tap.native and not eng._tap.enabled and eng._tap.n_read == 0)
         eng.eval(tokens[-1:], outputs="last", hidden=True)
         states = eng.committed_hidden(len(tokens))
         assert states is not None and eng.n_past == len(tokens)
         np.testing.assert_allclose(states, eng.hidden_pass(1024).run(tokens), rtol=1e-3, atol=1e-3)
+    finally:
+        eng.close()
+
+
+def test_the_c_tap_reads_what_the_python_tap_reads(model_path, monkeypatch):
+    """The compiled callback (built here with the compiler that built llama.cpp) copies the same
+    rows the Python callback copies, and a tap switched off reads nothing."""
+    from sense_local import hidden_pass, key_tap
+
+    assert key_tap.native_callback() is not None, "no C compiler found to build the key tap"
+    eng = sl.Engine(model_path, n_ctx=512, key_layer=BLOCK)
+    try:
+        assert eng._tap is not None and eng._tap.native
+        tokens = chat(eng, "Name two rivers of Europe.")
+        native_rows = np.array(eng.eval(tokens, 0, outputs="hidden", hidden=True).hidden)
+        eng.eval([tokens[-1]], len(tokens) - 1, outputs="last", hidden=False)
+        assert eng._tap.n_read == 0  # switched off: the graph ran whole, no rows copied
+        python_tap = key_tap.KeyTap
+        monkeypatch.setattr(hidden_pass, "KeyTap", lambda *a, **k: python_tap(*a, **k, native=False))
+        slow = hidden_pass.HiddenPass(eng._model, eng.n_embd, n_ctx=512, n_batch=512, n_threads=eng.n_threads,
+                                      layer=BLOCK)
+        try:
+            assert slow.available and not slow._tap.native
+            np.testing.assert_allclose(slow.run(tokens), native_rows, rtol=1e-3, atol=1e-3)
+        finally:
+            slow.close()
     finally:
         eng.close()

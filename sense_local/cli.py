@@ -369,14 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("bench", help="benchmark methods against plain decoding and llama-cpp-python")
+    p = sub.add_parser("bench", help="benchmark methods against plain decoding and llama-server")
     _add_model_args(p)
     p.add_argument("--suite", choices=["quick", "full"], default="quick")
     _add_key_layer_arg(p, "SENSE's keys (and the benchmark store's)")
     p.add_argument("--methods", default=None, help="comma-separated (default: all registered + peers)")
     p.add_argument("--kinds", default=None, help="comma-separated task kinds to run (default: all)")
     p.add_argument("--peers", action="store_true",
-                   help="also run llama-cpp-python's create_completion and its prompt lookup on every task")
+                   help="also run llama.cpp's own llama-server (built once from the vendored llama.cpp, ~7 min) on every task: plain and with each draft-free --spec-type")
     p.add_argument("--reps", type=int, default=None,
                    help="interleaved repetitions per run, median taken (default: 1 for quick, 3 for full)")
     p.add_argument("--free-verification", action="store_true",

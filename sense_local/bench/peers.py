@@ -12,6 +12,11 @@ class PeerResult:
     seconds: float  # time from the first token to the last (the prefill and first token excluded)
     error: str | None = None
     wall: float = 0.0  # the whole call, prefill included
+    prompt_tok_per_s: float = 0.0  # prefill speed, where the peer reports it (llama-server's timings)
+    prompt_n: int = 0  # prompt tokens it evaluated (the rest came from its cache)
+    drafted: int = 0  # draft tokens it verified, where it reports them
+    accepted: int = 0
+    forwards: int = 0  # target decodes, where known (0: not reported)
 
     @property
     def tok_per_s(self) -> float:

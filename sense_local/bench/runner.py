@@ -20,16 +20,19 @@ from ..registry import resolve_model
 from ..speculative.methods import METHODS
 from ..speculative.rewrap import rewrapped_tokens
 from .copy_ceiling import copy_ceiling
+from .llama_server import PEER_NAMES as SERVER_PEERS, PEER_PREFIX, SPEC_TYPES, LlamaServerPeer, server_binary
 from .peers import LlamaCppPeer
 from .quality import chrf, contains_answer, mean_logprob
 from .tasks import KINDS, Task, build_tasks
 
-PEERS = ("peer-llamacpp", "peer-llamacpp-pld")
+LLAMACPP_PEERS = ("peer-llamacpp", "peer-llamacpp-pld")  # llama-cpp-python's create_completion (slower than both)
+PEERS = (*SERVER_PEERS, *LLAMACPP_PEERS)
 # Default methods per suite (ablations only in full: they cost as much as a method each).
 SUITE_METHODS = {
-    "quick": ("ar", "pld", "sense", "sense-soft"),  # --peers adds llama-cpp-python's two, on every task
-    "full": ("ar", "pld", "rest", "sense", "sense-chain", "sense-context", "sense-docs", "sense-soft", *PEERS),
+    "quick": ("ar", "pld", "sense", "sense-soft"),  # --peers adds llama-server, plain and per --spec-type, on every task
+    "full": ("ar", "pld", "rest", "sense", "sense-chain", "sense-context", "sense-docs", "sense-soft"),
 }
+PREFILL_MIN = 256  # prompts at least this long also get a fresh prefill timed, ours beside llama-server's
 THETA_SWEEP = (1.0, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
 NEAR_TIE = 0.25  # top-2 logit gap under which batched arithmetic may flip the argmax
 
@@ -55,6 +58,7 @@ class RunRow:
     answer_ok: bool | None = None  # docqa tasks with a known answer string
     copy_ceiling: float | None = None  # ar: tau of the copying oracle on ar's output (copy_ceiling.py)
     tau_reps: list[float] | None = None  # each rep's tau, in rep order
+    prefill_tok_per_s: float | None = None  # ar and plain llama-server: a fresh prefill's speed, median over reps
 
 
 def parse_method(spec: str) -> tuple[str, float | None]:
@@ -131,15 +135,46 @@ def run_task(
         ok = [r for r in runs if not r.error]
         speed = statistics.median(r.tok_per_s for r in ok) if ok else 0.0
         first = ok[0] if ok else runs[0]
+        taus = [round(len(r.tokens) / r.forwards, 3) for r in ok if r.forwards]
+        if name.startswith(PEER_PREFIX) and ok:  # llama-server returns its tokens: compared as ours are
+            at = _first_divergence(first.tokens, ar_tokens)
+            identical, gap = at is None, ar_stats.top2_gaps[at] if at is not None and at < len(ar_stats.top2_gaps) else None
+        else:
+            identical, gap = bool(ok) and first.text.strip() == ar_text.strip(), None
         rows.append(RunRow(
-            task.name, task.kind, name, len(first.tokens), 0, 0.0, round(speed, 2), round(speed / ar_speed, 3),
-            bool(ok) and first.text.strip() == ar_text.strip(), None, error=errors[0] if errors else None,
+            task.name, task.kind, name, len(first.tokens), first.forwards, statistics.median(taus) if taus else 0.0,
+            round(speed, 2), round(speed / ar_speed, 3), identical, None if gap is None else round(gap, 4),
+            first.drafted, first.accepted, error=errors[0] if errors else None, tau_reps=taus or None,
         ))
+    if len(prompt) >= PREFILL_MIN:
+        _time_prefills(engine, prompt, peers, reps, rows)
     return rows
+
+
+def _time_prefills(engine: Engine, prompt: list[int], peers, reps: int, rows: list[RunRow]) -> None:
+    """A fresh prefill of the prompt (nothing of it cached), ours beside plain llama-server's,
+    interleaved; the speeds go on the ar and llama-server rows."""
+    server = next((p for p in peers if p.name == PEER_PREFIX), None)
+    if server is None:
+        return
+    ours, theirs = [], []
+    for _ in range(reps):
+        engine.reset()
+        t0 = time.perf_counter()
+        engine.prefill(prompt, outputs="last", hidden=False)
+        ours.append(len(prompt) / (time.perf_counter() - t0))
+        r = server.run(prompt, 1, fresh=True)
+        if not r.error and r.prompt_n >= len(prompt) - 1:
+            theirs.append(r.prompt_tok_per_s)
+    for row in rows:
+        speeds = ours if row.method == "ar" else theirs if row.method == PEER_PREFIX else None
+        if speeds:
+            row.prefill_tok_per_s = round(statistics.median(speeds), 1)
 
 
 def summarise(rows: list[RunRow]) -> dict:
     summary: dict = {}
+    server = {r.task: r for r in rows if r.method == PEER_PREFIX and not r.error and r.tok_per_s > 0}
     for method in dict.fromkeys(r.method for r in rows):
         summary[method] = {}
         for kind in KINDS:
@@ -147,6 +182,7 @@ def summarise(rows: list[RunRow]) -> dict:
             if not sel:
                 continue
             ok = [r for r in sel if not r.error]
+            prefills = [r.prefill_tok_per_s for r in ok if r.prefill_tok_per_s]
             summary[method][kind] = {
                 "tau": round(statistics.median(r.tau for r in ok), 3) if ok else None,
                 "speedup": round(statistics.median(r.speedup_vs_ar for r in ok), 3) if ok else None,
@@ -157,6 +193,16 @@ def summarise(rows: list[RunRow]) -> dict:
                     1 for r in ok if not r.identical_to_ar and r.divergence_gap is not None and r.divergence_gap >= NEAR_TIE
                 ),
             }
+            if prefills:
+                summary[method][kind]["prefill_tok_per_s"] = round(statistics.median(prefills), 1)
+            # decode speed over plain llama-server's on the same task (median over the kind's tasks)
+            vs_server = [r.tok_per_s / server[r.task].tok_per_s for r in ok if r.task in server]
+            if vs_server:
+                summary[method][kind]["vs_llama_server"] = round(statistics.median(vs_server), 3)
+            pre = [r.prefill_tok_per_s / server[r.task].prefill_tok_per_s for r in ok
+                   if r.prefill_tok_per_s and r.task in server and server[r.task].prefill_tok_per_s]
+            if pre:
+                summary[method][kind]["prefill_vs_llama_server"] = round(statistics.median(pre), 3)
             ceilings = [r.copy_ceiling for r in ok if r.copy_ceiling is not None]
             if ceilings:
                 summary[method][kind]["copy_ceiling"] = round(statistics.median(ceilings), 3)
@@ -171,16 +217,25 @@ def summarise(rows: list[RunRow]) -> dict:
 
 
 def format_table(summary: dict) -> str:
-    lines = [f"{'method':<20} {'kind':<9} {'tau':>6} {'speedup':>8} {'tok/s':>7} {'ident.':>7} {'fail':>5} {'gap>=.25':>8}"]
+    server = any("vs_llama_server" in s for kinds in summary.values() for s in kinds.values())
+    lines = [f"{'method':<26} {'kind':<9} {'tau':>6} {'speedup':>8} {'tok/s':>7} {'ident.':>7} {'fail':>5} {'gap>=.25':>8}"
+             + (f" {'vs server':>9}" if server else "")]
     for method, kinds in summary.items():
         for kind, s in kinds.items():
             tau = f"{s['tau']:.2f}" if s["tau"] else "-"
             sp = f"{s['speedup']:.2f}x" if s["speedup"] is not None else "-"
             tps = f"{s['tok_per_s']:.1f}" if s["tok_per_s"] is not None else "-"
+            vs = f"{s['vs_llama_server']:.3f}x" if "vs_llama_server" in s else "-"
             lines.append(
-                f"{method:<20} {kind:<9} {tau:>6} {sp:>8} {tps:>7} {s['identical']:>7.2f} {s['failures']:>5} "
-                f"{s['lossless_violations']:>8}"
+                f"{method:<26} {kind:<9} {tau:>6} {sp:>8} {tps:>7} {s['identical']:>7.2f} {s['failures']:>5} "
+                f"{s['lossless_violations']:>8}" + (f" {vs:>9}" if server else "")
             )
+    prefill = [(kind, s) for kind, s in summary.get("ar", {}).items() if "prefill_vs_llama_server" in s]
+    if prefill:
+        theirs = summary.get(PEER_PREFIX, {})
+        lines.append("fresh prefill, ours vs plain llama-server (prompt tok/s, median): " + ", ".join(
+            f"{kind} {s['prefill_tok_per_s']:.0f} vs {theirs.get(kind, {}).get('prefill_tok_per_s', 0):.0f} "
+            f"({s['prefill_vs_llama_server']:.3f}x)" for kind, s in prefill))
     ceilings = {kind: s["copy_ceiling"] for kind, s in summary.get("ar", {}).items() if "copy_ceiling" in s}
     if ceilings:
         lines.append("copy ceiling (tau of an oracle copying from prompt, output and documents after the last "
@@ -235,10 +290,24 @@ def pydoc_store(engine: Engine, key: str, names: list[str]):
     return DocumentStore.open(root / "store", fingerprint=engine.fingerprint)
 
 
+def _run_tasks(engine, tasks, methods, peers, peer_reps, max_tokens, store, args) -> list[RunRow]:
+    rows: list[RunRow] = []
+    for i, task in enumerate(tasks, 1):
+        task_store = store if task.kind.startswith("docqa") else None
+        # REST retrieves from the documents; with the passages already in the prompt it has no part
+        task_methods = [m for m in methods if not (task.kind == "docqa-rag" and parse_method(m)[0] == "rest")]
+        task_rows = run_task(engine, task, task_methods, peers, args.reps, peer_reps,
+                             max_tokens, task_store, args.free_verification)
+        rows.extend(task_rows)
+        brief = ", ".join(f"{r.method} {r.tok_per_s:.0f} tok/s tau {r.tau:.2f}" for r in task_rows if r.method in methods or r.method.startswith(PEER_PREFIX))
+        print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)
+    return rows
+
+
 def run_bench_cli(args) -> int:
     names = args.methods.split(",") if args.methods else list(SUITE_METHODS[args.suite])
     if getattr(args, "peers", False):
-        names += [p for p in PEERS if p not in names]
+        names += [p for p in SERVER_PEERS if p not in names]
     if args.theta_sweep:
         names = ["ar", "sense", *(f"sense-soft@{t}" for t in THETA_SWEEP)]
     unknown = [n for n in names if parse_method(n)[0] not in METHODS and n not in PEERS]
@@ -263,8 +332,13 @@ def run_bench_cli(args) -> int:
     engine = Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, key_layer=args.key_layer)
     peers = [
         LlamaCppPeer(path, n_ctx=args.ctx, n_threads=engine.n_threads, n_gpu_layers=args.gpu_layers, lookup=p.endswith("pld"))
-        for p in PEERS if p in names
+        for p in LLAMACPP_PEERS if p in names
     ]
+    if any(p in names for p in SERVER_PEERS):
+        binary = server_binary()
+        spec = dict(zip(SERVER_PEERS, (None, *SPEC_TYPES)))
+        peers += [LlamaServerPeer(binary, path, spec_type=spec[p], n_ctx=args.ctx, n_threads=engine.n_threads,
+                                  n_gpu_layers=args.gpu_layers) for p in SERVER_PEERS if p in names]
     from ..speculative.cost import cost_curve_for
 
     curve = cost_curve_for(engine, measure=True)  # drafts are sized by the measured curve, not a prior
@@ -273,16 +347,12 @@ def run_bench_cli(args) -> int:
         store = bench_store(engine, args.suite)
     tasks = [with_retrieval(engine, store, t, max_tokens) if t.kind == "docqa-rag" else t for t in tasks]
     t0 = time.perf_counter()
-    rows: list[RunRow] = []
-    for i, task in enumerate(tasks, 1):
-        task_store = store if task.kind.startswith("docqa") else None
-        # REST retrieves from the documents; with the passages already in the prompt it has no part
-        task_methods = [m for m in methods if not (task.kind == "docqa-rag" and parse_method(m)[0] == "rest")]
-        task_rows = run_task(engine, task, task_methods, peers, args.reps, peer_reps,
-                             max_tokens, task_store, args.free_verification)
-        rows.extend(task_rows)
-        brief = ", ".join(f"{r.method} {r.tok_per_s:.0f} tok/s tau {r.tau:.2f}" for r in task_rows if r.method in methods)
-        print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)
+    try:
+        rows = _run_tasks(engine, tasks, methods, peers, peer_reps, max_tokens, store, args)
+    finally:
+        for p in peers:
+            if hasattr(p, "close"):
+                p.close()
     summary = summarise(rows)
     info = engine.info
     doc = {

@@ -8,9 +8,10 @@ For each prompt, interleaved reps of:
   loop           the speculative loop with no drafter (`ar`): events, detokenizing, stats
   conversation   `Conversation.complete`: the runtime every front end renders (stop strings, events)
 Each row gives decode tok/s (tokens after the first over the time after the first), ms per token, and
-what the layer adds over the one before it.
+what the layer adds over the one before it. Then the prefill: a --prefill-tokens prompt (pydoc text)
+evaluated afresh by our engine and by llama-server, interleaved: prompt tok/s and the first-token time.
 
-    python -m benchmarks.decode_profile --model default --tokens 128 --reps 3
+    python -m benchmarks.decode_profile --model default --tokens 128 --reps 3 --prefill-tokens 1500
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--prefill-tokens", type=int, default=1500, help="prompt length of the prefill comparison (0: none)")
     args = ap.parse_args(argv)
 
     path = resolve_model(args.model)
@@ -114,6 +116,7 @@ def main(argv=None) -> int:
             for k, v in runs.items():
                 speeds[k].append(statistics.median(v))
             print(f"{text[:40]:<40} " + ", ".join(f"{k} {speeds[k][-1]:.2f}" for k in LAYERS), flush=True)
+        prefill = compare_prefill(engine, server, args.prefill_tokens, args.reps) if args.prefill_tokens else None
     finally:
         server.close()
     print(f"\nmedian over {len(PROMPTS)} prompts x {args.reps} interleaved reps, {args.tokens} tokens, "
@@ -127,7 +130,28 @@ def main(argv=None) -> int:
         adds = "" if previous is None else f"{ms - previous:+.2f}"
         print(f"{k:<14} {tps:7.2f} {ms:9.2f} {adds:>10} {tps / ref:15.3f}x")
         previous = ms
+    if prefill:
+        n, ours, theirs = prefill
+        print(f"\nprefill of a {n}-token prompt, afresh, median of {args.reps} interleaved reps: ours {ours:.1f} vs "
+              f"llama-server {theirs:.1f} prompt tok/s ({ours / theirs:.3f}x); first token after "
+              f"{n / ours:.2f} vs {n / theirs:.2f} s")
     return 0
+
+
+def compare_prefill(engine: Engine, server: LlamaServerPeer, n: int, reps: int) -> tuple[int, float, float]:
+    """(prompt tokens, our prompt tok/s, llama-server's): medians of interleaved fresh prefills."""
+    from pydoc_data.topics import topics
+
+    text = "Summarise:\n" + "".join(topics[t] for t in ("assert", "with", "try", "for", "while", "if", "import"))
+    prompt = chat_tokens(engine, [{"role": "user", "content": text}])[:n]
+    ours, theirs = [], []
+    for _ in range(reps):
+        engine.reset()
+        t0 = time.perf_counter()
+        engine.prefill(prompt, outputs="last", hidden=False)
+        ours.append(len(prompt) / (time.perf_counter() - t0))
+        theirs.append(server.run(prompt, 1, fresh=True).prompt_tok_per_s)
+    return len(prompt), statistics.median(ours), statistics.median(theirs)
 
 
 if __name__ == "__main__":

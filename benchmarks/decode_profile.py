@@ -23,6 +23,7 @@ import numpy as np
 
 from sense_local import native
 from sense_local.bench.llama_server import LlamaServerPeer, server_binary
+from sense_local.bench.runner import fresh_prefills
 from sense_local.chat_template import chat_tokens
 from sense_local.conversation import Conversation, ConversationConfig
 from sense_local.engine import Engine, default_threads
@@ -144,14 +145,8 @@ def compare_prefill(engine: Engine, server: LlamaServerPeer, n: int, reps: int) 
 
     text = "Summarise:\n" + "".join(topics[t] for t in ("assert", "with", "try", "for", "while", "if", "import"))
     prompt = chat_tokens(engine, [{"role": "user", "content": text}])[:n]
-    ours, theirs = [], []
-    for _ in range(reps):
-        engine.reset()
-        t0 = time.perf_counter()
-        engine.prefill(prompt, outputs="last", hidden=False)
-        ours.append(len(prompt) / (time.perf_counter() - t0))
-        theirs.append(server.run(prompt, 1, fresh=True).prompt_tok_per_s)
-    return len(prompt), statistics.median(ours), statistics.median(theirs)
+    ours, theirs = fresh_prefills(engine, server, prompt, reps)
+    return len(prompt), statistics.median(ours), statistics.median(theirs) if theirs else float("nan")
 
 
 if __name__ == "__main__":

@@ -157,6 +157,16 @@ def _time_prefills(engine: Engine, prompt: list[int], peers, reps: int, rows: li
     server = next((p for p in peers if p.name == PEER_PREFIX), None)
     if server is None:
         return
+    ours, theirs = fresh_prefills(engine, server, prompt, reps)
+    for row in rows:
+        speeds = ours if row.method == "ar" else theirs if row.method == PEER_PREFIX else None
+        if speeds:
+            row.prefill_tok_per_s = round(statistics.median(speeds), 1)
+
+
+def fresh_prefills(engine: Engine, server, prompt: list[int], reps: int) -> tuple[list[float], list[float]]:
+    """Prompt tok/s of `reps` fresh prefills (nothing of the prompt cached), ours and llama-server's,
+    interleaved; a server run that reused a cached prefix or failed is left out."""
     ours, theirs = [], []
     for _ in range(reps):
         engine.reset()
@@ -166,10 +176,7 @@ def _time_prefills(engine: Engine, prompt: list[int], peers, reps: int, rows: li
         r = server.run(prompt, 1, fresh=True)
         if not r.error and r.prompt_n >= len(prompt) - 1:
             theirs.append(r.prompt_tok_per_s)
-    for row in rows:
-        speeds = ours if row.method == "ar" else theirs if row.method == PEER_PREFIX else None
-        if speeds:
-            row.prefill_tok_per_s = round(statistics.median(speeds), 1)
+    return ours, theirs
 
 
 def summarise(rows: list[RunRow]) -> dict:

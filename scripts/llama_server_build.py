@@ -81,7 +81,10 @@ def build(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp, log.open("w") as out:
         with tarfile.open(source) as tar:
-            tar.extractall(tmp, filter="data")
+            try:
+                tar.extractall(tmp, filter="data")  # no links or paths out of the folder
+            except TypeError:  # Python before 3.11.4 has no extraction filters
+                tar.extractall(tmp)
         root = next(Path(tmp).glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
         env = {**os.environ, "CFLAGS": flags["CFLAGS"], "CXXFLAGS": flags["CXXFLAGS"]}
         configure = ["cmake", "-S", str(root), "-B", str(root / "build"), *SERVER_FLAGS,

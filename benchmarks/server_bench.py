@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+
+from sense_local.bench.llama_server import free_port
 
 PROMPTS = [
     "Write a Python function that checks whether a string is a palindrome, with a docstring.",
@@ -63,12 +64,6 @@ def _server_request(base: str, prompt: str, method: str, tokens: int) -> dict:
             "tokens": n, "text": "".join(text), "server_tok_per_s": reported["tok_per_s"]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="default")
@@ -77,7 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--json", dest="json_file")
     args = ap.parse_args(argv)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "serve", "--model", args.model, "--port",
                                str(port)], stderr=subprocess.DEVNULL, env=os.environ.copy())

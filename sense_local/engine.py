@@ -214,12 +214,11 @@ class Engine:
         in a new context), so their states are there too."""
         if self.key_layer is None or self._tap_used:
             return
-        self._tap_used = True
         kept = list(self.tokens)
         if self._tap is None:
             self._make_context(self.key_layer, tapped=True)
-            self._tap_used = True
             self.reset()
+        self._tap_used = True  # before the evaluation below, which asks for hidden states again
         if kept and self._hidden_valid < len(kept):
             self.eval(kept, 0, outputs="last", hidden=True)
 

@@ -43,7 +43,8 @@ def server_binary(build: bool = True) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -67,7 +68,7 @@ class LlamaServerPeer:
         self.start()
 
     def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         log = open(os.devnull, "wb") if not os.environ.get("SENSE_DEBUG") else None
         self.proc = subprocess.Popen(self.args + ["--port", str(self.port)], stdout=log, stderr=log)
         deadline = time.monotonic() + 120

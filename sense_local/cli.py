@@ -38,8 +38,18 @@ def conversation_config(args, **extra):
 
     options = GenerationOptions(method=args.method, max_tokens=args.max_tokens, temperature=args.temperature,
                                 seed=args.seed, theta=args.theta)
+    if getattr(args, "cache_ram", None) is not None:
+        extra["cache_ram_mib"] = args.cache_ram
     return ConversationConfig(model=args.model, n_ctx=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,
                               options=options, system=args.system or "", **extra)
+
+
+def _add_cache_ram_arg(p: argparse.ArgumentParser) -> None:
+    from .kv_slots import DEFAULT_MIB
+
+    p.add_argument("--cache-ram", type=int, default=None, metavar="MIB",
+                   help=f"RAM for the evaluated prompts of conversations set aside by other requests, resumed "
+                        f"without a prefill (default {DEFAULT_MIB}; 0: none)")
 
 
 def load_engine(args):
@@ -330,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="document store for retrieval methods (default: the default store, if indexed)")
     p.add_argument("--theta", type=float, default=None, help="soft-gate threshold for sense-soft")
     p.add_argument("--plain", action="store_true", help="line-based chat instead of the TUI")
+    _add_cache_ram_arg(p)
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("serve", help="serve the model over OpenAI's HTTP API (chat completions, completions, models)")
@@ -351,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--always-ground", action="store_true",
                    help="ground every question, even ones few of whose words occur in the documents")
     p.add_argument("--queue", type=int, default=64, help="requests that may wait for the model (default 64; more get 503)")
+    _add_cache_ram_arg(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("index", help="index documents (files or folders) into a store for retrieval")

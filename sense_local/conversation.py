@@ -24,9 +24,11 @@ from .engine import Engine
 from .errors import SenseError
 from .generation import GenerationOptions, make_decoder, open_store, prompt_tokens
 from .grounding.chat import DEFAULT_PASSAGES, GroundedChat
+from .grounding.memory import GroundingMemory
 from .grounding.prompt import DEFAULT_BUDGET
 from .grounding.retrieve import DEFAULT_RANKER
 from .grounding.sources import Source
+from .kv_slots import DEFAULT_MIB
 from .speculative.cost import remember_learned
 from .speculative.types import TARGET, GenerationStats, TokenEvent
 from .stop_text import StopText
@@ -48,6 +50,11 @@ class ConversationConfig:
     budget: int = DEFAULT_BUDGET  # prompt tokens spent on passages, at most
     ranker: str = DEFAULT_RANKER
     gate: bool = True  # leave the documents out of questions they are not about (grounding/retrieve.py)
+    cache_ram_mib: int = DEFAULT_MIB  # saved states of conversations set aside by other requests (kv_slots.py)
+
+    def __post_init__(self):
+        if self.cache_ram_mib < 0:
+            raise SenseError(f"--cache-ram must be 0 or more MiB (got {self.cache_ram_mib})")
 
     def replace(self, **changes) -> "ConversationConfig":
         return dataclasses.replace(self, **changes)
@@ -92,6 +99,7 @@ class Conversation:
         self._grounding = GroundedChat(engine, store, ranker=c.ranker, passages=c.passages, budget=c.budget,
                                        gate=c.gate)
         self._plain = GroundedChat(engine, None, budget=c.budget)
+        self._memory = GroundingMemory()  # what earlier questions were grounded with (grounding/memory.py)
         self._busy = threading.Lock()
         self._decoder = None  # the latest turn's decoder: its stats count live
 
@@ -115,7 +123,7 @@ class Conversation:
         from .registry import resolve_model
 
         engine = Engine(resolve_model(config.model), n_ctx=config.n_ctx, n_threads=config.threads,
-                        n_gpu_layers=config.gpu_layers)
+                        n_gpu_layers=config.gpu_layers, slot_mib=config.cache_ram_mib)
         try:
             store = open_store(engine, config.store)
         except BaseException:
@@ -143,11 +151,16 @@ class Conversation:
             history.insert(0, {"role": "system", "content": self.config.system})
         with self._turn():
             grounding = self._grounding if grounded and self.store is not None else self._plain
-            turn = grounding.prepare(history, messages[-1]["content"], reserve=reply_reserve(self.engine, options))
+            question = messages[-1]["content"]
+            turn = grounding.prepare(history, question, reserve=reply_reserve(self.engine, options),
+                                     memory=self._memory)
             if grounding is self._grounding:
                 self.store = grounding.store  # refreshed: an indexer may have committed more
             yield Prepared(len(turn.tokens), turn.sources, turn.notes, turn.dropped)
-            yield from self._decode(turn.tokens, options, cancel)
+            for event in self._decode(turn.tokens, options, cancel):
+                if isinstance(event, Finished) and turn.grounded is not None:
+                    self._memory.remember(question, event.text, turn.grounded)  # for the next turn's prompt
+                yield event
 
     def complete(self, prompt: str, *, options: GenerationOptions | None = None,
                  cancel: threading.Event | None = None) -> Iterator[ReplyEvent]:

@@ -23,6 +23,7 @@ from . import native
 from .errors import Cancelled, ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
 from .key_tap import KeyTap, native_callback, taps_available
+from .kv_slots import DEFAULT_MIB, SAVE_MIN, SWITCH_MIN, KvSlots, SavedState
 from .model_info import check_readable_gguf, read_model_info
 from .token_batch import TokenBatch, context_params
 
@@ -33,6 +34,7 @@ llama_cpp = native.llama_cpp
 class EvalOutput:
     logits: np.ndarray  # [k, n_vocab] float32, view valid until the next eval
     hidden: np.ndarray  # [k, n_embd] float32, view valid until the next eval
+    reused: int = 0  # prefill: prompt tokens whose KV entries were kept, not evaluated again
 
 
 # Tokens per decode of a prefill that can be cancelled: ~2 s on the 1.5B here (64 tok/s), ~0.4 s on
@@ -94,6 +96,7 @@ class Engine:
         n_batch: int = 512,
         flash_attn: bool | None = None,
         key_layer: int | None | str = "default",
+        slot_mib: int = DEFAULT_MIB,
     ):
         self.path = Path(model_path)
         check_readable_gguf(self.path)
@@ -135,6 +138,7 @@ class Engine:
         self._no_hidden = np.zeros((0, self.n_embd), dtype=np.float32)  # [0, n_embd]
         self._hidden_cache: np.ndarray | None = None  # [n_ctx, n_embd] hidden state of each committed position
         self._hidden_valid = 0  # positions [0, _hidden_valid) of the cache are current
+        self.slots = KvSlots(slot_mib << 20)  # states of conversations set aside (kv_slots.py)
         self.tokens: list[int] = []  # committed tokens in the KV cache (len == n_past)
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -188,6 +192,8 @@ class Engine:
             self._model = None
             raise ModelError(f"{self.path}: llama.cpp could not create a context (n_ctx={self.n_ctx})")
         self._mem = llama_cpp.llama_get_memory(self._ctx)
+        if hasattr(self, "slots"):
+            self.slots.clear()  # their hidden states were read at the old key layer
         self._embeddings_on = key_layer is None
         self.key_layer, self._tap = key_layer, tap
         self._tap_used = False  # no decode has asked this context for key states yet
@@ -374,13 +380,19 @@ class Engine:
             llama_cpp.llama_memory_seq_rm(self._mem, TREE_SEQ0 + b, -1, -1)
 
     def side_hidden(self, tokens) -> np.ndarray:
-        """[k, n_embd] final hidden states of `tokens` evaluated on their own (positions 0..k-1) in
-        the scratch sequence: the conversation's KV cache and committed tokens stay as they are."""
+        """[k, n_embd] key states of `tokens` evaluated on their own (positions 0..k-1), leaving the
+        conversation's KV cache and committed tokens as they are: block keys through the hidden
+        pass, which stops after the key block (the 1.5B's question pass: 0.1 s instead of 0.35 s
+        for the whole model and its LM head on every row), else in the scratch sequence."""
         tokens = np.asarray(tokens, dtype=np.int32)[: self.n_batch]
         k = len(tokens)
+        fast = self.hidden_pass(self.n_batch) if self.key_layer is not None else None
+        if fast is not None:
+            return fast.run(tokens)
         if self.n_past + k > self.n_ctx:
             raise ContextOverflowError(f"context full: no room for a {k}-token side evaluation")
-        self._want_hidden()
+        if self._tap is None:  # a context with no tap yet: made with one (the committed tokens come back)
+            self._want_hidden()
         self._use_embeddings(True)
         self._batch.fill(tokens, 0)
         self._batch.logits[:k] = 1
@@ -488,8 +500,10 @@ class Engine:
             del self.tokens[n_past:]
 
     def reset(self) -> None:
-        """Drop every committed token (and a tree evaluated but not kept)."""
+        """Drop every committed token (and a tree evaluated but not kept) and the saved states: the
+        next prompt is evaluated whole."""
         llama_cpp.llama_memory_clear(self._mem, True)
+        self.slots.clear()
         self.tokens.clear()
         self._hidden_valid = 0
         self._pending_tree = None
@@ -509,11 +523,54 @@ class Engine:
             raise ValueError("empty prompt")
         if outputs == "all":
             return self.eval(prompt, 0, outputs="all", hidden=hidden)
-        held = np.asarray(self.tokens[: len(prompt) - 1], dtype=np.int32)
-        diff = np.flatnonzero(held != prompt[: len(held)])
+        reuse = self._resume(prompt[:-1], hidden)
+        out = self._prefill_from(prompt, reuse, outputs, hidden, cancel)
+        out.reused = reuse
+        return out
+
+    def _resume(self, head: np.ndarray, hidden: bool) -> int:
+        """How many tokens of `head` (a prompt but its last token) are already evaluated: the live
+        conversation's, or a saved one's brought back when it holds more (kv_slots.py); the live
+        one is saved first when the prompt would throw much of it away."""
+        held = np.asarray(self.tokens[: len(head)], dtype=np.int32)
+        diff = np.flatnonzero(held != head[: len(held)])
         reuse = int(diff[0]) if len(diff) else len(held)
         if hidden:  # positions cached without their hidden states are evaluated again
             reuse = min(reuse, self._hidden_valid)
+        saved, match = self.slots.best(head, hidden=hidden)
+        switch = saved is not None and match >= reuse + SWITCH_MIN
+        if switch or self.n_past - reuse >= SAVE_MIN:
+            self._save_live()
+        if switch:
+            return match if self._restore(saved) else 0
+        return reuse
+
+    def _save_live(self) -> None:
+        """Set the live conversation's state aside in `slots` (when it has one worth keeping)."""
+        if self.n_past < SAVE_MIN or self.slots.cap_bytes <= 0:
+            return
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, 0)
+        data = (ctypes.c_uint8 * size)()
+        if llama_cpp.llama_state_seq_get_data(self._ctx, data, size, 0) != size:
+            return
+        hidden = self._hidden_cache[: self._hidden_valid].copy() if self._hidden_cache is not None else self._no_hidden
+        self.slots.add(SavedState(list(self.tokens), data, hidden))
+
+    def _restore(self, saved: SavedState) -> bool:
+        """Make `saved` the live conversation; False (and nothing held) if llama.cpp refused it."""
+        self.slots.take(saved)
+        llama_cpp.llama_memory_seq_rm(self._mem, 0, -1, -1)
+        self.tokens.clear()
+        self._hidden_valid = 0
+        if llama_cpp.llama_state_seq_set_data(self._ctx, saved.data, len(saved.data), 0) != len(saved.data):
+            llama_cpp.llama_memory_seq_rm(self._mem, 0, -1, -1)
+            return False
+        self.tokens.extend(saved.tokens)
+        if len(saved.hidden):
+            self._cache_hidden(0, saved.hidden)
+        return True
+
+    def _prefill_from(self, prompt: np.ndarray, reuse: int, outputs: str, hidden: bool, cancel) -> EvalOutput:
         if cancel is None or outputs != "last":
             return self.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
         with self.cancellable(cancel):

@@ -131,6 +131,22 @@ def test_streamed_text_equals_the_whole_reply(server, method):
     assert chunks[-1].choices[0].finish_reason == "length" and chunks[-1].model_extra["sense"]["method"] == method
 
 
+def test_usage_counts_the_prompt_tokens_a_follow_up_reuses(server):
+    """`prompt_tokens_details.cached_tokens`: a grounded follow-up reuses its whole first turn
+    (passages included, grounding/memory.py), streamed or not, and a fresh question does not."""
+    client = server.client()
+    messages = [{"role": "user", "content": "What does the with statement do?"}]
+    first = client.chat.completions.create(model="test", messages=messages, max_tokens=24, temperature=0)
+    assert first.model_extra["sources"]  # grounded
+    assert first.usage.prompt_tokens_details.cached_tokens < first.usage.prompt_tokens // 2
+    messages += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "And what does a while loop do?"}]
+    chunks = list(client.chat.completions.create(model="test", messages=messages, max_tokens=24, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    assert first.usage.prompt_tokens <= usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens
+
+
 def test_completions_continue_raw_text(server):
     client = server.client()
     done = client.completions.create(model="test", prompt="The capital of France is", max_tokens=6, temperature=0)

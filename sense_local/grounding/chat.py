@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..chat_template import fit_chat
+from ..chat_template import chat_tokens, fit_chat
 from ..errors import SenseError
+from .memory import GroundedQuestion, GroundingMemory, Recalled
 from .prompt import DEFAULT_BUDGET, grounded_message
 from .retrieve import DEFAULT_RANKER, PassageRetriever
 from .sources import Source
@@ -20,6 +21,7 @@ class GroundedTurn:
     sources: list[Source] = field(default_factory=list)
     dropped: int = 0  # older messages left out to make room
     notes: list[str] = field(default_factory=list)  # for the user: partial index, empty store, ...
+    grounded: GroundedQuestion | None = None  # what the grounding memory keeps of it (None: no passages)
 
 
 class GroundedChat:
@@ -36,35 +38,58 @@ class GroundedChat:
         self.budget = budget
         self.gate = gate  # leave the documents out of questions they are not about (retrieve.Evidence)
 
-    def prepare(self, messages: list[dict], question: str, *, reserve: int) -> GroundedTurn:
-        """Prompt tokens for `messages` (earlier turns, plain) + the grounded question."""
+    def prepare(self, messages: list[dict], question: str, *, reserve: int,
+                memory: GroundingMemory | None = None) -> GroundedTurn:
+        """Prompt tokens for `messages` (earlier turns) + the grounded question. With a `memory`,
+        earlier questions come back with the passages they were answered from while they fit (the
+        oldest lose theirs first), so the prompt starts with the tokens evaluated last turn."""
         question = question.strip()
         if not question:
             raise SenseError("empty question: type something to ask")
-        notes, hits = [], []
-        if self.store is not None:
-            fresh = self.store.refreshed()  # an indexer may have committed more since
-            if fresh is not self.store:
-                self.store, self.retriever = fresh, PassageRetriever(self.engine, fresh, self.retriever.ranker)
-            status = self.store.indexing_status()
-            if status:
-                notes.append(f"indexing is still running: answering from the {len(self.store.manifest.documents)} "
-                             "documents indexed so far")
-            unkeyed = len(self.store.unkeyed())
-            if unkeyed:
-                notes.append(f"{unkeyed} document{'s' * (unkeyed > 1)} not yet read by the model: found by words only")
-            if not self.store.manifest.documents:
-                notes.append("the document store is empty: answering without documents")
-            else:
-                hits = self.retriever.search(question, self.passages, gate=self.gate)
-                if not hits:
-                    notes.append("the documents are not about this question (few of its words occur in them): "
-                                 "answering without them")
+        notes, hits = self._retrieve(question)
         # passages get what is left of the context after the reply, the question and the template
         room = self.engine.n_ctx - reserve - len(self.engine.tokenize(question, add_special=False)) - 192
         budget = min(self.budget, max(room, 0))
-        content, sources = grounded_message(self.engine, question, hits, budget)
-        tokens, dropped = fit_chat(self.engine, [*messages, {"role": "user", "content": content}], reserve)
+        remembered = memory.count(messages) if memory is not None else 0
+        skip = 0
+        while True:
+            recalled = memory.recall(messages, skip) if memory is not None else Recalled(list(messages), [])
+            content, sources, refers = grounded_message(self.engine, question, hits, budget, recalled.in_context)
+            chat = [*recalled.messages, {"role": "user", "content": content}]
+            tokens, dropped = chat_tokens(self.engine, chat), 0
+            if len(tokens) + reserve <= self.engine.n_ctx:
+                break
+            if skip >= remembered:  # every earlier question is plain: drop the oldest turns
+                tokens, dropped = fit_chat(self.engine, chat, reserve)
+                break
+            skip += 1
         if dropped:
             notes.append(f"left out the {dropped} oldest messages to fit the context")
-        return GroundedTurn(tokens, content, sources, dropped, notes)
+        grounded = None
+        if sources:
+            grounded = GroundedQuestion(content, tuple(s for s in sources if s.number not in refers), refers)
+        return GroundedTurn(tokens, content, sources, dropped, notes, grounded)
+
+    def _retrieve(self, question: str) -> tuple[list[str], list]:
+        """(notes for the user, the passages found for `question`)."""
+        notes, hits = [], []
+        if self.store is None:
+            return notes, hits
+        fresh = self.store.refreshed()  # an indexer may have committed more since
+        if fresh is not self.store:
+            self.store, self.retriever = fresh, PassageRetriever(self.engine, fresh, self.retriever.ranker)
+        status = self.store.indexing_status()
+        if status:
+            notes.append(f"indexing is still running: answering from the {len(self.store.manifest.documents)} "
+                         "documents indexed so far")
+        unkeyed = len(self.store.unkeyed())
+        if unkeyed:
+            notes.append(f"{unkeyed} document{'s' * (unkeyed > 1)} not yet read by the model: found by words only")
+        if not self.store.manifest.documents:
+            notes.append("the document store is empty: answering without documents")
+        else:
+            hits = self.retriever.search(question, self.passages, gate=self.gate)
+            if not hits:
+                notes.append("the documents are not about this question (few of its words occur in them): "
+                             "answering without them")
+        return notes, hits

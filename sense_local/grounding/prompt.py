@@ -1,12 +1,14 @@
 """Put retrieved passages into the conversation within a token budget.
 
-Only the newest user turn carries passages (older turns keep their plain text, so the context holds
-more conversation). Passages are added best first while they fit `budget` tokens; a passage that
-does not fit whole is cut at a line break. Older turns are then dropped by `fit_chat` as the
-context fills, never the passages of the current question.
+The newest user turn carries its passages. Earlier turns keep theirs where the conversation's
+grounding memory still has them (memory.py), so the prompt repeats the tokens already evaluated; a
+passage already in the context is then cited by its number, not repeated, and new passages are
+numbered after the ones above. Passages are added best first while they fit `budget` tokens; a
+passage that does not fit whole is cut at a line break.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .retrieve import PassageHit
@@ -17,13 +19,28 @@ INSTRUCTION = (
     "Answer the question using the numbered passages from my documents below. "
     "Cite the passages you use like [1]. If they do not contain the answer, say so."
 )
+INSTRUCTION_ABOVE = (
+    "Answer the question using the numbered passages from my documents given above ({numbers}). "
+    "Cite the passages you use like [1]. If they do not contain the answer, say so."
+)
+ALSO_ABOVE = "Passages given above that also apply: {numbers}."
 
 
-def grounded_message(engine, question: str, hits: list[PassageHit], budget: int = DEFAULT_BUDGET) -> tuple[str, list[Source]]:
-    """The user message for a question with its passages, and the sources it cites."""
-    blocks, sources, used = [], [], 0
+def grounded_message(engine, question: str, hits: list[PassageHit], budget: int = DEFAULT_BUDGET,
+                     in_context: Sequence[Source] = ()) -> tuple[str, list[Source], tuple[int, ...]]:
+    """The user message for a question with its passages, the sources it cites (in the hits'
+    order) and the numbers of those it cites from `in_context` (passages given earlier in the
+    conversation) without repeating them."""
+    known = {(s.path, s.passage): s for s in in_context}
+    number = max((s.number for s in in_context), default=0)
+    blocks, sources, refers, used = [], [], [], 0
     for hit in hits:
-        source = Source.from_row(len(sources) + 1, hit.passage, hit.score)
+        earlier = known.get((hit.passage.path, hit.passage.text))
+        if earlier is not None:
+            sources.append(earlier)
+            refers.append(earlier.number)
+            continue
+        source = Source.from_row(number + 1, hit.passage, hit.score)
         text = source.passage
         cost = len(engine.tokenize(text, add_special=False)) + 16
         if used + cost > budget:
@@ -35,10 +52,16 @@ def grounded_message(engine, question: str, hits: list[PassageHit], budget: int 
         header = f"[{source.number}] {Path(source.path).name}, {source.location}"
         blocks.append(f"{header}\n{text}")
         sources.append(source)
+        number += 1
         used += cost
-    if not blocks:
-        return question, []
-    return f"{INSTRUCTION}\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}", sources
+    above = ", ".join(f"[{n}]" for n in refers)
+    if blocks:
+        parts = [INSTRUCTION, *blocks] + ([ALSO_ABOVE.format(numbers=above)] if refers else [])
+    elif refers:
+        parts = [INSTRUCTION_ABOVE.format(numbers=above)]
+    else:
+        return question, [], ()
+    return "\n\n".join(parts) + f"\n\nQuestion: {question}", sources, tuple(refers)
 
 
 def _cut(engine, text: str, max_tokens: int) -> str:

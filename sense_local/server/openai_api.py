@@ -145,7 +145,8 @@ def finish_reason(finished: Finished) -> str:
 
 def usage(prompt_tokens: int, stats: GenerationStats) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": stats.tokens,
-            "total_tokens": prompt_tokens + stats.tokens}
+            "total_tokens": prompt_tokens + stats.tokens,
+            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
 
 
 def sense_stats(stats: GenerationStats) -> dict:

@@ -137,6 +137,7 @@ class SpecDecoder:
         if self.record_gaps:
             self.stats.top2_gaps.append(top2_gap(out.logits[-1]))
         self.stats.forwards = 1
+        self.stats.cached_tokens = out.reused
         self._shadow = None
         if self.drafter is not None:
             self.drafter.begin(prompt)

@@ -90,6 +90,7 @@ class TokenEvent:
 class GenerationStats:
     method: str
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV entries were reused, not evaluated again
     tokens: int = 0  # generated tokens
     forwards: int = 0  # target decode calls that produced generated tokens (prefill counts once)
     drafted: int = 0  # draft tokens sent to verification
@@ -121,6 +122,7 @@ class GenerationStats:
         return {
             "method": self.method,
             "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
             "tokens": self.tokens,
             "forwards": self.forwards,
             "tau": round(self.tau, 4),

@@ -8,9 +8,10 @@ from .chat_template import chat_tokens
 from .engine import Engine
 from .errors import ContextOverflowError, SenseError
 from .speculative.cost import FLAT, cost_curve_for
+from .speculative.drafters.prediction import PredictionDrafter
 from .speculative.loop import SpecDecoder
 from .speculative.methods import DEFAULT_METHOD, DraftContext, get_method
-from .speculative.verify import AcceptanceRule, SoftOptions, SoftVerifier
+from .speculative.verify import AcceptanceRule, SoftOptions, SoftVerifier, Truncation
 
 
 MAX_STOPS = 4  # stop strings per request (OpenAI's limit)
@@ -27,6 +28,10 @@ class GenerationOptions:
     theta: float | None = None  # soft-gate threshold for soft methods (None: SoftOptions' default)
     free_verification: bool = False  # size drafts as if a k-token decode cost one token's (a flat cost curve)
     stop: tuple[str, ...] = ()  # the reply ends before the first of these strings (not included)
+    top_k: int = 0  # sampling (temperature > 0) draws from the top_k likeliest tokens (0: all)
+    top_p: float = 1.0  # ... from the smallest set holding this much probability (1: all)
+    min_p: float = 0.0  # ... from tokens at least min_p times as likely as the likeliest (0: all)
+    prediction: str = ""  # Predicted Outputs: text the reply will mostly repeat, drafted from (drafters/prediction.py)
 
     def __post_init__(self):
         get_method(self.method)  # unknown names fail here, with the list of known ones
@@ -36,8 +41,13 @@ class GenerationOptions:
             raise SenseError(f"--temperature must be between 0 and 5 (got {self.temperature})")
         if self.theta is not None:
             SoftOptions(theta=self.theta)  # validates
+        self.truncation  # validates top_k, top_p, min_p
         if len(self.stop) > MAX_STOPS or not all(isinstance(s, str) and s for s in self.stop):
             raise SenseError(f"stop: at most {MAX_STOPS} non-empty strings (got {list(self.stop)!r})")
+
+    @property
+    def truncation(self) -> Truncation:
+        return Truncation(self.top_k, self.top_p, self.min_p)
 
     def replace(self, **changes) -> "GenerationOptions":
         """A copy with some fields changed (validated like a new one)."""
@@ -90,11 +100,15 @@ def make_decoder(
     if method.needs_store and store is None:
         raise SenseError(f"method '{method.name}' retrieves from documents: give a store (--store DIR)")
     drafter = method.make_drafter(DraftContext(engine, store)) if method.make_drafter else None
+    if options.prediction:  # the predicted text drafts first; the method's drafter where the output leaves it
+        predicted = engine.tokenize(options.prediction, add_special=False)
+        drafter = PredictionDrafter(predicted, fallback=drafter)
     return SpecDecoder(
         engine,
         method=method.name,
         drafter=drafter,
-        rule=AcceptanceRule(method.rule, options.temperature, soft_verifier(engine, options) if method.rule == "soft" else None),
+        rule=AcceptanceRule(method.rule, options.temperature,
+                            soft_verifier(engine, options) if method.rule == "soft" else None, options.truncation),
         cost=None if drafter is None else FLAT if options.free_verification else cost_curve_for(engine),
         seed=options.seed,
         record_gaps=record_gaps,

@@ -72,3 +72,17 @@ def read_line(where: str = "standard input") -> str | None:
 def argument(value: str, where: str) -> str:
     """A command-line argument ('-' reads stdin) as valid text."""
     return read_stdin() if value == "-" else clean(value, where)
+
+
+def read_file(path: str, where: str) -> str:
+    """A text file's content ('-': stdin); SenseError (one line) when it cannot be read."""
+    from pathlib import Path
+
+    from .errors import SenseError
+
+    if path == "-":
+        return read_stdin(where)
+    try:
+        return decode_bytes(Path(path).expanduser().read_bytes(), where)
+    except OSError as exc:
+        raise SenseError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None

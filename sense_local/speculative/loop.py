@@ -89,6 +89,8 @@ class SpecDecoder:
                 yield TokenEvent(-1, tail, TARGET)
         finally:
             self.stats.t_total = time.perf_counter() - t0 - self.stats.t_prefill
+            if self.drafter is not None:
+                self.drafter.report(self.stats)
 
     # ------------------------------------------------------------------ the loop
     def _decode(self, last: int, max_tokens: int, cancel, detok) -> Iterator[TokenEvent]:

@@ -102,6 +102,8 @@ class GenerationStats:
     t_verify: float = 0.0
     t_total: float = 0.0  # wall time after the prefill (which also yields the first token)
     stop_reason: str = ""
+    prediction_accepted: int = 0  # Predicted Outputs: prediction tokens the output followed
+    prediction_rejected: int = 0  # and the prediction's other tokens
     top2_gaps: list[float] = field(default_factory=list)  # per generated token, when recorded
 
     @property
@@ -138,4 +140,5 @@ class GenerationStats:
                 "total": round(self.t_total, 4),
             },
             "stop_reason": self.stop_reason,
+            "prediction": {"accepted": self.prediction_accepted, "rejected": self.prediction_rejected},
         }

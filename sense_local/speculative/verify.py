@@ -37,22 +37,72 @@ def softmax(row: np.ndarray, temperature: float) -> np.ndarray:
     return z
 
 
+@dataclass(frozen=True)
+class Truncation:
+    """Which tokens sampling may draw, applied to p = softmax(logits / temperature) in vLLM's order
+    (temperature first): top_k (0: all), top_p (1: all; the smallest set of most likely tokens
+    holding that much mass), min_p (0: all; tokens at least min_p times the likeliest one's
+    probability). Speculative sampling verifies against the truncated p, so it stays lossless."""
+
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+    def __post_init__(self):
+        from ..errors import SenseError
+
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise SenseError(f"top_k must be an integer of 0 or more (got {self.top_k!r})")
+        if not 0.0 < self.top_p <= 1.0:
+            raise SenseError(f"top_p must be above 0 and at most 1 (got {self.top_p!r})")
+        if not 0.0 <= self.min_p < 1.0:
+            raise SenseError(f"min_p must be from 0 to below 1 (got {self.min_p!r})")
+
+    @property
+    def active(self) -> bool:
+        return self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        """p [V] probabilities, truncated and renormalised in place."""
+        if self.top_k > 0 and self.top_k < len(p):
+            kth = np.partition(p, -self.top_k)[-self.top_k]
+            p[p < kth] = 0.0
+        if self.top_p < 1.0:
+            order = np.argsort(-p)  # ~5 ms on 151,936 entries: sampling at top_p < 1 only
+            mass = np.cumsum(p[order])
+            cut = int(np.searchsorted(mass, self.top_p * mass[-1])) + 1
+            p[order[cut:]] = 0.0
+        if self.min_p > 0.0:
+            p[p < self.min_p * p.max()] = 0.0
+        p /= p.sum()
+        return p
+
+
+NO_TRUNCATION = Truncation()
+
+
 def sample_from(p: np.ndarray, rng: np.random.Generator) -> int:
     cdf = np.cumsum(p)
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
 
 
 def verify_sampling(
-    logits: np.ndarray, draft: np.ndarray, temperature: float, rng: np.random.Generator
+    logits: np.ndarray, draft: np.ndarray, temperature: float, rng: np.random.Generator,
+    truncation: Truncation = NO_TRUNCATION,
 ) -> Verdict:
     """Speculative sampling with a deterministic draft. logits: [k+1, V]; draft: [k]."""
+
+    def dist(row: np.ndarray) -> np.ndarray:
+        p = softmax(row, temperature)
+        return truncation.apply(p) if truncation.active else p
+
     for i, x in enumerate(draft):
-        p = softmax(logits[i], temperature)
+        p = dist(logits[i])
         if rng.random() < p[x]:
             continue
         p[x] = 0.0  # (p - onehot(x))+ : the rest of the mass, renormalised by sample_from
         return Verdict(accepted=i, next_token=sample_from(p, rng))
-    return Verdict(accepted=len(draft), next_token=sample_from(softmax(logits[len(draft)], temperature), rng))
+    return Verdict(accepted=len(draft), next_token=sample_from(dist(logits[len(draft)]), rng))
 
 
 @dataclass(frozen=True)
@@ -256,10 +306,11 @@ class AcceptanceRule:
     name: str = "exact"
     temperature: float = 0.0
     soft: SoftVerifier | None = None
+    truncation: Truncation = NO_TRUNCATION  # sampling only: greedy decoding keeps the top token anyway
 
     def __call__(self, logits: np.ndarray, draft: np.ndarray, rng: np.random.Generator, support: float = 0.0) -> Verdict:
         if self.temperature > 0:
-            return verify_sampling(logits, draft, self.temperature, rng)
+            return verify_sampling(logits, draft, self.temperature, rng, self.truncation)
         if self.soft is not None and len(draft):
             return self.soft(logits, draft, support)
         return verify_exact(logits, draft)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from ..types import Draft, Feedback
+from ..types import Draft, Feedback, GenerationStats
 
 
 class Drafter(ABC):
@@ -29,6 +29,9 @@ class Drafter(ABC):
 
     def update(self, feedback: Feedback) -> None:  # noqa: B027 - optional hook
         pass
+
+    def report(self, stats: GenerationStats) -> None:  # noqa: B027 - optional hook
+        """Add the drafter's own figures to a finished generation's statistics."""
 
 
 class AcceptanceEstimate:

@@ -1,0 +1,149 @@
+"""Predicted Outputs on code edits (`scripts/bench_predicted`): the model rewrites a real Python file
+(40-150 lines of the standard library) with one edit asked for, and the file itself is the
+prediction. Decode tok/s of `ar`, `ar` + prediction, `pld`, `pld` + prediction, and llama-server
+(plain and `--spec-type ngram-mod`, which has no prediction input) on the same prompts, one request at
+a time, interleaved per edit; text compared with `ar`'s (identical, or the top-2 gap where they part).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sense_local.engine import Engine
+from sense_local.generation import GenerationOptions, make_decoder, prompt_tokens
+from sense_local.registry import resolve_model
+
+# (module, where the span starts, the edit): whole top-level definitions from there, 40-150 lines
+EDITS = [
+    ("colorsys", "def rgb_to_hls", "Rename the variables maxc and minc to high and low."),
+    ("textwrap", "def dedent", "Rename the variable margin to common_prefix."),
+    ("shlex", "def split", "Add a one-line docstring to every function that has none."),
+    ("fnmatch", "def fnmatch", "Rename the parameter pat to pattern everywhere."),
+    ("bisect", "def insort_right", "Rename the parameters lo and hi to low and high."),
+    ("heapq", "def heappush", "Change every comment to start with '# NOTE:'."),
+    ("glob", "def glob(", "Rename the parameter root_dir to base_dir everywhere."),
+    ("string", "class Formatter", "Add a one-line docstring to every method that has none."),
+    ("calendar", "def isleap", "Rename the parameter year to yr everywhere."),
+    ("copy", "def copy(", "Rename the variable cls to klass everywhere."),
+]
+MIN_LINES, MAX_LINES = 40, 150
+
+
+def source_span(module: str, first: str) -> str:
+    """The module's source from `first` to the first top-level definition after MIN_LINES lines."""
+    text = Path(inspect.getsourcefile(__import__(module))).read_text()
+    lines = text[text.index(first):].split("\n")
+    end = next((i for i in range(MIN_LINES, min(len(lines), MAX_LINES))
+                if lines[i].startswith(("def ", "class ", "@"))), min(len(lines), MAX_LINES))
+    return "\n".join(lines[:end]).rstrip() + "\n"
+
+
+def edit_prompt(code: str, instruction: str) -> tuple[str, str]:
+    prompt = f"{instruction} Reply with the whole code only, in one code block.\n```python\n{code}```"
+    return prompt, f"```python\n{code}```"
+
+
+def ours(engine: Engine, prompt: list[int], method: str, prediction: str, max_tokens: int) -> dict:
+    options = GenerationOptions(method=method, max_tokens=max_tokens, prediction=prediction)
+    decoder = make_decoder(engine, options, record_gaps=True)
+    tokens = [ev.token for ev in decoder.generate(prompt, max_tokens)]
+    s = decoder.stats
+    return {"tokens": tokens, "tok_per_s": s.tok_per_s, "tau": s.tau, "gaps": s.top2_gaps,
+            "accepted_prediction": s.prediction_accepted, "rejected_prediction": s.prediction_rejected}
+
+
+def same_as(ref: dict, tokens: list[int]) -> str:
+    a = ref["tokens"]
+    n = min(len(a), len(tokens))
+    diff = [i for i in range(n) if a[i] != tokens[i]]
+    if not diff and len(a) == len(tokens):
+        return "identical"
+    at = diff[0] if diff else n
+    gap = ref["gaps"][at] if at < len(ref["gaps"]) else float("nan")
+    return f"parts at {at} (gap {gap:.2f})"
+
+
+def run(args) -> dict:
+    path = resolve_model(args.model)
+    engine = Engine(path, n_ctx=args.ctx)
+    peers = {}
+    if args.peers:
+        from sense_local.bench.llama_server import LlamaServerPeer, server_binary
+
+        binary = server_binary()
+        peers = {name: LlamaServerPeer(binary, path, spec_type=spec, n_ctx=args.ctx, n_threads=engine.n_threads)
+                 for name, spec in (("llama-server", None), ("llama-server ngram-mod", "ngram-mod"))}
+    rows = []
+    try:
+        for module, first, instruction in EDITS[: args.edits]:
+            code = source_span(module, first)
+            text, prediction = edit_prompt(code, instruction)
+            prompt = prompt_tokens(engine, text)
+            row = {"edit": f"{module}: {instruction}", "lines": code.count("\n"), "prompt_tokens": len(prompt),
+                   "prediction_tokens": len(engine.tokenize(prediction, add_special=False))}
+            engine.prefill(prompt)  # the prompt's KV is shared by our four runs: decode timed alone
+            ref = ours(engine, prompt, "ar", "", args.max_tokens)
+            row["ar"] = {"tok_per_s": ref["tok_per_s"], "tokens": len(ref["tokens"])}
+            for name, method, pred in (("ar+prediction", "ar", prediction), ("pld", "pld", ""),
+                                       ("pld+prediction", "pld", prediction)):
+                r = ours(engine, prompt, method, pred, args.max_tokens)
+                row[name] = {"tok_per_s": r["tok_per_s"], "tau": r["tau"], "text": same_as(ref, r["tokens"]),
+                             "accepted_prediction": r["accepted_prediction"],
+                             "rejected_prediction": r["rejected_prediction"]}
+            for name, peer in peers.items():
+                if name.endswith("ngram-mod"):
+                    peer.restart()  # its pool must not hold this edit's earlier answer
+                r = peer.run(prompt, args.max_tokens)
+                row[name] = {"tok_per_s": r.tok_per_s, "text": same_as(ref, r.tokens), "error": r.error}
+            rows.append(row)
+            print(f"{row['edit'][:48]:48s} " + " ".join(
+                f"{k} {row[k]['tok_per_s'] / max(row['ar']['tok_per_s'], 1e-9):.2f}x"
+                for k in row if isinstance(row[k], dict) and k != "ar"), file=sys.stderr)
+    finally:
+        for peer in peers.values():
+            peer.close()
+        engine.close()
+    return {"model": str(path.name), "max_tokens": args.max_tokens, "rows": rows, "summary": summary(rows)}
+
+
+def summary(rows: list[dict]) -> dict:
+    names = [k for k in rows[0] if isinstance(rows[0][k], dict) and k != "ar"] if rows else []
+    out = {}
+    def geomean(name: str, base: str) -> float:
+        ratios = [r[name]["tok_per_s"] / r[base]["tok_per_s"] for r in rows if r[base]["tok_per_s"] > 0]
+        return round(float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-9))))), 3)
+
+    for name in names:
+        out[name] = {"geomean_vs_ar": geomean(name, "ar"),
+                     "identical": sum(r[name].get("text") == "identical" for r in rows)}
+        if "llama-server" in rows[0]:
+            out[name]["geomean_vs_llama_server"] = geomean(name, "llama-server")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--edits", type=int, default=len(EDITS))
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--no-peers", dest="peers", action="store_false", help="leave llama-server out")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    results = run(args)
+    results["seconds"] = round(time.time() - t0)
+    print(json.dumps(results["summary"], indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

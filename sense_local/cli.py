@@ -37,7 +37,7 @@ def conversation_config(args, **extra):
     from .generation import GenerationOptions
 
     options = GenerationOptions(method=args.method, max_tokens=args.max_tokens, temperature=args.temperature,
-                                seed=args.seed, theta=args.theta)
+                                seed=args.seed or 0, theta=args.theta)
     if getattr(args, "cache_ram", None) is not None:
         extra["cache_ram_mib"] = args.cache_ram
     return ConversationConfig(model=args.model, n_ctx=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,
@@ -125,10 +125,15 @@ def cmd_models(args) -> int:
 def cmd_generate(args) -> int:
     from .conversation import Conversation
     from .line_output import stream
-    from .text_input import argument
+    from .text_input import argument, read_file
 
     config = conversation_config(args, store=args.store, grounded=False)  # the store feeds retrieval drafters only
     prompt = argument(args.prompt, "the prompt")
+    if args.predict:
+        if args.predict == "-" and args.prompt == "-":
+            raise SenseError("the prompt and --predict cannot both read standard input")
+        prediction = read_file(args.predict, "--predict")
+        config = config.replace(options=config.options.replace(prediction=prediction))
     conversation = Conversation.open(config)
     turn = (conversation.complete(prompt) if args.raw else
             conversation.reply([{"role": "user", "content": prompt}]))
@@ -198,7 +203,9 @@ def cmd_serve(args) -> int:
     config = conversation_config(args, store=args.store, ranker=args.ranker, passages=args.passages,
                                  budget=args.budget, gate=not args.always_ground)
     api_key = args.api_key or os.environ.get("SENSE_API_KEY") or None
-    return serve(config, host=args.host, port=args.port, api_key=api_key, queue_size=args.queue)
+    return serve(config, host=args.host, port=args.port, api_key=api_key, queue_size=args.queue,
+                 strict_model=args.strict_model, fixed_seed=args.seed is not None,
+                 allow_hosts=tuple(args.allow_host), cors=tuple(args.cors))
 
 
 def default_store() -> str:
@@ -305,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="document store for retrieval methods (sense, rest)")
     p.add_argument("--theta", type=float, default=None, help="soft-gate threshold for sense-soft (0..1; 1 = exact)")
     p.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
+    p.add_argument("--predict", metavar="FILE", help="text the reply will mostly repeat (e.g. the file being edited): "
+                   "drafted from, losslessly (OpenAI's Predicted Outputs; '-' reads stdin)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the text and statistics")
     p.add_argument("--events", action="store_true", help="with --json: include per-token events")
     p.add_argument("--stats", action="store_true", help="print statistics to stderr")
@@ -353,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "a request may name another in a `method` field)")
     p.add_argument("--max-tokens", type=int, default=512, help="reply length when a request gives no max_tokens")
     p.add_argument("--temperature", type=float, default=0.0, help="when a request gives none")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for requests that give none (default: a new random seed per request)")
     p.add_argument("--system", help="system prompt for conversations that bring none")
     p.add_argument("--theta", type=float, default=None, help="soft-gate threshold for sense-soft")
     p.add_argument("--passages", type=int, default=3, help="passages retrieved into a grounded prompt (default 3)")
@@ -362,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--always-ground", action="store_true",
                    help="ground every question, even ones few of whose words occur in the documents")
     p.add_argument("--queue", type=int, default=64, help="requests that may wait for the model (default 64; more get 503)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a Host name requests may use besides the bound address (repeatable; e.g. this "
+                        "machine's LAN name); others get 403 (browser DNS-rebinding guard)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin (e.g. http://localhost:3000) whose pages may call the API from a "
+                        "browser (repeatable); other origins get 403")
+    p.add_argument("--strict-model", action="store_true",
+                   help="answer 404 to requests naming another model (default: the loaded model answers them)")
     _add_cache_ram_arg(p)
     p.set_defaults(func=cmd_serve)
 

@@ -17,7 +17,7 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import ROOT, pydoc_topics_store
+from conftest import ROOT, pydoc_topics_store, run_cli
 
 TOPICS = ["with", "pass", "while", "lambda"]
 KEY = "sk-test-1234"
@@ -97,7 +97,7 @@ def server(store_dir):
 @pytest.fixture(scope="module")
 def keyed(store_dir):
     """A server that wants a key and lets one request wait."""
-    s = Server("--api-key", KEY, "--queue", "1")
+    s = Server("--api-key", KEY, "--queue", "1", "--strict-model", "--cors", "http://localhost:3000")
     yield s
     s.stop()
 
@@ -212,23 +212,100 @@ def test_bad_requests_get_openai_shaped_errors(server):
     assert _error(http("POST", url, json_body={"messages": []}, timeout=30), 400)["param"] == "messages"
     assert _error(http("POST", url, json_body={"messages": [{"role": "wizard", "content": "x"}]}, timeout=30), 400)
     assert _error(http("POST", url, json_body={"messages": [{"role": "assistant", "content": "x"}]}, timeout=30), 400)
-    assert _error(http("POST", url, json_body={"model": "gpt-4", "messages": msgs}, timeout=30), 404)["code"] == "model_not_found"
+    for bad, param in [({"top_p": 0}, "top_p"), ({"top_k": 1.5}, "top_k"), ({"min_p": 1}, "min_p"),
+                       ({"presence_penalty": 0.5}, "presence_penalty"), ({"logprobs": True}, "logprobs"),
+                       ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+                       ({"response_format": {"type": "json_object"}}, "response_format"),
+                       ({"prediction": "text"}, "prediction")]:
+        assert _error(http("POST", url, json_body={"messages": msgs, **bad}, timeout=30), 400)["param"] == param, bad
     too_long = [{"role": "user", "content": "word " * 5000}]
     body = _error(http("POST", url, json_body={"messages": too_long, "grounded": False}, timeout=60), 413)
     assert "context holds 2048" in body["message"]
     # a body over the limit is refused from its Content-Length, before it is read
     assert _error(http("POST", url, content=b"{}", headers={"Content-Length": str(5 * 2**20)}, timeout=60), 413)
     assert _error(http("GET", server.base + "/v1/nothing", timeout=30), 404)
-    with pytest.raises(openai.NotFoundError):
-        server.client().chat.completions.create(model="gpt-4", messages=msgs)
     assert server.health()["status"] == "ok"  # and the server goes on
+
+
+def test_any_model_name_is_answered_by_the_loaded_model(server):
+    """Clients name models of their own ('gpt-3.5-turbo' for title requests): the one model answers,
+    and says which it is; the fields clients send by default change nothing."""
+    client = server.client()
+    defaults = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0, "logprobs": False, "n": 1,
+                "grounded": False, "method": "ar"}
+    named = client.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "Say hi."}],
+                                           max_tokens=8, temperature=0, extra_body=defaults)
+    plain = chat(client, "Say hi.", max_tokens=8, temperature=0, extra_body={"grounded": False, "method": "ar"})
+    assert named.model == "smollm2-135m-instruct-q8_0" and named.choices[0].message.content == plain.choices[0].message.content
+    assert client.models.retrieve("smollm2-135m-instruct-q8_0").id == "smollm2-135m-instruct-q8_0"
+    assert client.models.retrieve("gpt-4").id == "smollm2-135m-instruct-q8_0"
+
+
+def test_sampling_without_a_seed_differs_and_top_k_1_is_greedy(server):
+    client = server.client()
+    plain = {"grounded": False, "method": "pld"}
+    story = "Write one sentence about a cat."
+    texts = {chat(client, story, max_tokens=24, temperature=1.0, extra_body=plain).choices[0].message.content
+             for _ in range(3)}
+    assert len(texts) > 1  # no seed: each request draws its own
+    seeded = {chat(client, story, max_tokens=24, temperature=1.0, seed=7, extra_body=plain).choices[0].message.content
+              for _ in range(2)}
+    assert len(seeded) == 1
+    greedy = chat(client, story, max_tokens=24, temperature=0, extra_body=plain).choices[0].message.content
+    top1 = chat(client, story, max_tokens=24, temperature=1.0, extra_body={**plain, "top_k": 1}).choices[0].message.content
+    assert top1 == greedy  # only the likeliest token may be drawn: sampling is greedy decoding
+
+
+def test_pages_in_a_browser_cannot_use_the_server(server):
+    """DNS rebinding and cross-site requests (guard.py): a foreign Host or Origin gets 403, a body not
+    declared JSON 415, and none of them starts a generation or redirects to the foreign Host."""
+    url = server.base + "/v1/chat/completions"
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "grounded": False}
+    before = server.health()["completed"]
+    assert _error(http("POST", url, json_body=body, headers={"Host": "evil.example"}, timeout=30), 403)
+    assert _error(http("POST", url, json_body=body, headers={"Host": f"evil.example:{server.port}"}, timeout=30), 403)
+    denied = http("POST", url, json_body=body, headers={"Origin": "http://evil.example"}, timeout=30)
+    assert _error(denied, 403) and "access-control-allow-origin" not in {k.lower() for k in denied.headers}
+    assert _error(http("POST", url, content=json.dumps(body).encode(), headers={"Content-Type": "text/plain"},
+                       timeout=30), 415)
+    assert _error(http("GET", server.base + "/v1/models/", headers={"Host": "evil.example"}, timeout=30), 403)
+    assert server.health()["completed"] == before  # nothing ran
+    for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "localhost"):
+        assert http("GET", server.base + "/v1/models", headers={"Host": host}, timeout=30).status_code == 200
+    same_origin = http("POST", url, json_body=body, headers={"Origin": server.base}, timeout=60)
+    assert same_origin.status_code == 200, same_origin.text
+
+
+def test_malformed_bodies_and_methods_get_clear_errors(server):
+    url = server.base + "/v1/chat/completions"
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert "nested too deeply" in _error(http("POST", url, content=deep, timeout=30), 400)["message"]
+    huge = b'{"max_tokens": 1' + b"0" * 5000 + b"}"
+    assert _error(http("POST", url, content=huge, timeout=30), 400)
+    wrong = http("GET", url, timeout=30)
+    assert _error(wrong, 405) and wrong.headers["Allow"] == "POST"
+    assert server.health()["status"] == "ok"
+
+
+def test_a_busy_port_is_one_line_before_the_model_loads(server):
+    out = run_cli("serve", "--port", str(server.port))
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {server.port} on 127.0.0.1 is in use" in lines[0]  # no banner: no model loaded
 
 
 def test_api_key_is_required_when_set(keyed):
     with pytest.raises(openai.AuthenticationError):
         chat(keyed.client("wrong"), "hi", max_tokens=2)
+    with pytest.raises(openai.NotFoundError):  # --strict-model
+        keyed.client(KEY).chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert _error(http("GET", keyed.base + "/v1/models/gpt-4", headers={"Authorization": f"Bearer {KEY}"},
+                       timeout=30), 404)["code"] == "model_not_found"
     assert _error(http("GET", keyed.base + "/v1/models", timeout=30), 401)["code"] == "invalid_api_key"
     assert chat(keyed.client(KEY), "Say hi.", max_tokens=3).choices[0].message.content
+    allowed = http("GET", keyed.base + "/v1/models", headers={"Origin": "http://localhost:3000",
+                                                                "Authorization": f"Bearer {KEY}"}, timeout=30)
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
 
 
 def test_a_full_queue_answers_503_with_retry_after(keyed):

@@ -1,10 +1,13 @@
 """`sense-local serve`: the OpenAI-compatible HTTP API on the conversation runtime (see app.py)."""
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 import sys
 
 from ..conversation import Conversation, ConversationConfig
+from ..errors import SenseError
 from .jobs import DEFAULT_QUEUE
 
 LOOPBACK = "127.0.0.1"
@@ -29,26 +32,57 @@ def model_names(config: ConversationConfig, conversation: Conversation) -> tuple
 
 
 def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080, api_key: str | None = None,
-          queue_size: int = DEFAULT_QUEUE) -> int:
+          queue_size: int = DEFAULT_QUEUE, strict_model: bool = False, fixed_seed: bool = False,
+          allow_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = ()) -> int:
     import uvicorn
 
     from .app import ServerState, build_app
+    from .guard import HostPolicy
 
-    conversation = Conversation.open(config)
+    sock = bind(host, port)  # before the model loads: a busy port fails in a moment, not after it
+    try:
+        conversation = Conversation.open(config)
+    except BaseException:
+        sock.close()
+        raise
     model_id, aliases = model_names(config, conversation)
-    state = ServerState(conversation, model_id=model_id, aliases=aliases, api_key=api_key, queue_size=queue_size)
+    state = ServerState(conversation, model_id=model_id, aliases=aliases, api_key=api_key, queue_size=queue_size,
+                        strict_model=strict_model, fixed_seed=fixed_seed)
     if not api_key and not _is_loopback(host):
         print(f"sense-local serve: warning: listening on {host} without --api-key: anyone who can reach this "
               "machine can use the model", file=sys.stderr)
     store = f", documents {config.store}" if config.store else ""
     print(f"sense-local serve: {model_id} (method {config.options.method}{store}) on http://{host}:{port}/v1",
           file=sys.stderr, flush=True)
+    app = build_app(state, HostPolicy(host, allow_hosts, cors))
     try:
-        uvicorn.run(build_app(state), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3)).run(sockets=[sock])
     finally:
         state.queue.close()
         conversation.close()
+        sock.close()
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or SenseError saying why not (in use, no such address)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SenseError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop may rebind
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise SenseError(f"port {port} on {host} is in use by another program (choose another with --port)") from None
+        raise SenseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,11 +1,13 @@
 """The OpenAI-compatible HTTP server: Starlette routes over the generation queue.
 
     GET  /v1/models             the loaded model
+    GET  /v1/models/{id}        the loaded model (404 for another name with --strict-model)
     POST /v1/chat/completions   a chat turn (grounded on the store when the server has one)
     POST /v1/completions        a raw continuation
     GET  /health                {"status": "ok", ...} with the queue's counters
 
-Every error is JSON in OpenAI's shape; a client that disconnects cancels its generation.
+Every error is JSON in OpenAI's shape; a client that disconnects cancels its generation. Requests from
+web pages are kept out by guard.py.
 """
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from ..conversation import Conversation, Finished, Prepared
 from ..speculative.types import TokenEvent
+from .guard import GuardMiddleware, HostPolicy
 from .jobs import END, Failed, GenerationQueue, Job, QueueFull
 from .openai_api import (ApiError, TurnRequest, choice, envelope, finish_reason, new_id, parse_turn, sense_stats,
                          usage)
@@ -33,20 +38,44 @@ RETRY_AFTER_S = 5  # told to clients when the queue is full
 
 class ServerState:
     def __init__(self, conversation: Conversation, *, model_id: str, aliases: set[str], api_key: str | None,
-                 queue_size: int):
+                 queue_size: int, strict_model: bool = False, fixed_seed: bool = False):
         self.conversation = conversation
         self.model_id = model_id
         self.aliases = aliases | {model_id}
+        self.strict_model = strict_model  # a request naming another model gets 404 (else: the loaded one answers)
+        self.fixed_seed = fixed_seed  # requests without a seed use the configured one (else: a random one each)
         self.api_key = api_key
         self.queue = GenerationQueue(conversation, queue_size)
 
 
-def build_app(state: ServerState) -> Starlette:
+def build_app(state: ServerState, policy: HostPolicy | None = None) -> ASGIApp:
+    """The routes, behind the guard (guard.py: Host, Origin, Content-Type) and, for origins given
+    with --cors, CORS headers."""
+    app = _routes(state)
+    guarded = GuardMiddleware(app, policy or HostPolicy("127.0.0.1"), _deny)
+    if policy is not None and policy.cors:
+        return CORSMiddleware(guarded, allow_origins=sorted(policy.cors), allow_methods=["GET", "POST"],
+                              allow_headers=["Authorization", "Content-Type"])
+    return guarded
+
+
+def _deny(status: int, message: str) -> Response:
+    return JSONResponse(ApiError(status, message, type="invalid_request_error").body(), status_code=status)
+
+
+def _routes(state: ServerState) -> Starlette:
+    def model_object() -> dict:
+        created = int(state.conversation.model_path.stat().st_mtime)
+        return {"id": state.model_id, "object": "model", "created": created, "owned_by": "sense-local"}
+
     async def models(request: Request) -> Response:
         _authorize(state, request)
-        created = int(state.conversation.model_path.stat().st_mtime)
-        return JSONResponse({"object": "list", "data": [
-            {"id": state.model_id, "object": "model", "created": created, "owned_by": "sense-local"}]})
+        return JSONResponse({"object": "list", "data": [model_object()]})
+
+    async def model(request: Request) -> Response:
+        _authorize(state, request)
+        _check_model(state, request.path_params["model"])
+        return JSONResponse(model_object())
 
     async def health(request: Request) -> Response:
         q = state.queue
@@ -64,7 +93,8 @@ def build_app(state: ServerState) -> Starlette:
 
     async def on_http_error(request: Request, exc: HTTPException) -> Response:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(ApiError(exc.status_code, str(exc.detail), type=kind).body(), status_code=exc.status_code)
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail), type=kind).body(), status_code=exc.status_code,
+                            headers=exc.headers)  # a 405 says what is Allowed
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error").body(),
@@ -72,6 +102,7 @@ def build_app(state: ServerState) -> Starlette:
 
     routes = [
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
@@ -83,7 +114,9 @@ def build_app(state: ServerState) -> Starlette:
         yield
         state.queue.close()
 
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.router.redirect_slashes = False  # its redirect would echo the request's Host back as a URL
+    return app
 
 
 def _authorize(state: ServerState, request: Request) -> None:
@@ -94,6 +127,14 @@ def _authorize(state: ServerState, request: Request) -> None:
     if not secrets.compare_digest(token.encode(), state.api_key.encode()):
         raise ApiError(401, "missing or wrong API key (send it as 'Authorization: Bearer KEY')",
                        type="invalid_request_error", code="invalid_api_key")
+
+
+def _check_model(state: ServerState, model) -> None:
+    """One model is loaded: a request naming another is answered by it (as llama-server and LM Studio
+    do: clients send names like 'gpt-3.5-turbo' for title requests), or refused with --strict-model."""
+    if state.strict_model and model not in state.aliases:
+        raise ApiError(404, f"the model '{model}' does not exist here; this server runs '{state.model_id}' "
+                            "(GET /v1/models)", type="not_found_error", param="model", code="model_not_found")
 
 
 async def _read_json(request: Request):
@@ -107,7 +148,9 @@ async def _read_json(request: Request):
             raise ApiError(413, f"request body is over the limit of {MAX_BODY} bytes")
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or an integer of over 4,300 digits
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
 
 
@@ -115,11 +158,10 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
     _authorize(state, request)
     body = await _read_json(request)
     model = body.get("model") if isinstance(body, dict) else None
-    if model is not None and model not in state.aliases:
-        raise ApiError(404, f"the model '{model}' does not exist here; this server runs '{state.model_id}' "
-                            "(GET /v1/models)", type="not_found_error", param="model", code="model_not_found")
+    if model is not None:
+        _check_model(state, model)
     conversation = state.conversation
-    turn = parse_turn(body, kind, conversation.config.options, conversation.engine.n_ctx)
+    turn = parse_turn(body, kind, conversation.config.options, conversation.engine.n_ctx, fixed_seed=state.fixed_seed)
     job = Job(_starter(turn), asyncio.get_running_loop())
     try:
         state.queue.submit(job)

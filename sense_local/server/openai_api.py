@@ -4,6 +4,7 @@ response (on the last chunk when streamed) and `sources` (what a grounded answer
 name a decoding `method` and turn grounding off with `"grounded": false`."""
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,8 +41,9 @@ class TurnRequest:
     prompt: str = ""  # completion
 
 
-def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int) -> TurnRequest:
-    """Check a /v1/chat/completions or /v1/completions body; ApiError(400) names the bad field."""
+def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixed_seed: bool = False) -> TurnRequest:
+    """Check a /v1/chat/completions or /v1/completions body; ApiError(400) names the bad field. A
+    request without a seed gets a random one, unless the server was given one (`fixed_seed`)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     stream = _typed(body, "stream", bool, False)
@@ -70,17 +72,55 @@ def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int) -> Turn
         raise ApiError(400, f"stop must be a string or a list of at most {MAX_STOPS} non-empty strings", param="stop")
     method = _typed(body, "method", str, defaults.method)
     grounded = _typed(body, "grounded", bool, None)
+    prediction = _prediction(body.get("prediction"))
+    _refuse_unserved(body)
+    truncation = {key: _number(body, key, default) for key, default in
+                  (("top_k", defaults.top_k), ("top_p", defaults.top_p), ("min_p", defaults.min_p))}
+    if seed is None:
+        seed = defaults.seed if fixed_seed else secrets.randbits(32)  # "regenerate" must not repeat itself
     try:
         options = defaults.replace(method=method, max_tokens=max_tokens, temperature=float(temperature),
-                                   seed=defaults.seed if seed is None else seed % 2**32, stop=tuple(stop))
+                                   seed=seed % 2**32, stop=tuple(stop), prediction=prediction, **truncation)
     except SenseError as exc:
-        raise ApiError(400, str(exc), param="method") from None
+        param = next((k for k in ("top_k", "top_p", "min_p") if k in str(exc)), "method")
+        raise ApiError(400, str(exc), param=param) from None
     request = TurnRequest(kind, options, stream, bool(stream_options.get("include_usage")), grounded)
     if kind == "chat":
         request.messages = _messages(body.get("messages"))
     else:
         request.prompt = _prompt(body.get("prompt"))
     return request
+
+
+# Fields we do not serve yet, with the values that ask for nothing (what clients send by default).
+# Anything else is a 400 naming the field: a silent 200 would pretend it had an effect.
+UNSERVED = {
+    "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "repetition_penalty": (1, 1.0),
+    "logprobs": (False, 0), "top_logprobs": (0,), "logit_bias": ({},), "tools": ([],),
+    "tool_choice": ("none", "auto"), "parallel_tool_calls": (True, False), "functions": ([],),
+    "function_call": ("none", "auto"), "response_format": ({"type": "text"},), "echo": (False,),
+    "suffix": ("",), "best_of": (1,), "audio": (), "modalities": (["text"],),
+}
+
+
+def _refuse_unserved(body: dict) -> None:
+    for key, harmless in UNSERVED.items():
+        value = body.get(key)
+        if value is None or any(value == h and type(value) is type(h) for h in harmless):
+            continue
+        raise ApiError(400, f"{key}: not supported by this server (send it unset, or {harmless[0]!r})"
+                       if harmless else f"{key}: not supported by this server", param=key)
+
+
+def _number(body: dict, key: str, default):
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(default, int) and
+                                                                          not isinstance(value, int)):
+        raise ApiError(400, f"{key} must be a {'whole ' if isinstance(default, int) else ''}number (got {value!r})",
+                       param=key)
+    return value
 
 
 def _is_int(value) -> bool:
@@ -126,6 +166,15 @@ def _text(content, where: str) -> str:
     raise ApiError(400, f"{where} must be a string or a list of text parts", param="messages")
 
 
+def _prediction(prediction) -> str:
+    """OpenAI's Predicted Outputs: {"type": "content", "content": text or text parts}; "" for none."""
+    if prediction is None:
+        return ""
+    if not isinstance(prediction, dict) or prediction.get("type") != "content" or "content" not in prediction:
+        raise ApiError(400, 'prediction must be {"type": "content", "content": "..."}', param="prediction")
+    return _text(prediction["content"], "prediction.content")
+
+
 def _prompt(prompt) -> str:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
@@ -140,13 +189,17 @@ def new_id(kind: str) -> str:
 
 
 def finish_reason(finished: Finished) -> str:
-    return "stop" if finished.finish_reason == "stop" else "length"
+    """"stop", "length", or "cancelled" (a reply stopped early, e.g. as the server shut down): a
+    cut-short reply is never passed off as one that ran to its limit."""
+    return finished.finish_reason
 
 
 def usage(prompt_tokens: int, stats: GenerationStats) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": stats.tokens,
             "total_tokens": prompt_tokens + stats.tokens,
-            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+            "completion_tokens_details": {"accepted_prediction_tokens": stats.prediction_accepted,
+                                          "rejected_prediction_tokens": stats.prediction_rejected}}
 
 
 def sense_stats(stats: GenerationStats) -> dict:

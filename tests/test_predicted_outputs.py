@@ -1,0 +1,116 @@
+"""Predicted Outputs: the text a reply will mostly repeat drafts the reply, losslessly, through the
+engine, the CLI and the server (the `openai` client's `prediction`)."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import openai
+import pytest
+
+from conftest import run_cli
+from sense_local.generation import GenerationOptions, make_decoder, prompt_tokens
+from sense_local.speculative.drafters.prediction import PredictionDrafter
+from sense_local.speculative.types import Feedback, GenerationStats
+
+CODE = textwrap.dedent('''\
+    def mean(values):
+        total = 0
+        for value in values:
+            total += value
+        return total / len(values)
+
+
+    def spread(values):
+        low = min(values)
+        high = max(values)
+        return high - low
+    ''')
+EDIT = f"Rename the parameter `values` to `numbers` everywhere in this code. Reply with the whole code only.\n```python\n{CODE}```"
+PREDICTION = f"```python\n{CODE}```"
+
+
+def decode(engine, options: GenerationOptions, prompt: list[int]):
+    engine.reset()
+    decoder = make_decoder(engine, options, record_gaps=True)
+    tokens = [ev.token for ev in decoder.generate(prompt, options.max_tokens)]
+    return tokens, decoder.stats
+
+
+def test_a_prediction_drafts_the_edit_and_changes_nothing(engine):
+    prompt = prompt_tokens(engine, EDIT)
+    plain, plain_stats = decode(engine, GenerationOptions(method="ar", max_tokens=120), prompt)
+    predicted, stats = decode(engine, GenerationOptions(method="ar", max_tokens=120, prediction=PREDICTION), prompt)
+    gaps = np.asarray(plain_stats.top2_gaps)
+    tie = np.flatnonzero(gaps < 0.25)
+    n = int(tie[0]) + 1 if len(tie) else len(plain)  # identical until a near-tie
+    assert predicted[:n] == plain[:n]
+    assert stats.tau > 1.5 and stats.accepted > 0  # the edit was drafted from the prediction
+    n_pred = len(engine.tokenize(PREDICTION, add_special=False))
+    assert 0 < stats.prediction_accepted <= stats.tokens  # each output token counted once
+    assert stats.prediction_accepted + stats.prediction_rejected == n_pred
+
+
+def test_the_drafter_follows_leaves_and_learns_a_replacement():
+    """Token ids stand for words: the prediction says `a x b x c x d`, the output writes y for x."""
+    a, b, c, d, x, y = 1, 2, 3, 4, 10, 20
+    drafter = PredictionDrafter([a, x, b, x, c, x, d])
+    drafter.begin([99])
+    assert drafter.propose(3).tokens.tolist() == [a, x, b]  # from the start
+    drafter.extend([a, y])  # left the prediction at x
+    drafter.extend([b])  # and came back one token later: y replaced x
+    assert drafter.cursor == 3 and drafter.replaced == {(x,): (y,)}
+    draft = drafter.propose(8)
+    assert draft.tokens.tolist() == [y, c, y, d]  # later x's are drafted as y
+    drafter.update(Feedback(draft, 4))
+    drafter.extend([y, c, y, d])
+    assert drafter.propose(4) is None  # the prediction is used up
+    stats = GenerationStats(method="ar")
+    drafter.report(stats)
+    assert stats.prediction_accepted == 4 and stats.prediction_rejected == 3  # a, b, c, d followed; the x's not
+
+
+def test_the_drafter_finds_its_place_after_an_insertion():
+    pred = list(range(100, 140))
+    drafter = PredictionDrafter(pred)
+    drafter.begin([1])
+    drafter.extend(pred[:10] + [7, 8, 9, 6, 5])  # ten followed, then five new tokens
+    assert drafter.propose(4) is None  # lost
+    drafter.extend(pred[10:14])  # the old text resumes
+    assert drafter.propose(4).tokens.tolist() == pred[14:18]
+
+
+def test_generate_predict_reads_a_file_and_reports_the_counts(tmp_path):
+    path = tmp_path / "stats.py"
+    path.write_text(PREDICTION)
+    out = run_cli("generate", EDIT, "--predict", str(path), "--method", "ar", "--max-tokens", "60", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["prediction"]["accepted"] > 0 and doc["tau"] > 1.2
+    bad = run_cli("generate", EDIT, "--predict", str(tmp_path / "missing.py"))
+    assert bad.returncode != 0 and "--predict" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_server_takes_openai_prediction(engine, tmp_path):
+    from test_server import Server
+
+    server = Server()
+    try:
+        client = server.client()
+        messages = [{"role": "user", "content": EDIT}]
+        reply = client.chat.completions.create(model="test", messages=messages, max_tokens=60, temperature=0,
+                                               prediction={"type": "content", "content": PREDICTION},
+                                               extra_body={"method": "ar"})
+        details = reply.usage.completion_tokens_details
+        n_pred = len(engine.tokenize(PREDICTION, add_special=False))
+        assert details.accepted_prediction_tokens > 0
+        assert details.accepted_prediction_tokens + details.rejected_prediction_tokens == n_pred
+        assert reply.model_extra["sense"]["tau"] > 1.2
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="test", messages=messages, max_tokens=8,
+                                           prediction={"type": "text", "content": PREDICTION})
+        assert "prediction" in str(err.value)
+    finally:
+        server.stop()

@@ -33,22 +33,39 @@ def chat_tokens(engine, messages: Sequence[dict]) -> list[int]:
 
 
 def fit_chat(engine, messages: Sequence[dict], reserve: int) -> tuple[list[int], int]:
-    """Tokens of the conversation with the oldest turns dropped until `reserve` tokens of room are
-    left for the reply; returns (tokens, number of messages dropped). A system message is kept.
-    Raises ContextOverflowError if even the newest message alone does not fit."""
+    """Tokens of the conversation with the fewest oldest messages dropped that leaves `reserve`
+    tokens of room for the reply; returns (tokens, number of messages dropped). A system message is
+    kept. Raises ContextOverflowError if even the newest message alone does not fit.
+
+    The count is found by bisection (the rendered chat only shrinks as more is dropped): ~log2(n)
+    renderings, not one per dropped message (500 messages took 45 s one by one)."""
     from .errors import ContextOverflowError
 
     messages = list(messages)
-    keep_system = 1 if messages and messages[0]["role"] == "system" else 0
-    dropped = 0
-    tokens = chat_tokens(engine, messages)
-    while len(tokens) + reserve > engine.n_ctx and len(messages) > keep_system + 1:
-        del messages[keep_system]
-        dropped += 1
-        tokens = chat_tokens(engine, messages)
-    if len(tokens) + reserve > engine.n_ctx:
+    keep = 1 if messages and messages[0]["role"] == "system" else 0
+
+    def without(n: int) -> list[int]:
+        return chat_tokens(engine, messages[:keep] + messages[keep + n :])
+
+    def fits(tokens: list[int]) -> bool:
+        return len(tokens) + reserve <= engine.n_ctx
+
+    tokens = without(0)
+    if fits(tokens):
+        return tokens, 0
+    most = len(messages) - keep - 1  # the newest message always stays
+    last = without(most)
+    if not fits(last):
         raise ContextOverflowError(
-            f"prompt has {len(tokens)} tokens (and {reserve} are kept for the reply) but the context holds "
+            f"prompt has {len(last)} tokens (and {reserve} are kept for the reply) but the context holds "
             f"{engine.n_ctx}; shorten it or raise --ctx"
         )
-    return tokens, dropped
+    low, high, best = 1, most, last  # invariant: dropping `high` fits
+    while low < high:
+        mid = (low + high) // 2
+        candidate = without(mid)
+        if fits(candidate):
+            high, best = mid, candidate
+        else:
+            low = mid + 1
+    return best, high

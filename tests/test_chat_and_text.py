@@ -27,3 +27,20 @@ def test_stream_detokenizer_matches_full_decode_on_real_tokens(engine):
     detok = StreamDetokenizer(engine.piece)
     streamed = "".join(detok.push(t) for t in tokens) + detok.flush()
     assert streamed == text
+
+
+def test_a_long_conversation_drops_exactly_the_oldest_messages_that_do_not_fit(engine):
+    """fit_chat keeps the most messages that leave room for the reply, found by bisection: one
+    more message would not fit, and the system message and the newest one always stay."""
+    from sense_local.chat_template import chat_tokens, fit_chat
+
+    messages = [{"role": "system", "content": "Be brief."}]
+    for i in range(300):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i}: " + "word " * 12})
+    messages.append({"role": "user", "content": "What was the last thing I said?"})
+    tokens, dropped = fit_chat(engine, messages, reserve=256)
+    kept = messages[:1] + messages[1 + dropped:]
+    assert tokens == chat_tokens(engine, kept) and len(tokens) + 256 <= engine.n_ctx
+    one_more = messages[:1] + messages[dropped:]
+    assert len(chat_tokens(engine, one_more)) + 256 > engine.n_ctx  # the fewest dropped
+    assert 0 < dropped < len(messages) - 2

@@ -147,6 +147,19 @@ def test_usage_counts_the_prompt_tokens_a_follow_up_reuses(server):
     assert first.usage.prompt_tokens <= usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens
 
 
+def test_a_conversation_too_long_for_the_context_says_what_was_left_out(server):
+    history = []
+    for i in range(200):
+        history.append({"role": "user" if i % 2 == 0 else "assistant", "content": f"note {i}: " + "word " * 12})
+    history.append({"role": "user", "content": "Say hi."})
+    raw = server.client().chat.completions.with_raw_response.create(
+        model="test", messages=history, max_tokens=4, temperature=0, extra_body={"grounded": False})
+    reply = raw.parse()
+    dropped = reply.model_extra["dropped_messages"]
+    assert 0 < dropped < len(history) and raw.headers["x-sense-dropped-messages"] == str(dropped)
+    assert reply.usage.prompt_tokens + 4 <= 2048
+
+
 def test_completions_continue_raw_text(server):
     client = server.client()
     done = client.completions.create(model="test", prompt="The capital of France is", max_tokens=6, temperature=0)

@@ -50,19 +50,35 @@ class GroundedChat:
         # passages get what is left of the context after the reply, the question and the template
         room = self.engine.n_ctx - reserve - len(self.engine.tokenize(question, add_special=False)) - 192
         budget = min(self.budget, max(room, 0))
-        remembered = memory.count(messages) if memory is not None else 0
-        skip = 0
-        while True:
+        def attempt(skip: int):
+            """The prompt with the `skip` oldest remembered questions left plain."""
             recalled = memory.recall(messages, skip) if memory is not None else Recalled(list(messages), [])
             content, sources, refers = grounded_message(self.engine, question, hits, budget, recalled.in_context)
             chat = [*recalled.messages, {"role": "user", "content": content}]
-            tokens, dropped = chat_tokens(self.engine, chat), 0
-            if len(tokens) + reserve <= self.engine.n_ctx:
-                break
-            if skip >= remembered:  # every earlier question is plain: drop the oldest turns
-                tokens, dropped = fit_chat(self.engine, chat, reserve)
-                break
-            skip += 1
+            return chat, content, sources, refers, chat_tokens(self.engine, chat)
+
+        def fits(tokens) -> bool:
+            return len(tokens) + reserve <= self.engine.n_ctx
+
+        remembered = memory.count(messages) if memory is not None else 0
+        best = attempt(0)
+        dropped = 0
+        if not fits(best[-1]) and remembered:
+            plain = attempt(remembered)
+            if fits(plain[-1]):  # the fewest questions made plain that fit (bisection: it only shrinks)
+                low, high, best = 1, remembered, plain
+                while low < high:
+                    mid = (low + high) // 2
+                    candidate = attempt(mid)
+                    if fits(candidate[-1]):
+                        high, best = mid, candidate
+                    else:
+                        low = mid + 1
+            else:
+                best = plain
+        chat, content, sources, refers, tokens = best
+        if not fits(tokens):  # every earlier question is plain: drop the oldest turns
+            tokens, dropped = fit_chat(self.engine, chat, reserve)
         if dropped:
             notes.append(f"left out the {dropped} oldest messages to fit the context")
         grounded = None

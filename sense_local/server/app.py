@@ -181,11 +181,13 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
         job.cancel.set()
         raise
     rid = new_id(kind)
+    # older messages left out to fit the context: said in a header (and a field), never silently
+    said = {"X-Sense-Dropped-Messages": str(first.dropped)} if first.dropped else {}
     if turn.stream:
         return StreamingResponse(_sse(state, turn, job, first, rid, watcher), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **said})
     try:
-        return JSONResponse(await _whole(state, turn, job, first, rid))
+        return JSONResponse(await _whole(state, turn, job, first, rid), headers=said)
     finally:
         watcher.cancel()
         job.cancel.set()  # finished already, or the client left
@@ -228,6 +230,7 @@ async def _whole(state: ServerState, turn: TurnRequest, job: Job, prepared: Prep
     doc["usage"] = usage(prepared.prompt_tokens, finished.stats)
     doc["sense"] = sense_stats(finished.stats)
     doc["sources"] = [s.to_dict() for s in prepared.sources]
+    doc["dropped_messages"] = prepared.dropped
     return doc
 
 
@@ -240,7 +243,7 @@ async def _sse(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepar
         return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n"
 
     try:
-        yield chunk("", first=True, sources=[s.to_dict() for s in prepared.sources])
+        yield chunk("", first=True, sources=[s.to_dict() for s in prepared.sources], dropped_messages=prepared.dropped)
         async for item in _events(job):
             if isinstance(item, TokenEvent):
                 if item.text:

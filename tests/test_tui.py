@@ -126,6 +126,25 @@ async def test_cancel_then_send_again_and_session_survives_restart(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_a_message_sent_during_a_reply_is_kept_and_sent_after_it(tmp_path):
+    app = make_app(tmp_path, max_tokens=400, method="pld")
+    async with app.run_test(size=SIZE) as pilot:
+        await start_long_reply(pilot, app)
+        box = app.query_one(PromptBox)
+        box.text = "Now say hello in French."
+        box.focus()
+        await pilot.press("enter")
+        assert app.queued == ["Now say hello in French."] and app.generating  # kept; the reply goes on
+        await pilot.press("escape")  # the reply stops, and the queued message goes
+        await wait_for(pilot, lambda: len(replies(app)) == 2 and not app.generating)
+        users = [m.content for m in app.query(ChatMessage) if m.role == "user"]
+        assert users[-1] == "Now say hello in French." and not app.queued
+        assert "stopped" in replies(app)[0].footer and replies(app)[1].content.strip()
+        stored = [m.content for m in app.sessions.messages(app.session.id) if m.role == "user"]
+        assert stored[-1] == "Now say hello in French."
+
+
+@pytest.mark.asyncio
 async def test_indexing_from_documents_screen_while_chatting(tmp_path, monkeypatch):
     from pydoc_data.topics import topics
 

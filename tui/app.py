@@ -96,6 +96,7 @@ class SenseApp(App):
         self._status_at = 0.0  # when the status bar last showed live figures
         self.last_stats: dict = {}
         self._quitting = False  # quit asked during a reply: exit once the reply is stopped and saved
+        self.queued: list[str] = []  # messages sent during a reply: each goes once the one before has its answer
 
     @property
     def engine(self):
@@ -244,8 +245,10 @@ class SenseApp(App):
         if self.engine is None or self.session is None:
             self.notify("The model is still loading.", severity="warning")
             return
-        if self.generating:
-            self.notify("Still answering: press Esc to stop it first.", severity="warning")
+        if self.generating:  # kept, not thrown away: it is sent when this reply ends (Esc ends it now)
+            self.queued.append(message.text)
+            waiting = f" ({len(self.queued)} waiting)" if len(self.queued) > 1 else ""
+            self.notify(f"Queued{waiting}: sent when this reply ends (Esc stops it).")
             return
         self.send(message.text)
 
@@ -336,6 +339,9 @@ class SenseApp(App):
                 reply.remove()
             if self._quitting:
                 self.exit()
+            elif self.queued:  # not sent after a failure: back in the box, nothing lost
+                self.query_one(PromptBox).text = "\n\n".join(self.queued)
+                self.queued.clear()
             return
         finished = message.finished
         self.last_stats = st = finished.stats.to_dict()
@@ -348,6 +354,8 @@ class SenseApp(App):
         self.update_status()
         if self._quitting:
             self.exit()
+        elif self.queued:
+            self.send(self.queued.pop(0))
 
     async def action_quit(self) -> None:
         """Quit at once when idle; during a reply, stop it first (the decoder checks between decodes),

@@ -140,8 +140,10 @@ class Conversation:
 
     # ------------------------------------------------------------------ turns
     def reply(self, messages: list[dict], *, options: GenerationOptions | None = None, grounded: bool | None = None,
-              cancel: threading.Event | None = None) -> Iterator[ReplyEvent]:
-        """A chat turn: `messages` end with the user's new message."""
+              cancel: threading.Event | None = None, progress=None) -> Iterator[ReplyEvent]:
+        """A chat turn: `messages` end with the user's new message. progress(done, total) is called
+        from this thread as a long prompt is read (prompt tokens evaluated or reused so far; needs
+        `cancel`, whose chunked prefill it reports on)."""
         options = options or self.config.options
         grounded = self.config.grounded if grounded is None else grounded
         if not messages or messages[-1].get("role") != "user":
@@ -157,7 +159,7 @@ class Conversation:
             if grounding is self._grounding:
                 self.store = grounding.store  # refreshed: an indexer may have committed more
             yield Prepared(len(turn.tokens), turn.sources, turn.notes, turn.dropped)
-            for event in self._decode(turn.tokens, options, cancel):
+            for event in self._decode(turn.tokens, options, cancel, progress):
                 if isinstance(event, Finished) and turn.grounded is not None:
                     self._memory.remember(question, event.text, turn.grounded)  # for the next turn's prompt
                 yield event
@@ -180,11 +182,11 @@ class Conversation:
         finally:
             self._busy.release()
 
-    def _decode(self, tokens: list[int], options: GenerationOptions, cancel) -> Iterator[ReplyEvent]:
+    def _decode(self, tokens: list[int], options: GenerationOptions, cancel, progress=None) -> Iterator[ReplyEvent]:
         decoder = self._decoder = make_decoder(self.engine, options, store=self.store)
         stop = StopText(options.stop)
         parts: list[str] = []
-        events = decoder.generate(tokens, options.max_tokens, cancel=cancel)
+        events = decoder.generate(tokens, options.max_tokens, cancel=cancel, progress=progress)
         try:
             for ev in events:
                 text = stop.push(ev.text)

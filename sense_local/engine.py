@@ -508,7 +508,8 @@ class Engine:
         self._hidden_valid = 0
         self._pending_tree = None
 
-    def prefill(self, prompt, *, outputs: str = "last", hidden: bool = False, cancel=None) -> EvalOutput:
+    def prefill(self, prompt, *, outputs: str = "last", hidden: bool = False, cancel=None,
+                progress=None) -> EvalOutput:
         """Evaluate a prompt, reusing the KV entries of the longest prefix already committed.
 
         At least the prompt's last token is re-evaluated, so its logits are fresh. With hidden=True
@@ -524,7 +525,7 @@ class Engine:
         if outputs == "all":
             return self.eval(prompt, 0, outputs="all", hidden=hidden)
         reuse = self._resume(prompt[:-1], hidden)
-        out = self._prefill_from(prompt, reuse, outputs, hidden, cancel)
+        out = self._prefill_from(prompt, reuse, outputs, hidden, cancel, progress)
         out.reused = reuse
         return out
 
@@ -570,7 +571,10 @@ class Engine:
             self._cache_hidden(0, saved.hidden)
         return True
 
-    def _prefill_from(self, prompt: np.ndarray, reuse: int, outputs: str, hidden: bool, cancel) -> EvalOutput:
+    def _prefill_from(self, prompt: np.ndarray, reuse: int, outputs: str, hidden: bool, cancel,
+                      progress) -> EvalOutput:
+        """The prompt from `reuse` on; with `cancel`, in CANCEL_CHUNK decodes, each followed by
+        progress(tokens evaluated or reused, prompt length) when given."""
         if cancel is None or outputs != "last":
             return self.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
         with self.cancellable(cancel):
@@ -579,6 +583,8 @@ class Engine:
                     raise Cancelled("prefill cancelled")
                 self.eval(prompt[reuse : reuse + CANCEL_CHUNK], reuse, outputs="last", hidden=hidden)
                 reuse += CANCEL_CHUNK
+                if progress is not None:
+                    progress(reuse, len(prompt))
             if cancel.is_set():
                 raise Cancelled("prefill cancelled")
             return self.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)

@@ -90,6 +90,11 @@ class SessionStore:
         )
         self.db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
 
+    def drop_last_message(self, session_id: int) -> None:
+        """Remove the session's newest message (a question stopped before any reply)."""
+        self.db.execute("DELETE FROM messages WHERE id = (SELECT MAX(id) FROM messages WHERE session_id = ?)",
+                        (session_id,))
+
     def messages(self, session_id: int) -> list[Message]:
         rows = self.db.execute(
             "SELECT role, content, spans, stats FROM messages WHERE session_id = ? ORDER BY id", (session_id,)

@@ -246,3 +246,20 @@ def test_a_long_prefill_stops_between_chunks_when_cancelled(engine):
     assert engine.n_past == 2 * CANCEL_CHUNK and engine.tokens == list(prompt[: 2 * CANCEL_CHUNK])
     decoder = SpecDecoder(engine, method="ar")
     assert len(list(decoder.generate(prompt, 4))) == 4  # the rest of the prompt, then the reply
+
+
+def test_a_long_prefill_reports_its_progress(engine):
+    import threading
+
+    from sense_local.engine import CANCEL_CHUNK
+
+    engine.reset()
+    prompt = engine.tokenize(PASSAGE * 30)
+    assert len(prompt) > 3 * CANCEL_CHUNK
+    seen = []
+    engine.prefill(prompt, cancel=threading.Event(), progress=lambda done, total: seen.append((done, total)))
+    assert [d for d, _ in seen] == list(range(CANCEL_CHUNK, len(prompt) - 1, CANCEL_CHUNK))[: len(seen)]
+    assert len(seen) >= 3 and all(t == len(prompt) for _, t in seen) and seen[-1][0] < len(prompt)
+    again = []  # reused: nothing is read again, nothing reported
+    engine.prefill(prompt, cancel=threading.Event(), progress=lambda done, total: again.append(done))
+    assert again == []

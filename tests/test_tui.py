@@ -145,6 +145,30 @@ async def test_a_message_sent_during_a_reply_is_kept_and_sent_after_it(tmp_path)
 
 
 @pytest.mark.asyncio
+async def test_a_long_prompt_shows_how_far_it_has_been_read(tmp_path):
+    from pydoc_data.topics import topics
+
+    app = make_app(tmp_path, max_tokens=8, method="ar", grounded=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await send(pilot, app, "Summarise this:\n" + topics["compound"][:9000])
+        reply = replies(app)[-1]
+        await wait_for(pilot, lambda: "reading the prompt:" in reply.footer or not app.generating)
+        assert "reading the prompt:" in reply.footer and " / " in reply.footer
+        await wait_for(pilot, lambda: not app.generating)
+        assert "reading the prompt" not in reply.footer and "tok/s" in reply.footer  # replaced by the figures
+        # stopped while the prompt is read: the question leaves the conversation, its text goes back to the box
+        text = "Summarise this too:\n" + topics["compound"][9000:18000]
+        await send(pilot, app, text)
+        await wait_for(pilot, lambda: "reading the prompt:" in replies(app)[-1].footer or not app.generating)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.generating)
+        assert app.query_one(PromptBox).text == text
+        assert [m.content for m in app.sessions.messages(app.session.id) if m.role == "user"][-1].startswith("Summarise this:")
+        assert len(replies(app)) == 1
+
+
+@pytest.mark.asyncio
 async def test_indexing_from_documents_screen_while_chatting(tmp_path, monkeypatch):
     from pydoc_data.topics import topics
 

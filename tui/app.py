@@ -44,6 +44,14 @@ class GenerationDone(Message):
         self.error = error
 
 
+class Reading(Message):
+    """A long prompt being read: `done` of its `total` tokens evaluated (or reused) at time `t`."""
+
+    def __init__(self, done: int, total: int, t: float):
+        super().__init__()
+        self.done, self.total, self.t = done, total, t
+
+
 class Grounded(Message):
     """The passages a reply is grounded on (sent before its first token), and notes for the user."""
 
@@ -96,6 +104,7 @@ class SenseApp(App):
         self._status_at = 0.0  # when the status bar last showed live figures
         self.last_stats: dict = {}
         self._quitting = False  # quit asked during a reply: exit once the reply is stopped and saved
+        self._reading_from: tuple[int, float] | None = None  # (tokens read, time) at the first progress of a prompt
         self.queued: list[str] = []  # messages sent during a reply: each goes once the one before has its answer
 
     @property
@@ -267,6 +276,7 @@ class SenseApp(App):
         transcript.mount(self._reply)
         transcript.scroll_end(animate=False)
         self.generating = True
+        self._reading_from = None
         self._cancel.clear()
         self._streamed = 0
         self._started = time.perf_counter()
@@ -286,7 +296,11 @@ class SenseApp(App):
         last_post = time.perf_counter()
         try:
             options = s.options()
-            for ev in conversation.reply(messages, options=options, grounded=s.grounded, cancel=self._cancel):
+            def reading(done: int, total: int) -> None:
+                self.post_message(Reading(done, total, time.perf_counter()))
+
+            for ev in conversation.reply(messages, options=options, grounded=s.grounded, cancel=self._cancel,
+                                         progress=reading):
                 if isinstance(ev, Prepared):
                     self.post_message(Grounded([x.to_dict() for x in ev.sources], ev.notes))
                 elif isinstance(ev, Finished):
@@ -314,9 +328,24 @@ class SenseApp(App):
         if self._reply is not None and message.sources:
             self._reply.set_sources(message.sources)  # the transcript follows it if it shows its end
 
+    def on_reading(self, message: Reading) -> None:
+        """The reply's bar says how far the prompt has been read, and how long the rest should take
+        at the pace so far (a pasted document can take a minute on a CPU)."""
+        if self._reply is None or self._streamed:
+            return
+        first = self._reading_from = self._reading_from or (message.done, message.t)
+        line = f"reading the prompt: {message.done:,} / {message.total:,} tokens"
+        if message.t > first[1] and message.done > first[0]:
+            rate = (message.done - first[0]) / (message.t - first[1])
+            line += f", about {max(message.total - message.done, 0) / rate:.0f} s left"
+        self._reply.set_footer(line)
+
     def on_tokens_batch(self, message: TokensBatch) -> None:
         if self._reply is None:
             return
+        if self._reading_from is not None:  # the prompt is read: its progress line goes
+            self._reading_from = None
+            self._reply.set_footer("")
         self._reply.append_spans(message.spans)
         self._streamed += len(message.spans)
         st = message.stats
@@ -344,6 +373,9 @@ class SenseApp(App):
                 self.queued.clear()
             return
         finished = message.finished
+        if finished.finish_reason == "cancelled" and finished.stats.tokens == 0 and not self._quitting:
+            self._unask(reply)
+            return
         self.last_stats = st = finished.stats.to_dict()
         footer = finished.summary()
         if reply is not None:
@@ -355,6 +387,23 @@ class SenseApp(App):
         if self._quitting:
             self.exit()
         elif self.queued:
+            self.send(self.queued.pop(0))
+
+    def _unask(self, reply) -> None:
+        """A question stopped before its reply began (Esc while a long prompt was read) leaves the
+        conversation, so later turns do not read it again; its text comes back to the box."""
+        if reply is not None:
+            reply.remove()
+        asked = [m for m in self.query(ChatMessage) if m.role == "user"]
+        text = asked[-1].content if asked else ""
+        if asked:
+            asked[-1].remove()
+        self.sessions.drop_last_message(self.session.id)
+        box = self.query_one(PromptBox)
+        box.text = text + (("\n\n" + box.text) if box.text.strip() else "")
+        self.notify("Stopped before the reply began: the message is back in the box, out of the conversation.")
+        self.update_status()
+        if self.queued:
             self.send(self.queued.pop(0))
 
     async def action_quit(self) -> None:

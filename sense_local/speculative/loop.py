@@ -68,14 +68,16 @@ class SpecDecoder:
         prompt: Sequence[int],
         max_tokens: int,
         cancel: threading.Event | None = None,
+        progress=None,
     ) -> Iterator[TokenEvent]:
         """Yield one TokenEvent per generated token. `self.stats` counts live and is complete when
-        this returns or when the caller closes the generator early (a stop string, a disconnect)."""
+        this returns or when the caller closes the generator early (a stop string, a disconnect).
+        progress(done, total): called as a long prompt is read (with `cancel`; Engine.prefill)."""
         self.stats = GenerationStats(method=self.method, prompt_tokens=len(prompt))
         detok = StreamDetokenizer(self.engine.piece)
         t0 = time.perf_counter()
         try:
-            last = self._prefill(prompt, cancel)
+            last = self._prefill(prompt, cancel, progress)
         except Cancelled:
             self.stats.stop_reason = "cancelled"
             self.stats.t_prefill = time.perf_counter() - t0
@@ -132,9 +134,9 @@ class SpecDecoder:
                     return
             last, last_source = self._next_token(step)
 
-    def _prefill(self, prompt: Sequence[int], cancel=None) -> int:
+    def _prefill(self, prompt: Sequence[int], cancel=None, progress=None) -> int:
         """Evaluate the prompt; the target's first token (Cancelled once `cancel` is set)."""
-        out = self.engine.prefill(prompt, outputs="last", hidden=self.hidden, cancel=cancel)
+        out = self.engine.prefill(prompt, outputs="last", hidden=self.hidden, cancel=cancel, progress=progress)
         verdict = self.rule(out.logits[-1:], np.empty(0, np.int32), self.rng)
         if self.record_gaps:
             self.stats.top2_gaps.append(top2_gap(out.logits[-1]))

@@ -56,7 +56,7 @@ class ReplayEngine:
     def cancellable(self, cancel):
         return contextlib.nullcontext()
 
-    def prefill(self, prompt, *, outputs="last", hidden=False, cancel=None):
+    def prefill(self, prompt, *, outputs="last", hidden=False, cancel=None, progress=None):
         self.tokens = []
         out = self.eval(prompt, 0, outputs=outputs)
         self.decodes.clear()

@@ -39,7 +39,7 @@ class FakeEngine:
     def cancellable(self, cancel):
         return contextlib.nullcontext()  # fake decodes are instant: nothing to stop mid-way
 
-    def prefill(self, prompt, *, outputs="last", hidden=False, cancel=None):
+    def prefill(self, prompt, *, outputs="last", hidden=False, cancel=None, progress=None):
         self.tokens = []
         return self.eval(prompt, 0, outputs=outputs, hidden=hidden)
 

@@ -50,41 +50,45 @@ class GroundedChat:
         # passages get what is left of the context after the reply, the question and the template
         room = self.engine.n_ctx - reserve - len(self.engine.tokenize(question, add_special=False)) - 192
         budget = min(self.budget, max(room, 0))
-        def attempt(skip: int):
-            """The prompt with the `skip` oldest remembered questions left plain."""
-            recalled = memory.recall(messages, skip) if memory is not None else Recalled(list(messages), [])
-            content, sources, refers = grounded_message(self.engine, question, hits, budget, recalled.in_context)
-            chat = [*recalled.messages, {"role": "user", "content": content}]
-            return chat, content, sources, refers, chat_tokens(self.engine, chat)
-
-        def fits(tokens) -> bool:
-            return len(tokens) + reserve <= self.engine.n_ctx
-
-        remembered = memory.count(messages) if memory is not None else 0
-        best = attempt(0)
+        chat, content, sources, refers, tokens = self._fit(messages, question, hits, budget, reserve, memory)
         dropped = 0
-        if not fits(best[-1]) and remembered:
-            plain = attempt(remembered)
-            if fits(plain[-1]):  # the fewest questions made plain that fit (bisection: it only shrinks)
-                low, high, best = 1, remembered, plain
-                while low < high:
-                    mid = (low + high) // 2
-                    candidate = attempt(mid)
-                    if fits(candidate[-1]):
-                        high, best = mid, candidate
-                    else:
-                        low = mid + 1
-            else:
-                best = plain
-        chat, content, sources, refers, tokens = best
-        if not fits(tokens):  # every earlier question is plain: drop the oldest turns
+        if len(tokens) + reserve > self.engine.n_ctx:  # every earlier question is plain: drop the oldest turns
             tokens, dropped = fit_chat(self.engine, chat, reserve)
-        if dropped:
             notes.append(f"left out the {dropped} oldest messages to fit the context")
         grounded = None
         if sources:
             grounded = GroundedQuestion(content, tuple(s for s in sources if s.number not in refers), refers)
         return GroundedTurn(tokens, content, sources, dropped, notes, grounded)
+
+    def _fit(self, messages, question, hits, budget, reserve, memory):
+        """(chat, the question's message, its sources, the numbers it cites from above, tokens) with
+        the fewest of the oldest remembered questions made plain that lets it fit (bisection: the
+        prompt only shrinks as more are made plain); all plain if even that does not fit."""
+
+        def attempt(skip: int):
+            recalled = memory.recall(messages, skip) if memory is not None else Recalled(list(messages), [])
+            content, sources, refers = grounded_message(self.engine, question, hits, budget, recalled.in_context)
+            chat = [*recalled.messages, {"role": "user", "content": content}]
+            return chat, content, sources, refers, chat_tokens(self.engine, chat)
+
+        def fits(tried) -> bool:
+            return len(tried[-1]) + reserve <= self.engine.n_ctx
+
+        best = attempt(0)
+        remembered = memory.count(messages) if memory is not None else 0
+        if fits(best) or not remembered:
+            return best
+        low, high, best = 1, remembered, attempt(remembered)
+        if not fits(best):
+            return best
+        while low < high:
+            mid = (low + high) // 2
+            tried = attempt(mid)
+            if fits(tried):
+                high, best = mid, tried
+            else:
+                low = mid + 1
+        return best
 
     def _retrieve(self, question: str) -> tuple[list[str], list]:
         """(notes for the user, the passages found for `question`)."""

@@ -60,12 +60,18 @@ def fit_chat(engine, messages: Sequence[dict], reserve: int) -> tuple[list[int],
             f"prompt has {len(last)} tokens (and {reserve} are kept for the reply) but the context holds "
             f"{engine.n_ctx}; shorten it or raise --ctx"
         )
-    low, high, best = 1, most, last  # invariant: dropping `high` fits
+    return fewest(1, most, last, without, fits)
+
+
+def fewest(low: int, high: int, at_high, attempt, fits):
+    """(the result of `attempt(n)` for the smallest n in [low, high] whose result `fits`, n) by
+    bisection, given `at_high` = attempt(high), which fits; what fits only grows with n."""
+    best = at_high
     while low < high:
         mid = (low + high) // 2
-        candidate = without(mid)
-        if fits(candidate):
-            high, best = mid, candidate
+        tried = attempt(mid)
+        if fits(tried):
+            high, best = mid, tried
         else:
             low = mid + 1
     return best, high

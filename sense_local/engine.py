@@ -23,7 +23,7 @@ from . import native
 from .errors import Cancelled, ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
 from .key_tap import KeyTap, native_callback, taps_available
-from .kv_slots import DEFAULT_MIB, SAVE_MIN, SWITCH_MIN, KvSlots, SavedState
+from .kv_slots import DEFAULT_MIB, SAVE_MIN, SWITCH_MIN, KvSlots, SavedState, common_prefix
 from .model_info import check_readable_gguf, read_model_info
 from .token_batch import TokenBatch, context_params
 
@@ -533,9 +533,7 @@ class Engine:
         """How many tokens of `head` (a prompt but its last token) are already evaluated: the live
         conversation's, or a saved one's brought back when it holds more (kv_slots.py); the live
         one is saved first when the prompt would throw much of it away."""
-        held = np.asarray(self.tokens[: len(head)], dtype=np.int32)
-        diff = np.flatnonzero(held != head[: len(held)])
-        reuse = int(diff[0]) if len(diff) else len(held)
+        reuse = common_prefix(self.tokens, head)
         if hidden:  # positions cached without their hidden states are evaluated again
             reuse = min(reuse, self._hidden_valid)
         saved, match = self.slots.best(head, hidden=hidden)

@@ -37,9 +37,14 @@ class SavedState:
 
     def common(self, prompt: np.ndarray) -> int:
         """Leading tokens of `prompt` this state holds."""
-        n = min(len(self.tokens), len(prompt))
-        diff = np.flatnonzero(np.asarray(self.tokens[:n], np.int32) != prompt[:n])
-        return int(diff[0]) if len(diff) else n
+        return common_prefix(self.tokens, prompt)
+
+
+def common_prefix(held: Sequence[int], prompt: np.ndarray) -> int:
+    """How many leading tokens of `prompt` (int32) `held` has, in order."""
+    n = min(len(held), len(prompt))
+    diff = np.flatnonzero(np.asarray(held[:n], np.int32) != prompt[:n])
+    return int(diff[0]) if len(diff) else n
 
 
 class KvSlots:

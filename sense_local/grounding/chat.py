@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..chat_template import chat_tokens, fit_chat
+from ..chat_template import chat_tokens, fewest, fit_chat
 from ..errors import SenseError
 from .memory import GroundedQuestion, GroundingMemory, Recalled
 from .prompt import DEFAULT_BUDGET, grounded_message
@@ -78,17 +78,8 @@ class GroundedChat:
         remembered = memory.count(messages) if memory is not None else 0
         if fits(best) or not remembered:
             return best
-        low, high, best = 1, remembered, attempt(remembered)
-        if not fits(best):
-            return best
-        while low < high:
-            mid = (low + high) // 2
-            tried = attempt(mid)
-            if fits(tried):
-                high, best = mid, tried
-            else:
-                low = mid + 1
-        return best
+        plain = attempt(remembered)
+        return fewest(1, remembered, plain, attempt, fits)[0] if fits(plain) else plain
 
     def _retrieve(self, question: str) -> tuple[list[str], list]:
         """(notes for the user, the passages found for `question`)."""

@@ -67,7 +67,7 @@ def test_best_length_follows_acceptance_and_curve():
 
 def test_online_cost_scales_to_observed_decode_times():
     prior = CostCurve((1, 2, 4, 8), (1.0, 1.5, 2.0, 3.0))
-    oc = OnlineCost(prior, alpha=0.5)
+    oc = OnlineCost(prior)
     for _ in range(20):
         oc.observe(1, 0.010)
         oc.observe(4, 0.040)  # really 4x, the probe said 2x: extra cost 3 vs 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ..paths import cache_dir
 
 PROBE_LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 MIN_GAIN = 1.05  # a draft must promise at least this speed ratio over plain decoding
-LEARNED_AFTER = 24  # multi-token decodes a generation must have timed before its learned curve is kept
+LEARNED_AFTER = 24  # multi-token decodes a generation must have counted before its learned curve is kept
 
 
 @dataclass(frozen=True)
@@ -68,37 +69,70 @@ FLAT = CostCurve(PROBE_LENGTHS, tuple(1.0 for _ in PROBE_LENGTHS))
 PRIOR = CostCurve(PROBE_LENGTHS, (1.0, 1.5, 1.7, 1.9, 2.5, 3.2, 3.6, 3.9, 5.4, 6.8))
 
 
+# Learning c(k) from a reply's own decodes. A busy machine (another process on the cores) stretches
+# every decode, the one-token ones too, so a ratio is only sound when the one-token time it divides
+# by was taken under the same load as the k-token time. In issue 36 a reply on a fresh data dir,
+# beside a benchmark, learned c(8) 6.25 and c(32) 14.8 for the 1.5B (PRIOR: 3.2 and 6.8) and stopped
+# drafting over text it was copying: its one-token time (an EMA) was last refreshed before the load
+# came. Replayed on synthetic timings (tests/test_cost_curve_load.py), a copy of 74 drafts at twice
+# the time after a quiet start learned c(32) 15.3 that way; load coming and going at random gave
+# c(32) 3.6 to 12.0 over 20 seeds. The rules below keep both at 6.9 to 7.2.
+BUSY = 1.3  # a one-token decode this far over the quickest of the last REF_WINDOW: a busy machine.
+# Load doubled decodes in issue 36; a quiet machine's vary by a few percent, and a reply's growing
+# context adds ~1% per 400 tokens on the 1.5B (28 KB of KV cache read a token of context beside 1.04 GiB
+# of weights), ~10% on the 135M (23 KB beside 94 MiB), so 1.3 sits clear of both.
+REF_WINDOW = 8  # recent one-token decodes whose quickest is the reference: load only ever adds time
+PER_REFERENCE = 4  # multi-token decodes one quiet one-token decode vouches for: a copy runs dozens of
+# drafts with no one-token decode between (74 in issue 36); only the first few surely share its load
+SAMPLE_WINDOW = 32  # the factor is the median of this many latest counted decodes, so fewer than half
+# of them taken across load changes (at most PER_REFERENCE a change) cannot move it
+MIN_SAMPLES = 8  # counted decodes (two references at least) before the factor leaves the curve's own
+MAX_STEEPER = 3.0  # cap on a saved learned curve's extra cost c(k) - 1 over PRIOR's. The steepest
+# curve measured here, the 135M's, is 2.15x PRIOR's at 32 (12.46 vs 5.8); on the cap a copy's draft
+# (claimed 0.99) still pays, 15 tokens at 1.53x plain, so a saved curve never stops the drafts that
+# re-learn it.
+
+
 class OnlineCost:
     """A curve (measured, learned or the prior), corrected by the decode times the loop actually sees.
 
     A probe at set-up cannot know the context length, cache state or machine load of a real
-    generation. The loop reports every decode's size and wall time; we keep an EMA of the one-token
-    time and of the ratio observed(k) / (probe's extra cost at k), and scale the curve's extra cost
-    1 + (c(k) - 1) * f by that factor f. c(1) stays 1; the curve's shape comes from the probe.
+    generation. The loop reports every decode's size and wall time. A k-token decode's ratio to the
+    one-token reference (the quickest of the last REF_WINDOW one-token decodes) counts only while the
+    latest one-token decode was not busy (over BUSY x the reference) and for the first PER_REFERENCE
+    decodes after it; the rest are `rejected`. The factor f is the median over the last SAMPLE_WINDOW
+    counted decodes of observed extra cost / the curve's extra cost, and the curve's extra cost is
+    scaled by it: 1 + (c(k) - 1) * f. c(1) stays 1; the curve's shape comes from the probe.
     """
 
-    def __init__(self, prior: CostCurve, alpha: float = 0.1):
+    def __init__(self, prior: CostCurve):
         self.prior = prior
-        self.alpha = alpha
-        self.t_one: float | None = None  # EMA of a one-token decode's seconds
-        self.factor = 1.0  # EMA of observed extra cost / probed extra cost
-        self.observed = 0  # multi-token decodes timed
+        self.ones: deque[float] = deque(maxlen=REF_WINDOW)  # latest one-token decodes' seconds
+        self.vouched = 0  # multi-token decodes left that the latest one-token decode vouches for
+        self.samples: deque[tuple[int, float]] = deque(maxlen=SAMPLE_WINDOW)  # (k, t_k / reference)
+        self.observed = 0  # multi-token decodes counted
+        self.rejected = 0  # multi-token decodes left out: busy machine or no recent reference
+        self.factor = 1.0  # observed extra cost / the curve's extra cost
         self._curve: CostCurve | None = None  # the scaled curve, rebuilt only when factor moves
 
     def observe(self, n_tokens: int, seconds: float) -> None:
         if n_tokens == 1:
-            self.t_one = seconds if self.t_one is None else self.t_one + self.alpha * (seconds - self.t_one)
+            self.ones.append(seconds)
+            self.vouched = 0 if seconds > BUSY * min(self.ones) else PER_REFERENCE
             return
-        if self.t_one is None:
+        extra = self.prior.cost(n_tokens) - 1.0
+        if extra <= 0.05:
+            return  # a flat curve: nothing to scale
+        if self.vouched <= 0:
+            self.rejected += 1
             return
-        probed_extra = self.prior.cost(n_tokens) - 1.0
-        if probed_extra <= 0.05:
-            return
-        ratio = (seconds / self.t_one - 1.0) / probed_extra
-        ratio = min(max(ratio, 0.25), 4.0)  # one stalled decode must not swing the policy
-        self.factor += self.alpha * (ratio - self.factor)
+        self.vouched -= 1
+        self.samples.append((n_tokens, seconds / min(self.ones)))
         self.observed += 1
-        self._curve = None
+        if len(self.samples) >= MIN_SAMPLES:
+            ratios = [(r - 1.0) / (self.prior.cost(k) - 1.0) for k, r in self.samples]
+            self.factor = max(float(np.median(ratios)), 0.0)
+            self._curve = None
 
     @property
     def curve(self) -> CostCurve:
@@ -187,13 +221,17 @@ def cost_curve_for(engine, *, measure: bool = False) -> CostCurve:
 
 
 def remember_learned(engine, online: OnlineCost) -> None:
-    """Keep what a generation learned of the curve (after LEARNED_AFTER timed multi-token decodes),
-    unless the curve was measured on purpose: the next generation starts from it."""
+    """Keep what a generation learned of the curve (after LEARNED_AFTER counted multi-token decodes),
+    no steeper than MAX_STEEPER x PRIOR's extra cost, unless the curve was measured on purpose: the
+    next generation starts from it (and, drafting still, corrects it)."""
     if online.observed < LEARNED_AFTER or online.prior is FLAT or os.environ.get("SENSE_COST_FLAT"):
         return
     path = _cache_file(engine)
     found = _read(path)
     if found is not None and found[1] == "measured":
         return
-    _loaded[path] = online.curve
-    _write(path, online.curve, "learned")
+    learned = online.curve
+    cap = [1.0 + MAX_STEEPER * (PRIOR.cost(k) - 1.0) for k in learned.lengths]
+    kept = CostCurve(learned.lengths, tuple(min(c, m) for c, m in zip(learned.costs, cap)))
+    _loaded[path] = kept
+    _write(path, kept, "learned")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from sense_local.sessions import Message as StoredMessage
 from sense_local.sessions import SessionStore
 from sense_local.conversation import ConversationConfig
 from tui.app import SenseApp
@@ -384,3 +385,81 @@ async def test_sessions_rename_the_current_one_and_delete_asks_first(tmp_path):
         # a fresh session took its place (SQLite may give it the freed id)
         assert app.session is not None and app.sessions.get(app.session.id) is not None
         assert app.session.title.startswith("Chat ") and app.sub_title == app.session.title
+
+
+def code_session(tmp_path) -> SessionStore:
+    """A session store whose one session ends in a reply with two fenced code blocks."""
+    store = SessionStore(tmp_path / "sessions.db")
+    session = store.create("Loops", "model", "ar", Settings(method="ar", max_tokens=1).to_dict())
+    store.add_message(session.id, StoredMessage("user", "Show me two loops."))
+    store.add_message(session.id, StoredMessage("assistant", CODE_REPLY))
+    return store
+
+
+CODE_REPLY = ("A while loop:\n```python\nwhile True:\n    break\n```\nand a for loop:\n\n"
+              "```python\nfor i in range(3):\n    print(i)\n```\nThat is all.")
+
+
+@pytest.mark.asyncio
+async def test_copy_the_last_reply_and_its_last_code_block(tmp_path):
+    from textual.command import CommandList, CommandPalette
+
+    app = SenseApp(sessions=code_session(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        await pilot.press("f9")
+        assert app.clipboard == "for i in range(3):\n    print(i)"  # the last block, without its fences
+        await pilot.press("f8")
+        assert app.clipboard == CODE_REPLY
+        assert any(n.message == f"Copied reply ({len(CODE_REPLY)} characters)" for n in app._notifications)
+        # the palette offers both: "copy last code" there copies the block again
+        app.copy_to_clipboard("")
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), 10)
+        await pilot.press(*"copy last code")
+        await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0, 10)
+        await pilot.press("enter")  # the best match is highlighted
+        await wait_for(pilot, lambda: app.clipboard == "for i in range(3):\n    print(i)", 10, shown=lambda: app.clipboard)
+        # a new chat has no reply: the notice says there is nothing to copy, the clipboard is kept
+        await pilot.press("ctrl+n")
+        await pilot.press("f9")
+        assert any(n.message == "No code block in the last reply" for n in app._notifications)
+        assert app.clipboard == "for i in range(3):\n    print(i)"
+        # a real reply (of one token, by the session's settings): F8 copies what the model wrote
+        await send(pilot, app, "Say hi.")
+        await wait_for(pilot, lambda: not app.generating)
+        await pilot.press("f8")
+        assert app.clipboard == replies(app)[-1].content and app.clipboard.strip()
+
+
+@pytest.mark.asyncio
+async def test_f1_help_lists_the_real_bindings_and_the_colours(tmp_path):
+    from tui.dialogs import HelpScreen
+    from tui.widgets import LEGEND_LABELS
+
+    app = make_app(tmp_path, max_tokens=4, method="ar")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), 5)
+        lines = _rendered(app.screen.query_one("#help-text"))
+        for binding in SenseApp.BINDINGS:  # every described key of the app, as the footer shows it
+            if binding.description:
+                want = f"{app.get_key_display(binding)} {binding.description}"
+                assert any(" ".join(line.split()).startswith(want) for line in lines), want
+        text = "\n".join(lines)
+        assert "Send the message" in text and "Delete" in text and "Remove document" in text
+        assert all(label in text for label in LEGEND_LABELS.values())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen), 5)
+
+
+def _rendered(widget) -> list[str]:
+    """A Static's content as the lines a terminal of its width would show."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=widget.size.width or 100, record=True, file=io.StringIO())
+    console.print(widget.content)
+    return console.export_text().splitlines()

@@ -19,10 +19,10 @@ from sense_local.sessions import Message as StoredMessage
 from sense_local.sessions import SessionStore
 
 from .settings import Settings
-from .widgets import ChatMessage, PromptBox, StatusBar, Transcript, legend_text
+from .widgets import ChatMessage, PromptBox, StatusBar, Transcript, code_blocks, legend_text
 
 WELCOME = ("Type a message and press Enter (Ctrl+J for a new line). F3 adds your documents, so answers can "
-           "cite them; F5 settings, F7 other models, F4 sessions, Ctrl+Q quits.")
+           "cite them; F5 settings, F7 other models, F4 sessions, F1 help, Ctrl+Q quits.")
 
 # Tokens reach the UI in batches, at most this often: each batch re-renders the reply, and on a
 # 2-core CPU that work is taken from decoding (measured: 20/s cost ~10% of tok/s, 5/s ~0%).
@@ -71,17 +71,23 @@ class EngineReady(Message):
 class SenseApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "sense-local"
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel", priority=True),
+    BINDINGS = [  # the tooltips are the help screen's (F1) longer words, and the footer's on hover
+        Binding("escape", "cancel", "Cancel", tooltip="Close the dialog on top, else stop the reply", priority=True),
         # priority: the app's keys work whatever has focus (the prompt box would otherwise take them)
-        Binding("f2", "toggle_highlight", "Highlight", priority=True),
-        Binding("f3", "documents", "Documents", priority=True),
-        Binding("f4", "sessions", "Sessions", priority=True),
-        Binding("f5", "settings", "Settings", priority=True),
-        Binding("f6", "model_info", "Model", priority=True),
-        Binding("f7", "pick_model", "Models", priority=True),
+        Binding("f1", "help", "Help", tooltip="The keys, and what the colours mean", priority=True),
+        Binding("f2", "toggle_highlight", "Highlight", tooltip="Highlighting of drafted text on or off", priority=True),
+        Binding("f3", "documents", "Documents", tooltip="Add, list and remove the documents answers cite",
+                priority=True),
+        Binding("f4", "sessions", "Sessions", tooltip="Open, rename or delete a chat", priority=True),
+        Binding("f5", "settings", "Settings", tooltip="Method, max tokens, temperature, system prompt, grounding",
+                priority=True),
+        Binding("f6", "model_info", "Model", tooltip="What the running model is", priority=True),
+        Binding("f7", "pick_model", "Models", tooltip="Switch to another model", priority=True),
+        Binding("f8", "copy_reply", "Copy", tooltip="Copy the last reply to the clipboard", priority=True),
+        Binding("f9", "copy_code", "Copy code", tooltip="Copy the last reply's last code block", show=False,
+                priority=True),
         Binding("ctrl+n", "new_session", "New chat", priority=True),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+q", "quit", "Quit", tooltip="A reply under way is stopped and kept", priority=True),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
@@ -419,11 +425,12 @@ class SenseApp(App):
         self.set_timer(2.0, self.exit)
 
     def action_cancel(self) -> None:
-        if self.generating:
-            self._cancel.set()
-        elif len(self.screen_stack) > 1:  # a dialog that reports what it did closes through its callback
+        """Esc closes what is on top (a dialog, help, the documents screen), else stops the reply."""
+        if len(self.screen_stack) > 1:  # a dialog that reports what it did closes through its callback
             close = getattr(self.screen, "action_close", None)
             close() if close is not None else self.pop_screen()
+        elif self.generating:
+            self._cancel.set()
 
     # ------------------------------------------------------------------ display
     def action_toggle_highlight(self) -> None:
@@ -443,6 +450,49 @@ class SenseApp(App):
             "store": Path(self.store_path).name if self.store_path else "none",
         }
         self.query_one(StatusBar).show(**fields)
+
+    # ------------------------------------------------------------------ copy and help
+    def last_reply(self) -> ChatMessage | None:
+        """The newest assistant reply with text (the one streaming, if any)."""
+        done = [m for m in self.screen_stack[0].query(ChatMessage) if m.role == "assistant" and m.content.strip()]
+        return done[-1] if done else None
+
+    def action_copy_reply(self) -> None:
+        """The last reply to the clipboard (OSC 52: the terminal puts it on the system clipboard)."""
+        reply = self.last_reply()
+        if reply is None:
+            self.notify("No reply to copy yet.", severity="warning")
+            return
+        self.copy_to_clipboard(reply.content)
+        self.notify(f"Copied reply ({len(reply.content):,} characters)")
+
+    def action_copy_code(self) -> None:
+        """The last fenced code block of the last reply to the clipboard."""
+        reply = self.last_reply()
+        blocks = code_blocks(reply.content) if reply is not None else []
+        if not blocks:
+            self.notify("No code block in the last reply", severity="warning")
+            return
+        self.copy_to_clipboard(blocks[-1])
+        self.notify(f"Copied code block ({len(blocks[-1]):,} characters)")
+
+    def action_help(self) -> None:
+        from .dialogs import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.action_close()
+        elif not self.dialog_open:
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen):
+        """The palette (Ctrl+P) offers the rarer actions too."""
+        from textual.app import SystemCommand
+
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Copy last reply", "Put the last reply on the clipboard (F8)", self.action_copy_reply)
+        yield SystemCommand("Copy last code block", "Put the last reply's last code block on the clipboard (F9)",
+                            self.action_copy_code)
+        yield SystemCommand("Help", "The keys and what the highlight colours mean (F1)", self.action_help)
 
     # ------------------------------------------------------------------ other screens
     @property

@@ -1,6 +1,8 @@
 """Chat transcript widgets: messages with per-source highlighting, the prompt box, the status bar."""
 from __future__ import annotations
 
+import re
+
 from rich.markdown import Markdown as RichMarkdown
 from rich.text import Text
 from textual.containers import VerticalScroll
@@ -35,6 +37,16 @@ def legend_text(compact: bool = False) -> Text:
     if not compact:
         text.append("  target's own tokens: plain")
     return text
+
+
+# A fenced code block: ``` or ~~~ (with an optional info string) to the same fence, or to the end of a
+# reply that stopped inside it.
+FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
+
+
+def code_blocks(text: str) -> list[str]:
+    """The contents of the fenced code blocks in `text`, fences and info strings left out."""
+    return [m.group(2).rstrip("\n") for m in FENCE.finditer(text)]
 
 
 class Transcript(VerticalScroll):
@@ -128,6 +140,9 @@ class ChatMessage(Static):
 class PromptBox(TextArea):
     """Multi-line input: Enter sends, Ctrl+J (or Shift+Enter where the terminal reports it) adds a newline."""
 
+    SEND_KEYS = ("enter",)
+    NEWLINE_KEYS = ("ctrl+j", "shift+enter")
+
     class Submitted(Message):
         def __init__(self, text: str):
             super().__init__()
@@ -141,11 +156,11 @@ class PromptBox(TextArea):
             self.clear()
 
     async def _on_key(self, event) -> None:
-        if event.key == "enter":
+        if event.key in self.SEND_KEYS:
             event.stop()
             event.prevent_default()
             self.action_submit()
-        elif event.key in ("ctrl+j", "shift+enter"):
+        elif event.key in self.NEWLINE_KEYS:
             event.stop()
             event.prevent_default()
             self.insert("\n")

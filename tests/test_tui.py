@@ -351,6 +351,12 @@ async def test_settings_save_with_enter_and_say_which_field_is_wrong(tmp_path):
         assert isinstance(app.screen, SettingsScreen)  # refused, with the field named
         assert any("Theta: 'abc' is not a number" in n.message for n in app._notifications)
         app.screen.query_one("#theta", Input).value = ""
+        app.screen.query_one("#max_tokens", Input).value = "99999999"  # longer than any reply can be
+        app.screen.query_one("#max_tokens", Input).focus()
+        await pilot.press("enter")
+        assert isinstance(app.screen, SettingsScreen)
+        ceiling = f"Max tokens: at most {app.engine.n_ctx:,} (the model's context); got 99,999,999"
+        assert any(n.message == ceiling for n in app._notifications)
         app.screen.query_one("#max_tokens", Input).value = "77"
         app.screen.query_one("#max_tokens", Input).focus()
         await pilot.press("enter")
@@ -430,6 +436,108 @@ async def test_copy_the_last_reply_and_its_last_code_block(tmp_path):
         await wait_for(pilot, lambda: not app.generating)
         await pilot.press("f8")
         assert app.clipboard == replies(app)[-1].content and app.clipboard.strip()
+
+
+@pytest.mark.asyncio
+async def test_a_one_token_reply_says_token_and_no_speed_and_long_titles_use_the_width(tmp_path):
+    from tui.screens import SessionsScreen
+
+    app = make_app(tmp_path, max_tokens=1, method="ar")
+    question = ("Please explain in detail how a lighthouse keeper in the nineteenth century kept the lamp "
+                "burning through a winter storm")
+    async with app.run_test(size=(240, 40)) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await send(pilot, app, question)
+        await wait_for(pilot, lambda: not app.generating)
+        footer = replies(app)[-1].footer
+        assert footer.startswith("1 token · tau ") and "tok/s" not in footer
+        assert "tok/s" not in str(app.query_one("#status").render())
+        assert app.session.title == question and len(question) > 100  # not cut at 40
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen))
+        await pilot.pause(0.2)
+        row = app.screen.query_one("#sessions").highlighted_child.query_one(".row")
+        assert question in str(row.render()) and row.size.width >= len(str(row.render()))  # all of it shows
+
+
+@pytest.mark.asyncio
+async def test_both_lists_open_on_the_current_row_and_delete_names_the_highlighted_session(tmp_path):
+    from textual.widgets import Input, ListView
+
+    from tui.dialogs import ConfirmScreen
+    from tui.screens import ModelPickerScreen, SessionsScreen
+
+    store = SessionStore(tmp_path / "sessions.db")
+    ids = [store.create(title, "model", "ar", Settings(method="ar", max_tokens=4).to_dict()).id
+           for title in ("Alpha", "Beta", "Gamma")]
+    for sid in ids:  # each gets a message, so "updated" orders them Gamma, Beta, Alpha
+        store.add_message(sid, StoredMessage("user", "hi"))
+    app = SenseApp(sessions=store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        app.open_session(ids[0])  # Alpha: the bottom row
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen))
+        view = app.screen.query_one("#sessions", ListView)
+        assert [item.session_id for item in view.children] == ids[::-1]
+        assert view.index == 2 and view.highlighted_child.session_id == ids[0]  # highlighted on open
+        await pilot.press("up")  # Beta
+        await pilot.press("r")
+        app.screen.query_one("#rename", Input).value = "Beta renamed"
+        await pilot.press("enter")
+        assert store.get(ids[1]).title == "Beta renamed" and store.get(ids[0]).title == "Alpha"
+        assert view.highlighted_child.session_id == ids[1]  # the highlight survives the rename
+        await pilot.press("d")  # asks, naming the highlighted session, not the current one
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        assert "Beta renamed" in app.screen.question and "Alpha" not in app.screen.question
+        await pilot.press("escape")  # no: nothing deleted, back to the list
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen), 5)
+        assert store.get(ids[1]) is not None
+        await pilot.press("d", "d")
+        await wait_for(pilot, lambda: store.get(ids[1]) is None, 5)
+        assert store.get(ids[0]) is not None and store.get(ids[2]) is not None
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.dialog_open, 5)
+        assert app.session.id == ids[0]  # the chat on screen is untouched
+        # the models list opens on the running model, and its header is not cut
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen))
+        view = app.screen.query_one("#models", ListView)
+        assert view.highlighted_child is not None and view.highlighted_child.model_path == app.model_path
+        header = app.screen.query_one(".dialog > Label")
+        assert header.size.width >= len(str(header.render()))
+
+
+@pytest.mark.asyncio
+async def test_del_on_a_document_asks_first(tmp_path, tmp_path_factory, engine):
+    from conftest import pydoc_topics_store
+    from textual.widgets import DataTable
+
+    from tui.dialogs import ConfirmScreen
+
+    store = pydoc_topics_store(engine, tmp_path_factory, "tui-remove", ["pass", "del"])
+    app = SenseApp(ConversationConfig(store=str(store)), sessions=SessionStore(tmp_path / "s.db"),
+                   settings=Settings(method="ar", max_tokens=4))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.store is not None)
+        await pilot.press("f3")
+        screen = app.screen
+        table = screen.query_one("#docs-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2, 10)
+        table.focus()
+        first = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        await pilot.press("delete")  # asks, naming it; nothing removed yet
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        assert Path(first).name in app.screen.question and table.row_count == 2
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen, 5)
+        assert table.row_count == 2
+        await pilot.press("delete")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+        await pilot.press("delete")  # Del twice removes
+        await wait_for(pilot, lambda: table.row_count == 1, 10)
+        assert [str(k.value) for k in table.rows] != [first]
+        assert first not in app.store.manifest.documents
 
 
 @pytest.mark.asyncio

@@ -19,7 +19,7 @@ from sense_local.sessions import Message as StoredMessage
 from sense_local.sessions import SessionStore
 
 from .settings import Settings
-from .widgets import ChatMessage, PromptBox, StatusBar, Transcript, code_blocks, legend_text
+from .widgets import ChatMessage, PromptBox, StatusBar, Transcript, code_blocks, figures_line, legend_text
 
 WELCOME = ("Type a message and press Enter (Ctrl+J for a new line). F3 adds your documents, so answers can "
            "cite them; F5 settings, F7 other models, F4 sessions, F1 help, Ctrl+Q quits.")
@@ -28,6 +28,7 @@ WELCOME = ("Type a message and press Enter (Ctrl+J for a new line). F3 adds your
 # 2-core CPU that work is taken from decoding (measured: 20/s cost ~10% of tok/s, 5/s ~0%).
 FRAME = 1 / 8
 STATUS_EVERY = 0.5  # seconds between live status-bar updates
+TITLE_MAX = 200  # characters of the first message kept as a session's title (the lists cut it to their width)
 
 
 class TokensBatch(Message):
@@ -274,7 +275,7 @@ class SenseApp(App):
         transcript.mount(ChatMessage("user", text))
         self.sessions.add_message(self.session.id, StoredMessage("user", text))
         if self.session.title.startswith("Chat ") and len(self.sessions.messages(self.session.id)) == 1:
-            self.session.title = text[:40]
+            self.session.title = " ".join(text.split())[:TITLE_MAX]
             self.sessions.rename(self.session.id, self.session.title)
             self.sub_title = self.session.title
         self._reply = ChatMessage("assistant")
@@ -383,7 +384,7 @@ class SenseApp(App):
             self._unask(reply)
             return
         self.last_stats = st = finished.stats.to_dict()
-        footer = finished.summary()
+        footer = figures_line(st, stopped=finished.finish_reason == "cancelled")
         if reply is not None:
             reply.set_footer(footer)  # with a "stopped" mark: the transcript keeps it in view
             spans = [list(s) for s in reply.spans]
@@ -442,7 +443,7 @@ class SenseApp(App):
     def update_status(self, **live) -> None:
         st = self.last_stats
         fields = {
-            "tok/s": live.get("tok_per_s", f"{st['tok_per_s']:.1f}" if st else None),
+            "tok/s": live.get("tok_per_s", f"{st['tok_per_s']:.1f}" if st and st["tokens"] > 1 else None),
             "tau": live.get("tau", f"{st['tau']:.2f}" if st else None),
             "accepted": live.get("accepted", f"{st['accepted']}/{st['drafted']}" if st else None),
             "method": self.settings.method,
@@ -541,7 +542,8 @@ class SenseApp(App):
         from .screens import SettingsScreen
 
         if not self.dialog_open:
-            self.push_screen(SettingsScreen(self.settings), self.apply_settings)
+            limit = self.engine.n_ctx if self.engine is not None else None
+            self.push_screen(SettingsScreen(self.settings, limit), self.apply_settings)
 
     def action_model_info(self) -> None:
         from .screens import ModelInfoScreen

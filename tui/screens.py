@@ -206,7 +206,8 @@ class DocumentsScreen(Screen):
         self.refresh_table()
 
     def action_remove(self) -> None:
-        from sense_local.datastore import DocumentStore
+        """Asks first, naming the highlighted document; Del again (or Enter, y) removes it."""
+        from .dialogs import ConfirmScreen
 
         table = self.query_one(DataTable)
         if table.row_count == 0:
@@ -214,6 +215,13 @@ class DocumentsScreen(Screen):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         if key.startswith("skip:"):
             return
+        question = f"Remove \u201c{Path(key).name}\u201d from the documents? ({key})"
+        self.app.push_screen(ConfirmScreen(question, again="delete"),
+                             lambda yes: self.remove_document(key) if yes else None)
+
+    def remove_document(self, key: str) -> None:
+        from sense_local.datastore import DocumentStore
+
         try:
             store = DocumentStore.open(self.store_path(), writable=True)
             try:
@@ -240,38 +248,50 @@ class SessionsResult:
 
 
 class SessionsScreen(ModalScreen):
-    """List, open, rename, delete sessions. Rename acts on the highlighted session, or the current
-    one when none is highlighted; delete asks for a second press."""
+    """List, open, rename, delete sessions. The list opens on the current session; rename and delete
+    act on the highlighted one (the current one when none is), and delete asks first, naming it."""
 
     BINDINGS = [Binding("escape", "close", "Close"), Binding("n", "new", "New"), Binding("d", "delete", "Delete"),
                 Binding("r", "rename", "Rename")]
-    CONFIRM_S = 4.0  # a second `d` within this many seconds deletes
 
     def __init__(self, sessions, current: int | None):
         super().__init__()
         self.sessions = sessions
         self.current = current
         self.result = SessionsResult()
-        self._delete_armed: tuple[int, float] | None = None  # (session id, when `d` was pressed)
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        items = self._items()
+        ids = [item.session_id for item in items]
+        with Vertical(classes="dialog sessions"):
             yield Label("Sessions (Enter open · n new · r rename · d delete)")
-            yield ListView(id="sessions")
+            yield ListView(*items, id="sessions", initial_index=ids.index(self.current) if self.current in ids else 0)
             yield Input(placeholder="new title, then Enter", id="rename")
 
     def on_mount(self) -> None:
         self.query_one("#rename").display = False
-        self.refresh_list()
 
-    def refresh_list(self) -> None:
-        view = self.query_one(ListView)
-        view.clear()
+    def _items(self) -> list[ListItem]:
+        """A row per session, newest first: the date and method, then the title, which gets the rest of
+        the row (cut with an ellipsis only where the dialog ends)."""
+        items = []
         for s in self.sessions.list():
             mark = "● " if s.id == self.current else "  "
-            item = ListItem(Label(f"{mark}{s.title}  [{s.method}]  {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.updated))}"))
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated))
+            item = ListItem(Label(f"{mark}{when}  [{s.method}]  {s.title}", classes="row"))
             item.session_id = s.id
-            view.append(item)
+            items.append(item)
+        return items
+
+    async def refresh_list(self, keep: int | None = None) -> None:
+        """List the sessions again, highlighting session `keep` (else the row where the highlight was)."""
+        view = self.query_one(ListView)
+        row = view.index or 0
+        await view.clear()
+        items = self._items()
+        await view.extend(items)
+        ids = [item.session_id for item in items]
+        view.index = ids.index(keep) if keep in ids else min(row, len(ids) - 1) if ids else None
 
     def _selected(self) -> int | None:
         """The highlighted session, else the current one."""
@@ -290,21 +310,23 @@ class SessionsScreen(ModalScreen):
         self.dismiss(self.result)
 
     def action_delete(self) -> None:
+        """Ask, naming the highlighted session; `d` again (or Enter, y) deletes it."""
+        from .dialogs import ConfirmScreen
+
         sid = self._selected()
         session = self.sessions.get(sid) if sid is not None else None
         if session is None:
             return
-        armed = self._delete_armed
-        if armed is None or armed[0] != sid or time.monotonic() - armed[1] > self.CONFIRM_S:
-            self._delete_armed = (sid, time.monotonic())
-            self.notify(f"Press d again to delete \u201c{session.title}\u201d.", severity="warning", timeout=self.CONFIRM_S)
-            return
-        self._delete_armed = None
-        self.sessions.delete(sid)
-        if sid == self.current:
+        current = " (the chat on screen)" if sid == self.current else ""
+        self.app.push_screen(ConfirmScreen(f"Delete \u201c{session.title}\u201d{current}?", again="d"),
+                             lambda yes: self._delete(session) if yes else None)
+
+    async def _delete(self, session) -> None:
+        self.sessions.delete(session.id)
+        if session.id == self.current:
             self.result.deleted_current, self.current = True, None
         self.notify(f"deleted \u201c{session.title}\u201d")
-        self.refresh_list()
+        await self.refresh_list()
 
     def action_rename(self) -> None:
         if self._selected() is None:
@@ -314,7 +336,7 @@ class SessionsScreen(ModalScreen):
         box.focus()
 
     @on(Input.Submitted, "#rename")
-    def do_rename(self, event: Input.Submitted) -> None:
+    async def do_rename(self, event: Input.Submitted) -> None:
         sid, title = self._selected(), event.value.strip()
         if sid is not None and title:
             self.sessions.rename(sid, title)
@@ -322,7 +344,7 @@ class SessionsScreen(ModalScreen):
                 self.result.renamed_current = title
         event.input.display = False
         event.input.value = ""
-        self.refresh_list()
+        await self.refresh_list(keep=sid)  # the renamed session stays highlighted
         self.query_one(ListView).focus()  # keys are the dialog's again (d, r, n), not the box's
 
 
@@ -331,9 +353,10 @@ class SettingsScreen(ModalScreen):
 
     BINDINGS = [Binding("escape", "dismiss", "Close")]
 
-    def __init__(self, settings):
+    def __init__(self, settings, context: int | None = None):
         super().__init__()
         self.settings = settings
+        self.context = context  # the running model's context: no reply can be longer
 
     def compose(self) -> ComposeResult:
         from sense_local.speculative.methods import METHODS
@@ -366,7 +389,7 @@ class SettingsScreen(ModalScreen):
                 system=self.query_one("#system", Input).value,
                 grounded=self.query_one("#grounded", Checkbox).value,
             )
-            settings.options()  # validates the ranges
+            settings.check(self.context)
         except SenseError as exc:
             self.notify(str(exc).replace("--", ""), severity="error")
             return
@@ -410,26 +433,34 @@ class ModelPickerScreen(ModalScreen):
         self.current = current  # the model the chat runs (marked in the list)
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label("Models (Enter switches; documents indexed with another model stay unloaded)")
-            yield ListView(id="models")
+        items, here = self._items()
+        with Vertical(classes="dialog models"):
+            yield Label("Models · Enter switches · Esc closes")
+            yield Static("Documents indexed with another model stay unloaded until you switch back.", classes="hint")
+            yield ListView(*items, id="models", initial_index=here)
 
-    def on_mount(self) -> None:
+    def _items(self) -> tuple[list[ListItem], int]:
+        """A row per model (registry models present, then GGUF files found on disk), and the row of the
+        model the chat runs."""
         from sense_local.model_discovery import discover
         from sense_local.registry import load_registry
 
         registry = load_registry()
-        view = self.query_one(ListView)
-        current = self.current
         choices = [(e.name, e.path, "registry") for e in registry.entries.values() if e.present]
         choices += [(f.name, f.path, f.tool) for f in discover()]
+        items, here = [], 0
         for name, path, source in choices:
             size = path.stat().st_size / 2**30 if path.exists() else 0
-            mark = "● " if current is not None and path == current else "  "
-            item = ListItem(Label(f"{mark}{name}  [{source}, {size:.2f} GiB]"))
-            item.model_name = name
-            view.append(item)
-        view.focus()
+            running = self.current is not None and path == self.current
+            here = len(items) if running else here
+            mark = "● " if running else "  "
+            item = ListItem(Label(f"{mark}{name}  [{source}, {size:.2f} GiB]", classes="row"))
+            item.model_name, item.model_path = name, path
+            items.append(item)
+        return items, here
+
+    def on_mount(self) -> None:
+        self.query_one(ListView).focus()
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         self.dismiss(event.item.model_name)

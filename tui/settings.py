@@ -4,8 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sense_local.conversation import ConversationConfig
+from sense_local.errors import SenseError
 from sense_local.generation import GenerationOptions
 from sense_local.speculative.methods import DEFAULT_METHOD
+
+MAX_TOKENS_CEILING = 32768  # the most a reply may ask for when the model's context is not known
 
 
 @dataclass
@@ -33,6 +36,14 @@ class Settings:
         """The decoding options these settings ask for (raises SenseError when one is out of range)."""
         return GenerationOptions(method=self.method, max_tokens=self.max_tokens, temperature=self.temperature,
                                  theta=self.theta)
+
+    def check(self, context: int | None = None) -> None:
+        """Refuse values out of range (SenseError, one line naming the field): the decoding options'
+        own checks, and a reply no longer than the model's context (or MAX_TOKENS_CEILING)."""
+        self.options()
+        limit, why = (context, "the model's context") if context else (MAX_TOKENS_CEILING, "the limit")
+        if self.max_tokens > limit:
+            raise SenseError(f"Max tokens: at most {limit:,} ({why}); got {self.max_tokens:,}")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

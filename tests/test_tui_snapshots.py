@@ -28,7 +28,12 @@ async def _ready(pilot):
     app = pilot.app
     while app.session is None or app.engine is None or "loading" in str(app.query_one("#status").render()):
         await pilot.pause(0.05)
-    app.query_one("#prompt").cursor_blink = False  # a blinking cursor would make the picture timing-dependent
+    box = app.query_one("#prompt")
+    box.cursor_blink = False  # a blinking cursor would make the picture timing-dependent
+    # TextArea caches rendered lines under a key that holds the cursor only while it blinks (Textual
+    # 8.2): a line cached in the blink's off phase would be drawn without the cursor from now on
+    box._line_cache.clear()
+    box.refresh()
     await pilot.wait_for_scheduled_animations()
     await pilot.pause(0.5)
 

@@ -571,3 +571,45 @@ def _rendered(widget) -> list[str]:
     console = Console(width=widget.size.width or 100, record=True, file=io.StringIO())
     console.print(widget.content)
     return console.export_text().splitlines()
+
+
+@pytest.mark.asyncio
+async def test_after_switching_to_a_model_the_documents_were_not_indexed_with_status_and_f3_say_so(
+        tmp_path, tmp_path_factory, engine):
+    from textual.widgets import DataTable, ListView
+
+    from sense_local.registry import resolve_model
+    from tui.screens import ModelPickerScreen
+    from conftest import pydoc_topics_store
+
+    store = pydoc_topics_store(engine, tmp_path_factory, "tui-other-model", ["pass", "del"])
+    app = SenseApp(ConversationConfig(store=str(store)), sessions=SessionStore(tmp_path / "s.db"),
+                   settings=Settings(method="ar", max_tokens=4))
+    status = lambda: str(app.query_one("#status").render())  # noqa: E731
+
+    async def documents_states():
+        await pilot.press("f3")
+        table = app.screen.query_one("#docs-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2, 10)
+        states = [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
+        note = str(app.screen.query_one("#index-status").render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.screen_stack[0], 5)
+        return states, note
+
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.store is not None)
+        assert "store store" in status()
+        assert (await documents_states())[0] == ["indexed", "indexed"]
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen), 5)
+        view = app.screen.query_one(ListView)
+        view.index = [item.model_name for item in view.children].index("smollm2-135m-instruct-q4_1")
+        await pilot.press("enter")
+        other = resolve_model("smollm2-135m-instruct-q4_1")
+        await wait_for(pilot, lambda: app.engine is not None and app.model_path == other, shown=status)
+        await wait_for(pilot, lambda: "docs not indexed for this model" in status(), 10, shown=status)
+        assert "store store" not in status()
+        states, note = await documents_states()
+        assert all(s.startswith("not indexed for this model") for s in states), states
+        assert "not the loaded model" in note

@@ -448,9 +448,26 @@ class SenseApp(App):
             "accepted": live.get("accepted", f"{st['accepted']}/{st['drafted']}" if st else None),
             "method": self.settings.method,
             "model": self.model_path.name if self.model_path else None,
-            "store": Path(self.store_path).name if self.store_path else "none",
+            **self.docs_field(),
         }
         self.query_one(StatusBar).show(**fields)
+
+    def docs_field(self) -> dict:
+        """The status bar's word on the documents, true for the loaded model: the store's name when it
+        is in use, else why there are none."""
+        from sense_local.datastore.manifest import Manifest, StoreError
+
+        if self.store is not None:
+            return {"store": Path(self.store_path).name}
+        if not self.store_path or self.engine is None:
+            return {"store": "none"}
+        try:
+            manifest = Manifest.load(Path(self.store_path))
+        except StoreError:
+            return {"docs": "not loaded"}
+        if manifest.model_fingerprint != self.engine.fingerprint:
+            return {"docs": "not indexed for this model"}
+        return {"docs": "not loaded"}
 
     # ------------------------------------------------------------------ copy and help
     def last_reply(self) -> ChatMessage | None:
@@ -513,6 +530,7 @@ class SenseApp(App):
                                 "documents")
         screen = self.get_screen("documents")
         screen.model_path = self.model_path  # the indexer loads the model the chat runs
+        screen.fingerprint = self.engine.fingerprint if self.engine is not None else None
         if self.screen is not screen:
             self.push_screen("documents")
 

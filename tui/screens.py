@@ -86,6 +86,7 @@ class DocumentsScreen(Screen):
         self._store_path = store_path
         self.threads = threads
         self.model_path = None  # the chat's model, set by the app before the screen is shown
+        self.fingerprint: str | None = None  # the loaded model's fingerprint, set with model_path
         self._rate = RateEstimate()
         self._current: tuple[int, int, str] | None = None  # (done, total, path) of the indexing under way
         self._ticker = None
@@ -106,6 +107,9 @@ class DocumentsScreen(Screen):
         self.query_one(ProgressBar).display = False  # shown while indexing
         self.refresh_table()
 
+    def on_screen_resume(self) -> None:
+        self.refresh_table()  # the model may have changed since the screen was last shown
+
     def store_path(self) -> str:
         return self._store_path
 
@@ -118,8 +122,16 @@ class DocumentsScreen(Screen):
             manifest = Manifest.load(Path(self.store_path()))
         except StoreError:
             return
+        other = self.fingerprint is not None and manifest.model_fingerprint != self.fingerprint
+        if other and self._current is None:  # a store of another model: nothing in it serves this one
+            self.query_one("#index-status", Static).update(
+                f"These documents were indexed with {manifest.model_name}, not the loaded model: answers do not "
+                "use them. Switch back to it (F7) to use them.")
         for path, doc in sorted(manifest.documents.items()):
-            state = "indexed" if doc.keyed else "by words only (the model reads it next)"
+            if other:
+                state = f"not indexed for this model (indexed with {manifest.model_name})"
+            else:
+                state = "indexed" if doc.keyed else "by words only (the model reads it next)"
             table.add_row(path, str(doc.n_tokens), state + (f" ({doc.note})" if doc.note else ""), key=path)
         for path, reason in sorted(manifest.skipped.items()):
             table.add_row(path, "-", f"skipped: {reason}", key="skip:" + path)

@@ -182,7 +182,7 @@ class StatusBar(Static):
     matter least (store, model, method), so the reply's figures always show."""
 
     SHORT = {"tok/s": "t/s", "accepted": "acc", "method": "", "model": "", "store": "docs"}
-    DROP_ORDER = ("store", "model", "method", "accepted")
+    DROP_ORDER = ("store", "model", "method", "docs", "accepted")
 
     def show(self, **fields) -> None:
         self._fields = {k: v for k, v in fields.items() if v is not None}

@@ -574,6 +574,66 @@ def _rendered(widget) -> list[str]:
 
 
 @pytest.mark.asyncio
+async def test_settings_scroll_at_60x15_and_every_field_and_save_are_reached_by_tab(tmp_path):
+    app = make_app(tmp_path, max_tokens=4, method="ar")
+    async with app.run_test(size=(60, 15)) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: app.dialog_open, 5)
+        dialog = app.screen.query_one(".dialog")
+        assert dialog.region.right <= 60 and dialog.region.bottom <= 15
+        reached = []
+        for _ in range(12):
+            await pilot.press("tab")
+            await pilot.pause(0.05)
+            focused = app.focused
+            reached.append(focused.id)
+            assert dialog.region.contains_region(focused.region), focused.id  # scrolled into view
+            if focused.id == "temperature":
+                focused.value = "0.3"
+            if focused.id == "save":
+                break
+        assert {"method", "theta", "max_tokens", "temperature", "system", "grounded", "save"} <= set(reached)
+        assert dialog.scroll_y > 0
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.dialog_open, 5)
+        assert app.settings.temperature == 0.3
+
+
+def _footer_keys(app):
+    """The footer's keys as shown, left to right, with the columns they take."""
+    from textual.widgets import Footer
+
+    footer = app.screen.query_one(Footer)
+    keys = sorted((k for k in footer.children if k.display), key=lambda k: k.region.x)
+    return footer, [(" ".join(k.render().plain.split()), k.region) for k in keys]
+
+
+@pytest.mark.asyncio
+async def test_the_footer_shows_the_main_keys_from_its_start_at_60_columns_and_notices_spare_the_box(tmp_path):
+    from textual.widgets._toast import Toast
+
+    app = make_app(tmp_path, max_tokens=4, method="ar")
+    async with app.run_test(size=(60, 15), notifications=True) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        await pilot.pause(0.3)
+        footer, keys = _footer_keys(app)
+        labels = [label for label, _ in keys]
+        assert footer.scroll_x == 0 and labels[:4] == ["f1 Help", "f3 Docs", "f4 Chats", "f5 Settings"], labels
+        assert all(region.right <= 60 for _, region in keys)  # whole keys only, none cut at the edge
+        assert not any("palette" in label for label in labels)
+        app.notify("Queued: sent when this reply ends (Esc stops it).")
+        await wait_for(pilot, lambda: app.screen.query(Toast), 5)
+        toast = app.screen.query_one(Toast)
+        await pilot.pause(0.1)
+        assert not toast.region.overlaps(app.query_one(PromptBox).region)
+        await pilot.resize_terminal(110, 32)  # wide: every key, in the app's order
+        await pilot.pause(0.3)
+        labels = [label for label, _ in _footer_keys(app)[1]]
+        assert labels[:6] == ["esc Cancel", "f1 Help", "f2 Highlight", "f3 Documents", "f4 Sessions", "f5 Settings"]
+
+
+@pytest.mark.asyncio
 async def test_after_switching_to_a_model_the_documents_were_not_indexed_with_status_and_f3_say_so(
         tmp_path, tmp_path_factory, engine):
     from textual.widgets import DataTable, ListView

@@ -18,6 +18,7 @@ from sense_local.errors import SenseError
 from sense_local.sessions import Message as StoredMessage
 from sense_local.sessions import SessionStore
 
+from .footer import ChatFooter
 from .settings import Settings
 from .widgets import ChatMessage, PromptBox, StatusBar, Transcript, code_blocks, figures_line, legend_text
 
@@ -133,9 +134,10 @@ class SenseApp(App):
         yield Static(legend_text(), id="legend")
         yield PromptBox(id="prompt", soft_wrap=True, show_line_numbers=False)
         yield StatusBar("loading model…", id="status")
-        yield Footer()
+        yield ChatFooter()
 
     def on_mount(self) -> None:
+        self.screen.add_class("chat")
         self.query_one("#prompt", PromptBox).focus()
         self.on_resize(events.Resize(self.size, self.size))
         self.load_engine()

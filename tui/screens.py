@@ -8,7 +8,7 @@ from pathlib import Path
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Select, Static
@@ -374,7 +374,7 @@ class SettingsScreen(ModalScreen):
         from sense_local.speculative.methods import METHODS
 
         s = self.settings
-        with Vertical(classes="dialog"):
+        with VerticalScroll(classes="dialog settings"):  # a short terminal scrolls it (Tab follows focus)
             yield Label("Method")
             yield Select([(m, m) for m in METHODS], value=s.method, allow_blank=False, id="method")
             yield Label("Theta (sense-soft; empty = default)")
@@ -385,7 +385,7 @@ class SettingsScreen(ModalScreen):
             yield Input(str(s.temperature), id="temperature")
             yield Label("System prompt")
             yield Input(s.system, id="system")
-            yield Checkbox("Ground answers in my documents (retrieve passages, cite sources)", s.grounded, id="grounded")
+            yield Checkbox("Ground answers in my documents (cite sources)", s.grounded, id="grounded")
             yield Button("Save", id="save", variant="primary")
 
     @on(Button.Pressed, "#save")

@@ -55,6 +55,25 @@ def test_chat_with_highlighting(snap_compare, tmp_path):
     assert snap_compare(app, terminal_size=SIZE, run_before=_ready)
 
 
+MARKDOWN_SPANS = [  # a reply in Markdown whose drafted spans fall inside code, bold text and a list
+    ["## Reading a ", "target", False], ["file", "context", False], ["\n\nUse **", "target", False],
+    ["pathlib", "pld", False], ["** and call `", "target", False], ["read_text()", "context", False],
+    ["`:\n\n```python\nfrom pathlib import Path\n", "target", False], ["text = Path(\"notes.md\")", "docs", False],
+    [".read_text()\n```\n\n- ", "target", False], ["no need to close", "context", True],
+    [" the file\n- *errors* raise `OSError`", "target", False],
+]
+
+
+def test_markdown_reply_with_highlighting(snap_compare, tmp_path):
+    """Markdown rendered (no fences, backticks or asterisks shown) with the highlight spans inside it."""
+    store = SessionStore(tmp_path / "s.db")
+    session = store.create("Files", "SmolLM2-135M-Instruct.Q8_0.gguf", "sense", Settings().to_dict())
+    store.add_message(session.id, Message("user", "How do I read a file?"))
+    store.add_message(session.id, Message("assistant", "".join(s[0] for s in MARKDOWN_SPANS), MARKDOWN_SPANS,
+                                          {"footer": "40 tokens · 90.0 tok/s · tau 2.10 · accepted 9/14"}))
+    assert snap_compare(SenseApp(sessions=store), terminal_size=SIZE, run_before=_ready)
+
+
 async def _ready_at_end(pilot):
     """_ready, then the transcript scrolled to its end and settled (the scrollbar thumb is drawn where
     the scroll position is: the picture is taken only once the follow-the-end scroll has finished)."""

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import re
 
-from rich.markdown import Markdown as RichMarkdown
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Static, TextArea
+
+from .markdown import render_markdown, span_ranges
 
 # One style per provenance of a token (TokenEvent.source, or "soft" for soft-accepted drafts).
 SOURCE_STYLES = {
@@ -121,6 +122,7 @@ class ChatMessage(Static):
         return text
 
     def highlighted_text(self) -> Text:
+        """The reply's source text with the span styles, Markdown not rendered."""
         text = Text()
         for chunk, source, soft in self.spans or [(self._content, "target", False)]:
             text.append(chunk, style=span_style(source, soft) if self.highlight else "")
@@ -129,10 +131,8 @@ class ChatMessage(Static):
     def refresh_content(self) -> None:
         if self.role == "user":
             body = Text(self._content)
-        elif self.highlight:
-            body = self.highlighted_text()
-        else:
-            body = RichMarkdown(self._content or " ")
+        else:  # Markdown, with the spans' styles over it while highlighting is on
+            body = render_markdown(self._content, span_ranges(self.spans, span_style) if self.highlight else ())
         extras = ([self.sources_text()] if self.sources else []) + ([Text(self.footer, style="dim")] if self.footer else [])
         if extras:
             from rich.console import Group

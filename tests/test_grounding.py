@@ -128,6 +128,8 @@ def test_coverage_is_the_share_of_question_words_the_documents_use(store):
     assert passages.coverage("What do global statements declare?") == 1.0  # stemmed: "statements" too
     assert passages.coverage("How do I bake sourdough bread?") == 0.0
     assert passages.coverage("the of and ?!") == 0.0  # no content words
+    assert passages.coverage("0") == 0.0 and passages.coverage("What is 2+2?") == 0.0  # numbers alone
+    assert passages.coverage("What does PEP 8 say about lambda?") == passages.coverage("What does PEP say about lambda?")
     mixed = passages.coverage("lambda sourdough")
     assert 0.0 < mixed < 1.0
 

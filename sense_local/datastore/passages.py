@@ -188,8 +188,9 @@ class PassageTable:
         every name a question shares with a small library (two notes: "Which day of the week is the
         Brass Kettle Inn closed?" has "day" and "week" absent, four names present). 0 for a question
         with no content words. Words like "sourdough" or "Everest" that the documents never use say
-        the question is about something else."""
-        terms = content_terms(question)
+        the question is about something else. Numbers do not count: a message of digits alone ("0",
+        "What is 2+2?") has nothing to be about, and every manual holds "0" (EXIT STATUS)."""
+        terms = [t for t in content_terms(question) if not t.isdigit()]
         if not terms:
             return 0.0
         n = max(self.db.execute("SELECT count(*) FROM passages").fetchone()[0], 1)

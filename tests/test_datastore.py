@@ -244,3 +244,41 @@ def test_kill_during_indexing_leaves_a_loadable_store_and_resumes(engine, tmp_pa
     assert len(store.manifest.documents) == len(names)
     assert store.n_vectors == sum(d.n_tokens - 1 for d in store.manifest.documents.values())
     assert not [p for p in store_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("commit_every", [1e9, 0.0])
+def test_pass_states_follow_each_document_and_the_commits(engine, tmp_path, commit_every):
+    """on_pass says, document by document, what the model has read and what is committed: a document
+    read since the last commit is "read, saved at the next commit" (the manifest on disk does not key
+    it yet), a committed one "indexed" (it does), the rest queued in the order they are read."""
+    from pydoc_data.topics import topics
+
+    from sense_local.datastore import PassState, document_state
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for t in ("assert", "pass", "del"):
+        (folder / f"{t}.txt").write_text(topics[t])
+    store_dir = tmp_path / "store"
+    seen: list[tuple[PassState, dict]] = []
+
+    def on_pass(state: PassState) -> None:
+        docs = json.loads((store_dir / "manifest.json").read_text())["documents"]
+        seen.append((state, {p: d["keyed"] for p, d in docs.items()}))
+
+    index_paths(engine, store_dir, [folder], commit_every=commit_every, on_pass=on_pass)
+    first, order = seen[0][0], list(seen[0][0].queued)
+    assert len(order) == 3 and not first.reading and not first.read and not first.saved
+    # the second document begins: the first is read, the third waits
+    state, keyed = next((s, k) for s, k in seen if s.reading == order[1])
+    assert document_state(order[2], keyed[order[2]], state) == "by words only (queued)"
+    assert document_state(order[1], keyed[order[1]], state) == "reading now (0%)"
+    assert document_state(order[1], keyed[order[1]], None) == "by words only (the model reads it next)"
+    if commit_every:  # nothing committed yet: read, not searched by its keys
+        assert not keyed[order[0]] and document_state(order[0], keyed[order[0]], state) == "read, saved at the next commit"
+    else:  # committed after each document
+        assert keyed[order[0]] and order[0] in state.saved and document_state(order[0], False, state) == "indexed"
+    assert any(0 < s.reading_done == s.reading_total for s, _ in seen)  # a window read, the reading says so
+    last, keyed = seen[-1]
+    assert last.saved == set(order) and not last.read and not last.queued and all(keyed.values())
+    assert {document_state(p, keyed[p], last) for p in order} == {"indexed"}

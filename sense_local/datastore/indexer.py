@@ -88,6 +88,35 @@ def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, over
 ProgressFn = Callable[[int, int, str], None]  # (tokens done, tokens total, current path)
 
 
+@dataclass(frozen=True)
+class PassState:
+    """Where the model's pass stands, document by document: a snapshot handed to `on_pass` each time
+    it moves (a document begun, a window read, a document read, a commit). Search uses committed
+    keys only, so a document read since the last commit is not yet searched by them."""
+
+    reading: str = ""  # the document the model reads now ("" between documents)
+    reading_done: int = 0  # its positions read so far
+    reading_total: int = 0  # its positions to read (tokens - 1)
+    read: frozenset[str] = frozenset()  # read since the last commit: keys stored, not yet durable
+    saved: frozenset[str] = frozenset()  # read and committed during this pass
+    queued: tuple[str, ...] = ()  # still to read, in the order the model reads them
+
+
+def document_state(path: str, keyed: bool, run: PassState | None = None) -> str:
+    """A document's state in words: `keyed` as the committed manifest says, `run` the pass under way
+    (None when none is). The one spelling of these states for every front end."""
+    if keyed or (run is not None and path in run.saved):
+        return "indexed"
+    if run is not None:
+        if path == run.reading:
+            return f"reading now ({100 * run.reading_done // max(run.reading_total, 1)}%)"
+        if path in run.read:
+            return "read, saved at the next commit"
+        if path in run.queued:
+            return "by words only (queued)"
+    return "by words only (the model reads it next)"
+
+
 def index_paths(
     engine: Engine,
     store_dir: Path,
@@ -100,12 +129,13 @@ def index_paths(
     cancel=None,
     wait: bool = False,
     on_searchable: Callable[[int], None] | None = None,
+    on_pass: Callable[[PassState], None] | None = None,
 ) -> IndexReport:
     """Index `paths` (files or folders) into the store at `store_dir`, made if missing. Words first,
     then keys: `on_searchable(n documents)` is called once the new documents are committed with their
     tokens and passages (grounded chat finds them), then the model's pass adds their key states;
-    `progress(done, total, path)` follows that pass in tokens. A store made earlier keeps its key
-    layer: the engine switches to it."""
+    `progress(done, total, path)` follows that pass in tokens and `on_pass(PassState)` document by
+    document. A store made earlier keeps its key layer: the engine switches to it."""
     t0 = time.perf_counter()
     report = IndexReport()
     roots = []
@@ -130,13 +160,15 @@ def index_paths(
     engine.use_key_layer(store.manifest.key_layer)
     store.mark_indexing(True)
     try:
-        return _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel, on_searchable)
+        return _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel, on_searchable,
+                      on_pass)
     finally:
         store.mark_indexing(False)
         store.release()
 
 
-def _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel, on_searchable) -> IndexReport:
+def _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel, on_searchable,
+           on_pass) -> IndexReport:
     manifest = store.manifest
 
     # 1. What changed: new, modified, deleted (deleted = known under these roots but gone).
@@ -223,30 +255,50 @@ def _index(engine, store, roots, report, t0, progress, commit_every, max_file_by
     done = 0
     last_commit = time.perf_counter()
     commit_cost = 0.0  # seconds the latest commit took
+    queued = [d.path for d in pending]
+    read: set[str] = set()  # keys stored since the last commit
+    saved: set[str] = set()
+
+    def tell(reading: str = "", n: int = 0, of: int = 0) -> None:
+        if on_pass is not None:
+            on_pass(PassState(reading, n, of, frozenset(read), frozenset(saved), tuple(queued)))
+
     if progress:
         progress(0, total, "")
+    tell()
     for entry in pending:
         if cancel is not None and cancel.is_set():
             break
         te = time.perf_counter()
+        queued.pop(0)
+        tell(entry.path, 0, entry.n_tokens - 1)
 
         def window_done(n: int, entry=entry) -> None:
             if progress:
                 progress(done + n, total, entry.path)
+            tell(entry.path, n, entry.n_tokens - 1)
 
         hidden = hidden_states(engine, store.tokens(entry.start, entry.end), on_window=window_done)
         report.eval_seconds += time.perf_counter() - te
         store.add_keys(entry.path, hidden)
+        read.add(entry.path)
         done += entry.n_tokens
         report.tokens += entry.n_tokens
         if progress:
             progress(done, total, entry.path)
+        tell()
         if time.perf_counter() - last_commit > max(commit_every, 10 * commit_cost):
             tc = time.perf_counter()
             store.commit()  # rewrites the whole index: on a large store spaced out to stay under ~10% of the time
             last_commit = time.perf_counter()
             commit_cost = last_commit - tc
+            saved.update(read)
+            read.clear()
+            tell()
     store.commit()
+    saved.update(read)
+    read.clear()
+    tell()
     engine.reset()
     report.seconds = time.perf_counter() - t0
     report.store_vectors = store.n_vectors

@@ -673,3 +673,58 @@ async def test_after_switching_to_a_model_the_documents_were_not_indexed_with_st
         states, note = await documents_states()
         assert all(s.startswith("not indexed for this model") for s in states), states
         assert "not the loaded model" in note
+
+
+@pytest.mark.asyncio
+async def test_document_states_and_the_indexing_note_during_the_model_pass(tmp_path, monkeypatch):
+    """The model pass is held at its second document: F3 shows the first one indexed (committed after
+    each document here), the second being read and the third queued; a grounded question asked then
+    says in the chat that indexing is still running. Released, every document ends indexed."""
+    import threading
+
+    from pydoc_data.topics import topics
+    from textual.widgets._toast import Toast
+
+    import sense_local.datastore.indexer as indexer
+
+    monkeypatch.setenv("SENSE_HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(indexer.index_paths.__kwdefaults__, "commit_every", 0.0)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for t in ("assert", "pass", "del"):
+        (folder / f"{t}.txt").write_text(topics[t])
+    held, release = threading.Event(), threading.Event()
+    real_hidden_states, calls = indexer.hidden_states, []
+
+    def hidden_states(engine, tokens, **kwargs):
+        calls.append(len(tokens))
+        if len(calls) == 2:  # the second document waits until the test has looked
+            held.set()
+            release.wait(120)
+        return real_hidden_states(engine, tokens, **kwargs)
+
+    monkeypatch.setattr(indexer, "hidden_states", hidden_states)
+    app = make_app(tmp_path, method="ar", max_tokens=8)
+    try:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await wait_for(pilot, lambda: app.session is not None)
+            await pilot.press("f3")
+            screen = app.screen
+            screen.query_one("#folder").value = str(folder)
+            await pilot.click("#add")
+            table = screen.query_one("#docs-table")
+            states = lambda: sorted(str(table.get_row_at(i)[2]) for i in range(table.row_count))  # noqa: E731
+            held_states = ["by words only (queued)", "indexed", "reading now (0%)"]
+            await wait_for(pilot, lambda: held.is_set() and states() == held_states, 60, shown=states)
+            await pilot.press("escape")  # back to the chat, the pass still held
+            await send(pilot, app, "What does the pass statement do?")
+            await wait_for(pilot, lambda: not app.generating)
+            toasts = lambda: [str(t.render()) for t in app.screen.query(Toast)]  # noqa: E731
+            await wait_for(pilot, lambda: any("indexing is still running" in t for t in toasts()), 10, shown=toasts)
+            assert any("2 documents not yet read by the model" in t for t in toasts()), toasts()
+            release.set()
+            status = lambda: str(screen.query_one("#index-status").render())  # noqa: E731
+            await wait_for(pilot, lambda: status().startswith("done:"), 120, shown=status)
+            assert states() == ["indexed"] * 3
+    finally:
+        release.set()

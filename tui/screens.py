@@ -24,6 +24,14 @@ class IndexProgress(Message):
         self.done, self.total, self.path, self.rate = done, total, path, rate
 
 
+class IndexPass(Message):
+    """The model's pass moved on: a document begun, read, or committed (a datastore PassState)."""
+
+    def __init__(self, state):
+        super().__init__()
+        self.state = state
+
+
 class IndexSearchable(Message):
     """The new documents are committed with their words: grounded chat finds them before their keys."""
 
@@ -89,6 +97,9 @@ class DocumentsScreen(Screen):
         self.fingerprint: str | None = None  # the loaded model's fingerprint, set with model_path
         self._rate = RateEstimate()
         self._current: tuple[int, int, str] | None = None  # (done, total, path) of the indexing under way
+        self._pass = None  # the model pass's latest PassState while one runs
+        self._docs: dict[str, tuple[bool, str]] = {}  # document -> (keyed as committed, its note), as listed
+        self._status_column = None
         self._ticker = None
 
     def compose(self) -> ComposeResult:
@@ -103,7 +114,7 @@ class DocumentsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("document", "tokens", "status")
+        self._status_column = table.add_columns("document", "tokens", "status")[-1]
         self.query_one(ProgressBar).display = False  # shown while indexing
         self.refresh_table()
 
@@ -118,6 +129,7 @@ class DocumentsScreen(Screen):
 
         table = self.query_one(DataTable)
         table.clear()
+        self._docs = {}
         try:
             manifest = Manifest.load(Path(self.store_path()))
         except StoreError:
@@ -130,11 +142,29 @@ class DocumentsScreen(Screen):
         for path, doc in sorted(manifest.documents.items()):
             if other:
                 state = f"not indexed for this model (indexed with {manifest.model_name})"
+                state += f" ({doc.note})" if doc.note else ""
             else:
-                state = "indexed" if doc.keyed else "by words only (the model reads it next)"
-            table.add_row(path, str(doc.n_tokens), state + (f" ({doc.note})" if doc.note else ""), key=path)
+                self._docs[path] = (doc.keyed, doc.note)
+                state = self._state(path)
+            table.add_row(path, str(doc.n_tokens), state, key=path)
         for path, reason in sorted(manifest.skipped.items()):
             table.add_row(path, "-", f"skipped: {reason}", key="skip:" + path)
+
+    def _state(self, path: str) -> str:
+        """A document's status cell: its state (the datastore says how to word it) and its note."""
+        from sense_local.datastore import document_state
+
+        keyed, note = self._docs[path]
+        return document_state(path, keyed, self._pass) + (f" ({note})" if note else "")
+
+    def on_index_pass(self, message: IndexPass) -> None:
+        """The per-document states move with the model pass; the rest of the table stays as loaded."""
+        self._pass = message.state
+        table = self.query_one(DataTable)
+        for path in self._docs:
+            state = self._state(path)
+            if table.get_cell(path, self._status_column) != state:
+                table.update_cell(path, self._status_column, state)
 
     @on(Button.Pressed, "#add")
     @on(Input.Submitted, "#folder")
@@ -170,7 +200,8 @@ class DocumentsScreen(Screen):
 
         try:
             report = index_paths(engine, self.store_path(), [folder], progress=progress,
-                                 on_searchable=lambda n: self.post_message(IndexSearchable(n)))
+                                 on_searchable=lambda n: self.post_message(IndexSearchable(n)),
+                                 on_pass=lambda state: self.post_message(IndexPass(state)))
         except SenseError as exc:
             self.post_message(IndexFinished("", str(exc)))
             return
@@ -207,7 +238,7 @@ class DocumentsScreen(Screen):
     def on_index_finished(self, message: IndexFinished) -> None:
         if self._ticker is not None:
             self._ticker.stop()
-        self._ticker, self._current = None, None
+        self._ticker, self._current, self._pass = None, None, None
         status = self.query_one("#index-status", Static)
         if message.error:
             status.update(f"error: {message.error}")

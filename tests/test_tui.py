@@ -722,6 +722,8 @@ async def test_document_states_and_the_indexing_note_during_the_model_pass(tmp_p
             toasts = lambda: [str(t.render()) for t in app.screen.query(Toast)]  # noqa: E731
             await wait_for(pilot, lambda: any("indexing is still running" in t for t in toasts()), 10, shown=toasts)
             assert any("2 documents not yet read by the model" in t for t in toasts()), toasts()
+            shown = [t for t in app.screen.query(Toast) if "indexing is still running" in str(t.render())]
+            assert shown[0].region.area and app.screen.region.contains_region(shown[0].region)  # on screen
             release.set()
             status = lambda: str(screen.query_one("#index-status").render())  # noqa: E731
             await wait_for(pilot, lambda: status().startswith("done:"), 120, shown=status)

@@ -77,9 +77,11 @@ class Finished:
     def summary(self) -> str:
         """The one-line figures every front end shows under a reply."""
         s = self.stats
-        line = (f"{s.tokens} tokens · {s.tok_per_s:.1f} tok/s · tau {s.tau:.2f} · "
-                f"accepted {s.accepted}/{s.drafted} · {s.method}")
-        return line + (" · stopped" if self.finish_reason == "cancelled" else "")
+        parts = [f"{s.tokens} token" + ("" if s.tokens == 1 else "s")]
+        if s.tokens > 1 and s.tok_per_s > 0:  # a one-token reply's speed after its first token means nothing
+            parts.append(f"{s.tok_per_s:.1f} tok/s")
+        parts += [f"tau {s.tau:.2f}", f"accepted {s.accepted}/{s.drafted}", s.method]
+        return " · ".join(parts) + (" · stopped" if self.finish_reason == "cancelled" else "")
 
 
 ReplyEvent = Prepared | TokenEvent | Finished

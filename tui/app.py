@@ -20,7 +20,7 @@ from sense_local.sessions import SessionStore
 
 from .footer import ChatFooter
 from .settings import Settings
-from .widgets import ChatMessage, PromptBox, StatusBar, Transcript, code_blocks, figures_line, legend_text
+from .widgets import ChatMessage, PromptBox, StatusBar, Transcript, code_blocks, legend_text
 
 WELCOME = ("Type a message and press Enter (Ctrl+J for a new line). F3 adds your documents, so answers can "
            "cite them; F5 settings, F7 other models, F4 sessions, F1 help, Ctrl+Q quits.")
@@ -386,7 +386,7 @@ class SenseApp(App):
             self._unask(reply)
             return
         self.last_stats = st = finished.stats.to_dict()
-        footer = figures_line(st, stopped=finished.finish_reason == "cancelled")
+        footer = finished.summary()
         if reply is not None:
             reply.set_footer(footer)  # with a "stopped" mark: the transcript keeps it in view
             spans = [list(s) for s in reply.spans]

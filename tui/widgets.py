@@ -50,17 +50,6 @@ def code_blocks(text: str) -> list[str]:
     return [m.group(2).rstrip("\n") for m in FENCE.finditer(text)]
 
 
-def figures_line(stats: dict, stopped: bool = False) -> str:
-    """The figures under a reply (GenerationStats.to_dict()): no speed for a reply of one token,
-    whose speed after its first token means nothing."""
-    n = stats["tokens"]
-    parts = [f"{n} token" + ("" if n == 1 else "s")]
-    if n > 1 and stats["tok_per_s"] > 0:
-        parts.append(f"{stats['tok_per_s']:.1f} tok/s")
-    parts += [f"tau {stats['tau']:.2f}", f"accepted {stats['accepted']}/{stats['drafted']}", stats["method"]]
-    return " · ".join(parts) + (" · stopped" if stopped else "")
-
-
 class Transcript(VerticalScroll):
     """The conversation. It follows its newest text: whenever its content or its size changes while
     it shows its end (text streamed in, a footer or sources added, a resize that re-wraps lines), it

@@ -108,7 +108,7 @@ class SenseApp(App):
         self._cancel = threading.Event()
         self._reply: ChatMessage | None = None
         self._streamed = 0  # tokens of the reply in progress shown so far
-        self._started = 0.0
+        self._decode_from = (0.0, 0)  # (time, tokens shown) at the reply's first token
         self._status_at = 0.0  # when the status bar last showed live figures
         self.last_stats: dict = {}
         self._quitting = False  # quit asked during a reply: exit once the reply is stopped and saved
@@ -288,7 +288,6 @@ class SenseApp(App):
         self._reading_from = None
         self._cancel.clear()
         self._streamed = 0
-        self._started = time.perf_counter()
         self.generate(self.history())
 
     def history(self) -> list[dict]:
@@ -356,14 +355,16 @@ class SenseApp(App):
             self._reading_from = None
             self._reply.set_footer("")
         self._reply.append_spans(message.spans)
-        self._streamed += len(message.spans)
         st = message.stats
+        if not self._streamed:  # the decoding rate counts from the first token, as GenerationStats.tok_per_s
+            self._decode_from = (st["t"], len(message.spans))
+        self._streamed += len(message.spans)
         if st["t"] - self._status_at < STATUS_EVERY:
             return
         self._status_at = st["t"]
-        elapsed = st["t"] - self._started
+        t0, n0 = self._decode_from
         self.update_status(
-            tok_per_s=f"{self._streamed / elapsed:.1f}" if elapsed > 0 else None,
+            tok_per_s=f"{(self._streamed - n0) / (st['t'] - t0):.1f}" if st["t"] > t0 and self._streamed > n0 else None,
             tau=f"{self._streamed / max(st['forwards'], 1):.2f}",
             accepted=f"{st['accepted']}/{st['drafted']}",
         )

@@ -730,3 +730,23 @@ async def test_document_states_and_the_indexing_note_during_the_model_pass(tmp_p
             assert states() == ["indexed"] * 3
     finally:
         release.set()
+
+
+@pytest.mark.asyncio
+async def test_the_live_rate_counts_from_the_first_token_not_from_the_request(tmp_path):
+    """A reply whose prompt took long to read: the status bar's tok/s while it streams is the decoding
+    rate after its first token (what the figures under the finished reply say), not tokens over the
+    time since Enter. The reply's batches are posted with their own clock; no model generates."""
+    from tui.app import TokensBatch
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        app.generate = lambda messages: None  # the reply below is fed by hand
+        await send(pilot, app, "Summarise the long text I pasted.")
+        stats = {"forwards": 1, "accepted": 0, "drafted": 0}
+        app.post_message(TokensBatch([["The", "target", False]], {**stats, "t": 1000.0}))  # after a 40 s read
+        app.post_message(TokensBatch([[" x", "target", False]] * 10, {**stats, "forwards": 11, "t": 1001.0}))
+        await pilot.pause(0.2)
+        status = str(app.query_one("#status").render())
+        assert "tok/s 10.0" in status, status

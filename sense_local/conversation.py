@@ -166,12 +166,13 @@ class Conversation:
                     self._memory.remember(question, event.text, turn.grounded)  # for the next turn's prompt
                 yield event
 
-    def complete(self, prompt: str, *, options: GenerationOptions | None = None,
+    def complete(self, prompt: str | list[int], *, options: GenerationOptions | None = None,
                  cancel: threading.Event | None = None) -> Iterator[ReplyEvent]:
-        """A raw continuation of `prompt` (no chat template, no documents)."""
+        """A raw continuation of `prompt` (no chat template, no documents): text, or token ids laid
+        out already (a fill-in-the-middle prompt, fim.py)."""
         options = options or self.config.options
         with self._turn():
-            tokens = prompt_tokens(self.engine, prompt, raw=True)
+            tokens = prompt_tokens(self.engine, prompt, raw=True) if isinstance(prompt, str) else list(prompt)
             yield Prepared(len(tokens))
             yield from self._decode(tokens, options, cancel)
 

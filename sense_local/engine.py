@@ -83,6 +83,22 @@ def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+@dataclass(frozen=True)
+class FimTokens:
+    """The model's fill-in-the-middle tokens (-1: the model has none): prefix, suffix and middle
+    markers, and the repository / file separators of the repo-level layout (fim.py)."""
+
+    pre: int
+    suf: int
+    mid: int
+    rep: int
+    sep: int
+
+    @property
+    def usable(self) -> bool:
+        return min(self.pre, self.suf, self.mid) >= 0
+
+
 class Engine:
     """A loaded GGUF model with one sequence of committed tokens in its KV cache."""
 
@@ -152,6 +168,11 @@ class Engine:
                 self._is_special[t] = True
             elif llama_cpp.llama_vocab_is_control(self._vocab, t):
                 self._is_special[t] = True
+        self.fim = FimTokens(*(int(getattr(llama_cpp, f"llama_vocab_fim_{k}")(self._vocab))
+                               for k in ("pre", "suf", "mid", "rep", "sep")))
+        for t in (self.fim.pre, self.fim.suf, self.fim.mid):  # a FIM marker in the output: the middle is done
+            if t >= 0:
+                self._is_eog[t] = self._is_special[t] = True
 
     def _make_context(self, key_layer: int | None, *, tapped: bool = False) -> None:
         """(Re)create the llama.cpp context, whose hidden states are read at `key_layer`: for a block,

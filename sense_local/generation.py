@@ -67,9 +67,11 @@ def open_store(engine: Engine, path):
 
 
 def prompt_tokens(engine: Engine, text: str, *, raw: bool = False, system: str | None = None) -> list[int]:
-    """Tokens for a user prompt: the model's chat template applied unless `raw`."""
+    """Tokens for a user prompt: the model's chat template applied unless `raw`. A raw prompt's
+    special-token texts are the model's special tokens (`<|fim_prefix|>` in a FIM prompt a client
+    built itself, `<|im_start|>`), as llama-server reads them."""
     if raw:
-        tokens = engine.tokenize(text, add_special=True, parse_special=False)
+        tokens = engine.tokenize(text, add_special=True, parse_special=True)
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         tokens = chat_tokens(engine, messages)

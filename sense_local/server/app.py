@@ -3,7 +3,8 @@
     GET  /v1/models             the loaded model
     GET  /v1/models/{id}        the loaded model (404 for another name with --strict-model)
     POST /v1/chat/completions   a chat turn (grounded on the store when the server has one)
-    POST /v1/completions        a raw continuation
+    POST /v1/completions        a raw continuation (with `suffix`: fill-in-the-middle)
+    POST /infill                llama-server's fill-in-the-middle (code completion at a cursor, infill.py)
     GET  /health                {"status": "ok", ...} with the queue's counters
 
 Every error is JSON in OpenAI's shape; a client that disconnects cancels its generation. Requests from
@@ -25,9 +26,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from ..conversation import Conversation, Finished, Prepared
+from ..conversation import Conversation, Finished, Prepared, reply_reserve
+from ..errors import ContextOverflowError
+from ..fim import NoFimTokens, infill_tokens
 from ..speculative.types import TokenEvent
 from .guard import GuardMiddleware, HostPolicy
+from .infill import infill_chunk, infill_result, parse_infill
 from .jobs import END, Failed, GenerationQueue, Job, QueueFull
 from .openai_api import (ApiError, TurnRequest, choice, envelope, finish_reason, new_id, parse_turn, sense_stats,
                          usage)
@@ -88,6 +92,9 @@ def _routes(state: ServerState) -> Starlette:
     async def completions(request: Request) -> Response:
         return await _turn(state, request, "completion")
 
+    async def infill(request: Request) -> Response:
+        return await _turn(state, request, "infill")
+
     async def on_api_error(request: Request, exc: ApiError) -> Response:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
@@ -105,6 +112,7 @@ def _routes(state: ServerState) -> Starlette:
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/infill", infill, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
     ]
     handlers = {ApiError: on_api_error, HTTPException: on_http_error, Exception: on_crash}
@@ -161,7 +169,10 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
     if model is not None:
         _check_model(state, model)
     conversation = state.conversation
-    turn = parse_turn(body, kind, conversation.config.options, conversation.engine.n_ctx, fixed_seed=state.fixed_seed)
+    defaults, n_ctx = conversation.config.options, conversation.engine.n_ctx
+    turn = (parse_infill(body, defaults, n_ctx, fixed_seed=state.fixed_seed) if kind == "infill" else
+            parse_turn(body, kind, defaults, n_ctx, fixed_seed=state.fixed_seed))
+    truncated = _fim_prompt(conversation, turn) if turn.infill is not None else False
     job = Job(_starter(turn), asyncio.get_running_loop())
     try:
         state.queue.submit(job)
@@ -184,20 +195,41 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
     # older messages left out to fit the context: said in a header (and a field), never silently
     said = {"X-Sense-Dropped-Messages": str(first.dropped)} if first.dropped else {}
     if turn.stream:
-        return StreamingResponse(_sse(state, turn, job, first, rid, watcher), media_type="text/event-stream",
+        return StreamingResponse(_sse(state, turn, job, first, rid, watcher, truncated),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **said})
     try:
-        return JSONResponse(await _whole(state, turn, job, first, rid), headers=said)
+        return JSONResponse(await _whole(state, turn, job, first, rid, truncated), headers=said)
     finally:
         watcher.cancel()
         job.cancel.set()  # finished already, or the client left
+
+
+def _fim_prompt(conversation: Conversation, turn: TurnRequest) -> bool:
+    """Lay out the turn's fill-in-the-middle prompt in `turn.tokens` (fim.py), leaving the reply its
+    room; whether some of the code was left out to fit. A model without FIM tokens: 400 (an empty
+    `suffix` on /v1/completions asks for nothing after the prompt: a plain continuation)."""
+    engine = conversation.engine
+    if turn.kind == "completion" and not turn.infill.suffix and not engine.fim.usable:
+        turn.infill = None
+        return False
+    try:
+        built = infill_tokens(engine, turn.infill, engine.n_ctx - reply_reserve(engine, turn.options))
+    except NoFimTokens as exc:
+        raise ApiError(400, str(exc), param="input_suffix" if turn.kind == "infill" else "suffix",
+                       code="no_fim_tokens") from None
+    except ContextOverflowError as exc:
+        raise ApiError(413, str(exc), code="context_length_exceeded") from None
+    turn.tokens = built.tokens
+    return built.truncated
 
 
 def _starter(turn: TurnRequest):
     def start(conversation: Conversation, cancel):
         if turn.kind == "chat":
             return conversation.reply(turn.messages, options=turn.options, grounded=turn.grounded, cancel=cancel)
-        return conversation.complete(turn.prompt, options=turn.options, cancel=cancel)
+        prompt = turn.tokens if turn.tokens is not None else turn.prompt  # FIM: laid out already
+        return conversation.complete(prompt, options=turn.options, cancel=cancel)
 
     return start
 
@@ -216,7 +248,8 @@ async def _events(job: Job) -> AsyncIterator:
         yield item
 
 
-async def _whole(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepared, rid: str) -> dict:
+async def _whole(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepared, rid: str,
+                 truncated: bool) -> dict:
     finished = None
     async for item in _events(job):
         if isinstance(item, Finished):
@@ -225,6 +258,8 @@ async def _whole(state: ServerState, turn: TurnRequest, job: Job, prepared: Prep
             raise ApiError(item.status, item.message, type="server_error")
     if finished is None:
         raise ApiError(500, "the generation ended without a result", type="server_error")
+    if turn.kind == "infill":
+        return infill_result(state.model_id, finished, prepared.prompt_tokens, truncated)
     doc = envelope(turn.kind, rid, state.model_id, chunk=False)
     doc["choices"] = [choice(turn.kind, finished.text, chunk=False, finish=finish_reason(finished))]
     doc["usage"] = usage(prepared.prompt_tokens, finished.stats)
@@ -235,7 +270,11 @@ async def _whole(state: ServerState, turn: TurnRequest, job: Job, prepared: Prep
 
 
 async def _sse(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepared, rid: str,
-               watcher: asyncio.Task) -> AsyncIterator[str]:
+               watcher: asyncio.Task, truncated: bool) -> AsyncIterator[str]:
+    if turn.kind == "infill":
+        async for line in _infill_sse(state, job, prepared, watcher, truncated):
+            yield line
+        return
     def chunk(text: str, *, finish: str | None = None, first: bool = False, **extra) -> str:
         doc = envelope(turn.kind, rid, state.model_id, chunk=True)
         doc["choices"] = [choice(turn.kind, text, chunk=True, finish=finish, first=first)]
@@ -258,5 +297,27 @@ async def _sse(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepar
                 yield f"data: {json.dumps(ApiError(item.status, item.message, type='server_error').body())}\n\n"
         yield "data: [DONE]\n\n"
     finally:  # finished, or the client left mid-stream: either way the model is freed at once
+        watcher.cancel()
+        job.cancel.set()
+
+
+async def _infill_sse(state: ServerState, job: Job, prepared: Prepared, watcher: asyncio.Task,
+                      truncated: bool) -> AsyncIterator[str]:
+    """/infill streamed as llama-server streams it: one `data:` object per piece of text, the last
+    with `"stop": true` and the figures, no `[DONE]`."""
+    def line(doc: dict) -> str:
+        return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n"
+
+    try:
+        async for item in _events(job):
+            if isinstance(item, TokenEvent):
+                if item.text:
+                    yield line(infill_chunk(item.text))
+            elif isinstance(item, Finished):
+                last = infill_result(state.model_id, item, prepared.prompt_tokens, truncated)
+                yield line({**last, "content": ""})  # the text went out piece by piece
+            elif isinstance(item, Failed):
+                yield line(ApiError(item.status, item.message, type="server_error").body())
+    finally:
         watcher.cancel()
         job.cancel.set()

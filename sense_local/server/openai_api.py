@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..conversation import Finished
 from ..errors import SenseError
+from ..fim import Infill
 from ..generation import MAX_STOPS, GenerationOptions
 from ..speculative.types import GenerationStats
 
@@ -32,18 +33,21 @@ class ApiError(Exception):
 
 @dataclass
 class TurnRequest:
-    kind: str  # "chat" | "completion"
+    kind: str  # "chat" | "completion" | "infill" (llama-server's /infill, infill.py)
     options: GenerationOptions
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
     grounded: bool | None = None  # None: as the server was started (with --store: grounded)
     messages: list[dict] = field(default_factory=list)  # chat
     prompt: str = ""  # completion
+    infill: Infill | None = None  # fill-in-the-middle: /infill, or a completion with a `suffix`
+    tokens: list[int] | None = None  # the prompt built from `infill` (fim.py), once the model is known
 
 
 def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixed_seed: bool = False) -> TurnRequest:
-    """Check a /v1/chat/completions or /v1/completions body; ApiError(400) names the bad field. A
-    request without a seed gets a random one, unless the server was given one (`fixed_seed`)."""
+    """Check a /v1/chat/completions or /v1/completions body (or /infill's other fields, infill.py);
+    ApiError(400) names the bad field. A request without a seed gets a random one, unless the server
+    was given one (`fixed_seed`)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     stream = _typed(body, "stream", bool, False)
@@ -87,8 +91,15 @@ def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixe
     request = TurnRequest(kind, options, stream, bool(stream_options.get("include_usage")), grounded)
     if kind == "chat":
         request.messages = _messages(body.get("messages"))
-    else:
-        request.prompt = _prompt(body.get("prompt"))
+    elif kind == "completion":
+        suffix = body.get("suffix")
+        if suffix is not None and not isinstance(suffix, str):
+            raise ApiError(400, f"suffix must be a string (got {suffix!r})", param="suffix")
+        # with a suffix the prompt is the text before the cursor, which may be none (the file's start)
+        request.prompt = _prompt(body.get("prompt") or "" if suffix is not None else body.get("prompt"),
+                                 empty=suffix is not None)
+        if suffix is not None:
+            request.infill = Infill(request.prompt, suffix)
     return request
 
 
@@ -99,7 +110,7 @@ UNSERVED = {
     "logprobs": (False, 0), "top_logprobs": (0,), "logit_bias": ({},), "tools": ([],),
     "tool_choice": ("none", "auto"), "parallel_tool_calls": (True, False), "functions": ([],),
     "function_call": ("none", "auto"), "response_format": ({"type": "text"},), "echo": (False,),
-    "suffix": ("",), "best_of": (1,), "audio": (), "modalities": (["text"],),
+    "best_of": (1,), "audio": (), "modalities": (["text"],),
 }
 
 
@@ -175,10 +186,10 @@ def _prediction(prediction) -> str:
     return _text(prediction["content"], "prediction.content")
 
 
-def _prompt(prompt) -> str:
+def _prompt(prompt, *, empty: bool = False) -> str:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
-    if not isinstance(prompt, str) or not prompt:
+    if not isinstance(prompt, str) or not (prompt or empty):
         raise ApiError(400, "prompt must be a non-empty string (one prompt per request)", param="prompt")
     return prompt
 

@@ -169,3 +169,43 @@ UNRELATED_HELD_OUT = [
     "Tell me something interesting.",
     "Bye for now!",
 ]
+
+
+# Written blind after the hidden-state part of the gate was chosen on the sets above (grounding/gate.py):
+# more questions in users' own words, and unrelated ones made of words manuals and references use
+# ("Name three animals.", "What is the first letter of the alphabet?"). Run once with the rule.
+HELD_OUT_2 = [
+    DocQuestion("break", "How do I stop a loop early when I find what I'm looking for?"),
+    DocQuestion("continue", "How can I skip the rest of one loop iteration and go to the next?"),
+    DocQuestion("raise", "How do I throw my own error with a message?"),
+    DocQuestion("return", "What does a function give back if it has no return line?"),
+    DocQuestion("nonlocal", "How can an inner function change a variable of the function around it?"),
+    DocQuestion("while", "How do I keep repeating something until a condition becomes false?"),
+    DocQuestion("dict", "Can I make a dictionary with a one-line comprehension?"),
+    DocQuestion("lists", "How do I build a list of squares in one line?"),
+    DocQuestion("floating", "How do I write a number in scientific notation like 1e10?"),
+    DocQuestion("power", "Which operator raises a number to a power?"),
+    DocQuestion("strings", "How do I write a string that spans several lines?"),
+    DocQuestion("typesseq-mutable", "How do I add an item to the end of a list?"),
+    DocQuestion("context-managers", "What methods does an object need to work in a with block?"),
+    DocQuestion("if", "How do I check several conditions one after another?"),
+    DocQuestion("try", "How do I run cleanup code whether or not an error happened?"),
+    DocQuestion("calls", "How do I pass arguments to a function by name?"),
+    DocQuestion("bitwise", "How do I combine two numbers bit by bit with and?"),
+    DocQuestion("shifting", "What does shifting a number left by one bit do?"),
+    DocQuestion("async", "How do I loop over an asynchronous iterator?"),
+    DocQuestion("imaginary", "How do I write a complex number?"),
+]
+UNRELATED_HELD_OUT_2 = [
+    "Name three animals.", "List three fruits.", "Name five countries in Europe.", "What colour is the sky?",
+    "How many days are in a week?", "Give me a word that means happy.", "What is your favourite number?",
+    "Count from one to ten.", "What time is it in London?", "Describe a sunset.",
+    "What is the first letter of the alphabet?", "Write a sentence with the word blue.",
+    "Which is bigger, an elephant or a mouse?", "Tell me a fun fact about cats.", "What is a good name for a dog?",
+    "What sound does a cow make?", "Name a famous painter.", "What is the opposite of hot?",
+    "How do I say thank you in German?", "What is the main ingredient of guacamole?",
+    "Spell the word necessary.", "Who invented the telephone?", "What is the largest ocean?",
+    "Give me two rhymes for cat.", "What should I name my new project?", "How do I tie a tie?",
+    "What is the square root of 81?", "Which month comes after June?", "What are the three primary colours?",
+    "Is a tomato a fruit?",
+]

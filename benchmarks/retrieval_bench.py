@@ -14,7 +14,8 @@ from pathlib import Path
 from sense_local.engine import Engine
 from sense_local.key_tap import layer_name
 from sense_local.grounding.retrieve import COVERAGE_FLOOR, RANKERS, PassageRetriever
-from benchmarks.doc_questions import HELD_OUT, QUESTIONS, UNRELATED, UNRELATED_HELD_OUT, corpus_topics
+from benchmarks.doc_questions import (HELD_OUT, HELD_OUT_2, QUESTIONS, UNRELATED, UNRELATED_HELD_OUT,
+                                      UNRELATED_HELD_OUT_2, corpus_topics)
 from sense_local.bench.runner import pydoc_store
 
 
@@ -45,18 +46,21 @@ def measure_recall(engine: Engine, store, rankers=RANKERS, questions=QUESTIONS, 
 
 
 def measure_gate(engine: Engine, store, questions=QUESTIONS, unrelated=UNRELATED, held_out=HELD_OUT,
-                 unrelated_held_out=UNRELATED_HELD_OUT) -> dict:
+                 unrelated_held_out=UNRELATED_HELD_OUT, held_out_2=HELD_OUT_2,
+                 unrelated_held_out_2=UNRELATED_HELD_OUT_2) -> dict:
     """The relevance gate (grounding/retrieve.py Evidence) on labelled and unrelated questions: recall@3
     of the labelled ones with the gate on (a gated question counts as a miss), how many held-out
     questions in users' words pass it, and how often an unrelated question still gets sources."""
     retriever = PassageRetriever(engine, store, "fused")
     rows = []
     sets = [("labelled", q.question, q.topic) for q in questions] + [("held-out", q.question, q.topic) for q in held_out]
+    sets += [("held-out 2", q.question, q.topic) for q in held_out_2]
     sets += [("unrelated", text, None) for text in unrelated] + [("unrelated held-out", text, None) for text in unrelated_held_out]
+    sets += [("unrelated held-out 2", text, None) for text in unrelated_held_out_2]
     for kind, text, topic in sets:
         hits, ev = retriever.search_with_evidence(text, 3)
         rows.append({"kind": kind, "question": text, "coverage": round(ev.coverage, 3), "bm25": round(ev.bm25, 3),
-                     "votes": round(ev.votes, 4), "relevant": ev.relevant,
+                     "votes": float(f"{ev.votes:.3g}"), "floor": ev.floor, "relevant": ev.relevant,
                      "found": topic is not None and topic in [topic_of(h.passage.path) for h in hits]})
 
     def share(kind, key):
@@ -69,11 +73,16 @@ def measure_gate(engine: Engine, store, questions=QUESTIONS, unrelated=UNRELATED
         "recall@3_ungated": share("labelled", ("found",)),
         "held_out_passed": share("held-out", ("relevant",)),
         "held_out_found_gated": share("held-out", ("found", "relevant")),
+        "held_out_2_passed": share("held-out 2", ("relevant",)),
+        "held_out_2_found_gated": share("held-out 2", ("found", "relevant")),
+        "held_out_2_found_ungated": share("held-out 2", ("found",)),
+        "unrelated_held_out_2_sourced": share("unrelated held-out 2", ("relevant",)),
         "unrelated_sourced": share("unrelated", ("relevant",)),
         "unrelated_held_out_sourced": share("unrelated held-out", ("relevant",)),
         "unrelated_all_sourced": round(sum(r["relevant"] for r in unrelated_rows) / max(len(unrelated_rows), 1), 3),
         "sourced_unrelated": [r["question"] for r in unrelated_rows if r["relevant"]],
-        "gated_labelled": [r["question"] for r in rows if r["kind"] in ("labelled", "held-out") and not r["relevant"]],
+        "gated_labelled": [r["question"] for r in rows if r["kind"].startswith(("labelled", "held-out")) and not r["relevant"]],
+        "floor": rows[0]["floor"],
         "rows": rows,
     }
 
@@ -94,12 +103,16 @@ def main(argv=None) -> int:
     results = measure_recall(engine, store)
     if args.gate:
         gate = measure_gate(engine, store)
-        print(f"gate (coverage >= {COVERAGE_FLOOR}): recall@3 {gate['recall@3_gated']:.3f} gated, "
+        floor = "words only" if gate["floor"] is None else f"votes >= {gate['floor']:.2g}"
+        print(f"gate (coverage >= {COVERAGE_FLOOR}, {floor}): recall@3 {gate['recall@3_gated']:.3f} gated, "
               f"{gate['recall@3_ungated']:.3f} ungated ({len(QUESTIONS)} labelled); held-out in users' words: "
               f"{gate['held_out_passed']:.3f} pass, {gate['held_out_found_gated']:.3f} found@3 ({len(HELD_OUT)})")
         print(f"unrelated questions sourced: {gate['unrelated_sourced']:.3f} of {len(UNRELATED)}, held-out "
               f"{gate['unrelated_held_out_sourced']:.3f} of {len(UNRELATED_HELD_OUT)}, all "
               f"{gate['unrelated_all_sourced']:.3f}: {gate['sourced_unrelated']}")
+        print(f"second held-out sets: {gate['held_out_2_passed']:.3f} pass, found@3 {gate['held_out_2_found_gated']:.3f} gated "
+              f"({gate['held_out_2_found_ungated']:.3f} ungated) of {len(HELD_OUT_2)}; unrelated sourced "
+              f"{gate['unrelated_held_out_2_sourced']:.3f} of {len(UNRELATED_HELD_OUT_2)}")
         if gate["gated_labelled"]:
             print(f"labelled questions gated: {gate['gated_labelled']}")
     print(f"keys: {layer_name(engine.key_layer)}; {len(QUESTIONS)} questions, {len(store.manifest.documents)} documents, "

@@ -750,3 +750,30 @@ async def test_the_live_rate_counts_from_the_first_token_not_from_the_request(tm
         await pilot.pause(0.2)
         status = str(app.query_one("#status").render())
         assert "tok/s 10.0" in status, status
+
+
+@pytest.mark.asyncio
+async def test_a_question_the_manuals_are_not_about_gets_no_sources_on_the_default_model(tmp_path, default_engine):
+    """Issue 36 item 3: over ls, grep and chmod pages, "Name three colours." was answered with three
+    passages of grep's --colour; the question about grep's colours still gets them."""
+    import sense_local as sl
+    from man_pages import MAN_PAGES
+    from sense_local.datastore import index_paths
+
+    (tmp_path / "docs").mkdir()
+    for name, text in MAN_PAGES.items():
+        (tmp_path / "docs" / name).write_text(text)
+    index_paths(default_engine, tmp_path / "store", [tmp_path / "docs"])
+    app = SenseApp(ConversationConfig(model=str(sl.resolve_model("default")), store=str(tmp_path / "store")),
+                   sessions=SessionStore(tmp_path / "s.db"), settings=Settings(method="pld", max_tokens=6))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session is not None and app.store is not None)
+        for question, sourced in (("Name three colours.", False), ("How do I make grep show colours?", True)):
+            await send(pilot, app, question)
+            await wait_for(pilot, lambda: not app.generating, 180)
+            reply = replies(app)[-1]
+            assert reply.content.strip()
+            if sourced:
+                assert reply.sources and Path(reply.sources[0]["path"]).name == "grep.txt"
+            else:
+                assert not reply.sources, reply.sources

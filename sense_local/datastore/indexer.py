@@ -299,6 +299,10 @@ def _index(engine, store, roots, report, t0, progress, commit_every, max_file_by
     saved.update(read)
     read.clear()
     tell()
+    if pending and not (cancel is not None and cancel.is_set()):
+        from ..grounding.retrieve import PassageRetriever  # grounding reads stores; a call, not a layer
+
+        PassageRetriever(engine, store).warm_gate()  # the relevance gate's background, before any question
     engine.reset()
     report.seconds = time.perf_counter() - t0
     report.store_vectors = store.n_vectors

@@ -72,6 +72,7 @@ class DocumentStore:
         self._pending_len = 0  # tokens appended since the last commit
         self._passages: PassageTable | None = None
         self._passage_spans: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see passage_spans
+        self.gate_background = None  # the relevance gate's measurement of this store (grounding/gate.py)
         self._manifest_stamp = self._stamp()
         self._lock: WriterLock | None = None  # held while writable (see open)
 

@@ -15,35 +15,32 @@ import numpy as np
 
 from ..datastore.passages import PassageRow
 from ..errors import SenseError
+from .gate import COVERAGE_FLOOR, VOTE_TEMPERATURE, background_for
 
 RANKERS = ("bm25", "hidden", "fused")
 DEFAULT_RANKER = "fused"
 VOTE_K = 16  # neighbours per question position
-VOTE_TEMPERATURE = 0.05
 RRF_K = 60
-COVERAGE_FLOOR = 0.55  # the relevance gate: see Evidence
 
 
 @dataclass
 class Evidence:
-    """How strongly the documents bear on a question. The gate: a question is answered from the
-    documents when at least COVERAGE_FLOOR of its content words (weighted by idf) occur in them at all
-    (PassageTable.coverage); otherwise no passage is put into the prompt and none is cited.
+    """How strongly the documents bear on a question (the gate: gate.py). `relevant`: its words are
+    in the documents (coverage) and, where the store's key states separate topics (`floor` not
+    None), the best passage's votes reach the floor; a best word match in a document the model has
+    not read yet (`unread`) cannot be voted for, so words decide there."""
 
-    Measured on 50 labelled questions over 76 pydoc topics, 20 more in users' own words and 54
-    unrelated ones (benchmarks/doc_questions.py, `python -m benchmarks.retrieval_bench --gate`): see
-    the README's "Grounding gate" figures. The unrelated ones that pass are small talk made of
-    words the documents happen to use ("Can you help me?"). The best BM25 score and the hidden-state
-    votes per question token are kept for that measurement: neither separates the two sets as well
-    (BM25 alone: recall 0.84 at 8% unrelated; a fitted BM25 + votes rule 0.88 / 12.5% left-one-out)."""
-
-    coverage: float
-    bm25: float
-    votes: float
+    coverage: float  # idf-weighted share of the question's content words found in the documents
+    bm25: float  # the best passage's BM25 score (kept for the measurement)
+    votes: float  # the best passage's hidden-state votes per question token (0: none computed)
+    floor: float | None = None  # the votes the store's background asks for; None: words alone
+    unread: bool = False
 
     @property
     def relevant(self) -> bool:
-        return self.coverage >= COVERAGE_FLOOR
+        if self.coverage < COVERAGE_FLOOR:
+            return False
+        return self.floor is None or self.unread or self.votes >= self.floor
 
 
 @dataclass
@@ -63,18 +60,43 @@ class PassageRetriever:
     def search(self, question: str, k: int = 3, gate: bool = True) -> list[PassageHit]:
         """The k best passages, or none when the documents are not about the question (Evidence);
         gate=False: the k best however weak."""
-        if gate and self.store.passages.coverage(question) < COVERAGE_FLOOR:  # gated: no need to rank
+        if not gate:
+            return self._rank(question, k)[0]
+        coverage = self.store.passages.coverage(question)
+        if coverage < COVERAGE_FLOOR:  # gated by its words: no need to rank
             return []
-        return self._rank(question, k)[0]
+        hits, lexical, semantic = self._rank(question, k)
+        return hits if self._evidence(question, coverage, lexical, semantic).relevant else []
 
-    def search_with_evidence(self, question: str, k: int = 3) -> tuple[list[PassageHit], "Evidence"]:
+    def search_with_evidence(self, question: str, k: int = 3) -> tuple[list[PassageHit], Evidence]:
         """The k best passages however weak, and how strongly the documents answer the question."""
         hits, lexical, semantic = self._rank(question, k)
+        return hits, self._evidence(question, self.store.passages.coverage(question), lexical, semantic)
+
+    def _evidence(self, question: str, coverage: float, lexical: list[PassageHit],
+                  semantic: list[PassageHit]) -> Evidence:
+        evidence = Evidence(coverage, bm25=lexical[0].score if lexical else 0.0, votes=0.0)
+        if self.ranker == "bm25" or self.store.n_vectors == 0:
+            return evidence  # no hidden-state ranking: words decide
+        evidence.votes = self._votes(question, semantic)
+        evidence.floor = background_for(self.store, self.engine.key_layer, self.question_votes).floor
+        unread = {d.path for d in self.store.unkeyed()}
+        evidence.unread = bool(lexical) and lexical[0].passage.path in unread
+        return evidence
+
+    def warm_gate(self) -> None:
+        """Measure the gate's background of this store now (gate.py; kept beside the store), so the
+        first question does not wait for it (~7 s on the 1.5B)."""
+        if self.ranker != "bm25" and self.store.n_vectors > 0:
+            background_for(self.store, self.engine.key_layer, self.question_votes)
+
+    def question_votes(self, question: str) -> float:
+        """The best passage's hidden-state votes per question token."""
+        return self._votes(question, self.hidden(question, 1))
+
+    def _votes(self, question: str, semantic: list[PassageHit]) -> float:
         n_query = max(len(self.engine.tokenize(question.strip(), add_special=False)), 1)
-        evidence = Evidence(coverage=self.store.passages.coverage(question),
-                            bm25=lexical[0].score if lexical else 0.0,
-                            votes=semantic[0].score / n_query if semantic else 0.0)
-        return hits, evidence
+        return semantic[0].score / n_query if semantic else 0.0
 
     def _rank(self, question: str, k: int) -> tuple[list[PassageHit], list[PassageHit], list[PassageHit]]:
         """(the k best passages by this ranker, the lexical list, the hidden-state list)."""

@@ -593,9 +593,12 @@ class Engine:
     def _prefill_from(self, prompt: np.ndarray, reuse: int, outputs: str, hidden: bool, cancel,
                       progress) -> EvalOutput:
         """The prompt from `reuse` on; with `cancel`, in CANCEL_CHUNK decodes, each followed by
-        progress(tokens evaluated or reused, prompt length) when given."""
+        progress(tokens evaluated or reused, prompt length) when given (and once before the first:
+        a front end can say the prompt is being read before a chunk takes its second)."""
         if cancel is None or outputs != "last":
             return self.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
+        if progress is not None and len(prompt) - reuse > CANCEL_CHUNK:
+            progress(reuse, len(prompt))
         with self.cancellable(cancel):
             while len(prompt) - reuse > CANCEL_CHUNK:
                 if cancel.is_set():

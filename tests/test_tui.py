@@ -164,7 +164,9 @@ async def test_a_long_prompt_shows_how_far_it_has_been_read(tmp_path):
         await wait_for(pilot, lambda: "reading the prompt:" in replies(app)[-1].footer or not app.generating)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.generating)
-        assert app.query_one(PromptBox).text == text
+        box = app.query_one(PromptBox)
+        assert box.text == text
+        assert box.cursor_location == box.document.end  # typing goes on where the question ended
         assert [m.content for m in app.sessions.messages(app.session.id) if m.role == "user"][-1].startswith("Summarise this:")
         assert len(replies(app)) == 1
 

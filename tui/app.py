@@ -411,6 +411,7 @@ class SenseApp(App):
         self.sessions.drop_last_message(self.session.id)
         box = self.query_one(PromptBox)
         box.text = text + (("\n\n" + box.text) if box.text.strip() else "")
+        box.move_cursor((len(text.split("\n")) - 1, len(text.split("\n")[-1])))  # at the end of the question
         self.notify("Stopped before the reply began: the message is back in the box, out of the conversation.")
         self.update_status()
         if self.queued:

@@ -200,37 +200,3 @@ def test_soft_bonus_row_after_a_verified_draft():
     assert stats.drafted == 20 and stats.accepted == 20 and stats.soft_accepted == 30
     assert all(e.soft for e in events[1:]) and follows_synonyms(events)
     assert stats.forwards == 11  # the prefill, then [last + 2 drafted] -> 2 soft + 1 bonus, ten times
-
-
-def test_drafts_that_keep_failing_pause_and_sure_or_paying_drafts_do_not():
-    """The ledger (speculative/ledger.py): a drafter that claims 0.8 and is always wrong gets a few
-    drafts verified, then pauses that double; one that is right, or claims SURE, never pauses."""
-    from sense_local.speculative import ledger
-
-    curve = CostCurve((1, 2, 4, 8, 16, 32), (1.0, 1.2, 1.5, 2.0, 3.0, 5.0))  # a 4-token draft costs 0.5 extra
-    failing = ScriptedDrafter(0, 4, acceptance=0.8)
-    _, stats, events = run(failing, 200, cost=curve)
-    assert [e.token for e in events] == greedy_reference(PROMPT, 200)  # lossless either way
-    # 5 drafts to fall 2.5 behind, then pauses of 8, 16, 32, 64, 64 with 2 drafts between: 14; without it 199
-    assert 3 <= stats.steps_with_draft <= 16, stats.steps_with_draft
-    paying = ScriptedDrafter(4, 0, acceptance=0.8)
-    _, stats, _ = run(paying, 200, cost=curve)
-    assert stats.steps_with_draft == stats.forwards - 1  # every step after the prompt's drafted
-    _, stats, _ = run(ScriptedDrafter(0, 4, acceptance=ledger.SURE), 60, cost=curve)
-    assert stats.steps_with_draft == 59  # a copy under way is never held back
-
-
-def test_the_ledger_pauses_when_behind_and_forgives_what_a_pause_covered():
-    from sense_local.speculative.ledger import PAUSE, SLACK, DraftLedger
-
-    book = DraftLedger()
-    book.record(1.5, 0)
-    assert book.allows(0.5)  # 1.5 behind: within the slack
-    book.record(1.0, 0)  # 2.5 behind: the first pause
-    assert [book.allows(0.5) for _ in range(PAUSE)] == [False] * PAUSE and book.allows(0.5)
-    assert book.behind == SLACK / 2
-    book.record(2.0, 0)  # still losing: twice as long
-    assert sum(not book.allows(0.5) for _ in range(4 * PAUSE)) == 2 * PAUSE
-    book.record(1.0, 6)  # paying again: the next pause is short
-    book.record(6.5, 0)  # 2.5 behind again
-    assert sum(not book.allows(0.5) for _ in range(4 * PAUSE)) == PAUSE

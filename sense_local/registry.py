@@ -1,8 +1,9 @@
 """The model registry (models/registry.json): names -> where the GGUF comes from, its file and sha256.
 
 Weights are provisioned at set-up time by `models/fetch.py`; at run time we only resolve paths
-and never touch the network. Three names are roles rather than models: `default` (the chat model
-every front end opens), `test` (the fast model of the unit tests) and `probe` (set-up's smoke decode).
+and never touch the network. Four names are roles rather than models: `default` (the chat model
+every front end opens), `test` (the fast model of the unit tests), `probe` (set-up's smoke decode) and
+`embedding` (the sentence-embedding model /v1/embeddings loads).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from .errors import ModelError
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-ROLES = ("default", "test", "probe")
+ROLES = ("default", "test", "probe", "embedding")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ModelEntry:
     license: str
     source: str  # where set-up gets it: a wheel, N wheel parts, or a requantization
     why: str = ""  # when to pick it
+    kind: str = "chat"  # "chat", or "embedding": a model only /v1/embeddings loads
 
     @property
     def path(self) -> Path:
@@ -58,6 +60,8 @@ def models_dir() -> Path:
 def _source(e: dict) -> str:
     if "parts" in e:
         return f"{e['parts']['count']} PyPI wheel parts ({e['parts']['package'].format(n='N', nn='NN')})"
+    if "convert" in e:
+        return f"PyPI wheel {e['package']} (safetensors), written as GGUF at set-up"
     if "derived_from" in e:
         return f"{e['derived_from']} requantized to {e['quantize']} at set-up"
     return f"PyPI wheel {e['package']}"
@@ -66,7 +70,8 @@ def _source(e: dict) -> str:
 def load_registry() -> Registry:
     raw = json.loads((REPO_MODELS_DIR / "registry.json").read_text())
     entries = {
-        name: ModelEntry(name, e["file"], e["sha256"], e.get("size"), e.get("license", ""), _source(e), e.get("why", ""))
+        name: ModelEntry(name, e["file"], e["sha256"], e.get("size"), e.get("license", ""), _source(e),
+                         e.get("why", ""), e.get("kind", "chat"))
         for name, e in raw["models"].items()
     }
     return Registry({role: raw[role] for role in ROLES if role in raw}, entries)

@@ -489,7 +489,7 @@ class ModelPickerScreen(ModalScreen):
         from sense_local.registry import load_registry
 
         registry = load_registry()
-        choices = [(e.name, e.path, "registry") for e in registry.entries.values() if e.present]
+        choices = [(e.name, e.path, "registry") for e in registry.entries.values() if e.present and e.kind == "chat"]
         choices += [(f.name, f.path, f.tool) for f in discover()]
         items, here = [], 0
         for name, path, source in choices:

@@ -33,9 +33,10 @@ def model_names(config: ConversationConfig, conversation: Conversation) -> tuple
 
 def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080, api_key: str | None = None,
           queue_size: int = DEFAULT_QUEUE, strict_model: bool = False, fixed_seed: bool = False,
-          allow_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = ()) -> int:
+          allow_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = (), embedding_model: str | None = None) -> int:
     import uvicorn
 
+    from ..embeddings import LazyEmbedder
     from .app import ServerState, build_app
     from .guard import HostPolicy
 
@@ -47,7 +48,7 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
         raise
     model_id, aliases = model_names(config, conversation)
     state = ServerState(conversation, model_id=model_id, aliases=aliases, api_key=api_key, queue_size=queue_size,
-                        strict_model=strict_model, fixed_seed=fixed_seed)
+                        strict_model=strict_model, fixed_seed=fixed_seed, embedder=LazyEmbedder(embedding_model))
     if not api_key and not _is_loopback(host):
         print(f"sense-local serve: warning: listening on {host} without --api-key: anyone who can reach this "
               "machine can use the model", file=sys.stderr)
@@ -59,6 +60,7 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
         uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3)).run(sockets=[sock])
     finally:
         state.queue.close()
+        state.embedder.close()
         conversation.close()
         sock.close()
     return 0

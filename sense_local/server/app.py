@@ -5,6 +5,7 @@
     POST /v1/chat/completions   a chat turn (grounded on the store when the server has one)
     POST /v1/completions        a raw continuation (with `suffix`: fill-in-the-middle)
     POST /infill                llama-server's fill-in-the-middle (code completion at a cursor, infill.py)
+    POST /v1/embeddings         sentence embeddings from a second, small model (embeddings_api.py)
     GET  /health                {"status": "ok", ...} with the queue's counters
 
 Every error is JSON in OpenAI's shape; a client that disconnects cancels its generation. Requests from
@@ -27,9 +28,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from ..conversation import Conversation, Finished, Prepared, reply_reserve
-from ..errors import ContextOverflowError
+from ..embeddings import LazyEmbedder
+from ..errors import ContextOverflowError, SenseError
 from ..fim import NoFimTokens, infill_tokens
 from ..speculative.types import TokenEvent
+from .embeddings_api import embeddings_response, parse_embeddings, tokens_of
 from .guard import GuardMiddleware, HostPolicy
 from .infill import infill_chunk, infill_result, parse_infill
 from .jobs import END, Failed, GenerationQueue, Job, QueueFull
@@ -42,7 +45,8 @@ RETRY_AFTER_S = 5  # told to clients when the queue is full
 
 class ServerState:
     def __init__(self, conversation: Conversation, *, model_id: str, aliases: set[str], api_key: str | None,
-                 queue_size: int, strict_model: bool = False, fixed_seed: bool = False):
+                 queue_size: int, strict_model: bool = False, fixed_seed: bool = False,
+                 embedder: LazyEmbedder | None = None):
         self.conversation = conversation
         self.model_id = model_id
         self.aliases = aliases | {model_id}
@@ -50,6 +54,7 @@ class ServerState:
         self.fixed_seed = fixed_seed  # requests without a seed use the configured one (else: a random one each)
         self.api_key = api_key
         self.queue = GenerationQueue(conversation, queue_size)
+        self.embedder = embedder or LazyEmbedder()  # loaded on the first /v1/embeddings request, then kept
 
 
 def build_app(state: ServerState, policy: HostPolicy | None = None) -> ASGIApp:
@@ -95,6 +100,9 @@ def _routes(state: ServerState) -> Starlette:
     async def infill(request: Request) -> Response:
         return await _turn(state, request, "infill")
 
+    async def embeddings(request: Request) -> Response:
+        return await _embeddings(state, request)
+
     async def on_api_error(request: Request, exc: ApiError) -> Response:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
@@ -113,6 +121,7 @@ def _routes(state: ServerState) -> Starlette:
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/infill", infill, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
     ]
     handlers = {ApiError: on_api_error, HTTPException: on_http_error, Exception: on_crash}
@@ -121,6 +130,7 @@ def _routes(state: ServerState) -> Starlette:
     async def lifespan(app):
         yield
         state.queue.close()
+        state.embedder.close()
 
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.router.redirect_slashes = False  # its redirect would echo the request's Host back as a URL
@@ -203,6 +213,29 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
     finally:
         watcher.cancel()
         job.cancel.set()  # finished already, or the client left
+
+
+async def _embeddings(state: ServerState, request: Request) -> Response:
+    """The embedding model (loaded on first use, in a worker thread, beside the chat model's queue):
+    each input embedded as the model pools it, unit length, in input order."""
+    _authorize(state, request)
+    body = await _read_json(request)
+    parsed = parse_embeddings(body)
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ApiError(400, f"model must be a string (got {model!r})", param="model")
+    try:
+        embedder = await asyncio.to_thread(state.embedder.get)
+    except SenseError as exc:
+        raise ApiError(503, f"no embedding model: {exc}", type="server_error", code="embedding_model_unavailable") \
+            from None
+    if model is not None and state.strict_model and model not in (embedder.name, embedder.path.name,
+                                                                   embedder.path.stem, "embedding"):
+        raise ApiError(404, f"the model '{model}' does not exist here; embeddings come from '{embedder.name}'",
+                       type="not_found_error", param="model", code="model_not_found")
+    tokens = tokens_of(embedder, parsed)
+    result = await asyncio.to_thread(embedder.embed, tokens)
+    return JSONResponse(embeddings_response(embedder.name, result, parsed.encoding_format))
 
 
 def _fim_prompt(conversation: Conversation, turn: TurnRequest) -> bool:

@@ -29,9 +29,9 @@ def server():
     s.stop()
 
 
-def _bert_reference(path, tokens: list[int]) -> np.ndarray:
-    """BERT as its paper defines it (post-norm blocks, erf GELU), mean-pooled and normalized, in numpy
-    from the GGUF's own tensors: what llama.cpp's graph must compute."""
+def _bert_reference(path, tokens: list[int], pooling: str = "mean") -> np.ndarray:
+    """BERT as its paper defines it (post-norm blocks, erf GELU), pooled ("mean" or "cls") and
+    normalized, in numpy from the GGUF's own tensors: what llama.cpp's graph must compute."""
     import gguf
     from math import erf
 
@@ -61,7 +61,7 @@ def _bert_reference(path, tokens: list[int]) -> np.ndarray:
         ctx = (att @ v).transpose(1, 0, 2).reshape(n, -1)
         x = norm(x + lin(ctx, f"{b}.attn_output"), f"{b}.attn_output_norm")
         x = norm(x + lin(gelu(lin(x, f"{b}.ffn_up")), f"{b}.ffn_down"), f"{b}.layer_output_norm")
-    pooled = x.mean(0)
+    pooled = x.mean(0) if pooling == "mean" else x[0]
     return pooled / np.linalg.norm(pooled)
 
 

@@ -181,9 +181,11 @@ class LazyEmbedder:
             if self._embedder is None:
                 from .registry import load_registry, resolve_model
 
-                name = self.model or "embedding"
-                registry = load_registry()
-                self._embedder = Embedder(resolve_model(name), name=registry.name_of(name) or None)
+                given = self.model or "embedding"
+                path = resolve_model(given)
+                # its id in responses: the registry name, a file's stem, or the name it was found by (ollama:...)
+                name = load_registry().name_of(given) or (path.stem if Path(given).expanduser().exists() else given)
+                self._embedder = Embedder(path, name=name)
             return self._embedder
 
     def close(self) -> None:

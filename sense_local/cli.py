@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from .errors import SenseError
+
+PASS_LINE_EVERY = 5.0  # seconds between the model pass's progress lines when no bar can be drawn
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -236,10 +240,12 @@ def cmd_index(args) -> int:
         raise SenseError("index: give the files or folders to index (or --verify, --repair)")
     engine = load_engine(args)
     bar = None
+    lines = PassLines(json_events=args.json) if args.json or not sys.stderr.isatty() else None
 
     def progress(done: int, total: int, path: str) -> None:
         nonlocal bar
-        if args.json:
+        if lines is not None:  # not a terminal, or --json: a line (an event) every few seconds
+            lines.update(done, total, path)
             return
         if bar is None:
             from tqdm import tqdm
@@ -249,6 +255,14 @@ def cmd_index(args) -> int:
         bar.update(done - bar.n)
         if path:
             bar.set_postfix_str(os.path.basename(path)[-30:], refresh=False)
+
+    def owed(documents: int, tokens: int, reading_now: bool) -> None:
+        what = f"{documents} document{'s' * (documents > 1)} ({tokens:,} tokens) an earlier run left searchable by words only"
+        if args.json:
+            print(json.dumps({"event": "owed", "documents": documents, "tokens": tokens, "reading_now": reading_now}),
+                  file=sys.stderr, flush=True)
+        elif reading_now:
+            print(f"{what}: the model reads them now", file=sys.stderr, flush=True)
 
     def searchable(n: int) -> None:
         if n and not args.json:
@@ -263,7 +277,7 @@ def cmd_index(args) -> int:
     else:
         report = index_paths(engine, store_dir, args.paths, progress=progress,
                              max_file_bytes=limit, dtype=args.dtype, commit_every=args.commit_every, wait=args.wait,
-                             on_searchable=searchable)
+                             on_searchable=searchable, finish_keys=args.finish_keys, on_owed=owed)
     if bar is not None:
         bar.close()
     if args.json:
@@ -276,7 +290,39 @@ def cmd_index(args) -> int:
     )
     for path, reason in report.skipped.items():
         print(f"  skipped {path}: {reason}")
+    if report.owed:
+        print(f"  {report.owed} document{'s' * (report.owed > 1)} outside these paths ({report.owed_tokens:,} tokens) "
+              "an earlier run left searchable by words only: --finish-keys reads them now; otherwise an index of "
+              "their folder or the chat app does")
     return 0
+
+
+class PassLines:
+    """The model pass's progress where no bar can be drawn (stderr not a terminal, or --json): a line
+    (a JSON event with --json) at the start and every PASS_LINE_EVERY seconds, with an estimate."""
+
+    def __init__(self, json_events: bool):
+        self.json_events = json_events
+        self.start: tuple[float, int] | None = None  # (time, tokens done) of the first report
+        self.shown = -math.inf
+        self.shown_done = -1
+
+    def update(self, done: int, total: int, path: str) -> None:
+        now = time.monotonic()
+        if self.start is None:
+            self.start = (now, done)
+        elif done == self.shown_done or (now - self.shown < PASS_LINE_EVERY and done < total):
+            return
+        self.shown, self.shown_done = now, done
+        t0, d0 = self.start
+        left = (total - done) * (now - t0) / (done - d0) if done > d0 and now > t0 else None
+        if self.json_events:
+            event = {"event": "progress", "done": done, "total": total, "path": path,
+                     "seconds_left": None if left is None else round(left)}
+            print(json.dumps(event), file=sys.stderr, flush=True)
+            return
+        estimate = "" if left is None else f", about {left:.0f} s left"
+        print(f"indexing: {done:,} / {total:,} tokens{estimate}", file=sys.stderr, flush=True)
 
 
 def cmd_bench(args) -> int:
@@ -399,7 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make progress durable this often (default 20 s; a crash loses at most this much)")
     p.add_argument("--wait", action="store_true",
                    help="if another process is indexing into the store, wait for it (default: say so and exit)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--finish-keys", action="store_true",
+                   help="also read documents an interrupted run left searchable by words only, wherever they are "
+                        "(default: only those under PATH)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (progress: JSON lines on stderr)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("bench", help="benchmark methods against plain decoding and llama-server")

@@ -43,6 +43,8 @@ class IndexReport:
     store_vectors: int = 0
     store_bytes: int = 0
     unkeyed: int = 0  # documents searchable by words only when the run ended (cancelled: the next run goes on)
+    owed: int = 0  # of those, documents an earlier run left that this run was not asked to read
+    owed_tokens: int = 0
 
     @property
     def tok_per_s(self) -> float:
@@ -54,6 +56,7 @@ class IndexReport:
             "unchanged": self.unchanged, "skipped": self.skipped, "tokens": self.tokens,
             "seconds": round(self.seconds, 3), "tok_per_s": round(self.tok_per_s, 1),
             "store_vectors": self.store_vectors, "store_bytes": self.store_bytes, "unkeyed": self.unkeyed,
+            "owed": self.owed, "owed_tokens": self.owed_tokens,
         }
 
 
@@ -130,12 +133,17 @@ def index_paths(
     wait: bool = False,
     on_searchable: Callable[[int], None] | None = None,
     on_pass: Callable[[PassState], None] | None = None,
+    finish_keys: bool = True,
+    on_owed: Callable[[int, int, bool], None] | None = None,
 ) -> IndexReport:
     """Index `paths` (files or folders) into the store at `store_dir`, made if missing. Words first,
     then keys: `on_searchable(n documents)` is called once the new documents are committed with their
     tokens and passages (grounded chat finds them), then the model's pass adds their key states;
     `progress(done, total, path)` follows that pass in tokens and `on_pass(PassState)` document by
-    document. A store made earlier keeps its key layer: the engine switches to it."""
+    document. A store made earlier keeps its key layer: the engine switches to it.
+    Documents an interrupted run left without keys are read too, unless `finish_keys` is False: then
+    only those under `paths` are, and the rest stay searchable by words for a later run (the report's
+    `owed`); `on_owed(documents, tokens, reading_now)` is told about them either way, before the pass."""
     t0 = time.perf_counter()
     report = IndexReport()
     roots = []
@@ -161,14 +169,14 @@ def index_paths(
     store.mark_indexing(True)
     try:
         return _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel, on_searchable,
-                      on_pass)
+                      on_pass, finish_keys, on_owed)
     finally:
         store.mark_indexing(False)
         store.release()
 
 
 def _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel, on_searchable,
-           on_pass) -> IndexReport:
+           on_pass, finish_keys=True, on_owed=None) -> IndexReport:
     manifest = store.manifest
 
     # 1. What changed: new, modified, deleted (deleted = known under these roots but gone).
@@ -249,8 +257,17 @@ def _index(engine, store, roots, report, t0, progress, commit_every, max_file_by
         on_searchable(len(jobs))
 
     # 4. Keys: the model's pass over every document without them (this run's, and any that an
-    # interrupted run left), committed every `commit_every` seconds.
-    pending = store.unkeyed()
+    # interrupted run left: all of them, or with finish_keys=False those under this run's paths),
+    # committed every `commit_every` seconds.
+    this_run = {entry.path for entry, _, _ in jobs}
+    pending, owed = [], []
+    for d in store.unkeyed():
+        asked = d.path in this_run or finish_keys or any(Path(d.path).is_relative_to(r) for r in roots)
+        (pending if asked else owed).append(d)
+    earlier = [d for d in pending if d.path not in this_run]
+    if on_owed is not None and (earlier or owed):
+        on_owed(len(earlier) + len(owed), sum(d.n_tokens for d in earlier + owed), not owed)
+    report.owed, report.owed_tokens = len(owed), sum(d.n_tokens for d in owed)
     total = sum(d.n_tokens for d in pending)
     done = 0
     last_commit = time.perf_counter()
@@ -266,35 +283,39 @@ def _index(engine, store, roots, report, t0, progress, commit_every, max_file_by
     if progress:
         progress(0, total, "")
     tell()
-    for entry in pending:
-        if cancel is not None and cancel.is_set():
-            break
-        te = time.perf_counter()
-        queued.pop(0)
-        tell(entry.path, 0, entry.n_tokens - 1)
+    try:
+        for entry in pending:
+            if cancel is not None and cancel.is_set():
+                break
+            te = time.perf_counter()
+            queued.pop(0)
+            tell(entry.path, 0, entry.n_tokens - 1)
 
-        def window_done(n: int, entry=entry) -> None:
+            def window_done(n: int, entry=entry) -> None:
+                if progress:
+                    progress(done + n, total, entry.path)
+                tell(entry.path, n, entry.n_tokens - 1)
+
+            hidden = hidden_states(engine, store.tokens(entry.start, entry.end), on_window=window_done)
+            report.eval_seconds += time.perf_counter() - te
+            store.add_keys(entry.path, hidden)
+            read.add(entry.path)
+            done += entry.n_tokens
+            report.tokens += entry.n_tokens
             if progress:
-                progress(done + n, total, entry.path)
-            tell(entry.path, n, entry.n_tokens - 1)
-
-        hidden = hidden_states(engine, store.tokens(entry.start, entry.end), on_window=window_done)
-        report.eval_seconds += time.perf_counter() - te
-        store.add_keys(entry.path, hidden)
-        read.add(entry.path)
-        done += entry.n_tokens
-        report.tokens += entry.n_tokens
-        if progress:
-            progress(done, total, entry.path)
-        tell()
-        if time.perf_counter() - last_commit > max(commit_every, 10 * commit_cost):
-            tc = time.perf_counter()
-            store.commit()  # rewrites the whole index: on a large store spaced out to stay under ~10% of the time
-            last_commit = time.perf_counter()
-            commit_cost = last_commit - tc
-            saved.update(read)
-            read.clear()
+                progress(done, total, entry.path)
             tell()
+            if time.perf_counter() - last_commit > max(commit_every, 10 * commit_cost):
+                tc = time.perf_counter()
+                store.commit()  # rewrites the whole index: on a large store spaced out to stay under ~10% of the time
+                last_commit = time.perf_counter()
+                commit_cost = last_commit - tc
+                saved.update(read)
+                read.clear()
+                tell()
+    except KeyboardInterrupt:  # Ctrl+C: what was read is kept (a partly read document is read again next run)
+        store.commit()
+        raise
     store.commit()
     saved.update(read)
     read.clear()

@@ -9,6 +9,7 @@ from .engine import Engine
 from .errors import ContextOverflowError, SenseError
 from .speculative.cost import FLAT, cost_curve_for
 from .speculative.drafters.prediction import PredictionDrafter
+from .speculative.grammar import Grammar
 from .speculative.loop import SpecDecoder
 from .speculative.methods import DEFAULT_METHOD, DraftContext, get_method
 from .speculative.verify import AcceptanceRule, SoftOptions, SoftVerifier, Truncation
@@ -32,6 +33,7 @@ class GenerationOptions:
     top_p: float = 1.0  # ... from the smallest set holding this much probability (1: all)
     min_p: float = 0.0  # ... from tokens at least min_p times as likely as the likeliest (0: all)
     prediction: str = ""  # Predicted Outputs: text the reply will mostly repeat, drafted from (drafters/prediction.py)
+    grammar: str = ""  # GBNF the reply must match (response_format, schema_grammar.py); "" for none
 
     def __post_init__(self):
         get_method(self.method)  # unknown names fail here, with the list of known ones
@@ -114,4 +116,5 @@ def make_decoder(
         cost=None if drafter is None else FLAT if options.free_verification else cost_curve_for(engine),
         seed=options.seed,
         record_gaps=record_gaps,
+        grammar=Grammar(engine, options.grammar) if options.grammar else None,
     )

@@ -228,7 +228,7 @@ def test_bad_requests_get_openai_shaped_errors(server):
     for bad, param in [({"top_p": 0}, "top_p"), ({"top_k": 1.5}, "top_k"), ({"min_p": 1}, "min_p"),
                        ({"presence_penalty": 0.5}, "presence_penalty"), ({"logprobs": True}, "logprobs"),
                        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-                       ({"response_format": {"type": "json_object"}}, "response_format"),
+                       ({"response_format": {"type": "yaml"}}, "response_format"),
                        ({"prediction": "text"}, "prediction")]:
         assert _error(http("POST", url, json_body={"messages": msgs, **bad}, timeout=30), 400)["param"] == param, bad
     too_long = [{"role": "user", "content": "word " * 5000}]

@@ -13,6 +13,7 @@ from ..conversation import Finished
 from ..errors import SenseError
 from ..fim import Infill
 from ..generation import MAX_STOPS, GenerationOptions
+from ..schema_grammar import SchemaError, json_object_grammar, schema_grammar
 from ..speculative.types import GenerationStats
 
 ROLES = ("system", "user", "assistant", "developer", "tool")
@@ -77,6 +78,7 @@ def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixe
     method = _typed(body, "method", str, defaults.method)
     grounded = _typed(body, "grounded", bool, None)
     prediction = _prediction(body.get("prediction"))
+    grammar = _response_format(body.get("response_format"))
     _refuse_unserved(body)
     truncation = {key: _number(body, key, default) for key, default in
                   (("top_k", defaults.top_k), ("top_p", defaults.top_p), ("min_p", defaults.min_p))}
@@ -84,7 +86,8 @@ def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixe
         seed = defaults.seed if fixed_seed else secrets.randbits(32)  # "regenerate" must not repeat itself
     try:
         options = defaults.replace(method=method, max_tokens=max_tokens, temperature=float(temperature),
-                                   seed=seed % 2**32, stop=tuple(stop), prediction=prediction, **truncation)
+                                   seed=seed % 2**32, stop=tuple(stop), prediction=prediction, grammar=grammar,
+                                   **truncation)
     except SenseError as exc:
         param = next((k for k in ("top_k", "top_p", "min_p") if k in str(exc)), "method")
         raise ApiError(400, str(exc), param=param) from None
@@ -109,7 +112,7 @@ UNSERVED = {
     "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "repetition_penalty": (1, 1.0),
     "logprobs": (False, 0), "top_logprobs": (0,), "logit_bias": ({},), "tools": ([],),
     "tool_choice": ("none", "auto"), "parallel_tool_calls": (True, False), "functions": ([],),
-    "function_call": ("none", "auto"), "response_format": ({"type": "text"},), "echo": (False,),
+    "function_call": ("none", "auto"), "echo": (False,),
     "best_of": (1,), "audio": (), "modalities": (["text"],),
 }
 
@@ -184,6 +187,30 @@ def _prediction(prediction) -> str:
     if not isinstance(prediction, dict) or prediction.get("type") != "content" or "content" not in prediction:
         raise ApiError(400, 'prediction must be {"type": "content", "content": "..."}', param="prediction")
     return _text(prediction["content"], "prediction.content")
+
+
+def _response_format(fmt) -> str:
+    """The GBNF a reply must match: none for {"type": "text"}, any JSON object for "json_object", the
+    schema's grammar for {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}; a
+    schema the grammar cannot enforce is a 400 naming what (schema_grammar.py)."""
+    if fmt is None:
+        return ""
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return ""
+    if kind == "json_object":
+        return json_object_grammar()
+    if kind != "json_schema":
+        raise ApiError(400, 'response_format must be {"type": "text"}, {"type": "json_object"} or '
+                            '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}',
+                       param="response_format")
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+        raise ApiError(400, "response_format.json_schema.schema must be a JSON schema object", param="response_format")
+    try:
+        return schema_grammar(spec["schema"])
+    except SchemaError as exc:
+        raise ApiError(400, f"response_format: {exc}", param="response_format", code="unsupported_schema") from None
 
 
 def _prompt(prompt, *, empty: bool = False) -> str:

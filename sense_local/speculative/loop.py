@@ -5,6 +5,10 @@ too (one sequence per branch) and its accepted path kept.
 With no drafter (or when the cost policy says a draft would not pay) a step is a plain one-token
 decode, so `ar` is this same loop with drafting switched off. Under the soft rule the proposal's
 token at the row after the verified part (the bonus row, computed anyway) is judged too (`_bonus`).
+
+Under a grammar (grammar.py) every row is judged as masked by the grammar state after the tokens
+before it, drafts are chains (a tree's main path) and the exact rule decides; the committed state
+advances over emitted tokens only.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from ..engine import Engine
 from ..errors import Cancelled
 from .cost import CostCurve, OnlineCost
 from .drafters.base import Drafter
+from .grammar import Grammar, GrammarState, verify_constrained
 from .types import TARGET, Draft, Feedback, GenerationStats, TokenEvent, Verdict
 from .verify import AcceptanceRule, top2_gap
 
@@ -48,6 +53,7 @@ class SpecDecoder:
         seed: int = 0,
         record_gaps: bool = False,
         soft_bonus: bool = True,
+        grammar: Grammar | None = None,
     ):
         if drafter is not None and cost is None:
             raise ValueError("a drafter needs a cost curve to decide when drafting pays")
@@ -62,6 +68,8 @@ class SpecDecoder:
         self.hidden = drafter is not None and drafter.needs_hidden  # drafts keyed on hidden states
         self.stats = GenerationStats(method=method)
         self._shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
+        self.grammar = grammar  # the output must match it (response_format)
+        self._gstate: GrammarState | None = None  # the grammar after the emitted tokens, during generate()
 
     def generate(
         self,
@@ -76,11 +84,13 @@ class SpecDecoder:
         self.stats = GenerationStats(method=self.method, prompt_tokens=len(prompt))
         detok = StreamDetokenizer(self.engine.piece)
         t0 = time.perf_counter()
+        self._gstate = self.grammar.start() if self.grammar is not None else None
         try:
             last = self._prefill(prompt, cancel, progress)
         except Cancelled:
             self.stats.stop_reason = "cancelled"
             self.stats.t_prefill = time.perf_counter() - t0
+            self._end_grammar()
             return
         self.stats.t_prefill = time.perf_counter() - t0
         try:
@@ -91,8 +101,14 @@ class SpecDecoder:
                 yield TokenEvent(-1, tail, TARGET)
         finally:
             self.stats.t_total = time.perf_counter() - t0 - self.stats.t_prefill
+            self._end_grammar()
             if self.drafter is not None:
                 self.drafter.report(self.stats)
+
+    def _end_grammar(self) -> None:
+        if self._gstate is not None:
+            self._gstate.close()
+            self._gstate = None
 
     # ------------------------------------------------------------------ the loop
     def _decode(self, last: int, max_tokens: int, cancel, detok) -> Iterator[TokenEvent]:
@@ -127,6 +143,8 @@ class SpecDecoder:
                 stats.tokens += 1
                 step_emitted += 1
                 stats.accepted += 1  # counted as emitted, so events and stats agree
+                if self._gstate is not None:
+                    self._gstate.accept(tok)
                 stats.soft_accepted += int(soft)
                 yield TokenEvent(tok, detok.push(tok), step.draft.source, soft)
                 if stats.tokens >= max_tokens:
@@ -137,7 +155,7 @@ class SpecDecoder:
     def _prefill(self, prompt: Sequence[int], cancel=None, progress=None) -> int:
         """Evaluate the prompt; the target's first token (Cancelled once `cancel` is set)."""
         out = self.engine.prefill(prompt, outputs="last", hidden=self.hidden, cancel=cancel, progress=progress)
-        verdict = self.rule(out.logits[-1:], np.empty(0, np.int32), self.rng)
+        verdict = self._judge(out.logits[-1:], np.empty(0, np.int32))
         if self.record_gaps:
             self.stats.top2_gaps.append(top2_gap(out.logits[-1]))
         self.stats.forwards = 1
@@ -148,7 +166,9 @@ class SpecDecoder:
         return verdict.next_token
 
     def _observe(self, token: int) -> None:
-        """The drafter sees an emitted target token; a shadow draft is scored against it."""
+        """The grammar and the drafter see an emitted target token; a shadow draft is scored against it."""
+        if self._gstate is not None:
+            self._gstate.accept(token)
         if self.drafter is None:
             return
         self.drafter.extend((token,))
@@ -189,8 +209,8 @@ class SpecDecoder:
         proposal = self.drafter.propose(room) if room > 0 else None
         draft = None
         if proposal is not None:
-            if proposal.parents is not None and self.rule.temperature > 0:
-                proposal = proposal.main_path()  # sampling verifies chains only
+            if proposal.parents is not None and (self.rule.temperature > 0 or self.grammar is not None):
+                proposal = proposal.main_path()  # sampling and grammars verify chains only
             if proposal.parents is None:
                 k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
             else:
@@ -209,10 +229,10 @@ class SpecDecoder:
             out = eng.eval([last], outputs="last", hidden=self.hidden)
             if self.record_gaps:
                 self.stats.top2_gaps.append(top2_gap(out.logits[0]))
-            return out.logits, self.rule(out.logits, np.empty(0, np.int32), self.rng)
+            return out.logits, self._judge(out.logits, np.empty(0, np.int32))
         if draft.parents is None:
             out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", hidden=self.hidden)
-            verdict = self.rule(out.logits, draft.tokens, self.rng, support=draft.acceptance)
+            verdict = self._judge(out.logits, draft.tokens, draft.acceptance)
             k = len(draft.tokens)
             if verdict.accepted < k:
                 eng.truncate(eng.n_past - (k - verdict.accepted))
@@ -221,6 +241,12 @@ class SpecDecoder:
         verdict = self.rule.tree(out.logits, draft.tokens, draft.parents, support=draft.acceptance)
         eng.keep_path(verdict.path, draft.tokens)
         return out.logits, verdict
+
+    def _judge(self, logits: np.ndarray, draft: np.ndarray, support: float = 0.0) -> Verdict:
+        """The rule's verdict on a chain draft (logits [k+1, V], draft [k]), under the grammar if any."""
+        if self._gstate is not None:
+            return verify_constrained(logits, draft, self.rule, self._gstate, self.rng)
+        return self.rule(logits, draft, self.rng, support=support)
 
     def _accept(self, step: _Step) -> list[tuple[int, bool]]:
         """The accepted draft tokens with their soft flags; the drafter learns how its draft fared."""
@@ -244,7 +270,7 @@ class SpecDecoder:
     def _next_token(self, step: _Step) -> tuple[int, str]:
         """The token after the accepted part: the target's own, or under the soft rule the
         proposal's token at the bonus row (`_bonus`)."""
-        if self.soft_bonus and step.proposal is not None:
+        if self.soft_bonus and step.proposal is not None and self._gstate is None:
             return self._bonus(step.proposal, step.draft, step.verdict, step.logits)
         return step.verdict.next_token, TARGET
 

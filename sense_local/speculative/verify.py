@@ -86,6 +86,12 @@ def sample_from(p: np.ndarray, rng: np.random.Generator) -> int:
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
 
 
+def distribution(row: np.ndarray, temperature: float, truncation: Truncation = NO_TRUNCATION) -> np.ndarray:
+    """[V] float64: the distribution sampling draws from, softmax(row / temperature) truncated."""
+    p = softmax(row, temperature)
+    return truncation.apply(p) if truncation.active else p
+
+
 def verify_sampling(
     logits: np.ndarray, draft: np.ndarray, temperature: float, rng: np.random.Generator,
     truncation: Truncation = NO_TRUNCATION,
@@ -93,8 +99,7 @@ def verify_sampling(
     """Speculative sampling with a deterministic draft. logits: [k+1, V]; draft: [k]."""
 
     def dist(row: np.ndarray) -> np.ndarray:
-        p = softmax(row, temperature)
-        return truncation.apply(p) if truncation.active else p
+        return distribution(row, temperature, truncation)
 
     for i, x in enumerate(draft):
         p = dist(logits[i])

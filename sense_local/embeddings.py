@@ -19,7 +19,7 @@ import numpy as np
 from . import native
 from .errors import ModelError
 from .model_info import check_readable_gguf
-from .token_batch import TokenBatch, context_params
+from .token_batch import TokenBatch, context_params, tokenize
 
 llama_cpp = native.llama_cpp
 
@@ -77,15 +77,7 @@ class Embedder:
     # ------------------------------------------------------------------ input
     def tokenize(self, text: str) -> list[int]:
         """The model's tokens of `text`, its special tokens (e.g. [CLS] ... [SEP]) added."""
-        data = text.encode("utf-8", errors="replace")
-        cap = len(data) + 8
-        buf = (llama_cpp.llama_token * cap)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, True, False)
-        if n < 0:
-            cap = -n
-            buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, True, False)
-        return list(buf[:n])
+        return tokenize(self._vocab, text, True, False)
 
     def wrap(self, tokens: list[int]) -> list[int]:
         """Token ids a client sent, with the special tokens the model's tokenizer would add, where missing."""

@@ -25,7 +25,7 @@ from .hidden_pass import HiddenPass
 from .key_tap import KeyTap, native_callback, taps_available
 from .kv_slots import DEFAULT_MIB, SAVE_MIN, SWITCH_MIN, KvSlots, SavedState, common_prefix
 from .model_info import check_readable_gguf, read_model_info
-from .token_batch import TokenBatch, context_params
+from .token_batch import TokenBatch, context_params, tokenize
 
 llama_cpp = native.llama_cpp
 
@@ -622,15 +622,7 @@ class Engine:
 
     # ------------------------------------------------------------------ vocabulary
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        data = text.encode("utf-8", errors="replace")  # input is cleaned where it enters (text_input.py)
-        cap = len(data) + 8
-        buf = (llama_cpp.llama_token * cap)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
-        if n < 0:
-            cap = -n
-            buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
-        return list(buf[:n])
+        return tokenize(self._vocab, text, add_special, parse_special)  # input is cleaned where it enters (text_input.py)
 
     def piece(self, token: int) -> bytes:
         """The bytes a token renders to in generated text (control tokens render empty)."""

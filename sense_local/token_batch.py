@@ -9,6 +9,19 @@ from . import native
 llama_cpp = native.llama_cpp
 
 
+def tokenize(vocab, text: str, add_special: bool, parse_special: bool) -> list[int]:
+    """llama.cpp's tokens of `text` in `vocab` (a second call when the first buffer was too small)."""
+    data = text.encode("utf-8", errors="replace")
+    cap = len(data) + 8
+    buf = (llama_cpp.llama_token * cap)()
+    n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    if n < 0:
+        cap = -n
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    return list(buf[:n])
+
+
 def context_params(*, n_ctx: int, n_batch: int, n_threads: int):
     """llama.cpp's default context parameters with our size, batch (= micro-batch) and threads."""
     cparams = llama_cpp.llama_context_default_params()

@@ -33,7 +33,22 @@ def _array(buf: np.ndarray) -> llama_cpp.llama_token_data_array:
         data=buf.ctypes.data_as(llama_cpp.llama_token_data_p), size=len(buf), selected=-1, sorted=False)
 
 
-class Grammar:
+class _SamplerOwner:
+    """Frees its llama.cpp sampler (`_sampler`) once, on close or when collected."""
+
+    def close(self) -> None:
+        if getattr(self, "_sampler", None):
+            llama_cpp.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the library may already be gone
+            pass
+
+
+class Grammar(_SamplerOwner):
     """A compiled grammar for one engine, in its start state; `start()` gives a state to advance."""
 
     def __init__(self, engine, gbnf: str, root: str = "root"):
@@ -59,19 +74,9 @@ class Grammar:
     def start(self) -> "GrammarState":
         return GrammarState(self, llama_cpp.llama_sampler_clone(self._sampler))
 
-    def close(self) -> None:
-        if getattr(self, "_sampler", None):
-            llama_cpp.llama_sampler_free(self._sampler)
-            self._sampler = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the library may already be gone
-            pass
 
 
-class GrammarState:
+class GrammarState(_SamplerOwner):
     """Where the output stands in the grammar (one llama.cpp grammar sampler)."""
 
     def __init__(self, grammar: Grammar, sampler):
@@ -125,16 +130,6 @@ class GrammarState:
         """Advance over an allowed token (llama.cpp aborts on one the grammar forbids)."""
         llama_cpp.llama_sampler_accept(self._sampler, int(token))
 
-    def close(self) -> None:
-        if getattr(self, "_sampler", None):
-            llama_cpp.llama_sampler_free(self._sampler)
-            self._sampler = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the library may already be gone
-            pass
 
 
 def verify_constrained(logits: np.ndarray, draft: np.ndarray, rule: AcceptanceRule, state: GrammarState,

@@ -18,7 +18,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF path or registry name (default: $SENSE_MODEL or the default model)")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, up to 8)")
-    p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to Metal/CUDA (-1: all)")
+    p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to Metal/CUDA (-1: all); with "
+                   "--rpc, to the workers (default: split by the memory each machine reports)")
+    p.add_argument("--rpc", metavar="HOST:PORT[,...]", default="",
+                   help="llama.cpp RPC workers (`sense-local rpc-worker`) to hold some of the model's layers: for a "
+                        "model larger than this machine's memory; every decode then crosses the network")
 
 
 def _add_key_layer_arg(p: argparse.ArgumentParser, what: str) -> None:
@@ -45,7 +49,12 @@ def conversation_config(args, **extra):
     if getattr(args, "cache_ram", None) is not None:
         extra["cache_ram_mib"] = args.cache_ram
     return ConversationConfig(model=args.model, n_ctx=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,
-                              options=options, system=args.system or "", **extra)
+                              rpc=rpc_workers(args), options=options, system=args.system or "", **extra)
+
+
+def rpc_workers(args) -> tuple[str, ...]:
+    """--rpc's HOST:PORT entries as given (checked where the model loads: rpc.parse_endpoints)."""
+    return tuple(args.rpc.split(",")) if getattr(args, "rpc", "") else ()
 
 
 def _add_cache_ram_arg(p: argparse.ArgumentParser) -> None:
@@ -62,7 +71,7 @@ def load_engine(args):
 
     path = resolve_model(args.model)
     return Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers,
-                  key_layer=getattr(args, "key_layer", "default"))
+                  key_layer=getattr(args, "key_layer", "default"), rpc=rpc_workers(args))
 
 
 def cmd_info(args) -> int:
@@ -325,6 +334,12 @@ class PassLines:
         print(f"indexing: {done:,} / {total:,} tokens{estimate}", file=sys.stderr, flush=True)
 
 
+def cmd_rpc_worker(args) -> int:
+    from .rpc_worker import run_worker
+
+    return run_worker(args.host, args.port, mem_mib=args.mem, threads=args.threads)
+
+
 def cmd_bench(args) -> int:
     from .bench.runner import run_bench_cli
 
@@ -450,6 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: only those under PATH)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (progress: JSON lines on stderr)")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("rpc-worker", help="hold layers of a model for another machine's --rpc (llama.cpp's RPC "
+                       "server; no authentication: never on an open network)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="IPv4 address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=50052)
+    p.add_argument("--mem", type=int, default=None, metavar="MIB",
+                   help="memory to report to clients, who split layers by it (default: this machine's memory)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, up to 8)")
+    p.set_defaults(func=cmd_rpc_worker)
 
     p = sub.add_parser("bench", help="benchmark methods against plain decoding and llama-server")
     _add_model_args(p)

@@ -41,7 +41,8 @@ class ConversationConfig:
     model: str | None = None  # GGUF path or registry name (None: $SENSE_MODEL or the default model)
     n_ctx: int = 4096
     threads: int | None = None  # None: all cores, up to 8
-    gpu_layers: int = 0  # layers offloaded to Metal/CUDA (-1: all)
+    gpu_layers: int = 0  # layers offloaded to Metal/CUDA (-1: all); with rpc, to the workers (0: split by memory)
+    rpc: tuple[str, ...] = ()  # HOST:PORT of llama.cpp RPC workers holding layers of the model (rpc.py)
     store: str | None = None  # document store directory (None: no documents)
     options: GenerationOptions = field(default_factory=GenerationOptions)
     system: str = ""  # system prompt before every conversation that brings none
@@ -125,7 +126,7 @@ class Conversation:
         from .registry import resolve_model
 
         engine = Engine(resolve_model(config.model), n_ctx=config.n_ctx, n_threads=config.threads,
-                        n_gpu_layers=config.gpu_layers, slot_mib=config.cache_ram_mib)
+                        n_gpu_layers=config.gpu_layers, slot_mib=config.cache_ram_mib, rpc=config.rpc)
         try:
             store = open_store(engine, config.store)
         except BaseException:

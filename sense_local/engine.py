@@ -113,6 +113,7 @@ class Engine:
         flash_attn: bool | None = None,
         key_layer: int | None | str = "default",
         slot_mib: int = DEFAULT_MIB,
+        rpc: str | tuple[str, ...] = (),
     ):
         self.path = Path(model_path)
         check_readable_gguf(self.path)
@@ -123,8 +124,15 @@ class Engine:
 
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
+        # --rpc: layers on other machines' llama.cpp workers (rpc.py); the devices array must outlive the load
+        self.placement = self._place_on_workers(rpc, n_gpu_layers) if rpc else None
+        held = self.placement.apply(mparams) if self.placement else None
         self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        del held
         if not self._model:
+            if self.placement:
+                raise ModelError(f"{self.path}: llama.cpp could not load the model across the RPC workers "
+                                 f"({self.placement.describe()})")
             if native.USEARCH_WAS_FIRST:
                 raise ModelError(
                     f"{self.path}: llama.cpp could not load the model because usearch was imported before "
@@ -173,6 +181,16 @@ class Engine:
         for t in (self.fim.pre, self.fim.suf, self.fim.mid):  # a FIM marker in the output: the middle is done
             if t >= 0:
                 self._is_eog[t] = self._is_special[t] = True
+
+    def _place_on_workers(self, rpc, gpu_layers: int):
+        from .rpc import place_on_workers
+
+        return place_on_workers(rpc, read_model_info(self.path).n_layer, gpu_layers)
+
+    @property
+    def rpc_workers(self) -> tuple[str, ...]:
+        """HOST:PORT of each worker holding layers of this model (none: all local)."""
+        return tuple(dict.fromkeys(str(d.endpoint) for d in self.placement.devices)) if self.placement else ()
 
     def _make_context(self, key_layer: int | None, *, tapped: bool = False) -> None:
         """(Re)create the llama.cpp context, whose hidden states are read at `key_layer`: for a block,
@@ -663,6 +681,12 @@ class Engine:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
+        if getattr(self, "placement", None) is not None:
+            from . import rpc_loss
+
+            if rpc_loss.lost():  # a decode waits on the lost worker for good: freeing would wait on it too
+                rpc_loss.keep(self)
+                return
         if getattr(self, "_hidden_pass", None) is not None:
             self._hidden_pass.close()
             self._hidden_pass = None

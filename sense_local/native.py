@@ -72,15 +72,22 @@ def _install_sigill_hint() -> None:
     handler_type = ctypes.CFUNCTYPE(None, ctypes.c_int)
 
     def on_sigill(signum):  # pragma: no cover - runs in a dying process
-        prefix = b"\x1b[?1049l\x1b[?25h\r\n" if os.isatty(2) else b""
-        os.write(2, prefix + REBUILD_HINT.encode() + b"\n")
-        os._exit(128 + signum)
+        exit_with_line(REBUILD_HINT, 128 + signum)
 
     global _sigill_handler
     _sigill_handler = handler_type(on_sigill)  # kept alive for the life of the process
     libc.signal.restype = ctypes.c_void_p
     libc.signal.argtypes = [ctypes.c_int, handler_type]
     libc.signal(int(signal.SIGILL), _sigill_handler)
+
+
+def exit_with_line(line: str, code: int) -> None:
+    """End the process now with one line on stderr, the terminal a TUI may have left in its alternate
+    screen given back first: for native failures (a signal, a thread of llama.cpp's) where raising
+    cannot reach main()."""
+    prefix = b"\x1b[?1049l\x1b[?25h\r\n" if os.isatty(2) else b""
+    os.write(2, prefix + line.encode() + b"\n")
+    os._exit(code)
 
 
 _sigill_handler = None

@@ -49,10 +49,14 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
     model_id, aliases = model_names(config, conversation)
     state = ServerState(conversation, model_id=model_id, aliases=aliases, api_key=api_key, queue_size=queue_size,
                         strict_model=strict_model, fixed_seed=fixed_seed, embedder=LazyEmbedder(embedding_model))
+    if conversation.engine.placement is not None:
+        _fail_requests_on_worker_loss(state)
     if not api_key and not _is_loopback(host):
         print(f"sense-local serve: warning: listening on {host} without --api-key: anyone who can reach this "
               "machine can use the model", file=sys.stderr)
     store = f", documents {config.store}" if config.store else ""
+    if conversation.engine.placement is not None:
+        store += f", {conversation.engine.placement.describe()}"
     print(f"sense-local serve: {model_id} (method {config.options.method}{store}) on http://{host}:{port}/v1",
           file=sys.stderr, flush=True)
     app = build_app(state, HostPolicy(host, allow_hosts, cors))
@@ -64,6 +68,19 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
         conversation.close()
         sock.close()
     return 0
+
+
+def _fail_requests_on_worker_loss(state) -> None:
+    """A lost RPC worker takes the model with it (rpc_loss.py): the server stays up, says so once, and
+    answers every request from then on with a 503 naming the worker."""
+    from ..rpc_loss import on_loss
+
+    def lost(what: str) -> None:
+        message = f"the model is unavailable: {what}; restart sense-local serve once the worker is back"
+        print(f"sense-local serve: error: {message}", file=sys.stderr, flush=True)
+        state.queue.fail_all(message)
+
+    on_loss(lost)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -88,7 +88,8 @@ def _routes(state: ServerState) -> Starlette:
 
     async def health(request: Request) -> Response:
         q = state.queue
-        return JSONResponse({"status": "ok", "model": state.model_id, "running": q.running is not None,
+        said = {"status": "error", "error": q.broken} if q.broken else {"status": "ok"}  # broken: an RPC worker lost
+        return JSONResponse({**said, "model": state.model_id, "running": q.running is not None,
                              "waiting": q.waiting, **q.counters.__dict__})
 
     async def chat(request: Request) -> Response:

@@ -56,10 +56,16 @@ class GenerationQueue:
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize)
         self.running: Job | None = None
         self.counters = Counters()
+        self.broken: str | None = None  # why the model can serve no more requests (an RPC worker lost)
         self._thread = threading.Thread(target=self._work, name="sense-generation", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> None:
+        if self.broken is not None:
+            self.counters.failed += 1
+            job.push(Failed(503, self.broken))
+            job.push(END)
+            return
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -77,6 +83,24 @@ class GenerationQueue:
             self._queue.put_nowait(None)
         except queue.Full:
             pass
+
+    def fail_all(self, message: str) -> None:
+        """The model is gone for good (rpc_loss.py: its generation thread never returns): the running
+        job, the waiting ones and every later one end with a 503 saying `message`."""
+        self.broken = message
+        if (running := self.running) is not None:
+            self.counters.failed += 1
+            running.push(Failed(503, message))
+            running.push(END)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self.counters.failed += 1
+                job.push(Failed(503, message))
+                job.push(END)
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:

@@ -177,7 +177,8 @@ def measure_cost_curve(engine, *, reps: int = 7, context: int = 128) -> CostCurv
 def _cache_file(engine) -> Path:
     import llama_cpp
 
-    key = f"{engine.fingerprint}-t{engine.n_threads}-g{engine.n_gpu_layers}-{llama_cpp.__version__}"
+    rpc = f"-rpc{len(engine.rpc_workers)}" if engine.rpc_workers else ""  # a network hop per decode: another curve
+    key = f"{engine.fingerprint}-t{engine.n_threads}-g{engine.n_gpu_layers}{rpc}-{llama_cpp.__version__}"
     return cache_dir() / "cost" / f"{key}.json"
 
 

@@ -21,8 +21,9 @@ import numpy as np
 
 from ..engine import Engine
 from ..errors import SenseError
+from .disk_full import disk_full_error, out_of_room, reason
 from .extract import MAX_FILE_BYTES, SkipFile, extract_text, iter_files
-from .manifest import DocEntry
+from .manifest import DocEntry, StoreError
 from .passages import split_passages
 from .store import DEFAULT_DTYPE, DocumentStore
 
@@ -157,19 +158,28 @@ def index_paths(
             raise SenseError(f"{root}: no such file or directory")
         roots.append(root)
     info = engine.info
-    store = DocumentStore.open(
-        store_dir,
-        fingerprint=info.fingerprint,
-        writable=True,
-        create={"model_fingerprint": info.fingerprint, "model_name": info.name, "n_embd": engine.n_embd, "dtype": dtype,
-                "key_layer": engine.key_layer},
-        wait=wait,
-    )
-    engine.use_key_layer(store.manifest.key_layer)
-    store.mark_indexing(True)
     try:
+        store = DocumentStore.open(
+            store_dir,
+            fingerprint=info.fingerprint,
+            writable=True,
+            create={"model_fingerprint": info.fingerprint, "model_name": info.name, "n_embd": engine.n_embd,
+                    "dtype": dtype, "key_layer": engine.key_layer},
+            wait=wait,
+        )
+    except Exception as exc:
+        if out_of_room(exc):  # no room for even an empty store: nothing was committed
+            raise StoreError(f"{store_dir}: no room to write ({reason(exc)}); no store was made") from None
+        raise
+    engine.use_key_layer(store.manifest.key_layer)
+    try:
+        store.mark_indexing(True)
         return _index(engine, store, roots, report, t0, progress, commit_every, max_file_bytes, cancel, on_searchable,
                       on_pass, finish_keys, on_owed)
+    except Exception as exc:
+        if out_of_room(exc):  # back to the last commit, said in one line
+            raise disk_full_error(store, exc) from None
+        raise
     finally:
         store.mark_indexing(False)
         store.release()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 
 from .. import native
 from ..key_tap import layer_name
+from .disk_full import room_error
 from .manifest import MANIFEST, DocEntry, Manifest, StoreError
 from .passages import PassageSpan, PassageTable, passages_digest, split_passages
 from .integrity import check_passages_db, damaged, record_index, record_tokens, unclean_shutdown, verify_files
@@ -114,7 +116,10 @@ class DocumentStore:
         """Give up the writer lock (a writable store); also done when the process exits."""
         if self._lock is not None:
             if self._passages is not None:
-                self._passages.checkpoint()
+                try:
+                    self._passages.checkpoint()
+                except sqlite3.OperationalError:  # no room to fold the log in: readers still read it
+                    pass
             self._lock.release()
             self._lock = None
 
@@ -201,16 +206,26 @@ class DocumentStore:
             raise StoreError(f"{self.dir}: damaged store ({TOKENS} is shorter than the manifest says)")
         return np.memmap(path, dtype=np.int32, mode="r", shape=(n,))
 
-    def _clean_leftovers(self) -> None:
-        """After a crash: drop uncommitted tail bytes and files no manifest points at."""
+    def _clean_leftovers(self, committed: Manifest | None = None) -> None:
+        """After a crash: drop uncommitted tail bytes and files no manifest points at (`committed`: the
+        manifest on disk, where this one holds uncommitted changes)."""
+        committed = committed or self.manifest
         path = self.dir / TOKENS
-        if path.exists() and path.stat().st_size > 4 * self.manifest.n_tokens:
+        if path.exists() and path.stat().st_size > 4 * committed.n_tokens:
             with path.open("r+b") as f:
-                f.truncate(4 * self.manifest.n_tokens)
+                f.truncate(4 * committed.n_tokens)
         for p in self.dir.iterdir():
-            if (p.name.startswith("index-") and p.name != self.manifest.index_file) or p.name.endswith(".tmp"):
+            if (p.name.startswith("index-") and p.name != committed.index_file) or p.name.endswith(".tmp"):
                 p.unlink()
-        self.passages.prune(self.live_documents())
+        self.passages.prune({d.path: d.start for d in committed.documents.values()})
+
+    def discard_uncommitted(self) -> Manifest:
+        """After a write failed (a full disk): the files as of the last commit, what was written since
+        removed; the committed manifest is returned (this object is not to be used further)."""
+        self._require_writable()
+        committed = Manifest.load(self.dir)
+        self._clean_leftovers(committed)
+        return committed
 
     # ------------------------------------------------------------------ passages
     @property
@@ -382,7 +397,13 @@ class DocumentStore:
         new_gen = self.manifest.generation + 1
         new_name = f"index-{new_gen}.usearch"
         tmp = self.dir / (new_name + ".tmp")
-        self.index.save(str(tmp))
+        try:
+            self.index.save(str(tmp))
+        except RuntimeError:
+            no_room = room_error(self.dir, self.index.serialized_length)
+            if no_room is None:
+                raise
+            raise no_room from None
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
         tmp.replace(self.dir / new_name)

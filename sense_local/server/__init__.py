@@ -11,6 +11,10 @@ from ..errors import SenseError
 from .jobs import DEFAULT_QUEUE
 
 LOOPBACK = "127.0.0.1"
+# What one connection may hold, set on purpose (README, "Slow and stuck clients"):
+SEND_BUFFER = 16 * 1024  # bytes of a reply the kernel holds for a client that is not reading (Linux doubles it)
+MAX_CONNECTIONS = 1000  # open connections and requests together; past it uvicorn answers 503 at once
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed this long after its last response
 
 
 def model_names(config: ConversationConfig, conversation: Conversation) -> tuple[str, set[str]]:
@@ -61,7 +65,9 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
           file=sys.stderr, flush=True)
     app = build_app(state, HostPolicy(host, allow_hosts, cors))
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3)).run(sockets=[sock])
+        _room_for_connections(MAX_CONNECTIONS)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3, timeout_keep_alive=KEEP_ALIVE_S,
+                                      limit_concurrency=MAX_CONNECTIONS)).run(sockets=[sock])
     finally:
         state.queue.close()
         state.embedder.close()
@@ -93,6 +99,8 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop may rebind
+        # accepted connections inherit it: a client that stops reading fills it soon (jobs.py then cancels its turn)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         sock.bind(address)
         sock.listen(2048)
     except OSError as exc:
@@ -111,3 +119,14 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _room_for_connections(connections: int) -> None:
+    """Raise the soft open-files limit (often 1024) toward the hard one, so that `connections` sockets
+    fit beside the model's files before uvicorn's own limit answers 503."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))

@@ -1,10 +1,17 @@
 """Requests queued on the one model: a bounded queue and one worker thread that runs each job's
-conversation turn and hands its events to the request's event loop."""
+conversation turn and hands its events to the request's event loop.
+
+A client that stops reading its stream must not hold the model: once its socket's buffers are full
+the response stops taking events, and the worker cancels the turn when events have waited untaken
+past a bound (STALL_EVENTS for STALL_S seconds) or any event has waited WRITE_TIMEOUT_S. A reply
+that is merely read slowly never falls that far behind: the model makes a few tokens a second to
+dozens, the network takes them at once."""
 from __future__ import annotations
 
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -12,6 +19,9 @@ from ..conversation import Conversation, ReplyEvent
 from ..errors import ContextOverflowError, SenseError
 
 DEFAULT_QUEUE = 64  # requests waiting for the model, at most (a full queue answers 503)
+STALL_EVENTS = 64  # events (tokens) a response may leave untaken for STALL_S before its turn is cancelled
+STALL_S = 2.0
+WRITE_TIMEOUT_S = 20.0  # the longest any event may wait untaken while the turn runs
 
 
 class QueueFull(Exception):
@@ -29,15 +39,42 @@ class Failed:
 END = object()  # after a job's last event
 
 
+class EventQueue(asyncio.Queue):
+    """A job's events on the request's loop, counting what the response has taken and when."""
+
+    def __init__(self):
+        super().__init__()
+        self.taken = 0
+        self.taken_at = time.monotonic()
+
+    async def get(self):
+        item = await super().get()
+        self.taken += 1
+        self.taken_at = time.monotonic()
+        return item
+
+
 @dataclass
 class Job:
     turn: Callable[[Conversation, threading.Event], Iterator[ReplyEvent]]  # starts the turn on the model
     loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)  # ReplyEvent | Failed | END
+    events: EventQueue = field(default_factory=EventQueue)  # ReplyEvent | Failed | END
     cancel: threading.Event = field(default_factory=threading.Event)
+    pushed: int = 0  # events handed to the loop (the worker thread counts)
+    behind_since: float = 0.0  # when the response last had taken every event pushed
 
     def push(self, item) -> None:
+        if self.pushed == self.events.taken:
+            self.behind_since = time.monotonic()
+        self.pushed += 1
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+
+    def stalled(self) -> bool:
+        """Its response has stopped taking events (a client that does not read its stream): events
+        wait, and none was taken for a while."""
+        waiting = self.pushed - self.events.taken
+        idle = time.monotonic() - max(self.behind_since, self.events.taken_at)
+        return (waiting > STALL_EVENTS and idle > STALL_S) or (waiting > 0 and idle > WRITE_TIMEOUT_S)
 
 
 @dataclass
@@ -46,6 +83,7 @@ class Counters:
     cancelled: int = 0
     failed: int = 0
     rejected: int = 0  # answered 503: the queue was full
+    stalled: int = 0  # cancelled because the client stopped reading its reply (also counted in cancelled)
 
 
 class GenerationQueue:
@@ -122,6 +160,9 @@ class GenerationQueue:
             last = None
             for last in job.turn(self.conversation, job.cancel):
                 job.push(last)
+                if not job.cancel.is_set() and job.stalled():
+                    job.cancel.set()  # the turn ends at its next decode: the model goes to the next job
+                    self.counters.stalled += 1
             return "cancelled" if getattr(last, "finish_reason", "") == "cancelled" else "completed"
         except ContextOverflowError as exc:
             job.push(Failed(413, str(exc)))

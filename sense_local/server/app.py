@@ -151,6 +151,8 @@ def _authorize(state: ServerState, request: Request) -> None:
 def _check_model(state: ServerState, model) -> None:
     """One model is loaded: a request naming another is answered by it (as llama-server and LM Studio
     do: clients send names like 'gpt-3.5-turbo' for title requests), or refused with --strict-model."""
+    if not isinstance(model, str):
+        raise ApiError(400, f"model must be a string (got {type(model).__name__})", param="model")
     if state.strict_model and model not in state.aliases:
         raise ApiError(404, f"the model '{model}' does not exist here; this server runs '{state.model_id}' "
                             "(GET /v1/models)", type="not_found_error", param="model", code="model_not_found")

@@ -413,10 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_ram_arg(p)
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("serve", help="serve the model over OpenAI's HTTP API (chat completions, completions, models)")
+    p = sub.add_parser("serve", help="serve the model over OpenAI's HTTP API (/v1: chat completions, completions, "
+                       "models) and Ollama's (/api: chat, generate, tags, show), on one port")
     _add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080,
+                   help="port for both APIs (default 8080; 11434 is where Ollama clients look by default)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $SENSE_API_KEY, else none)")
     p.add_argument("--store", help="ground chat answers in this document store and return their sources")
     p.add_argument("--method", default=DEFAULT_METHOD, help=f"decoding method: {', '.join(METHODS)} (default {DEFAULT_METHOD}; "

@@ -32,7 +32,7 @@ from ..embeddings import LazyEmbedder
 from ..errors import ContextOverflowError, SenseError
 from ..fim import NoFimTokens, infill_tokens
 from ..speculative.types import TokenEvent
-from .embeddings_api import embeddings_response, parse_embeddings, tokens_of
+from .embeddings_api import EmbeddingRequest, embeddings_response, parse_embeddings, tokens_of
 from .guard import GuardMiddleware, HostPolicy
 from .infill import infill_chunk, infill_result, parse_infill
 from .jobs import END, Failed, GenerationQueue, Job, QueueFull
@@ -68,8 +68,13 @@ def build_app(state: ServerState, policy: HostPolicy | None = None) -> ASGIApp:
     return guarded
 
 
-def _deny(status: int, message: str) -> Response:
-    return JSONResponse(ApiError(status, message, type="invalid_request_error").body(), status_code=status)
+def _deny(status: int, message: str):
+    async def respond(scope, receive, send) -> None:  # Ollama's routes answer in Ollama's error shape
+        body = {"error": message} if scope["path"].startswith("/api/") else \
+            ApiError(status, message, type="invalid_request_error").body()
+        await JSONResponse(body, status_code=status)(scope, receive, send)
+
+    return respond
 
 
 def _routes(state: ServerState) -> Starlette:
@@ -116,6 +121,8 @@ def _routes(state: ServerState) -> Starlette:
         return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error").body(),
                             status_code=500)
 
+    from .ollama_routes import ollama_routes  # here: it uses this module's helpers
+
     routes = [
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
@@ -124,6 +131,7 @@ def _routes(state: ServerState) -> Starlette:
         Route("/infill", infill, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
+        *ollama_routes(state),  # Ollama's API beside OpenAI's, on the same port (ollama_routes.py)
     ]
     handlers = {ApiError: on_api_error, HTTPException: on_http_error, Exception: on_crash}
 
@@ -186,24 +194,10 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
     turn = (parse_infill(body, defaults, n_ctx, fixed_seed=state.fixed_seed) if kind == "infill" else
             parse_turn(body, kind, defaults, n_ctx, fixed_seed=state.fixed_seed))
     truncated = _fim_prompt(conversation, turn) if turn.infill is not None else False
-    job = Job(_starter(turn), asyncio.get_running_loop())
-    try:
-        state.queue.submit(job)
-    except QueueFull:
-        raise ApiError(503, "the server is busy: too many requests are waiting for the model; retry shortly",
-                       type="server_error", code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-    watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
-    try:
-        first = await job.events.get()  # the prompt is built (or the request failed) before any status is sent
-        if isinstance(first, Failed):
-            raise ApiError(first.status, first.message, type="server_error" if first.status >= 500 else
-                           "invalid_request_error", code="context_length_exceeded" if first.status == 413 else None)
-        if first is END:  # cancelled while waiting
-            return Response(status_code=499)
-    except BaseException:
-        watcher.cancel()
-        job.cancel.set()
-        raise
+    started = await start_job(state, request, turn)
+    if started is None:  # cancelled while waiting
+        return Response(status_code=499)
+    job, first, watcher = started
     rid = new_id(kind)
     # older messages left out to fit the context: said in a header (and a field), never silently
     said = {"X-Sense-Dropped-Messages": str(first.dropped)} if first.dropped else {}
@@ -218,6 +212,31 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
         job.cancel.set()  # finished already, or the client left
 
 
+async def start_job(state: ServerState, request: Request, turn: TurnRequest):
+    """Queue the turn and wait until its prompt is built: (job, Prepared, the disconnect watcher), or
+    None when the client left while it waited. ApiError for a full queue or a turn that failed first."""
+    job = Job(_starter(turn), asyncio.get_running_loop())
+    try:
+        state.queue.submit(job)
+    except QueueFull:
+        raise ApiError(503, "the server is busy: too many requests are waiting for the model; retry shortly",
+                       type="server_error", code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
+    try:
+        first = await job.events.get()  # the prompt is built (or the request failed) before any status is sent
+        if isinstance(first, Failed):
+            raise ApiError(first.status, first.message, type="server_error" if first.status >= 500 else
+                           "invalid_request_error", code="context_length_exceeded" if first.status == 413 else None)
+    except BaseException:
+        watcher.cancel()
+        job.cancel.set()
+        raise
+    if first is END:
+        watcher.cancel()
+        return None
+    return job, first, watcher
+
+
 async def _embeddings(state: ServerState, request: Request) -> Response:
     """The embedding model (loaded on first use, in a worker thread, beside the chat model's queue):
     each input embedded as the model pools it, unit length, in input order."""
@@ -227,6 +246,13 @@ async def _embeddings(state: ServerState, request: Request) -> Response:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(400, f"model must be a string (got {model!r})", param="model")
+    embedder, result = await embed_inputs(state, parsed, model)
+    return JSONResponse(embeddings_response(embedder.name, result, parsed.encoding_format))
+
+
+async def embed_inputs(state: ServerState, parsed: EmbeddingRequest, model: str | None):
+    """(the embedder, its Embedded) for checked inputs: 503 without an embedding model, 404 for
+    another model's name with --strict-model."""
     try:
         embedder = await asyncio.to_thread(state.embedder.get)
     except SenseError as exc:
@@ -237,8 +263,7 @@ async def _embeddings(state: ServerState, request: Request) -> Response:
         raise ApiError(404, f"the model '{model}' does not exist here; embeddings come from '{embedder.name}'",
                        type="not_found_error", param="model", code="model_not_found")
     tokens = tokens_of(embedder, parsed)
-    result = await asyncio.to_thread(embedder.embed, tokens)
-    return JSONResponse(embeddings_response(embedder.name, result, parsed.encoding_format))
+    return embedder, await asyncio.to_thread(embedder.embed, tokens)
 
 
 def _fim_prompt(conversation: Conversation, turn: TurnRequest) -> bool:

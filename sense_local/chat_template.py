@@ -12,7 +12,10 @@ CHATML = (
 )
 
 
-def render_chat(engine, messages: Sequence[dict], *, add_generation_prompt: bool = True) -> str:
+def render_chat(engine, messages: Sequence[dict], *, add_generation_prompt: bool = True,
+                tools: Sequence[dict] | None = None) -> str:
+    """The chat as the model's template writes it; `tools` (OpenAI's tool shape) go to templates that
+    render them (tool_calls.py)."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     template = engine.meta("tokenizer.chat_template") or CHATML
@@ -22,12 +25,12 @@ def render_chat(engine, messages: Sequence[dict], *, add_generation_prompt: bool
         bos_token=engine.detokenize_special(engine.bos_id),
         add_generation_prompt=add_generation_prompt,
     )
-    return formatter(messages=list(messages)).prompt
+    return formatter(messages=list(messages), tools=list(tools) if tools else None).prompt
 
 
-def chat_tokens(engine, messages: Sequence[dict]) -> list[int]:
+def chat_tokens(engine, messages: Sequence[dict], *, tools: Sequence[dict] | None = None) -> list[int]:
     """Token ids of a rendered chat: special tokens parsed, BOS added only if the template lacks it."""
-    return _tokens(engine, render_chat(engine, messages))
+    return _tokens(engine, render_chat(engine, messages, tools=tools))
 
 
 def _tokens(engine, text: str) -> list[int]:
@@ -37,7 +40,8 @@ def _tokens(engine, text: str) -> list[int]:
     return tokens
 
 
-def fit_chat(engine, messages: Sequence[dict], reserve: int) -> tuple[list[int], int]:
+def fit_chat(engine, messages: Sequence[dict], reserve: int, *,
+             tools: Sequence[dict] | None = None) -> tuple[list[int], int]:
     """Tokens of the conversation with the fewest oldest messages dropped that leaves `reserve`
     tokens of room for the reply; returns (tokens, number of messages dropped). A system message is
     kept. Raises ContextOverflowError if even the newest message alone does not fit.
@@ -53,12 +57,12 @@ def fit_chat(engine, messages: Sequence[dict], reserve: int) -> tuple[list[int],
     limit = engine.n_ctx - reserve
 
     def without(n: int) -> list[int]:
-        return chat_tokens(engine, messages[:keep] + messages[keep + n :])
+        return chat_tokens(engine, messages[:keep] + messages[keep + n :], tools=tools)
 
     def fits(tokens: list[int]) -> bool:
         return len(tokens) <= limit
 
-    text = render_chat(engine, messages)
+    text = render_chat(engine, messages, tools=tools)
     tokens = _tokens(engine, text)
     if fits(tokens):
         return tokens, 0

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .chat_template import fit_chat
 from .engine import Engine
 from .errors import SenseError
 from .generation import GenerationOptions, make_decoder, open_store, prompt_tokens
@@ -143,22 +144,28 @@ class Conversation:
 
     # ------------------------------------------------------------------ turns
     def reply(self, messages: list[dict], *, options: GenerationOptions | None = None, grounded: bool | None = None,
-              cancel: threading.Event | None = None, progress=None) -> Iterator[ReplyEvent]:
-        """A chat turn: `messages` end with the user's new message. progress(done, total) is called
-        from this thread as a long prompt is read (prompt tokens evaluated or reused so far; needs
-        `cancel`, whose chunked prefill it reports on)."""
+              cancel: threading.Event | None = None, progress=None,
+              tools: list[dict] | None = None) -> Iterator[ReplyEvent]:
+        """A chat turn: `messages` end with the user's new message, or with the results of the tools
+        the model called (role "tool"; answered from the chat as it is, without documents).
+        progress(done, total) is called from this thread as a long prompt is read (prompt tokens
+        evaluated or reused so far; needs `cancel`, whose chunked prefill it reports on). `tools`
+        (OpenAI's tool shape) are rendered by the model's template (tool_calls.py)."""
         options = options or self.config.options
         grounded = self.config.grounded if grounded is None else grounded
-        if not messages or messages[-1].get("role") != "user":
-            raise SenseError("the last message must be the user's")
+        if not messages or messages[-1].get("role") not in ("user", "tool"):
+            raise SenseError("the last message must be the user's (or a tool's result)")
         history = list(messages[:-1])
         if self.config.system and not (history and history[0].get("role") == "system"):
             history.insert(0, {"role": "system", "content": self.config.system})
+        if messages[-1]["role"] == "tool":
+            yield from self._answer_results([*history, messages[-1]], options, cancel, progress, tools)
+            return
         with self._turn():
             grounding = self._grounding if grounded and self.store is not None else self._plain
             question = messages[-1]["content"]
             turn = grounding.prepare(history, question, reserve=reply_reserve(self.engine, options),
-                                     memory=self._memory)
+                                     memory=self._memory, tools=tools)
             if grounding is self._grounding:
                 self.store = grounding.store  # refreshed: an indexer may have committed more
             yield Prepared(len(turn.tokens), turn.sources, turn.notes, turn.dropped)
@@ -166,6 +173,15 @@ class Conversation:
                 if isinstance(event, Finished) and turn.grounded is not None:
                     self._memory.remember(question, event.text, turn.grounded)  # for the next turn's prompt
                 yield event
+
+    def _answer_results(self, chat: list[dict], options: GenerationOptions, cancel, progress,
+                        tools: list[dict] | None) -> Iterator[ReplyEvent]:
+        """A turn after tool results: the chat as it is (oldest messages dropped to fit)."""
+        with self._turn():
+            tokens, dropped = fit_chat(self.engine, chat, reply_reserve(self.engine, options), tools=tools)
+            notes = [f"left out the {dropped} oldest messages to fit the context"] if dropped else []
+            yield Prepared(len(tokens), notes=notes, dropped=dropped)
+            yield from self._decode(tokens, options, cancel, progress)
 
     def complete(self, prompt: str | list[int], *, options: GenerationOptions | None = None,
                  cancel: threading.Event | None = None) -> Iterator[ReplyEvent]:

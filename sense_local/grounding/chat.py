@@ -39,7 +39,7 @@ class GroundedChat:
         self.gate = gate  # leave the documents out of questions they are not about (retrieve.Evidence)
 
     def prepare(self, messages: list[dict], question: str, *, reserve: int,
-                memory: GroundingMemory | None = None) -> GroundedTurn:
+                memory: GroundingMemory | None = None, tools: list[dict] | None = None) -> GroundedTurn:
         """Prompt tokens for `messages` (earlier turns) + the grounded question. With a `memory`,
         earlier questions come back with the passages they were answered from while they fit (the
         oldest lose theirs first), so the prompt starts with the tokens evaluated last turn."""
@@ -50,17 +50,17 @@ class GroundedChat:
         # passages get what is left of the context after the reply, the question and the template
         room = self.engine.n_ctx - reserve - len(self.engine.tokenize(question, add_special=False)) - 192
         budget = min(self.budget, max(room, 0))
-        chat, content, sources, refers, tokens = self._fit(messages, question, hits, budget, reserve, memory)
+        chat, content, sources, refers, tokens = self._fit(messages, question, hits, budget, reserve, memory, tools)
         dropped = 0
         if len(tokens) + reserve > self.engine.n_ctx:  # every earlier question is plain: drop the oldest turns
-            tokens, dropped = fit_chat(self.engine, chat, reserve)
+            tokens, dropped = fit_chat(self.engine, chat, reserve, tools=tools)
             notes.append(f"left out the {dropped} oldest messages to fit the context")
         grounded = None
         if sources:
             grounded = GroundedQuestion(content, tuple(s for s in sources if s.number not in refers), refers)
         return GroundedTurn(tokens, content, sources, dropped, notes, grounded)
 
-    def _fit(self, messages, question, hits, budget, reserve, memory):
+    def _fit(self, messages, question, hits, budget, reserve, memory, tools=None):
         """(chat, the question's message, its sources, the numbers it cites from above, tokens) with
         the fewest of the oldest remembered questions made plain that lets it fit (bisection: the
         prompt only shrinks as more are made plain); all plain if even that does not fit."""
@@ -69,7 +69,7 @@ class GroundedChat:
             recalled = memory.recall(messages, skip) if memory is not None else Recalled(list(messages), [])
             content, sources, refers = grounded_message(self.engine, question, hits, budget, recalled.in_context)
             chat = [*recalled.messages, {"role": "user", "content": content}]
-            return chat, content, sources, refers, chat_tokens(self.engine, chat)
+            return chat, content, sources, refers, chat_tokens(self.engine, chat, tools=tools)
 
         def fits(tried) -> bool:
             return len(tried[-1]) + reserve <= self.engine.n_ctx

@@ -36,6 +36,7 @@ from .embeddings_api import EmbeddingRequest, embeddings_response, parse_embeddi
 from .guard import GuardMiddleware, HostPolicy
 from .infill import infill_chunk, infill_result, parse_infill
 from .jobs import END, Failed, GenerationQueue, Job, QueueFull
+from .tools_api import CallPieces, add_tool_calls, call_chunks, parse_tools, read_calls
 from .openai_api import (ApiError, TurnRequest, choice, envelope, finish_reason, new_id, parse_turn, sense_stats,
                          usage)
 
@@ -193,6 +194,8 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
     defaults, n_ctx = conversation.config.options, conversation.engine.n_ctx
     turn = (parse_infill(body, defaults, n_ctx, fixed_seed=state.fixed_seed) if kind == "infill" else
             parse_turn(body, kind, defaults, n_ctx, fixed_seed=state.fixed_seed))
+    if kind == "chat":
+        turn.tools = parse_tools(body, turn, conversation.engine)
     truncated = _fim_prompt(conversation, turn) if turn.infill is not None else False
     started = await start_job(state, request, turn)
     if started is None:  # cancelled while waiting
@@ -287,6 +290,10 @@ def _fim_prompt(conversation: Conversation, turn: TurnRequest) -> bool:
 
 def _starter(turn: TurnRequest):
     def start(conversation: Conversation, cancel):
+        if turn.kind == "chat" and turn.tools is not None:
+            events = conversation.reply(turn.messages, options=turn.options, grounded=turn.grounded, cancel=cancel,
+                                        tools=turn.tools.tools)
+            return read_calls(events, turn.tools, cancel)
         if turn.kind == "chat":
             return conversation.reply(turn.messages, options=turn.options, grounded=turn.grounded, cancel=cancel)
         prompt = turn.tokens if turn.tokens is not None else turn.prompt  # FIM: laid out already
@@ -323,6 +330,7 @@ async def _whole(state: ServerState, turn: TurnRequest, job: Job, prepared: Prep
         return infill_result(state.model_id, finished, prepared.prompt_tokens, truncated)
     doc = envelope(turn.kind, rid, state.model_id, chunk=False)
     doc["choices"] = [choice(turn.kind, finished.text, chunk=False, finish=finish_reason(finished))]
+    add_tool_calls(doc["choices"][0], finished)
     doc["usage"] = usage(prepared.prompt_tokens, finished.stats)
     doc["sense"] = sense_stats(finished.stats)
     doc["sources"] = [s.to_dict() for s in prepared.sources]
@@ -348,6 +356,9 @@ async def _sse(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepar
             if isinstance(item, TokenEvent):
                 if item.text:
                     yield chunk(item.text)
+            elif isinstance(item, CallPieces):
+                for line in call_chunks(envelope(turn.kind, rid, state.model_id, chunk=True), item):
+                    yield line
             elif isinstance(item, Finished):
                 yield chunk("", finish=finish_reason(item), sense=sense_stats(item.stats))
                 if turn.include_usage:

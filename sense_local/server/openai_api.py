@@ -15,6 +15,7 @@ from ..fim import Infill
 from ..generation import MAX_STOPS, GenerationOptions
 from ..schema_grammar import SchemaError, json_object_grammar, schema_grammar
 from ..speculative.types import GenerationStats
+from ..tool_calls import ToolRequest, template_tool_calls
 
 ROLES = ("system", "user", "assistant", "developer", "tool")
 
@@ -43,6 +44,7 @@ class TurnRequest:
     prompt: str = ""  # completion
     infill: Infill | None = None  # fill-in-the-middle: /infill, or a completion with a `suffix`
     tokens: list[int] | None = None  # the prompt built from `infill` (fim.py), once the model is known
+    tools: ToolRequest | None = None  # chat: the tools the model may call (tools_api.py), once the model is known
 
 
 def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixed_seed: bool = False) -> TurnRequest:
@@ -110,8 +112,8 @@ def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixe
 # Anything else is a 400 naming the field: a silent 200 would pretend it had an effect.
 UNSERVED = {
     "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "repetition_penalty": (1, 1.0),
-    "logprobs": (False, 0), "top_logprobs": (0,), "logit_bias": ({},), "tools": ([],),
-    "tool_choice": ("none", "auto"), "parallel_tool_calls": (True, False), "functions": ([],),
+    "logprobs": (False, 0), "top_logprobs": (0,), "logit_bias": ({},),
+    "functions": ([],),
     "function_call": ("none", "auto"), "echo": (False,),
     "best_of": (1,), "audio": (), "modalities": (["text"],),
 }
@@ -158,10 +160,41 @@ def _messages(messages) -> list[dict]:
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             raise ApiError(400, f"messages[{i}] must be an object with a role ({', '.join(ROLES)})", param="messages")
         role = "system" if m["role"] == "developer" else m["role"]
-        out.append({"role": role, "content": _text(m.get("content"), f"messages[{i}].content")})
-    if out[-1]["role"] != "user":
-        raise ApiError(400, "the last message must be the user's", param="messages")
+        message = {"role": role, "content": _text(m.get("content"), f"messages[{i}].content")}
+        if role == "assistant" and m.get("tool_calls"):
+            message["tool_calls"] = template_tool_calls(_tool_calls(m["tool_calls"], f"messages[{i}].tool_calls"))
+        if role == "tool":
+            _tool_result(m, i, out, message)
+        out.append(message)
+    if out[-1]["role"] not in ("user", "tool"):
+        raise ApiError(400, "the last message must be the user's (or a tool's result)", param="messages")
     return out
+
+
+def _tool_calls(calls, where: str) -> list[dict]:
+    """An assistant message's earlier calls, checked: [{"id", "type": "function", "function": {"name",
+    "arguments": JSON text}}]."""
+    if not isinstance(calls, list):
+        raise ApiError(400, f"{where} must be a list of calls", param="messages")
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not (isinstance(fn, dict) and isinstance(fn.get("name"), str) and isinstance(fn.get("arguments"), str)
+                and isinstance(call.get("id", ""), str)):
+            raise ApiError(400, f'{where}[{j}] must be {{"id": ..., "type": "function", "function": {{"name": ..., '
+                                f'"arguments": "<JSON text>"}}}}', param="messages")
+    return calls
+
+
+def _tool_result(m: dict, i: int, earlier: list[dict], message: dict) -> None:
+    """A tool message answers a call by its tool_call_id; the call's function name goes with it
+    (some templates show it)."""
+    call_id = m.get("tool_call_id")
+    if call_id is not None and not isinstance(call_id, str):
+        raise ApiError(400, f"messages[{i}].tool_call_id must be a string", param="messages")
+    message["tool_call_id"] = call_id
+    names = {c.get("id"): c["function"]["name"] for e in earlier for c in e.get("tool_calls", ())}
+    if call_id in names:
+        message["name"] = names[call_id]
 
 
 def _text(content, where: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import pydoc_topics_store
 from test_server import KEY, Server, http
+from test_server_fim import MARKERS, PREFIX, SUFFIX, run_filled
 
 MODEL = "smollm2-135m-instruct-q8_0"
 TAGGED = MODEL + ":latest"
@@ -27,6 +28,13 @@ def server():
 @pytest.fixture(scope="module")
 def grounded(engine, tmp_path_factory):
     s = Server("--store", str(pydoc_topics_store(engine, tmp_path_factory, "ollama", ["with"])))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def coder():
+    s = Server("--model", "default")  # Qwen2.5-Coder-1.5B: it has fill-in-the-middle tokens
     yield s
     s.stop()
 
@@ -254,3 +262,17 @@ def test_a_key_and_strict_names(keyed):
     assert authed.chat(MODEL, hi, options={"num_predict": 3}).message.content
     # the tagged name on the OpenAI route too (oterm lists through /api/tags and chats through /v1)
     assert keyed.client(KEY).chat.completions.create(model=TAGGED, messages=hi, max_tokens=3).choices
+
+
+def test_suffix_fills_in_the_middle_on_a_code_model(coder):
+    """`suffix` on /api/generate: the FIM layout /infill and /v1/completions use (Continue's and Zed's
+    Ollama autocomplete send this), on the default model, which says so in its capabilities."""
+    c = client(coder)
+    assert "insert" in c.show("default").capabilities
+    done = c.generate("default", PREFIX, suffix=SUFFIX, options={"temperature": 0, "num_predict": 48})
+    middle = done.response
+    assert done.done_reason == "stop" and "return" in middle and not any(m in middle for m in MARKERS)
+    assert run_filled(PREFIX + middle + SUFFIX)["mean"]([2, 4, 9]) == 5
+    same = coder.client().completions.create(model="default", prompt=PREFIX, suffix=SUFFIX, max_tokens=48,
+                                             temperature=0)
+    assert same.choices[0].text == middle

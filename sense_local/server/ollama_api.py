@@ -116,8 +116,8 @@ def _turn(body: dict, kind: str, fields: dict, defaults: GenerationOptions, n_ct
           fixed_seed: bool) -> TurnRequest:
     """The OpenAI-route turn for an Ollama body: its options, format and extras checked here with
     Ollama's names, then parse_turn builds the GenerationOptions as for every other route."""
-    for key in ("images", "tools"):
-        _refuse(body, key, [], f"{key} are not served by this server (the model has no vision or tool calling)")
+    _refuse(body, "images", [], "images are not served by this server (no vision model)")
+    _refuse(body, "tools", [], "tools are not served on the Ollama routes yet (/v1/chat/completions serves them)")
     _refuse(body, "logprobs", False, "log-probabilities are not served on the Ollama routes")
     _refuse(body, "top_logprobs", 0, "log-probabilities are not served on the Ollama routes")
     think = body.get("think")

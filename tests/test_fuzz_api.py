@@ -1,7 +1,7 @@
-"""Property-based requests (hypothesis) against a real `sense-local serve` on the 135M: every route,
-JSON of every shape and size and of wrong types, raw bytes, headers and methods. Whatever comes in,
-the server answers within the request timeout, never with a 500, and every error is in OpenAI's
-shape (a 503 only with Retry-After). Derandomized with a fixed budget (CASES), so a CI run is
+"""Property-based requests (hypothesis) against a real `sense-local serve` on the 135M: every route
+(OpenAI's and Ollama's), JSON of every shape and size and of wrong types, raw bytes, headers and
+methods. Whatever comes in, the server answers within the request timeout, never with a 500, and
+every error is in its API's shape (OpenAI's; Ollama's on /api/*; a 503 only with Retry-After). Derandomized with a fixed budget (CASES), so a CI run is
 repeatable; most cases fail validation, and a valid body never asks for more than 3 tokens.
 """
 from __future__ import annotations
@@ -80,8 +80,30 @@ BODIES = {
         "model": json_values, "encoding_format": either(st.sampled_from(["float", "base64", "hex"])),
         "dimensions": either(st.sampled_from([384, 128, 0])), "user": json_values}),
 }
+ollama_names = either(st.sampled_from(["test", "smollm2-135m-instruct-q8_0", "llama3.2:latest", ""]))
+ollama_options = either(st.fixed_dictionaries({}, optional={
+    "num_predict": st.sampled_from([1, 2, 3, 0, -3, 10**6, 1.5, "3"]), "temperature": either(st.floats(0, 2)),
+    "seed": either(st.integers()), "stop": either(st.lists(st.text(max_size=4), max_size=3)),
+    "num_ctx": json_values, "repeat_penalty": either(st.sampled_from([1, 1.1])), "mirostat": json_values,
+    "top_k": either(st.integers(0, 50)), "bogus": json_values}))
+ollama_common = {"model": ollama_names, "stream": either(st.booleans()), "options": ollama_options,
+                 "format": either(st.sampled_from(["json", "", "yaml"]) | schemas),
+                 "keep_alive": either(st.sampled_from(["5m", 0, -1, "forever", "1h30m"])),
+                 "method": either(st.sampled_from(["ar", "pld", "nope"])), "grounded": either(st.booleans())}
+BODIES.update({  # Ollama's API on the same port (sense_local/server/ollama_api.py)
+    "/api/chat": st.fixed_dictionaries({}, optional={"messages": messages, "tools": json_values, **ollama_common}),
+    "/api/generate": st.fixed_dictionaries({}, optional={
+        "prompt": either(text), "suffix": either(text), "system": either(text), "raw": either(st.booleans()),
+        "template": json_values, "images": json_values, "context": json_values, **ollama_common}),
+    "/api/embed": st.fixed_dictionaries({}, optional={
+        "model": ollama_names, "input": BODIES["/v1/embeddings"].map(lambda b: b.get("input", "")),
+        "truncate": either(st.booleans()), "options": ollama_options, "keep_alive": json_values}),
+    "/api/embeddings": st.fixed_dictionaries({}, optional={"model": ollama_names, "prompt": either(text)}),
+    "/api/show": st.fixed_dictionaries({}, optional={"model": ollama_names, "name": ollama_names,
+                                                     "verbose": either(st.booleans())}),
+})
 POST_ROUTES = tuple(BODIES)
-GET_ROUTES = ("/v1/models", "/health")
+GET_ROUTES = ("/v1/models", "/health", "/api/tags", "/api/ps", "/api/version", "/")
 
 
 # ---------------------------------------------------------------------------------------- requests
@@ -103,7 +125,7 @@ def requests(draw, port: int):
     if route == "/v1/models/{id}":
         route = "/v1/models/" + draw(st.sampled_from(["test", "gpt-4", "a/b", "%2e%2e", "smollm2-135m-instruct-q8_0"]))
     route += draw(st.sampled_from([""] * 12 + ["/", "?x=1", "?stream=true"]))
-    usual = "POST" if route.split("?")[0].rstrip("/") in POST_ROUTES else "GET"
+    usual = "POST" if route.split("?")[0].rstrip("/") in POST_ROUTES else "GET"  # ("/" stays "/")
     method = draw(st.sampled_from([usual] * 20 + ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]))
     headers = {}
     kind = draw(st.sampled_from(["application/json"] * 25 + ["application/json; charset=utf-8", "text/plain",
@@ -143,26 +165,37 @@ def is_openai_error(doc) -> bool:
             and isinstance(err.get("type"), str) and {"param", "code"} <= err.keys())
 
 
-def check_answer(method: str, response: http.client.HTTPResponse, raw: bytes) -> None:
+def is_ollama_error(doc) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"] != ""
+
+
+def check_answer(method: str, route: str, response: http.client.HTTPResponse, raw: bytes) -> None:
     status = response.status
     assert status < 500 or status == 503, f"{status}: {raw[:500]!r}"
     if status == 503:
         assert int(response.headers["retry-after"]) > 0
     if method == "HEAD":
         return
+    shaped = is_ollama_error if route.startswith("/api/") else is_openai_error  # each API's own error shape
+    kind = response.headers["content-type"] or ""
     if status >= 400:
-        assert response.headers["content-type"].startswith("application/json"), dict(response.headers)
-        assert is_openai_error(json.loads(raw)), raw[:500]
+        assert kind.startswith("application/json"), dict(response.headers)
+        assert shaped(json.loads(raw)), raw[:500]
         if status == 405:
             assert response.headers["allow"]
         return
-    if response.headers["content-type"].startswith("text/event-stream"):
-        events = [line[6:] for line in raw.decode().split("\n") if line.startswith("data: ")]
-        assert events, raw[:500]
-        for event in events:
-            if event != "[DONE]":
-                doc = json.loads(event)
-                assert isinstance(doc, dict) and ("error" not in doc or is_openai_error(doc)), event
+    if kind.startswith("text/event-stream") or kind.startswith("application/x-ndjson"):
+        sse = kind.startswith("text/event-stream")
+        lines = [line[6:] if sse else line for line in raw.decode().split("\n") if line.startswith("data: ") or
+                 (not sse and line.strip())]
+        assert lines, raw[:500]
+        for line in lines:
+            if line != "[DONE]":
+                doc = json.loads(line)
+                assert isinstance(doc, dict) and ("error" not in doc or shaped(doc)), line
+        return
+    if kind.startswith("text/plain"):  # GET / says "Ollama is running", as Ollama does
+        assert route.split("?")[0] == "/" and raw
         return
     doc = json.loads(raw)
     assert isinstance(doc, dict) and "error" not in doc, raw[:500]
@@ -190,7 +223,7 @@ def test_no_request_gets_a_500_a_hang_or_a_shapeless_error(fuzz_server):
         method, route, headers, body = request
         response, raw = send(fuzz_server.port, method, route, headers, body)
         seen[response.status] = seen.get(response.status, 0) + 1
-        check_answer(method, response, raw)
+        check_answer(method, route, response, raw)
 
     one()
     print(f"\n{sum(seen.values())} requests, statuses {dict(sorted(seen.items()))}")

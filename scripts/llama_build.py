@@ -37,6 +37,9 @@ from pathlib import Path
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+# In every build: llama.cpp's RPC backend (`sense-local rpc-worker`, `--rpc`). It only adds a backend
+# that is used when workers are registered; local decoding is the same code.
+ALWAYS_CMAKE_ARGS = "-DGGML_RPC=ON"
 HERE = Path(__file__).resolve().parent
 PROBE_SCRIPT = HERE / "llama_probe.py"
 
@@ -54,7 +57,7 @@ class Rung:
 LADDER = (
     Rung("native", why="built for every feature this CPU reports"),
     Rung("native-no-amx", cflags=NO_AMX,
-         why="the native build died with SIGILL in a real decode (the CPU reports AMX but faults on it)"),
+         why="the native build died in a real decode (SIGILL or SIGSEGV: the CPU reports AMX but faults on it)"),
     Rung("portable", cmake_args="-DGGML_NATIVE=OFF",
          why="native builds died with SIGILL in a real decode; this one uses AVX2/FMA/F16C only"),
 )
@@ -89,19 +92,27 @@ class Probe:
     def sigill(self) -> bool:
         return self.signal == signal.SIGILL
 
+    @property
+    def sigsegv(self) -> bool:
+        return self.signal == signal.SIGSEGV
+
 
 def next_rung(machine: Machine, tried: list[tuple[Rung, Probe]], user_cmake_args: str = "") -> Rung | None:
     """The next build to try after `tried`, or None to stop (the last one ran, or retrying cannot help).
 
     Only an illegal instruction moves down the ladder: any other failure (a build error, a crash
-    elsewhere, a bad model) would fail the same way with other CPU flags. The no-AMX rung is only
+    elsewhere, a bad model) would fail the same way with other CPU flags. One exception: on an x86
+    CPU that reports AMX, a segmentation fault of the native build moves to the no-AMX rung (seen on
+    an Intel Xeon VM: the native build with GGML_RPC died in `ldtilecfg` inside ggml's AMX matmul with
+    SIGSEGV, where the build without RPC had died with SIGILL; the no-AMX build ran). The no-AMX rung is only
     worth a build on an x86 CPU that reports AMX, and the ladder never overrides a GGML_NATIVE that
     the user set in CMAKE_ARGS (their choice, their flags).
     """
     if not tried:
         return LADDER[0]
     last_rung, last = tried[-1]
-    if last.ok or not last.sigill:
+    amx_fault = last.sigsegv and last_rung is LADDER[0] and machine.is_x86 and machine.reports_amx
+    if last.ok or not (last.sigill or amx_fault):
         return None
     names = [r.name for r, _ in tried]
     for rung in LADDER[LADDER.index(last_rung) + 1:]:
@@ -147,7 +158,7 @@ class BuildEnv:
 
     def env_for(self, rung: Rung) -> dict[str, str]:
         return {
-            "CMAKE_ARGS": " ".join(x for x in (self.cmake_args, rung.cmake_args) if x),
+            "CMAKE_ARGS": " ".join(x for x in (ALWAYS_CMAKE_ARGS, self.cmake_args, rung.cmake_args) if x),
             "CFLAGS": " ".join(x for x in (self.cflags, rung.cflags) if x),
             "CXXFLAGS": " ".join(x for x in (self.cxxflags, rung.cflags) if x),
         }
@@ -155,7 +166,8 @@ class BuildEnv:
     def machine_key(self) -> str:
         """The machine and the user's flags: which rung runs is a fact about these."""
         blob = json.dumps([LLAMA_CPP_PYTHON, self.python_tag, self.machine.arch, self.machine.cpu,
-                           sorted(self.machine.flags), self.cmake_args, self.cflags, self.cxxflags])
+                           sorted(self.machine.flags), ALWAYS_CMAKE_ARGS, self.cmake_args, self.cflags,
+                           self.cxxflags])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def build_key(self, rung: Rung) -> str:

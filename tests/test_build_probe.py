@@ -54,9 +54,15 @@ def test_no_amx_rung_only_where_the_cpu_reports_amx():
 
 
 def test_only_an_illegal_instruction_moves_down_the_ladder():
-    assert names(AMX_XEON, [SEGV]) == ["native"]
+    assert names(EPYC, [SEGV]) == ["native"]
+    assert names(AMX_XEON, [SIGILL, SEGV]) == ["native", "native-no-amx"]
     assert names(AMX_XEON, [lb.Probe(ok=False, returncode=3)]) == ["native"]
     assert names(AMX_XEON, [lb.Probe(ok=False, build_failed=True)]) == ["native"]
+
+
+def test_a_segfault_of_the_native_build_on_a_cpu_reporting_amx_tries_it_without_amx():
+    assert names(AMX_XEON, [SEGV, RAN]) == ["native", "native-no-amx"]
+    assert names(AMX_XEON, [SEGV, SEGV]) == ["native", "native-no-amx"]
 
 
 def test_a_user_choice_of_ggml_native_is_never_overridden():
@@ -70,9 +76,9 @@ def test_a_remembered_rung_continues_down_from_there():
 def test_build_flags_add_to_the_users_own():
     benv = lb.BuildEnv(AMX_XEON, "cp311", cmake_args="-DGGML_CUDA=on", cflags="-O2", cxxflags="")
     env = benv.env_for(RUNG["native-no-amx"])
-    assert env["CMAKE_ARGS"] == "-DGGML_CUDA=on"
+    assert env["CMAKE_ARGS"] == lb.ALWAYS_CMAKE_ARGS + " -DGGML_CUDA=on"
     assert env["CFLAGS"] == "-O2 " + lb.NO_AMX and env["CXXFLAGS"] == lb.NO_AMX
-    assert benv.env_for(RUNG["portable"])["CMAKE_ARGS"] == "-DGGML_CUDA=on -DGGML_NATIVE=OFF"
+    assert benv.env_for(RUNG["portable"])["CMAKE_ARGS"] == lb.ALWAYS_CMAKE_ARGS + " -DGGML_CUDA=on -DGGML_NATIVE=OFF"
 
 
 def test_wheels_are_keyed_by_everything_that_shapes_the_build():

@@ -211,7 +211,7 @@ class Conversation:
             for ev in events:
                 text = stop.push(ev.text)
                 parts.append(text)
-                yield ev if text == ev.text else TokenEvent(ev.token, text, ev.source, ev.soft)
+                yield ev if text == ev.text else dataclasses.replace(ev, text=text)
                 if stop.stopped:
                     break
         finally:

@@ -10,8 +10,10 @@ from .errors import ContextOverflowError, SenseError
 from .speculative.cost import FLAT, cost_curve_for
 from .speculative.drafters.prediction import PredictionDrafter
 from .speculative.grammar import Grammar
+from .speculative.logprobs import MAX_TOP
 from .speculative.loop import SpecDecoder
 from .speculative.methods import DEFAULT_METHOD, DraftContext, get_method
+from .speculative.penalties import Penalties
 from .speculative.verify import AcceptanceRule, SoftOptions, SoftVerifier, Truncation
 
 
@@ -34,6 +36,9 @@ class GenerationOptions:
     min_p: float = 0.0  # ... from tokens at least min_p times as likely as the likeliest (0: all)
     prediction: str = ""  # Predicted Outputs: text the reply will mostly repeat, drafted from (drafters/prediction.py)
     grammar: str = ""  # GBNF the reply must match (response_format, schema_grammar.py); "" for none
+    presence_penalty: float = 0.0  # logits of tokens already in the reply lowered by this (penalties.py)
+    frequency_penalty: float = 0.0  # ... and by this per time they occur
+    logprobs: int | None = None  # None: none; n: each token's log-probability and its row's n likeliest (logprobs.py)
 
     def __post_init__(self):
         get_method(self.method)  # unknown names fail here, with the list of known ones
@@ -44,12 +49,19 @@ class GenerationOptions:
         if self.theta is not None:
             SoftOptions(theta=self.theta)  # validates
         self.truncation  # validates top_k, top_p, min_p
+        self.penalties  # validates presence_penalty, frequency_penalty
+        if self.logprobs is not None and not (isinstance(self.logprobs, int) and 0 <= self.logprobs <= MAX_TOP):
+            raise SenseError(f"top_logprobs must be an integer from 0 to {MAX_TOP} (got {self.logprobs!r})")
         if len(self.stop) > MAX_STOPS or not all(isinstance(s, str) and s for s in self.stop):
             raise SenseError(f"stop: at most {MAX_STOPS} non-empty strings (got {list(self.stop)!r})")
 
     @property
     def truncation(self) -> Truncation:
         return Truncation(self.top_k, self.top_p, self.min_p)
+
+    @property
+    def penalties(self) -> Penalties:
+        return Penalties(self.presence_penalty, self.frequency_penalty)
 
     def replace(self, **changes) -> "GenerationOptions":
         """A copy with some fields changed (validated like a new one)."""
@@ -117,4 +129,6 @@ def make_decoder(
         seed=options.seed,
         record_gaps=record_gaps,
         grammar=Grammar(engine, options.grammar) if options.grammar else None,
+        penalties=options.penalties,
+        logprobs=options.logprobs,
     )

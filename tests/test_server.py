@@ -226,7 +226,7 @@ def test_bad_requests_get_openai_shaped_errors(server):
     assert _error(http("POST", url, json_body={"messages": [{"role": "wizard", "content": "x"}]}, timeout=30), 400)
     assert _error(http("POST", url, json_body={"messages": [{"role": "assistant", "content": "x"}]}, timeout=30), 400)
     for bad, param in [({"top_p": 0}, "top_p"), ({"top_k": 1.5}, "top_k"), ({"min_p": 1}, "min_p"),
-                       ({"presence_penalty": 0.5}, "presence_penalty"), ({"logprobs": True}, "logprobs"),
+                       ({"presence_penalty": 2.5}, "presence_penalty"), ({"logprobs": 1}, "logprobs"),
                        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
                        ({"response_format": {"type": "yaml"}}, "response_format"),
                        ({"prediction": "text"}, "prediction")]:

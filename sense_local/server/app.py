@@ -37,6 +37,7 @@ from .guard import GuardMiddleware, HostPolicy
 from .infill import infill_chunk, infill_result, parse_infill
 from .jobs import END, Failed, GenerationQueue, Job, QueueFull
 from .tools_api import CallPieces, add_tool_calls, call_chunks, parse_tools, read_calls
+from .logprobs_api import chat_entries, completion_logprobs
 from .openai_api import (ApiError, TurnRequest, choice, envelope, finish_reason, new_id, parse_turn, sense_stats,
                          usage)
 
@@ -318,9 +319,12 @@ async def _events(job: Job) -> AsyncIterator:
 
 async def _whole(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepared, rid: str,
                  truncated: bool) -> dict:
-    finished = None
+    finished, scored = None, []
     async for item in _events(job):
-        if isinstance(item, Finished):
+        if isinstance(item, TokenEvent):
+            if item.logprob is not None:
+                scored.append((item.token, item.logprob))
+        elif isinstance(item, Finished):
             finished = item
         elif isinstance(item, Failed):
             raise ApiError(item.status, item.message, type="server_error")
@@ -329,7 +333,9 @@ async def _whole(state: ServerState, turn: TurnRequest, job: Job, prepared: Prep
     if turn.kind == "infill":
         return infill_result(state.model_id, finished, prepared.prompt_tokens, truncated)
     doc = envelope(turn.kind, rid, state.model_id, chunk=False)
-    doc["choices"] = [choice(turn.kind, finished.text, chunk=False, finish=finish_reason(finished))]
+    echoed = turn.prompt if turn.echo else ""
+    doc["choices"] = [choice(turn.kind, echoed + finished.text, chunk=False, finish=finish_reason(finished),
+                             logprobs=_logprobs(state, turn, scored, len(echoed)))]
     add_tool_calls(doc["choices"][0], finished)
     doc["usage"] = usage(prepared.prompt_tokens, finished.stats)
     doc["sense"] = sense_stats(finished.stats)
@@ -344,16 +350,25 @@ async def _sse(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepar
         async for line in _infill_sse(state, job, prepared, watcher, truncated):
             yield line
         return
+    sent = 0  # characters of text streamed so far (completions' text_offset)
+    scored = []  # log-probabilities of tokens whose text has not gone out yet (mid-character)
+
     def chunk(text: str, *, finish: str | None = None, first: bool = False, **extra) -> str:
+        nonlocal sent, scored
         doc = envelope(turn.kind, rid, state.model_id, chunk=True)
-        doc["choices"] = [choice(turn.kind, text, chunk=True, finish=finish, first=first)]
+        logprobs = _logprobs(state, turn, scored, sent) if scored else None
+        doc["choices"] = [choice(turn.kind, text, chunk=True, finish=finish, first=first, logprobs=logprobs)]
         doc.update(extra)
+        sent, scored = sent + len(text), []
         return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n"
 
     try:
-        yield chunk("", first=True, sources=[s.to_dict() for s in prepared.sources], dropped_messages=prepared.dropped)
+        yield chunk(turn.prompt if turn.echo else "", first=True, sources=[s.to_dict() for s in prepared.sources],
+                    dropped_messages=prepared.dropped)
         async for item in _events(job):
             if isinstance(item, TokenEvent):
+                if item.logprob is not None:
+                    scored.append((item.token, item.logprob))
                 if item.text:
                     yield chunk(item.text)
             elif isinstance(item, CallPieces):
@@ -371,6 +386,16 @@ async def _sse(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepar
     finally:  # finished, or the client left mid-stream: either way the model is freed at once
         watcher.cancel()
         job.cancel.set()
+
+
+def _logprobs(state: ServerState, turn: TurnRequest, scored: list, offset: int) -> dict | None:
+    """The reply's (or chunk's) log-probabilities in the request kind's shape; None when not asked."""
+    if turn.options.logprobs is None:
+        return None
+    piece = state.conversation.engine.piece
+    if turn.kind == "chat":
+        return {"content": chat_entries(scored, piece), "refusal": None}
+    return completion_logprobs(scored, piece, turn.options.logprobs, offset)
 
 
 async def _infill_sse(state: ServerState, job: Job, prepared: Prepared, watcher: asyncio.Task,

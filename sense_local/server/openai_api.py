@@ -14,6 +14,7 @@ from ..errors import SenseError
 from ..fim import Infill
 from ..generation import MAX_STOPS, GenerationOptions
 from ..schema_grammar import SchemaError, json_object_grammar, schema_grammar
+from ..speculative.logprobs import MAX_TOP
 from ..speculative.types import GenerationStats
 from ..tool_calls import ToolRequest, template_tool_calls
 
@@ -45,6 +46,7 @@ class TurnRequest:
     infill: Infill | None = None  # fill-in-the-middle: /infill, or a completion with a `suffix`
     tokens: list[int] | None = None  # the prompt built from `infill` (fim.py), once the model is known
     tools: ToolRequest | None = None  # chat: the tools the model may call (tools_api.py), once the model is known
+    echo: bool = False  # completions: the prompt's text returned before the completion
 
 
 def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixed_seed: bool = False) -> TurnRequest:
@@ -83,15 +85,18 @@ def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixe
     grammar = _response_format(body.get("response_format"))
     _refuse_unserved(body)
     truncation = {key: _number(body, key, default) for key, default in
-                  (("top_k", defaults.top_k), ("top_p", defaults.top_p), ("min_p", defaults.min_p))}
+                  (("top_k", defaults.top_k), ("top_p", defaults.top_p), ("min_p", defaults.min_p),
+                   ("presence_penalty", defaults.presence_penalty),
+                   ("frequency_penalty", defaults.frequency_penalty))}
+    logprobs = parse_logprobs(body, kind)
     if seed is None:
         seed = defaults.seed if fixed_seed else secrets.randbits(32)  # "regenerate" must not repeat itself
     try:
         options = defaults.replace(method=method, max_tokens=max_tokens, temperature=float(temperature),
                                    seed=seed % 2**32, stop=tuple(stop), prediction=prediction, grammar=grammar,
-                                   **truncation)
+                                   logprobs=logprobs, **truncation)
     except SenseError as exc:
-        param = next((k for k in ("top_k", "top_p", "min_p") if k in str(exc)), "method")
+        param = next((k for k in (*truncation, "top_logprobs") if k in str(exc)), "method")
         raise ApiError(400, str(exc), param=param) from None
     request = TurnRequest(kind, options, stream, bool(stream_options.get("include_usage")), grounded)
     if kind == "chat":
@@ -105,16 +110,48 @@ def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixe
                                  empty=suffix is not None)
         if suffix is not None:
             request.infill = Infill(request.prompt, suffix)
+        request.echo = _typed(body, "echo", bool, False)
+        if request.echo and (suffix is not None or logprobs is not None):
+            raise ApiError(400, "echo: served without suffix and logprobs only (the prompt's own log-probabilities "
+                                "are not computed)", param="echo")
     return request
+
+
+MAX_COMPLETION_LOGPROBS = 5  # the legacy completions API's cap
+
+
+def parse_logprobs(body: dict, kind: str) -> int | None:
+    """How many likeliest alternatives to report per token (None: no log-probabilities at all).
+    chat: `logprobs: true` with `top_logprobs` 0-20; completions: `logprobs` 0-5."""
+    if kind == "chat":
+        wanted, top = body.get("logprobs"), body.get("top_logprobs")
+        if wanted is not None and not isinstance(wanted, bool):
+            raise ApiError(400, f"logprobs must be true or false (got {wanted!r})", param="logprobs")
+        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP):
+            raise ApiError(400, f"top_logprobs must be an integer from 0 to {MAX_TOP} (got {top!r})",
+                           param="top_logprobs")
+        if not wanted:
+            if top:
+                raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+            return None
+        return top or 0
+    wanted = body.get("logprobs")
+    if wanted is None:
+        return None
+    if kind == "infill":
+        raise ApiError(400, "logprobs: not served on /infill (use /v1/completions with a suffix)", param="logprobs")
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or not 0 <= wanted <= MAX_COMPLETION_LOGPROBS:
+        raise ApiError(400, f"logprobs must be an integer from 0 to {MAX_COMPLETION_LOGPROBS} (got {wanted!r})",
+                       param="logprobs")
+    return wanted
 
 
 # Fields we do not serve yet, with the values that ask for nothing (what clients send by default).
 # Anything else is a 400 naming the field: a silent 200 would pretend it had an effect.
 UNSERVED = {
-    "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "repetition_penalty": (1, 1.0),
-    "logprobs": (False, 0), "top_logprobs": (0,), "logit_bias": ({},),
+    "repetition_penalty": (1, 1.0), "logit_bias": ({},),
     "functions": ([],),
-    "function_call": ("none", "auto"), "echo": (False,),
+    "function_call": ("none", "auto"),
     "best_of": (1,), "audio": (), "modalities": (["text"],),
 }
 
@@ -286,10 +323,13 @@ def envelope(kind: str, rid: str, model: str, *, chunk: bool) -> dict:
             "model": model}
 
 
-def choice(kind: str, text: str, *, chunk: bool, finish: str | None, first: bool = False) -> dict:
+def choice(kind: str, text: str, *, chunk: bool, finish: str | None, first: bool = False,
+           logprobs: dict | None = None) -> dict:
+    """One choice; `logprobs` in the kind's shape (logprobs_api.py) or None."""
     if kind == "completion":
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
     if not chunk:
-        return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+                "finish_reason": finish}
     delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
-    return {"index": 0, "delta": delta, "finish_reason": finish}
+    return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}

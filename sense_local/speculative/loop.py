@@ -8,7 +8,9 @@ token at the row after the verified part (the bonus row, computed anyway) is jud
 
 Under a grammar (grammar.py) every row is judged as masked by the grammar state after the tokens
 before it, drafts are chains (a tree's main path) and the exact rule decides; the committed state
-advances over emitted tokens only.
+advances over emitted tokens only. Presence and frequency penalties (penalties.py) are applied the
+same way: row by row, as if the draft tokens before a row had been emitted. Log-probabilities
+(logprobs.py) are read off the row that produced each emitted token.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from ..errors import Cancelled
 from .cost import CostCurve, OnlineCost
 from .drafters.base import Drafter
 from .grammar import Grammar, GrammarState, verify_constrained
+from .logprobs import TokenLogprob, token_logprob
+from .penalties import Penalties, PenaltyState
 from .types import TARGET, Draft, Feedback, GenerationStats, TokenEvent, Verdict
 from .verify import AcceptanceRule, top2_gap
 
@@ -38,7 +42,9 @@ class _Step:
     proposal: Draft | None  # what the drafter proposed (None: it had nothing)
     draft: Draft | None  # the part of it verified (None: a plain one-token decode)
     verdict: Verdict
-    logits: np.ndarray  # [1 + k, n_vocab] the decode's rows (a view, valid until the next decode)
+    logits: np.ndarray  # [1 + k, n_vocab] the rows judged (the decode's own, a view valid until the next
+    #                     decode; a penalized copy under penalties)
+    raw: np.ndarray  # [1 + k, n_vocab] the decode's own rows (log-probabilities are read here)
 
 
 class SpecDecoder:
@@ -54,6 +60,8 @@ class SpecDecoder:
         record_gaps: bool = False,
         soft_bonus: bool = True,
         grammar: Grammar | None = None,
+        penalties: Penalties | None = None,
+        logprobs: int | None = None,
     ):
         if drafter is not None and cost is None:
             raise ValueError("a drafter needs a cost curve to decide when drafting pays")
@@ -70,6 +78,12 @@ class SpecDecoder:
         self._shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
         self.grammar = grammar  # the output must match it (response_format)
         self._gstate: GrammarState | None = None  # the grammar after the emitted tokens, during generate()
+        self.penalties = penalties if penalties is not None and penalties.active else None
+        self._pstate: PenaltyState | None = None  # the reply's token counts, during generate()
+        self.logprobs = logprobs  # None: none; n >= 0: each emitted token's log p and its row's n likeliest
+        self._last_logprob: TokenLogprob | None = None  # of the token the next loop turn emits
+        # trees only for greedy decoding whose rows depend on nothing but the tokens before them
+        self.chains_only = grammar is not None or self.penalties is not None or logprobs is not None
 
     def generate(
         self,
@@ -85,6 +99,7 @@ class SpecDecoder:
         detok = StreamDetokenizer(self.engine.piece)
         t0 = time.perf_counter()
         self._gstate = self.grammar.start() if self.grammar is not None else None
+        self._pstate = self.penalties.start() if self.penalties is not None else None
         try:
             last = self._prefill(prompt, cancel, progress)
         except Cancelled:
@@ -125,7 +140,7 @@ class SpecDecoder:
                 return
             stats.tokens += 1
             stats.soft_accepted += int(last_source != TARGET)
-            yield TokenEvent(last, detok.push(last), last_source, last_source != TARGET)
+            yield TokenEvent(last, detok.push(last), last_source, last_source != TARGET, self._last_logprob)
             self._observe(last)
             stats.stop_reason = self._stop_reason(max_tokens, cancel)
             if stats.stop_reason:
@@ -136,26 +151,27 @@ class SpecDecoder:
                 stats.stop_reason = "cancelled"
                 return
             step_emitted = 0
-            for tok, soft in self._accept(step):
+            for row, (tok, soft) in enumerate(self._accept(step)):
                 if eng.is_eog(tok):
                     stats.stop_reason = "eos"
                     return
                 stats.tokens += 1
                 step_emitted += 1
                 stats.accepted += 1  # counted as emitted, so events and stats agree
-                if self._gstate is not None:
-                    self._gstate.accept(tok)
+                self._emitted(tok)
                 stats.soft_accepted += int(soft)
-                yield TokenEvent(tok, detok.push(tok), step.draft.source, soft)
+                yield TokenEvent(tok, detok.push(tok), step.draft.source, soft, self._logprob(step.raw[row], tok))
                 if stats.tokens >= max_tokens:
                     stats.stop_reason = "length"
                     return
             last, last_source = self._next_token(step)
+            self._last_logprob = self._logprob(step.raw[step.verdict.accepted], last)
 
     def _prefill(self, prompt: Sequence[int], cancel=None, progress=None) -> int:
         """Evaluate the prompt; the target's first token (Cancelled once `cancel` is set)."""
         out = self.engine.prefill(prompt, outputs="last", hidden=self.hidden, cancel=cancel, progress=progress)
-        verdict = self._judge(out.logits[-1:], np.empty(0, np.int32))
+        verdict = self._judge(out.logits[-1:], np.empty(0, np.int32))  # no reply yet: nothing to penalize
+        self._last_logprob = self._logprob(out.logits[-1], verdict.next_token)
         if self.record_gaps:
             self.stats.top2_gaps.append(top2_gap(out.logits[-1]))
         self.stats.forwards = 1
@@ -165,10 +181,20 @@ class SpecDecoder:
             self.drafter.begin(prompt)
         return verdict.next_token
 
-    def _observe(self, token: int) -> None:
-        """The grammar and the drafter see an emitted target token; a shadow draft is scored against it."""
+    def _emitted(self, token: int) -> None:
+        """The grammar and the penalties' counts advance over an emitted token."""
         if self._gstate is not None:
             self._gstate.accept(token)
+        if self._pstate is not None:
+            self._pstate.accept(token)
+
+    def _logprob(self, row: np.ndarray, token: int) -> TokenLogprob | None:
+        return None if self.logprobs is None else token_logprob(row, token, self.logprobs)
+
+    def _observe(self, token: int) -> None:
+        """The grammar, the penalties and the drafter see an emitted target token; a shadow draft is
+        scored against it."""
+        self._emitted(token)
         if self.drafter is None:
             return
         self.drafter.extend((token,))
@@ -191,13 +217,13 @@ class SpecDecoder:
         """Draft (if it pays), then one target decode of [last + draft] judged by the rule."""
         proposal, draft = self._draft(left)
         tv = time.perf_counter()
-        logits, verdict = self._verify(last, draft)
+        raw, logits, verdict = self._verify(last, draft)
         dt = time.perf_counter() - tv
         self.stats.t_verify += dt
         self.stats.forwards += 1
         if self.cost is not None:
             self.cost.observe(1 if draft is None else len(draft.tokens) + 1, dt)
-        return _Step(proposal, draft, verdict, logits)
+        return _Step(proposal, draft, verdict, logits, raw)
 
     def _draft(self, left: int) -> tuple[Draft | None, Draft | None]:
         """(what the drafter proposed, the part of it worth verifying); a proposal not worth
@@ -209,8 +235,8 @@ class SpecDecoder:
         proposal = self.drafter.propose(room) if room > 0 else None
         draft = None
         if proposal is not None:
-            if proposal.parents is not None and (self.rule.temperature > 0 or self.grammar is not None):
-                proposal = proposal.main_path()  # sampling and grammars verify chains only
+            if proposal.parents is not None and (self.rule.temperature > 0 or self.chains_only):
+                proposal = proposal.main_path()  # sampling, grammars, penalties and logprobs verify chains only
             if proposal.parents is None:
                 k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
             else:
@@ -222,25 +248,31 @@ class SpecDecoder:
         self.stats.t_draft += time.perf_counter() - td
         return proposal, draft
 
-    def _verify(self, last: int, draft: Draft | None) -> tuple[np.ndarray, Verdict]:
-        """One target decode; the KV cache keeps `last` and the accepted part of the draft."""
+    def _verify(self, last: int, draft: Draft | None) -> tuple[np.ndarray, np.ndarray, Verdict]:
+        """One target decode: (its rows, the rows judged, the verdict); the KV cache keeps `last` and
+        the accepted part of the draft."""
         eng = self.engine
         if draft is None:
             out = eng.eval([last], outputs="last", hidden=self.hidden)
             if self.record_gaps:
                 self.stats.top2_gaps.append(top2_gap(out.logits[0]))
-            return out.logits, self._judge(out.logits, np.empty(0, np.int32))
+            logits = self._penalized(out.logits, np.empty(0, np.int32))
+            return out.logits, logits, self._judge(logits, np.empty(0, np.int32))
         if draft.parents is None:
             out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", hidden=self.hidden)
-            verdict = self._judge(out.logits, draft.tokens, draft.acceptance)
+            logits = self._penalized(out.logits, draft.tokens)
+            verdict = self._judge(logits, draft.tokens, draft.acceptance)
             k = len(draft.tokens)
             if verdict.accepted < k:
                 eng.truncate(eng.n_past - (k - verdict.accepted))
-            return out.logits, verdict
+            return out.logits, logits, verdict
         out = eng.eval_tree(last, draft.tokens, draft.parents, hidden=self.hidden)
         verdict = self.rule.tree(out.logits, draft.tokens, draft.parents, support=draft.acceptance)
         eng.keep_path(verdict.path, draft.tokens)
-        return out.logits, verdict
+        return out.logits, out.logits, verdict
+
+    def _penalized(self, logits: np.ndarray, draft: np.ndarray) -> np.ndarray:
+        return logits if self._pstate is None else self._pstate.apply(logits, draft)
 
     def _judge(self, logits: np.ndarray, draft: np.ndarray, support: float = 0.0) -> Verdict:
         """The rule's verdict on a chain draft (logits [k+1, V], draft [k]), under the grammar if any."""

@@ -84,6 +84,7 @@ class TokenEvent:
     text: str  # newly completed text (UTF-8 safe; may be empty mid-character)
     source: str  # TARGET or the draft's source
     soft: bool = False
+    logprob: object = None  # logprobs.TokenLogprob when the reply asked for log-probabilities
 
 
 @dataclass

@@ -21,6 +21,7 @@ import openai
 import pytest
 
 from conftest import ROOT, chat, run_cli
+from served import free_port, rss_bytes
 from sense_local.bench.runner import NEAR_TIE, _first_divergence
 from sense_local.engine import Engine
 from sense_local.generation import GenerationOptions, make_decoder
@@ -28,19 +29,6 @@ from sense_local.generation import GenerationOptions, make_decoder
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"  # a raw prompt the 135M continues for as long as it may
 PROMPTS = ["Explain what a hash table is and when to use one.",
            "Write a Python function that returns the n-th Fibonacci number."]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 class Worker:

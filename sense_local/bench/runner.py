@@ -59,6 +59,7 @@ class RunRow:
     copy_ceiling: float | None = None  # ar: tau of the copying oracle on ar's output (copy_ceiling.py)
     tau_reps: list[float] | None = None  # each rep's tau, in rep order
     prefill_tok_per_s: float | None = None  # ar and plain llama-server: a fresh prefill's speed, median over reps
+    output_ids: list[int] | None = None  # the first rep's tokens (compare runs of two commits: --json)
 
 
 def parse_method(spec: str) -> tuple[str, float | None]:
@@ -115,7 +116,7 @@ def run_task(
         row = RunRow(
             task.name, task.kind, m, stats.tokens, stats.forwards, statistics.median(taus), round(speed, 2),
             round(speed / ar_speed, 3), at is None, None if gap is None else round(gap, 4),
-            stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted, tau_reps=taus,
+            stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted, tau_reps=taus, output_ids=list(tokens),
         )
         if m == "ar":
             sources = [rewrapped_tokens(engine, prompt) or [], store.token_array if store is not None else []]
@@ -145,6 +146,7 @@ def run_task(
             task.name, task.kind, name, len(first.tokens), first.forwards, statistics.median(taus) if taus else 0.0,
             round(speed, 2), round(speed / ar_speed, 3), identical, None if gap is None else round(gap, 4),
             first.drafted, first.accepted, error=errors[0] if errors else None, tau_reps=taus or None,
+            output_ids=list(first.tokens) if name.startswith(PEER_PREFIX) and ok else None,
         ))
     if len(prompt) >= PREFILL_MIN:
         _time_prefills(engine, prompt, peers, reps, rows)

@@ -135,20 +135,3 @@ def find_local_model(name: str) -> Path | None:
             return model.path
     return None
 
-
-def names_with_fingerprint(fingerprint: str) -> list[str]:
-    """Registry and discovered models whose GGUF header has this fingerprint (which `--model` to use)."""
-    from .errors import SenseError
-    from .model_info import read_model_info
-    from .registry import load_registry
-
-    candidates = [(e.name, e.path) for e in load_registry().entries.values() if e.present]
-    candidates += [(m.name, m.path) for m in discover()]
-    names = []
-    for name, path in candidates:
-        try:
-            if read_model_info(path).fingerprint == fingerprint:
-                names.append(name)
-        except SenseError:
-            continue
-    return names

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, SenseError
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 ROLES = ("default", "test", "probe", "embedding")
@@ -103,3 +103,20 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
         raise ModelError(f"unknown model '{model}': not a file, a registry name or a model found on disk "
                          "(`sense-local models` lists them)")
     return path
+
+
+def names_with_fingerprint(fingerprint: str) -> list[str]:
+    """Registry and discovered models whose GGUF header has this fingerprint (which `--model` to use)."""
+    from .model_discovery import discover
+    from .model_info import read_model_info
+
+    candidates = [(e.name, e.path) for e in load_registry().entries.values() if e.present]
+    candidates += [(m.name, m.path) for m in discover()]
+    names = []
+    for name, path in candidates:
+        try:
+            if read_model_info(path).fingerprint == fingerprint:
+                names.append(name)
+        except SenseError:
+            continue
+    return names

@@ -134,7 +134,7 @@ class DocumentStore:
             return store
         manifest = Manifest.load(directory)
         if fingerprint is not None and manifest.model_fingerprint != fingerprint:
-            from ..model_discovery import names_with_fingerprint
+            from ..registry import names_with_fingerprint
 
             names = names_with_fingerprint(manifest.model_fingerprint)
             pick = f"run with --model {names[0]}" if names else "load that model again"

@@ -11,7 +11,6 @@ keys are picked up again).
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from ..engine import Engine
 from ..errors import SenseError
 from .disk_full import disk_full_error, out_of_room, reason
 from .extract import MAX_FILE_BYTES, SkipFile, extract_text, iter_files
+from .integrity import file_sha256
 from .manifest import DocEntry, StoreError
 from .passages import split_passages
 from .store import DEFAULT_DTYPE, DocumentStore
@@ -59,14 +59,6 @@ class IndexReport:
             "store_vectors": self.store_vectors, "store_bytes": self.store_bytes, "unkeyed": self.unkeyed,
             "owed": self.owed, "owed_tokens": self.owed_tokens,
         }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, overlap: int = OVERLAP,

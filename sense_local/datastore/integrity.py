@@ -22,7 +22,8 @@ from .manifest import Manifest, StoreError
 CHUNK = 1 << 20
 
 
-def sha256_prefix(path: Path, n_bytes: int | None = None) -> str:
+def file_sha256(path: Path, n_bytes: int | None = None) -> str:
+    """sha256 of a file, or of its first `n_bytes` (the one hash of files in a store: documents, index, tokens)."""
     digest = hashlib.sha256()
     left = n_bytes
     with path.open("rb") as f:
@@ -38,11 +39,11 @@ def sha256_prefix(path: Path, n_bytes: int | None = None) -> str:
 
 def record_index(path: Path) -> dict:
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_prefix(path)}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
 
 
 def record_tokens(path: Path, n_bytes: int) -> dict:
-    return {"bytes": n_bytes, "sha256": sha256_prefix(path, n_bytes) if n_bytes else hashlib.sha256().hexdigest()}
+    return {"bytes": n_bytes, "sha256": file_sha256(path, n_bytes) if n_bytes else hashlib.sha256().hexdigest()}
 
 
 def damaged(directory: Path, name: str, what: str) -> StoreError:
@@ -61,7 +62,7 @@ def verify_files(directory: Path, manifest: Manifest, *, full: bool = False) -> 
         st = index_path.stat()
         if st.st_size != record["size"]:
             raise damaged(directory, index_name, f"{st.st_size} bytes, the manifest says {record['size']}")
-        if (full or st.st_mtime_ns != record["mtime_ns"]) and sha256_prefix(index_path) != record["sha256"]:
+        if (full or st.st_mtime_ns != record["mtime_ns"]) and file_sha256(index_path) != record["sha256"]:
             raise damaged(directory, index_name, "its sha256 differs from the manifest's")
     tokens_path = directory / "tokens.i32"
     need = 4 * manifest.n_tokens
@@ -70,7 +71,7 @@ def verify_files(directory: Path, manifest: Manifest, *, full: bool = False) -> 
         if size < need:
             raise damaged(directory, "tokens.i32", f"{max(size, 0)} bytes, the manifest needs {need}")
         record = manifest.files.get("tokens.i32")
-        if record and record["bytes"] == need and sha256_prefix(tokens_path, need) != record["sha256"]:
+        if record and record["bytes"] == need and file_sha256(tokens_path, need) != record["sha256"]:
             raise damaged(directory, "tokens.i32", "its committed tokens' sha256 differs from the manifest's")
 
 

@@ -60,10 +60,6 @@ class Manifest:
     def index_file(self) -> str:
         return f"index-{self.generation}.usearch"
 
-    @property
-    def live_tokens(self) -> int:
-        return sum(d.n_tokens for d in self.documents.values())
-
     def save(self, directory: Path) -> None:
         self.updated = time.time()
         data = asdict(self)

@@ -41,8 +41,9 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
     import uvicorn
 
     from ..embeddings import LazyEmbedder
-    from .app import ServerState, build_app
+    from .app import build_app
     from .guard import HostPolicy
+    from .state import ServerState
 
     sock = bind(host, port)  # before the model loads: a busy port fails in a moment, not after it
     try:

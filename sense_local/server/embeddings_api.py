@@ -12,13 +12,19 @@ Extra: `truncated`, the indices of inputs cut to the model's context, present on
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 
 import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from ..embeddings import Embedded, Embedder
+from ..errors import SenseError
 from .openai_api import ApiError
+from .request_checks import authorize, read_json
+from .state import ServerState
 
 MAX_INPUTS = 2048  # inputs per request, as OpenAI allows
 FORMATS = ("float", "base64")
@@ -106,3 +112,32 @@ def embeddings_response(model_id: str, result: Embedded, encoding_format: str) -
     if result.truncated:
         doc["truncated"] = result.truncated
     return doc
+
+
+async def embeddings_route(state: ServerState, request: Request) -> Response:
+    """The embedding model (loaded on first use, in a worker thread, beside the chat model's queue):
+    each input embedded as the model pools it, unit length, in input order."""
+    authorize(state, request)
+    body = await read_json(request)
+    parsed = parse_embeddings(body)
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ApiError(400, f"model must be a string (got {model!r})", param="model")
+    embedder, result = await embed_inputs(state, parsed, model)
+    return JSONResponse(embeddings_response(embedder.name, result, parsed.encoding_format))
+
+
+async def embed_inputs(state: ServerState, parsed: EmbeddingRequest, model: str | None):
+    """(the embedder, its Embedded) for checked inputs: 503 without an embedding model, 404 for
+    another model's name with --strict-model."""
+    try:
+        embedder = await asyncio.to_thread(state.embedder.get)
+    except SenseError as exc:
+        raise ApiError(503, f"no embedding model: {exc}", type="server_error", code="embedding_model_unavailable") \
+            from None
+    if model is not None and state.strict_model and model not in (embedder.name, embedder.path.name,
+                                                                   embedder.path.stem, "embedding"):
+        raise ApiError(404, f"the model '{model}' does not exist here; embeddings come from '{embedder.name}'",
+                       type="not_found_error", param="model", code="model_not_found")
+    tokens = tokens_of(embedder, parsed)
+    return embedder, await asyncio.to_thread(embedder.embed, tokens)

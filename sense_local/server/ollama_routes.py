@@ -7,7 +7,7 @@ base URL for both):
     GET  /api/ps            what is loaded              POST /api/embed      embeddings (and /api/embeddings)
     GET  /api/version       Ollama's API version        GET  /               "Ollama is running"
 
-Turns run on the OpenAI routes' queue and runtime (app.start_job); replies stream as NDJSON unless
+Turns run on the OpenAI routes' queue and runtime (turn_jobs.start_job); replies stream as NDJSON unless
 `"stream": false`. Errors are `{"error": "..."}` with the status Ollama uses; a failure mid-stream is
 one such line. Request bodies are read in ollama_api.py, responses shaped in ollama_shapes.py.
 """
@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -27,11 +26,15 @@ from starlette.routing import Mount, Route
 from ..conversation import Finished, Prepared
 from ..errors import SenseError
 from ..speculative.types import TokenEvent
-from .app import ServerState, _authorize, _events, _fim_prompt, _read_json, embed_inputs, start_job
+from .embeddings_api import embed_inputs
+from .error_replies import OLLAMA, exception_handlers
 from .jobs import Failed, Job
 from .ollama_api import OllamaTurn, parse_chat, parse_embed, parse_generate, require_model
 from .ollama_shapes import ModelCard, chat_piece, closing, generate_piece, loaded
 from .openai_api import ApiError
+from .request_checks import authorize, read_json
+from .state import ServerState
+from .turn_jobs import events, fim_prompt, release, start_job
 
 OLLAMA_VERSION = "0.33.0"  # the Ollama release whose API documentation these routes follow
 PIECES = {"chat": chat_piece, "generate": generate_piece}
@@ -43,18 +46,18 @@ def ollama_routes(state: ServerState) -> list:
     cards = _Cards(state)
 
     async def tags(request: Request) -> Response:
-        _authorize(state, request)
+        authorize(state, request)
         return JSONResponse({"models": [cards.chat().listed()]})
 
     async def ps(request: Request) -> Response:
-        _authorize(state, request)
+        authorize(state, request)
         share = _vram_share(state)
         running = [card.running(share) for card in (cards.chat(), cards.embedding()) if card is not None]
         return JSONResponse({"models": running})
 
     async def show(request: Request) -> Response:
-        _authorize(state, request)
-        body = await _read_json(request)
+        authorize(state, request)
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
         _check_name(state, require_model(body))
@@ -75,15 +78,6 @@ def ollama_routes(state: ServerState) -> list:
     async def embeddings(request: Request) -> Response:
         return await _embed(state, request, legacy=True)
 
-    async def on_api_error(request: Request, exc: ApiError) -> Response:
-        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
-
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        return JSONResponse({"error": str(exc.detail).lower()}, status_code=exc.status_code, headers=exc.headers)
-
-    async def on_crash(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
-
     api = Starlette(routes=[
         Route("/tags", tags, methods=["GET"]),
         Route("/ps", ps, methods=["GET"]),
@@ -93,7 +87,7 @@ def ollama_routes(state: ServerState) -> list:
         Route("/generate", generate, methods=["POST"]),
         Route("/embed", embed, methods=["POST"]),
         Route("/embeddings", embeddings, methods=["POST"]),
-    ], exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, Exception: on_crash})
+    ], exception_handlers=exception_handlers(OLLAMA))
     api.router.redirect_slashes = False
 
     async def root(request: Request) -> Response:
@@ -157,8 +151,8 @@ def _vram_share(state: ServerState) -> float:
 
 async def _turn(state: ServerState, request: Request, kind: str) -> Response:
     started_ns = time.perf_counter_ns()
-    _authorize(state, request)
-    body = await _read_json(request)
+    authorize(state, request)
+    body = await read_json(request)
     conversation = state.conversation
     parse = parse_chat if kind == "chat" else parse_generate
     asked: OllamaTurn = parse(body, conversation.config.options, conversation.engine.n_ctx,
@@ -166,7 +160,7 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
     _check_name(state, asked.model)
     if asked.load_only:
         return JSONResponse(loaded(asked.model, kind))
-    cut = _fim_prompt(conversation, asked.turn) if asked.turn.infill is not None else False
+    cut = fim_prompt(conversation, asked.turn) if asked.turn.infill is not None else False
     if cut and not asked.truncate:
         raise ApiError(400, "the code does not fit the context (truncate is false)")
     started = await start_job(state, request, asked.turn)
@@ -174,8 +168,7 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
         return Response(status_code=499)
     job, prepared, watcher = started
     if prepared.dropped and not asked.truncate:
-        watcher.cancel()
-        job.cancel.set()
+        release(job, watcher)
         raise ApiError(400, f"the conversation does not fit the context of {conversation.engine.n_ctx} tokens "
                             f"(truncate is false; truncated, its {prepared.dropped} oldest messages would be left out)")
     said = {"X-Sense-Dropped-Messages": str(prepared.dropped)} if prepared.dropped else {}
@@ -185,13 +178,12 @@ async def _turn(state: ServerState, request: Request, kind: str) -> Response:
     try:
         return JSONResponse(await _whole(job, prepared, asked.model, kind, started_ns), headers=said)
     finally:
-        watcher.cancel()
-        job.cancel.set()  # finished already, or the client left
+        release(job, watcher)  # finished already, or the client left
 
 
 async def _whole(job: Job, prepared: Prepared, model: str, kind: str, started_ns: int) -> dict:
     finished = None
-    async for item in _events(job):
+    async for item in events(job):
         if isinstance(item, Finished):
             finished = item
         elif isinstance(item, Failed):
@@ -205,7 +197,7 @@ async def _ndjson(job: Job, prepared: Prepared, watcher: asyncio.Task, model: st
                   started_ns: int) -> AsyncIterator[str]:
     piece = PIECES[kind]
     try:
-        async for item in _events(job):
+        async for item in events(job):
             if isinstance(item, TokenEvent):
                 if item.text:
                     yield _line(piece(model, item.text))
@@ -214,8 +206,7 @@ async def _ndjson(job: Job, prepared: Prepared, watcher: asyncio.Task, model: st
             elif isinstance(item, Failed):
                 yield _line({"error": item.message})
     finally:  # finished, or the client left mid-stream: either way the model is freed at once
-        watcher.cancel()
-        job.cancel.set()
+        release(job, watcher)
 
 
 def _line(doc: dict) -> str:
@@ -226,8 +217,8 @@ async def _embed(state: ServerState, request: Request, *, legacy: bool) -> Respo
     """/api/embed ({"embeddings": [[...], ...]} with figures) or the older /api/embeddings
     ({"embedding": [...]}, one prompt), from the server's embedding model."""
     started_ns = time.perf_counter_ns()
-    _authorize(state, request)
-    asked = parse_embed(await _read_json(request), legacy=legacy)
+    authorize(state, request)
+    asked = parse_embed(await read_json(request), legacy=legacy)
     if asked.request is None:  # nothing to embed: Ollama's way to load the model
         return JSONResponse({"embedding": []} if legacy else {"model": asked.model, "embeddings": []})
     load_ns = 0

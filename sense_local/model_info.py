@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,98 +59,111 @@ class GGUFHeader:
     data_end: int = 0  # where the last tensor's data ends (the file must be at least this long)
 
 
-def scan_header(path: Path) -> GGUFHeader:
-    """Read a GGUF header without touching the weights (GGUFReader also parses every token
-    string into numpy views, which takes seconds for a 49k vocabulary; this takes milliseconds).
-    Type constants and block sizes come from the `gguf` package."""
-    import struct
+class _HeaderCursor:
+    """Reads a GGUF header's values in order from a file, 1 MiB at a time."""
 
+    def __init__(self, f):
+        self.f = f
+        self.buf = f.read(1 << 20)
+        self.pos = 0
+
+    def need(self, n: int) -> None:
+        if self.pos + n > len(self.buf):
+            more = self.f.read(max(n, 1 << 20))
+            if self.pos + n > len(self.buf) + len(more):
+                raise ValueError("header ends early")
+            self.buf += more
+
+    def skip(self, n: int) -> None:
+        self.need(n)
+        self.pos += n
+
+    def take(self, fmt: str):
+        size = struct.calcsize(fmt)
+        self.need(size)
+        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += size
+        return value
+
+    def take_str(self) -> str:
+        n = self.take("<Q")
+        self.need(n)
+        value = self.buf[self.pos : self.pos + n].decode("utf-8", errors="replace")
+        self.pos += n
+        return value
+
+    def skip_value(self, vtype: int) -> None:
+        self.skip(self.take("<Q") if vtype == _STRING else struct.calcsize(_SCALAR[vtype]))
+
+
+def _read_metadata(cursor: _HeaderCursor, n_kv: int) -> dict:
+    """The KV section: scalars and strings by key, arrays as their length under "<key>#len"."""
+    meta: dict = {}
+    for _ in range(n_kv):
+        key = cursor.take_str()
+        vtype = cursor.take("<I")
+        if vtype == _STRING:
+            meta[key] = cursor.take_str()
+        elif vtype == _ARRAY:
+            itype, count = cursor.take("<I"), cursor.take("<Q")
+            meta[key + "#len"] = count
+            if itype == _STRING:
+                for _ in range(count):
+                    cursor.skip_value(_STRING)
+            else:
+                cursor.skip(struct.calcsize(_SCALAR[itype]) * count)
+        elif vtype in _SCALAR:
+            meta[key] = cursor.take(_SCALAR[vtype])
+        else:
+            raise ValueError(f"unknown value type {vtype} for key {key}")
+    return meta
+
+
+def _read_tensors(cursor: _HeaderCursor, n_tensors: int) -> tuple[list, dict]:
+    """The tensor table: (name, n_elements, ggml type, offset) per tensor, and each one's dims."""
+    tensors = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    for _ in range(n_tensors):
+        name = cursor.take_str()
+        dims = tuple(cursor.take("<Q") for _ in range(cursor.take("<I")))
+        n_el = 1
+        for d in dims:
+            n_el *= d
+        ttype, offset = cursor.take("<I"), cursor.take("<Q")
+        tensors.append((name, n_el, ttype, offset))
+        shapes[name] = dims
+    return tensors, shapes
+
+
+def _data_size(tensors: list) -> int:
+    """Bytes from the data section's start to the end of the last tensor's data."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    with path.open("rb") as f:
-        buf = f.read(1 << 20)
-        pos = 0
-
-        def need(n: int) -> None:
-            nonlocal buf
-            if pos + n > len(buf):
-                more = f.read(max(n, 1 << 20))
-                if pos + n > len(buf) + len(more):
-                    raise ValueError("header ends early")
-                buf += more
-
-        def take(fmt: str):
-            nonlocal pos
-            size = struct.calcsize(fmt)
-            need(size)
-            (value,) = struct.unpack_from(fmt, buf, pos)
-            pos += size
-            return value
-
-        def take_str() -> str:
-            nonlocal pos
-            n = take("<Q")
-            need(n)
-            value = buf[pos : pos + n].decode("utf-8", errors="replace")
-            pos += n
-            return value
-
-        def skip_value(vtype: int) -> None:
-            nonlocal pos
-            if vtype == _STRING:
-                n = take("<Q")
-                need(n)
-                pos += n
-            else:
-                size = struct.calcsize(_SCALAR[vtype])
-                need(size)
-                pos += size
-
-        magic, version = buf[:4], struct.unpack_from("<I", buf, 4)[0]
-        if magic != GGUF_MAGIC or version < 2:
-            raise ValueError(f"unsupported GGUF version {version}")
-        pos = 8
-        n_tensors, n_kv = take("<Q"), take("<Q")
-        if n_tensors > 1_000_000 or n_kv > 1_000_000:
-            raise ValueError("implausible tensor or key count")
-        meta: dict = {}
-        for _ in range(n_kv):
-            key = take_str()
-            vtype = take("<I")
-            if vtype == _STRING:
-                meta[key] = take_str()
-            elif vtype == _ARRAY:
-                itype, count = take("<I"), take("<Q")
-                meta[key + "#len"] = count
-                if itype == _STRING:
-                    for _ in range(count):
-                        skip_value(_STRING)
-                else:
-                    size = struct.calcsize(_SCALAR[itype]) * count
-                    need(size)
-                    pos += size
-            elif vtype in _SCALAR:
-                meta[key] = take(_SCALAR[vtype])
-            else:
-                raise ValueError(f"unknown value type {vtype} for key {key}")
-        tensors = []
-        shapes: dict[str, tuple[int, ...]] = {}
-        for _ in range(n_tensors):
-            name = take_str()
-            dims = tuple(take("<Q") for _ in range(take("<I")))
-            n_el = 1
-            for d in dims:
-                n_el *= d
-            ttype, offset = take("<I"), take("<Q")
-            tensors.append((name, n_el, ttype, offset))
-            shapes[name] = dims
-        align = int(meta.get("general.alignment", 32))
-        data_offset = pos + (-pos % align)
     sizes = []
     for name, n_el, ttype, offset in tensors:
         block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
         sizes.append(offset + n_el // block * type_size)
-    return GGUFHeader(meta, tensors, shapes, data_offset, data_offset + max(sizes, default=0))
+    return max(sizes, default=0)
+
+
+def scan_header(path: Path) -> GGUFHeader:
+    """Read a GGUF header without touching the weights (GGUFReader also parses every token
+    string into numpy views, which takes seconds for a 49k vocabulary; this takes milliseconds).
+    Type constants and block sizes come from the `gguf` package."""
+    with path.open("rb") as f:
+        cursor = _HeaderCursor(f)
+        magic, version = cursor.buf[:4], struct.unpack_from("<I", cursor.buf, 4)[0]
+        if magic != GGUF_MAGIC or version < 2:
+            raise ValueError(f"unsupported GGUF version {version}")
+        cursor.pos = 8
+        n_tensors, n_kv = cursor.take("<Q"), cursor.take("<Q")
+        if n_tensors > 1_000_000 or n_kv > 1_000_000:
+            raise ValueError("implausible tensor or key count")
+        meta = _read_metadata(cursor, n_kv)
+        tensors, shapes = _read_tensors(cursor, n_tensors)
+        align = int(meta.get("general.alignment", 32))
+        data_offset = cursor.pos + (-cursor.pos % align)
+    return GGUFHeader(meta, tensors, shapes, data_offset, data_offset + _data_size(tensors))
 
 
 def _read_header(path: Path) -> GGUFHeader:

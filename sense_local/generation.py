@@ -18,6 +18,7 @@ from .speculative.verify import AcceptanceRule, SoftOptions, SoftVerifier, Trunc
 
 
 MAX_STOPS = 4  # stop strings per request (OpenAI's limit)
+DEFAULT_CHAT_MAX_TOKENS = 512  # reply length in chat and serve when none is asked (generate's: GenerationOptions)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,12 +26,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from .api_error import ApiError
 from .embeddings_api import embeddings_route
 from .error_replies import OPENAI, error_response, exception_handlers, shape_of
 from .guard import GuardMiddleware, HostPolicy
 from .infill import parse_infill
 from .ollama_routes import ollama_routes
-from .openai_api import ApiError, new_id, parse_turn
+from .openai_api import new_id, parse_turn
 from .openai_replies import streamed_reply, whole_reply
 from .request_checks import authorize, check_model, read_json
 from .state import ServerState

@@ -22,7 +22,8 @@ from starlette.responses import JSONResponse, Response
 
 from ..embeddings import Embedded, Embedder
 from ..errors import SenseError
-from .openai_api import ApiError
+from .api_error import ApiError
+from .fields import json_object
 from .request_checks import authorize, read_json
 from .state import ServerState
 
@@ -39,8 +40,7 @@ class EmbeddingRequest:
 
 def parse_embeddings(body) -> EmbeddingRequest:
     """Check a /v1/embeddings body; ApiError(400) names the bad field."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
+    body = json_object(body)
     if "input" not in body:
         raise ApiError(400, "input is required: a string, a list of strings, or token ids", param="input")
     fmt = body.get("encoding_format") or "float"

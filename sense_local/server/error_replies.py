@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .openai_api import ApiError
+from .api_error import ApiError
 
 
 @dataclass(frozen=True)

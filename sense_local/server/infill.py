@@ -7,7 +7,9 @@ from __future__ import annotations
 from ..conversation import Finished
 from ..fim import Infill
 from ..generation import GenerationOptions
-from .openai_api import ApiError, TurnRequest, parse_turn, sense_stats
+from .api_error import ApiError
+from .fields import json_object, string_field
+from .openai_api import TurnRequest, parse_turn, sense_stats
 
 FIELDS = ("input_prefix", "input_suffix", "input_extra", "prompt", "n_predict")
 
@@ -15,25 +17,15 @@ FIELDS = ("input_prefix", "input_suffix", "input_extra", "prompt", "n_predict")
 def parse_infill(body, defaults: GenerationOptions, n_ctx: int, *, fixed_seed: bool = False) -> TurnRequest:
     """Check an /infill body. `n_predict` is llama-server's max_tokens (-1: the server's default);
     sampling fields, `stop`, `seed` and `stream` are the completions' own."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
+    body = json_object(body)
     rest = {k: v for k, v in body.items() if k not in FIELDS}
     n_predict = body.get("n_predict")
     if n_predict is not None and n_predict != -1 and "max_tokens" not in body:
         rest["max_tokens"] = n_predict
     turn = parse_turn(rest, "infill", defaults, n_ctx, fixed_seed=fixed_seed)
-    prefix, suffix, prompt = (_string(body, key) for key in ("input_prefix", "input_suffix", "prompt"))
+    prefix, suffix, prompt = (string_field(body, key) for key in ("input_prefix", "input_suffix", "prompt"))
     turn.infill = Infill(prefix, suffix, prompt, _extra(body.get("input_extra")))
     return turn
-
-
-def _string(body: dict, key: str) -> str:
-    value = body.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ApiError(400, f"{key} must be a string (got {type(value).__name__})", param=key)
-    return value
 
 
 def _extra(extra) -> tuple[tuple[str, str], ...]:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 from ..generation import GenerationOptions
 from ..schema_grammar import SchemaError, json_object_grammar, schema_grammar
+from .api_error import ApiError
 from .embeddings_api import EmbeddingRequest, parse_embeddings
-from .openai_api import ApiError, TurnRequest, parse_turn
+from .fields import json_object, string_field
+from .openai_api import TurnRequest, parse_turn
 
 # Ollama option -> the OpenAI-route field that serves it
 SERVED = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "seed": "seed",
@@ -43,7 +45,7 @@ class OllamaTurn:
 
 def parse_chat(body, defaults: GenerationOptions, n_ctx: int, *, fixed_seed: bool = False) -> OllamaTurn:
     """An /api/chat body; ApiError(400) naming the bad field."""
-    body = _object(body)
+    body = json_object(body)
     model = require_model(body)
     messages = body.get("messages")
     if messages is None or messages == []:
@@ -58,9 +60,9 @@ def parse_chat(body, defaults: GenerationOptions, n_ctx: int, *, fixed_seed: boo
 def parse_generate(body, defaults: GenerationOptions, n_ctx: int, *, fixed_seed: bool = False) -> OllamaTurn:
     """An /api/generate body: with `suffix` a fill-in-the-middle completion, with `raw` a raw
     continuation, otherwise the prompt as one user message under the chat template (and `system`)."""
-    body = _object(body)
+    body = json_object(body)
     model = require_model(body)
-    prompt, suffix, system = (_string(body, key) for key in ("prompt", "suffix", "system"))
+    prompt, suffix, system = (string_field(body, key) for key in ("prompt", "suffix", "system"))
     raw = _flag(body, "raw", False)
     _refuse(body, "template", "", "the model's own chat template is always used (send raw: true for your own)")
     _refuse(body, "context", [], "the deprecated context tokens are not served: send the conversation to "
@@ -88,11 +90,11 @@ class OllamaEmbed:
 def parse_embed(body, *, legacy: bool = False) -> OllamaEmbed:
     """An /api/embed body (`input`: text or a list of texts, as Ollama takes them), or with `legacy`
     an /api/embeddings body (`prompt`: one text)."""
-    body = _object(body)
+    body = json_object(body)
     model = require_model(body)
     _keep_alive(body)
     _options(body.get("options"))
-    texts = _string(body, "prompt") if legacy else body.get("input")
+    texts = string_field(body, "prompt") if legacy else body.get("input")
     if isinstance(texts, list) and not all(isinstance(t, str) for t in texts) or \
             texts is not None and not isinstance(texts, (str, list)):
         raise ApiError(400, "input must be a string or a list of strings")
@@ -223,21 +225,6 @@ def _refuse(body: dict, key: str, harmless, why: str) -> None:
     if value is None or value == harmless and type(value) is type(harmless):
         return
     raise ApiError(400, f"{key}: {why}")
-
-
-def _object(body) -> dict:
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return body
-
-
-def _string(body: dict, key: str) -> str:
-    value = body.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ApiError(400, f"{key} must be a string (got {type(value).__name__})")
-    return value
 
 
 def _flag(body: dict, key: str, default: bool) -> bool:

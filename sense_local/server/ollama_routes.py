@@ -26,12 +26,13 @@ from starlette.routing import Mount, Route
 from ..conversation import Finished, Prepared
 from ..errors import SenseError
 from ..speculative.types import TokenEvent
+from .api_error import ApiError
 from .embeddings_api import embed_inputs
 from .error_replies import OLLAMA, exception_handlers
+from .fields import json_object
 from .jobs import Failed, Job
 from .ollama_api import OllamaTurn, parse_chat, parse_embed, parse_generate, require_model
 from .ollama_shapes import ModelCard, chat_piece, closing, generate_piece, loaded
-from .openai_api import ApiError
 from .request_checks import authorize, read_json
 from .state import ServerState
 from .turn_jobs import events, fim_prompt, release, start_job
@@ -57,9 +58,7 @@ def ollama_routes(state: ServerState) -> list:
 
     async def show(request: Request) -> Response:
         authorize(state, request)
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
+        body = json_object(await read_json(request))
         _check_name(state, require_model(body))
         return JSONResponse(cards.chat().shown(_parameters(state)))
 

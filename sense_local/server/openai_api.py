@@ -1,5 +1,5 @@
-"""OpenAI's HTTP API as sense-local speaks it: request bodies checked into options, and the response,
-chunk and error shapes. Extras beyond OpenAI's fields: `sense` (speculation statistics) on every
+"""OpenAI's HTTP API as sense-local speaks it: request bodies checked into options, and the response
+and chunk shapes (errors: api_error.py, error_replies.py). Extras beyond OpenAI's fields: `sense` (speculation statistics) on every
 response (on the last chunk when streamed) and `sources` (what a grounded answer cites); requests may
 name a decoding `method` and turn grounding off with `"grounded": false`."""
 from __future__ import annotations
@@ -17,21 +17,10 @@ from ..schema_grammar import SchemaError, json_object_grammar, schema_grammar
 from ..speculative.logprobs import MAX_TOP
 from ..speculative.types import GenerationStats
 from ..tool_calls import ToolRequest, template_tool_calls
+from .api_error import ApiError
+from .fields import is_int, json_object, number, typed
 
 ROLES = ("system", "user", "assistant", "developer", "tool")
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape."""
-
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 @dataclass
@@ -51,49 +40,30 @@ class TurnRequest:
 
 def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixed_seed: bool = False) -> TurnRequest:
     """Check a /v1/chat/completions or /v1/completions body (or /infill's other fields, infill.py);
-    ApiError(400) names the bad field. A request without a seed gets a random one, unless the server
-    was given one (`fixed_seed`)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    stream = _typed(body, "stream", bool, False)
-    stream_options = _typed(body, "stream_options", dict, {}) or {}
-    n = _typed(body, "n", int, 1)
-    if n != 1:
+    ApiError(400) names the bad field (the first bad one, in the order checked here). A request
+    without a seed gets a random one, unless the server was given one (`fixed_seed`)."""
+    body = json_object(body)
+    stream = typed(body, "stream", bool, False)
+    stream_options = typed(body, "stream_options", dict, {}) or {}
+    if typed(body, "n", int, 1) != 1:
         raise ApiError(400, "n: only one choice per request is supported", param="n")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is None:
-        max_tokens = defaults.max_tokens
-    elif not _is_int(max_tokens) or not 1 <= max_tokens <= n_ctx:
-        raise ApiError(400, f"max_tokens must be an integer from 1 to the context size {n_ctx} (got {max_tokens!r})",
-                       param="max_tokens")
-    temperature = body.get("temperature", defaults.temperature)
-    if temperature is None:
-        temperature = defaults.temperature
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
-        raise ApiError(400, f"temperature must be a number from 0 to 2 (got {temperature!r})", param="temperature")
-    seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise ApiError(400, f"seed must be an integer (got {seed!r})", param="seed")
-    stop = body.get("stop") or []
-    if isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list) or len(stop) > MAX_STOPS or not all(isinstance(s, str) and s for s in stop):
-        raise ApiError(400, f"stop must be a string or a list of at most {MAX_STOPS} non-empty strings", param="stop")
-    method = _typed(body, "method", str, defaults.method)
-    grounded = _typed(body, "grounded", bool, None)
+    sampling = _sampling(body, defaults, n_ctx)
+    method = typed(body, "method", str, defaults.method)
+    grounded = typed(body, "grounded", bool, None)
     prediction = _prediction(body.get("prediction"))
     grammar = _response_format(body.get("response_format"))
     _refuse_unserved(body)
-    truncation = {key: _number(body, key, default) for key, default in
+    truncation = {key: number(body, key, default) for key, default in
                   (("top_k", defaults.top_k), ("top_p", defaults.top_p), ("min_p", defaults.min_p),
                    ("presence_penalty", defaults.presence_penalty),
                    ("frequency_penalty", defaults.frequency_penalty))}
     logprobs = parse_logprobs(body, kind)
+    seed = sampling["seed"]
     if seed is None:
         seed = defaults.seed if fixed_seed else secrets.randbits(32)  # "regenerate" must not repeat itself
+    sampling["seed"] = seed % 2**32
     try:
-        options = defaults.replace(method=method, max_tokens=max_tokens, temperature=float(temperature),
-                                   seed=seed % 2**32, stop=tuple(stop), prediction=prediction, grammar=grammar,
+        options = defaults.replace(method=method, **sampling, prediction=prediction, grammar=grammar,
                                    logprobs=logprobs, **truncation)
     except SenseError as exc:
         param = next((k for k in (*truncation, "top_logprobs") if k in str(exc)), "method")
@@ -102,19 +72,49 @@ def parse_turn(body, kind: str, defaults: GenerationOptions, n_ctx: int, *, fixe
     if kind == "chat":
         request.messages = _messages(body.get("messages"))
     elif kind == "completion":
-        suffix = body.get("suffix")
-        if suffix is not None and not isinstance(suffix, str):
-            raise ApiError(400, f"suffix must be a string (got {suffix!r})", param="suffix")
-        # with a suffix the prompt is the text before the cursor, which may be none (the file's start)
-        request.prompt = _prompt(body.get("prompt") or "" if suffix is not None else body.get("prompt"),
-                                 empty=suffix is not None)
-        if suffix is not None:
-            request.infill = Infill(request.prompt, suffix)
-        request.echo = _typed(body, "echo", bool, False)
-        if request.echo and (suffix is not None or logprobs is not None):
-            raise ApiError(400, "echo: served without suffix and logprobs only (the prompt's own log-probabilities "
-                                "are not computed)", param="echo")
+        _completion_fields(request, body)
     return request
+
+
+def _sampling(body: dict, defaults: GenerationOptions, n_ctx: int) -> dict:
+    """max_tokens, temperature, seed (None: not sent) and stop, checked in that order."""
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is None:
+        max_tokens = defaults.max_tokens
+    elif not is_int(max_tokens) or not 1 <= max_tokens <= n_ctx:
+        raise ApiError(400, f"max_tokens must be an integer from 1 to the context size {n_ctx} (got {max_tokens!r})",
+                       param="max_tokens")
+    temperature = body.get("temperature", defaults.temperature)
+    if temperature is None:
+        temperature = defaults.temperature
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+        raise ApiError(400, f"temperature must be a number from 0 to 2 (got {temperature!r})", param="temperature")
+    seed = body.get("seed")
+    if seed is not None and not is_int(seed):
+        raise ApiError(400, f"seed must be an integer (got {seed!r})", param="seed")
+    stop = body.get("stop") or []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or len(stop) > MAX_STOPS or not all(isinstance(s, str) and s for s in stop):
+        raise ApiError(400, f"stop must be a string or a list of at most {MAX_STOPS} non-empty strings", param="stop")
+    return {"max_tokens": max_tokens, "temperature": float(temperature),
+            "seed": seed, "stop": tuple(stop)}
+
+
+def _completion_fields(request: TurnRequest, body: dict) -> None:
+    """/v1/completions' own fields: the prompt, a `suffix` (fill-in-the-middle) and `echo`."""
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise ApiError(400, f"suffix must be a string (got {suffix!r})", param="suffix")
+    # with a suffix the prompt is the text before the cursor, which may be none (the file's start)
+    request.prompt = _prompt(body.get("prompt") or "" if suffix is not None else body.get("prompt"),
+                             empty=suffix is not None)
+    if suffix is not None:
+        request.infill = Infill(request.prompt, suffix)
+    request.echo = typed(body, "echo", bool, False)
+    if request.echo and (suffix is not None or request.options.logprobs is not None):
+        raise ApiError(400, "echo: served without suffix and logprobs only (the prompt's own log-probabilities "
+                            "are not computed)", param="echo")
 
 
 MAX_COMPLETION_LOGPROBS = 5  # the legacy completions API's cap
@@ -163,30 +163,6 @@ def _refuse_unserved(body: dict) -> None:
             continue
         raise ApiError(400, f"{key}: not supported by this server (send it unset, or {harmless[0]!r})"
                        if harmless else f"{key}: not supported by this server", param=key)
-
-
-def _number(body: dict, key: str, default):
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(default, int) and
-                                                                          not isinstance(value, int)):
-        raise ApiError(400, f"{key} must be a {'whole ' if isinstance(default, int) else ''}number (got {value!r})",
-                       param=key)
-    return value
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _typed(body: dict, key: str, kind: type, default):
-    value = body.get(key, default)
-    if value is None or value is default:
-        return default
-    if kind is int and not _is_int(value) or not isinstance(value, kind):
-        raise ApiError(400, f"{key} must be of type {kind.__name__} (got {value!r})", param=key)
-    return value
 
 
 def _messages(messages) -> list[dict]:

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 
 from ..conversation import Finished, Prepared
 from ..speculative.types import TokenEvent
+from .api_error import ApiError
 from .infill import infill_chunk, infill_result
 from .jobs import Failed, Job
 from .logprobs_api import chat_entries, completion_logprobs
-from .openai_api import ApiError, TurnRequest, choice, envelope, finish_reason, sense_stats, usage
+from .openai_api import TurnRequest, choice, envelope, finish_reason, sense_stats, usage
 from .state import ServerState
 from .tools_api import CallPieces, add_tool_calls, call_chunks
 from .turn_jobs import events, release

@@ -7,7 +7,7 @@ import secrets
 
 from starlette.requests import Request
 
-from .openai_api import ApiError
+from .api_error import ApiError
 from .state import ServerState
 
 MAX_BODY = 4 * 2**20  # bytes of request body accepted (a prompt this long would not fit any context anyway)

@@ -22,7 +22,8 @@ from ..errors import SenseError
 from ..speculative.types import TARGET, TokenEvent
 from ..tool_calls import ToolCall, ToolRequest, call_grammar, tool_syntax
 from ..tool_reader import Piece, ToolCallReader
-from .openai_api import ApiError, TurnRequest
+from .api_error import ApiError
+from .openai_api import TurnRequest
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
 

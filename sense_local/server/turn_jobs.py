@@ -11,8 +11,9 @@ from starlette.requests import Request
 from ..conversation import Conversation, reply_reserve
 from ..errors import ContextOverflowError
 from ..fim import NoFimTokens, infill_tokens
+from .api_error import ApiError
 from .jobs import END, Failed, Job, QueueFull
-from .openai_api import ApiError, TurnRequest
+from .openai_api import TurnRequest
 from .state import ServerState
 from .tools_api import read_calls
 

@@ -61,81 +61,109 @@ def unsupported(schema, where: str = "#") -> list[str]:
     for defs in ("$defs", "definitions"):
         for name, sub in (schema.get(defs) or {}).items():
             out += unsupported(sub, f"{where}/{defs}/{name}")
-    keys = set(schema) - ANNOTATIONS
-    kind = schema.get("type")
+    return out + _shape(schema, where, schema.get("type"))
 
-    def only(*allowed: str) -> None:
-        extra = sorted(keys - set(allowed))
-        if extra:
-            out.append(f"{where}: {', '.join(repr(k) for k in extra)} not supported here")
 
+def _only(schema: dict, where: str, *allowed: str) -> list[str]:
+    """The keywords of `schema` beside its annotations and `allowed`: not enforced in its shape."""
+    extra = sorted(set(schema) - ANNOTATIONS - set(allowed))
+    return [f"{where}: {', '.join(repr(k) for k in extra)} not supported here"] if extra else []
+
+
+def _shape(schema: dict, where: str, kind) -> list[str]:
+    """The problems of the one shape `schema` has, the first that its keywords match."""
     if "$ref" in schema:
-        only("$ref")
-        if not (isinstance(schema["$ref"], str) and schema["$ref"].startswith("#/")):
-            out.append(f"{where}: only local $ref (#/$defs/...) is supported")
-    elif "anyOf" in schema or "oneOf" in schema:
-        union = "anyOf" if "anyOf" in schema else "oneOf"
-        only(union)
-        branches = schema[union]
-        if not isinstance(branches, list) or not branches:
-            return out + [f"{where}/{union}: must be a non-empty list"]
-        for i, sub in enumerate(branches):
-            out += unsupported(sub, f"{where}/{union}/{i}")
-    elif isinstance(kind, list):
-        only("type")
-        out += [f"{where}/type: unknown type {t!r}" for t in kind if t not in TYPES]
-    elif kind is not None and kind not in TYPES:
-        out.append(f"{where}/type: unknown type {kind!r}")
-    elif "const" in schema:
-        only("const", "type")
-    elif "enum" in schema:
-        only("enum", "type")
-        if not isinstance(schema["enum"], list) or not schema["enum"]:
-            out.append(f"{where}/enum: must be a non-empty list")
-    elif kind in (None, "object") and ("properties" in schema or "additionalProperties" in schema):
-        out += _object(schema, where, only)
-    elif kind in (None, "object") and "allOf" in schema:
-        only("type", "allOf")
-        for i, part in enumerate(schema["allOf"] if isinstance(schema["allOf"], list) else [None]):
-            at = f"{where}/allOf/{i}"
-            if isinstance(part, dict) and "$ref" in part:
-                out += unsupported(part, at)
-            elif not isinstance(part, dict) or set(part) - ANNOTATIONS - {"type", "properties", "required"}:
-                out.append(f"{at}: allOf parts must be $refs or objects of properties")
-            else:
-                out += [p for name, sub in (part.get("properties") or {}).items()
-                        for p in unsupported(sub, f"{at}/properties/{name}")]
-    elif kind in (None, "array") and ("items" in schema or "prefixItems" in schema):
-        items = schema.get("items", schema.get("prefixItems"))
-        if isinstance(items, list):
-            only("type", "items" if "items" in schema else "prefixItems")
-            for i, sub in enumerate(items):
-                out += unsupported(sub, f"{where}/items/{i}")
-        else:
-            only("type", "items", "minItems", "maxItems")
-            out += unsupported(items, f"{where}/items")
-    elif kind in (None, "string") and "pattern" in schema:
-        only("type", "pattern")
-        pattern = schema["pattern"]
-        if not (isinstance(pattern, str) and pattern.startswith("^") and pattern.endswith("$")):
-            out.append(f"{where}/pattern: must be anchored as ^...$")
-    elif kind in (None, "string") and "format" in schema:
-        only("type", "format")
-        if schema["format"] not in FORMATS:
-            out.append(f"{where}/format: {schema['format']!r} not supported (supported: {', '.join(sorted(FORMATS))})")
-    elif kind == "string" and ("minLength" in schema or "maxLength" in schema):
-        only("type", "minLength", "maxLength")
-    else:
-        only("type")
+        return _ref(schema, where)
+    if "anyOf" in schema or "oneOf" in schema:
+        return _union(schema, where)
+    if isinstance(kind, list):
+        return _only(schema, where, "type") + [f"{where}/type: unknown type {t!r}" for t in kind if t not in TYPES]
+    if kind is not None and kind not in TYPES:
+        return [f"{where}/type: unknown type {kind!r}"]
+    if "const" in schema:
+        return _only(schema, where, "const", "type")
+    if "enum" in schema:
+        return _enum(schema, where)
+    if kind in (None, "object") and ("properties" in schema or "additionalProperties" in schema):
+        return _object(schema, where)
+    if kind in (None, "object") and "allOf" in schema:
+        return _all_of(schema, where)
+    if kind in (None, "array") and ("items" in schema or "prefixItems" in schema):
+        return _array(schema, where)
+    if kind in (None, "string") and ("pattern" in schema or "format" in schema):
+        return _string(schema, where)
+    if kind == "string" and ("minLength" in schema or "maxLength" in schema):
+        return _only(schema, where, "type", "minLength", "maxLength")
+    return _only(schema, where, "type")
+
+
+def _ref(schema: dict, where: str) -> list[str]:
+    out = _only(schema, where, "$ref")
+    if not (isinstance(schema["$ref"], str) and schema["$ref"].startswith("#/")):
+        out.append(f"{where}: only local $ref (#/$defs/...) is supported")
     return out
 
 
-def _object(schema: dict, where: str, only) -> list[str]:
-    only("type", "properties", "required", "additionalProperties")
-    out: list[str] = []
+def _union(schema: dict, where: str) -> list[str]:
+    union = "anyOf" if "anyOf" in schema else "oneOf"
+    out = _only(schema, where, union)
+    branches = schema[union]
+    if not isinstance(branches, list) or not branches:
+        return out + [f"{where}/{union}: must be a non-empty list"]
+    for i, sub in enumerate(branches):
+        out += unsupported(sub, f"{where}/{union}/{i}")
+    return out
+
+
+def _enum(schema: dict, where: str) -> list[str]:
+    out = _only(schema, where, "enum", "type")
+    if not isinstance(schema["enum"], list) or not schema["enum"]:
+        out.append(f"{where}/enum: must be a non-empty list")
+    return out
+
+
+def _all_of(schema: dict, where: str) -> list[str]:
+    """allOf of $refs and objects of properties (every property of them required)."""
+    out = _only(schema, where, "type", "allOf")
+    for i, part in enumerate(schema["allOf"] if isinstance(schema["allOf"], list) else [None]):
+        at = f"{where}/allOf/{i}"
+        if isinstance(part, dict) and "$ref" in part:
+            out += unsupported(part, at)
+        elif not isinstance(part, dict) or set(part) - ANNOTATIONS - {"type", "properties", "required"}:
+            out.append(f"{at}: allOf parts must be $refs or objects of properties")
+        else:
+            out += [p for name, sub in (part.get("properties") or {}).items()
+                    for p in unsupported(sub, f"{at}/properties/{name}")]
+    return out
+
+
+def _array(schema: dict, where: str) -> list[str]:
+    items = schema.get("items", schema.get("prefixItems"))
+    if not isinstance(items, list):
+        return _only(schema, where, "type", "items", "minItems", "maxItems") + unsupported(items, f"{where}/items")
+    out = _only(schema, where, "type", "items" if "items" in schema else "prefixItems")
+    for i, sub in enumerate(items):
+        out += unsupported(sub, f"{where}/items/{i}")
+    return out
+
+
+def _string(schema: dict, where: str) -> list[str]:
+    """A string with a pattern (which wins over a format) or a format."""
+    if "pattern" in schema:
+        pattern = schema["pattern"]
+        anchored = isinstance(pattern, str) and pattern.startswith("^") and pattern.endswith("$")
+        return _only(schema, where, "type", "pattern") + ([] if anchored else [f"{where}/pattern: must be anchored as ^...$"])
+    out = _only(schema, where, "type", "format")
+    if schema["format"] not in FORMATS:
+        out.append(f"{where}/format: {schema['format']!r} not supported (supported: {', '.join(sorted(FORMATS))})")
+    return out
+
+
+def _object(schema: dict, where: str) -> list[str]:
+    out = _only(schema, where, "type", "properties", "required", "additionalProperties")
     props = schema.get("properties", {})
     if not isinstance(props, dict):
-        return [f"{where}/properties: must be an object"]
+        return out + [f"{where}/properties: must be an object"]
     for name, sub in props.items():
         out += unsupported(sub, f"{where}/properties/{name}")
     required = schema.get("required", [])

@@ -29,6 +29,7 @@ from .store import DEFAULT_DTYPE, DocumentStore
 
 WINDOW = 1024
 OVERLAP = 32
+COMMIT_EVERY = 20.0  # seconds between commits: a crash loses at most this much work
 
 
 @dataclass
@@ -119,7 +120,7 @@ def index_paths(
     paths: Iterable[str | Path],
     *,
     progress: ProgressFn | None = None,
-    commit_every: float = 20.0,
+    commit_every: float = COMMIT_EVERY,
     max_file_bytes: int = MAX_FILE_BYTES,
     dtype: str = DEFAULT_DTYPE,
     cancel=None,

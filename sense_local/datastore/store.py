@@ -33,6 +33,7 @@ from .writer_lock import LOCK, WriterLock
 
 TOKENS = "tokens.i32"
 INDEXING = "indexing.json"  # present (with a live pid) while an indexer runs on this store
+DTYPES = ("f32", "f16", "i8")  # vector types an index may hold
 DEFAULT_DTYPE = "i8"  # measured: next-token recall@8 0.98-1.00 of f32 at 10k-56k vectors, half of f16's memory
 # HNSW search breadth (usearch's expansion_search, default 64). Measured on 56k real hidden states:
 # next-token recall@8 0.662 at 32 vs 0.664 at 64; on a 1M-vector store, search p50 0.66 vs 1.21 ms.

@@ -37,7 +37,7 @@ def build_store(model: str) -> Path:
     """The pydoc all-topics store of `model` (built once, then cached), built in a child process so
     that this one holds no model while the server runs."""
     code = ("import sys; from sense_local.engine import Engine; from sense_local.registry import resolve_model; "
-            "from sense_local.bench.runner import pydoc_store; from benchmarks.doc_questions import corpus_topics; "
+            "from sense_local.bench.stores import pydoc_store; from benchmarks.doc_questions import corpus_topics; "
             "e = Engine(resolve_model(sys.argv[1])); s = pydoc_store(e, 'all-topics', corpus_topics()); "
             "print(s.dir)")
     out = subprocess.run([sys.executable, "-c", code, model], capture_output=True, text=True, check=True,

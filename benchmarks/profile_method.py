@@ -13,7 +13,7 @@ import cProfile
 import io
 import pstats
 
-from sense_local.bench.runner import bench_store, with_retrieval
+from sense_local.bench.stores import bench_store, with_retrieval
 from sense_local.bench.tasks import build_tasks
 from sense_local.chat_template import chat_tokens
 from sense_local.engine import Engine

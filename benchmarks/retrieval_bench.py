@@ -16,7 +16,7 @@ from sense_local.key_tap import layer_name
 from sense_local.grounding.retrieve import COVERAGE_FLOOR, RANKERS, PassageRetriever
 from benchmarks.doc_questions import (HELD_OUT, HELD_OUT_2, QUESTIONS, UNRELATED, UNRELATED_HELD_OUT,
                                       UNRELATED_HELD_OUT_2, corpus_topics)
-from sense_local.bench.runner import pydoc_store
+from sense_local.bench.stores import pydoc_store
 
 
 def topic_of(path: str) -> str:

@@ -19,10 +19,14 @@ from ..generation import GenerationOptions, make_decoder
 from ..registry import resolve_model
 from ..speculative.methods import METHODS
 from ..speculative.rewrap import rewrapped_tokens
+from ..speculative.types import GenerationStats
 from .copy_ceiling import copy_ceiling
 from .llama_server import PEER_NAMES as SERVER_PEERS, PEER_PREFIX, SPEC_TYPES, LlamaServerPeer, server_binary
 from .peers import LlamaCppPeer
 from .quality import chrf, contains_answer, mean_logprob
+from .rows import NEAR_TIE, RunRow  # noqa: F401  NEAR_TIE: the tests read it from here
+from .stores import bench_store, with_retrieval
+from .summary import format_table, summarise
 from .tasks import KINDS, Task, build_tasks
 
 LLAMACPP_PEERS = ("peer-llamacpp", "peer-llamacpp-pld")  # llama-cpp-python's create_completion (slower than both)
@@ -34,32 +38,6 @@ SUITE_METHODS = {
 }
 PREFILL_MIN = 256  # prompts at least this long also get a fresh prefill timed, ours beside llama-server's
 THETA_SWEEP = (1.0, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
-NEAR_TIE = 0.25  # top-2 logit gap under which batched arithmetic may flip the argmax
-
-
-@dataclass
-class RunRow:
-    task: str
-    kind: str
-    method: str
-    tokens: int
-    forwards: int
-    tau: float  # median over reps (each rep's text may part at a near-tie and copy more or less)
-    tok_per_s: float  # median over reps
-    speedup_vs_ar: float  # median tok/s over ar's median tok/s on the same prompt
-    identical_to_ar: bool
-    divergence_gap: float | None  # ar's top-2 logit gap where the output first parts from ar's
-    drafted: int = 0
-    accepted: int = 0
-    error: str | None = None
-    soft_accepted: int = 0
-    mean_logprob: float | None = None  # target's mean log-probability of the output (every method, when a soft one runs)
-    chrf_vs_ar: float | None = None  # likewise
-    answer_ok: bool | None = None  # docqa tasks with a known answer string
-    copy_ceiling: float | None = None  # ar: tau of the copying oracle on ar's output (copy_ceiling.py)
-    tau_reps: list[float] | None = None  # each rep's tau, in rep order
-    prefill_tok_per_s: float | None = None  # ar and plain llama-server: a fresh prefill's speed, median over reps
-    output_ids: list[int] | None = None  # the first rep's tokens (compare runs of two commits: --json)
 
 
 def parse_method(spec: str) -> tuple[str, float | None]:
@@ -79,6 +57,21 @@ def _first_divergence(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else n
 
 
+@dataclass
+class ArReference:
+    """Plain decoding's first rep on a task: what every other run is compared with."""
+
+    tokens: list[int]
+    stats: GenerationStats
+    speed: float  # median tok/s over ar's reps
+    text: str
+
+    def gap_at(self, at: int | None) -> float | None:
+        """ar's top-2 logit gap where another output first parts from ar's (None: it does not, or unknown)."""
+        gaps = self.stats.top2_gaps
+        return gaps[at] if at is not None and at < len(gaps) else None
+
+
 def run_task(
     engine: Engine, task: Task, methods, peers, reps: int, peer_reps: dict[str, int], max_tokens: int, store=None,
     free_verification: bool = False,
@@ -93,64 +86,74 @@ def run_task(
     for rep in range(max([reps] + [peer_reps[p.name] for p in peers])):
         if rep < reps:
             for m in methods:
-                name, theta = parse_method(m)
-                options = GenerationOptions(method=name, max_tokens=max_tokens, theta=theta, free_verification=free_verification)
-                decoder = make_decoder(engine, options, store=store, record_gaps=(m == "ar"))
-                tokens = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
-                outs[m].append((tokens, decoder.stats))
+                outs[m].append(_decode(engine, prompt, m, max_tokens, store, free_verification))
         for p in peers:
             if rep < peer_reps[p.name]:
                 peer_outs[p.name].append(p.run(prompt, max_tokens))
-
     ar_tokens, ar_stats = outs["ar"][0]
-    ar_speed = statistics.median(s.tok_per_s for _, s in outs["ar"])
-    ar_text = engine.detokenize(ar_tokens)
-    rows = []
+    ar = ArReference(ar_tokens, ar_stats, statistics.median(s.tok_per_s for _, s in outs["ar"]),
+                     engine.detokenize(ar_tokens))
     soft_run = any(METHODS[parse_method(m)[0]].rule == "soft" for m in outs)
-    for m, runs in outs.items():
-        tokens, stats = runs[0]  # the first rep's text is the one compared and scored
-        speed = statistics.median(s.tok_per_s for _, s in runs)
-        taus = [round(s.tau, 3) for _, s in runs]
-        at = _first_divergence(tokens, ar_tokens)
-        gap = ar_stats.top2_gaps[at] if at is not None and at < len(ar_stats.top2_gaps) else None
-        row = RunRow(
-            task.name, task.kind, m, stats.tokens, stats.forwards, statistics.median(taus), round(speed, 2),
-            round(speed / ar_speed, 3), at is None, None if gap is None else round(gap, 4),
-            stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted, tau_reps=taus, output_ids=list(tokens),
-        )
-        if m == "ar":
-            sources = [rewrapped_tokens(engine, prompt) or [], store.token_array if store is not None else []]
-            row.copy_ceiling = round(copy_ceiling(prompt, tokens, sources), 3)
-        # quality, scored by the target, for every method when a soft one runs: ar is the reference,
-        # and the exact methods show how far a lossless method drifts from it at near-ties alone
-        # (docqa on the 1.5B: two of four tasks part at top-2 gaps of 0.02 and 0.18, and the mean
-        # log-prob moves ~18% with no soft acceptance at all)
-        if soft_run:
-            text = engine.detokenize(tokens)
-            row.mean_logprob = round(mean_logprob(engine, prompt, tokens), 4)
-            row.chrf_vs_ar = round(chrf(text, ar_text), 2)
-            row.answer_ok = contains_answer(text, task.answer)
-        rows.append(row)
-    for name, runs in peer_outs.items():
-        errors = [r.error for r in runs if r.error]
-        ok = [r for r in runs if not r.error]
-        speed = statistics.median(r.tok_per_s for r in ok) if ok else 0.0
-        first = ok[0] if ok else runs[0]
-        taus = [round(len(r.tokens) / r.forwards, 3) for r in ok if r.forwards]
-        if name.startswith(PEER_PREFIX) and ok:  # llama-server returns its tokens: compared as ours are
-            at = _first_divergence(first.tokens, ar_tokens)
-            identical, gap = at is None, ar_stats.top2_gaps[at] if at is not None and at < len(ar_stats.top2_gaps) else None
-        else:
-            identical, gap = bool(ok) and first.text.strip() == ar_text.strip(), None
-        rows.append(RunRow(
-            task.name, task.kind, name, len(first.tokens), first.forwards, statistics.median(taus) if taus else 0.0,
-            round(speed, 2), round(speed / ar_speed, 3), identical, None if gap is None else round(gap, 4),
-            first.drafted, first.accepted, error=errors[0] if errors else None, tau_reps=taus or None,
-            output_ids=list(first.tokens) if name.startswith(PEER_PREFIX) and ok else None,
-        ))
+    rows = [_method_row(engine, task, prompt, m, runs, ar, store, soft_run) for m, runs in outs.items()]
+    rows += [_peer_row(task, name, runs, ar) for name, runs in peer_outs.items()]
     if len(prompt) >= PREFILL_MIN:
         _time_prefills(engine, prompt, peers, reps, rows)
     return rows
+
+
+def _decode(engine: Engine, prompt: list[int], m: str, max_tokens: int, store, free_verification: bool):
+    """One run of method spec `m` from the prefilled prompt: (its tokens, its GenerationStats)."""
+    name, theta = parse_method(m)
+    options = GenerationOptions(method=name, max_tokens=max_tokens, theta=theta, free_verification=free_verification)
+    decoder = make_decoder(engine, options, store=store, record_gaps=(m == "ar"))
+    tokens = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
+    return tokens, decoder.stats
+
+
+def _method_row(engine: Engine, task: Task, prompt: list[int], m: str, runs: list, ar: ArReference, store,
+                soft_run: bool) -> RunRow:
+    tokens, stats = runs[0]  # the first rep's text is the one compared and scored
+    speed = statistics.median(s.tok_per_s for _, s in runs)
+    taus = [round(s.tau, 3) for _, s in runs]
+    at = _first_divergence(tokens, ar.tokens)
+    gap = ar.gap_at(at)
+    row = RunRow(
+        task.name, task.kind, m, stats.tokens, stats.forwards, statistics.median(taus), round(speed, 2),
+        round(speed / ar.speed, 3), at is None, None if gap is None else round(gap, 4),
+        stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted, tau_reps=taus, output_ids=list(tokens),
+    )
+    if m == "ar":
+        sources = [rewrapped_tokens(engine, prompt) or [], store.token_array if store is not None else []]
+        row.copy_ceiling = round(copy_ceiling(prompt, tokens, sources), 3)
+    # quality, scored by the target, for every method when a soft one runs: ar is the reference,
+    # and the exact methods show how far a lossless method drifts from it at near-ties alone
+    # (docqa on the 1.5B: two of four tasks part at top-2 gaps of 0.02 and 0.18, and the mean
+    # log-prob moves ~18% with no soft acceptance at all)
+    if soft_run:
+        text = engine.detokenize(tokens)
+        row.mean_logprob = round(mean_logprob(engine, prompt, tokens), 4)
+        row.chrf_vs_ar = round(chrf(text, ar.text), 2)
+        row.answer_ok = contains_answer(text, task.answer)
+    return row
+
+
+def _peer_row(task: Task, name: str, runs: list, ar: ArReference) -> RunRow:
+    errors = [r.error for r in runs if r.error]
+    ok = [r for r in runs if not r.error]
+    speed = statistics.median(r.tok_per_s for r in ok) if ok else 0.0
+    first = ok[0] if ok else runs[0]
+    taus = [round(len(r.tokens) / r.forwards, 3) for r in ok if r.forwards]
+    if name.startswith(PEER_PREFIX) and ok:  # llama-server returns its tokens: compared as ours are
+        at = _first_divergence(first.tokens, ar.tokens)
+        identical, gap = at is None, ar.gap_at(at)
+    else:
+        identical, gap = bool(ok) and first.text.strip() == ar.text.strip(), None
+    return RunRow(
+        task.name, task.kind, name, len(first.tokens), first.forwards, statistics.median(taus) if taus else 0.0,
+        round(speed, 2), round(speed / ar.speed, 3), identical, None if gap is None else round(gap, 4),
+        first.drafted, first.accepted, error=errors[0] if errors else None, tau_reps=taus or None,
+        output_ids=list(first.tokens) if name.startswith(PEER_PREFIX) and ok else None,
+    )
 
 
 def _time_prefills(engine: Engine, prompt: list[int], peers, reps: int, rows: list[RunRow]) -> None:
@@ -181,124 +184,6 @@ def fresh_prefills(engine: Engine, server, prompt: list[int], reps: int) -> tupl
     return ours, theirs
 
 
-def summarise(rows: list[RunRow]) -> dict:
-    summary: dict = {}
-    server = {r.task: r for r in rows if r.method == PEER_PREFIX and not r.error and r.tok_per_s > 0}
-    for method in dict.fromkeys(r.method for r in rows):
-        summary[method] = {}
-        for kind in KINDS:
-            sel = [r for r in rows if r.method == method and r.kind == kind]
-            if not sel:
-                continue
-            ok = [r for r in sel if not r.error]
-            prefills = [r.prefill_tok_per_s for r in ok if r.prefill_tok_per_s]
-            summary[method][kind] = {
-                "tau": round(statistics.median(r.tau for r in ok), 3) if ok else None,
-                "speedup": round(statistics.median(r.speedup_vs_ar for r in ok), 3) if ok else None,
-                "tok_per_s": round(statistics.median(r.tok_per_s for r in ok), 1) if ok else None,
-                "identical": round(sum(r.identical_to_ar for r in sel) / len(sel), 3),
-                "failures": len(sel) - len(ok),
-                "lossless_violations": sum(
-                    1 for r in ok if not r.identical_to_ar and r.divergence_gap is not None and r.divergence_gap >= NEAR_TIE
-                ),
-            }
-            if prefills:
-                summary[method][kind]["prefill_tok_per_s"] = round(statistics.median(prefills), 1)
-            # decode speed over plain llama-server's on the same task (median over the kind's tasks)
-            vs_server = [r.tok_per_s / server[r.task].tok_per_s for r in ok if r.task in server]
-            if vs_server:
-                summary[method][kind]["vs_llama_server"] = round(statistics.median(vs_server), 3)
-            pre = [r.prefill_tok_per_s / server[r.task].prefill_tok_per_s for r in ok
-                   if r.prefill_tok_per_s and r.task in server and server[r.task].prefill_tok_per_s]
-            if pre:
-                summary[method][kind]["prefill_vs_llama_server"] = round(statistics.median(pre), 3)
-            ceilings = [r.copy_ceiling for r in ok if r.copy_ceiling is not None]
-            if ceilings:
-                summary[method][kind]["copy_ceiling"] = round(statistics.median(ceilings), 3)
-            scored = [r for r in ok if r.mean_logprob is not None]
-            if scored:
-                summary[method][kind]["mean_logprob"] = round(statistics.mean(r.mean_logprob for r in scored), 4)
-                summary[method][kind]["chrf_vs_ar"] = round(statistics.mean(r.chrf_vs_ar for r in scored), 2)
-                answers = [r.answer_ok for r in scored if r.answer_ok is not None]
-                if answers:
-                    summary[method][kind]["answer_rate"] = round(sum(answers) / len(answers), 3)
-    return summary
-
-
-def format_table(summary: dict) -> str:
-    server = any("vs_llama_server" in s for kinds in summary.values() for s in kinds.values())
-    lines = [f"{'method':<26} {'kind':<9} {'tau':>6} {'speedup':>8} {'tok/s':>7} {'ident.':>7} {'fail':>5} {'gap>=.25':>8}"
-             + (f" {'vs server':>9}" if server else "")]
-    for method, kinds in summary.items():
-        for kind, s in kinds.items():
-            tau = f"{s['tau']:.2f}" if s["tau"] else "-"
-            sp = f"{s['speedup']:.2f}x" if s["speedup"] is not None else "-"
-            tps = f"{s['tok_per_s']:.1f}" if s["tok_per_s"] is not None else "-"
-            vs = f"{s['vs_llama_server']:.3f}x" if "vs_llama_server" in s else "-"
-            lines.append(
-                f"{method:<26} {kind:<9} {tau:>6} {sp:>8} {tps:>7} {s['identical']:>7.2f} {s['failures']:>5} "
-                f"{s['lossless_violations']:>8}" + (f" {vs:>9}" if server else "")
-            )
-    prefill = [(kind, s) for kind, s in summary.get("ar", {}).items() if "prefill_vs_llama_server" in s]
-    if prefill:
-        theirs = summary.get(PEER_PREFIX, {})
-        lines.append("fresh prefill, ours vs plain llama-server (prompt tok/s, median): " + ", ".join(
-            f"{kind} {s['prefill_tok_per_s']:.0f} vs {theirs.get(kind, {}).get('prefill_tok_per_s', 0):.0f} "
-            f"({s['prefill_vs_llama_server']:.3f}x)" for kind, s in prefill))
-    ceilings = {kind: s["copy_ceiling"] for kind, s in summary.get("ar", {}).items() if "copy_ceiling" in s}
-    if ceilings:
-        lines.append("copy ceiling (tau of an oracle copying from prompt, output and documents after the last "
-                     "token; exact acceptance, free verification): "
-                     + ", ".join(f"{kind} {c:.2f}" for kind, c in ceilings.items()))
-    quality = [(method, kind, s) for method, kinds in summary.items() for kind, s in kinds.items() if "mean_logprob" in s]
-    if quality:
-        lines.append(f"{'quality':<20} {'kind':<9} {'log-prob':>9} {'chrF/ar':>8} {'answers':>8}")
-        for method, kind, s in quality:
-            answers = f"{s['answer_rate']:.2f}" if "answer_rate" in s else "-"
-            lines.append(f"{method:<20} {kind:<9} {s['mean_logprob']:>9.3f} {s['chrf_vs_ar']:>8.1f} {answers:>8}")
-    return "\n".join(lines)
-
-
-def with_retrieval(engine: Engine, store, task: Task, max_tokens: int) -> Task:
-    """A docqa-rag task's prompt: the question with passages retrieved from the store (grounded chat)."""
-    from dataclasses import replace
-
-    from ..grounding.chat import GroundedChat
-
-    turn = GroundedChat(engine, store).prepare([], task.prompt, reserve=max_tokens)
-    return replace(task, prompt=turn.content)
-
-
-def bench_store(engine: Engine, suite: str):
-    """The benchmark's document store (pydoc topics), built once per model and suite, then cached."""
-    from .tasks import corpus_topics
-
-    return pydoc_store(engine, suite, corpus_topics(suite))
-
-
-def pydoc_store(engine: Engine, key: str, names: list[str]):
-    """A store of the given pydoc topics (one .txt each), cached per model and key. Every call runs
-    the incremental indexer (about a second when nothing changed) so older caches gain what newer
-    code stores (passages), then opens the store read-only."""
-    from pydoc_data.topics import topics
-
-    from ..datastore import DocumentStore, index_paths
-    from ..paths import cache_dir
-
-    layer = "" if engine.key_layer is None else f"-block{engine.key_layer}"  # keys of another layer: another store
-    root = cache_dir() / "bench-stores" / f"{engine.fingerprint}-{key}{layer}"
-    corpus = root / "corpus"
-    corpus.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        path = corpus / f"{name}.txt"
-        if not path.exists() or path.read_text() != topics[name]:
-            path.write_text(topics[name])
-    if not (root / "store" / "manifest.json").exists():
-        print(f"building a benchmark document store ({len(names)} pydoc topics, once)...", file=sys.stderr)
-    index_paths(engine, root / "store", [corpus])
-    return DocumentStore.open(root / "store", fingerprint=engine.fingerprint)
-
-
 def _run_tasks(engine, tasks, methods, peers, peer_reps, max_tokens, store, args) -> list[RunRow]:
     rows: list[RunRow] = []
     for i, task in enumerate(tasks, 1):
@@ -314,43 +199,19 @@ def _run_tasks(engine, tasks, methods, peers, peer_reps, max_tokens, store, args
 
 
 def run_bench_cli(args) -> int:
-    names = args.methods.split(",") if args.methods else list(SUITE_METHODS[args.suite])
-    if getattr(args, "peers", False):
-        names += [p for p in SERVER_PEERS if p not in names]
-    if args.theta_sweep:
-        names = ["ar", "sense", *(f"sense-soft@{t}" for t in THETA_SWEEP)]
-    unknown = [n for n in names if parse_method(n)[0] not in METHODS and n not in PEERS]
-    if unknown:
-        raise SenseError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join([*METHODS, *PEERS])}")
-    if args.reps is None:
-        args.reps = 1 if args.suite == "quick" else 3
-    if args.reps < 1:
-        raise SenseError("--reps must be at least 1")
-    methods = ["ar"] + [n for n in names if parse_method(n)[0] in METHODS and n != "ar"]
-    kinds = args.kinds.split(",") if args.kinds else list(KINDS)
-    bad_kinds = [k for k in kinds if k not in KINDS]
-    if bad_kinds:
-        raise SenseError(f"unknown kind(s) {', '.join(bad_kinds)}; known: {', '.join(KINDS)}")
-    tasks = [t for t in build_tasks(args.suite) if t.kind in kinds]
+    names, methods = _method_names(args)
+    tasks = _bench_tasks(args)
     max_tokens = 128 if args.suite == "quick" else 256
     # The plain peer is what ar and pld must beat: as many reps as our methods. In the quick suite its
     # lookup decoding (a slow reference, ~0.5x on most kinds) runs once.
     peer_reps = {p: args.reps for p in PEERS}  # peers run on every task, as often as our methods
 
-    from ..cli_config import rpc_workers
+    from ..cli import rpc_workers
 
     path = resolve_model(args.model)
     engine = Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, key_layer=args.key_layer,
                     rpc=rpc_workers(args))
-    peers = [
-        LlamaCppPeer(path, n_ctx=args.ctx, n_threads=engine.n_threads, n_gpu_layers=args.gpu_layers, lookup=p.endswith("pld"))
-        for p in LLAMACPP_PEERS if p in names
-    ]
-    if any(p in names for p in SERVER_PEERS):
-        binary = server_binary()
-        spec = dict(zip(SERVER_PEERS, (None, *SPEC_TYPES)))
-        peers += [LlamaServerPeer(binary, path, spec_type=spec[p], n_ctx=args.ctx, n_threads=engine.n_threads,
-                                  n_gpu_layers=args.gpu_layers) for p in SERVER_PEERS if p in names]
+    peers = _open_peers(path, engine, names, args)
     from ..speculative.cost import cost_curve_for
 
     curve = cost_curve_for(engine, measure=True)  # drafts are sized by the measured curve, not a prior
@@ -366,8 +227,58 @@ def run_bench_cli(args) -> int:
             if hasattr(p, "close"):
                 p.close()
     summary = summarise(rows)
+    doc = _results(engine, path, args, peer_reps, max_tokens, round(time.perf_counter() - t0, 1), rows, summary, curve)
+    _print_report(summary, curve, tasks, args, peers, peer_reps, doc["seconds"], store)
+    if args.json_file:
+        with open(args.json_file, "w") as f:
+            json.dump(doc, f, indent=1)
+    return 0
+
+
+def _method_names(args) -> tuple[list[str], list[str]]:
+    """(every name asked for, peers included; our methods, ar first), checked; --reps defaulted per suite."""
+    names = args.methods.split(",") if args.methods else list(SUITE_METHODS[args.suite])
+    if getattr(args, "peers", False):
+        names += [p for p in SERVER_PEERS if p not in names]
+    if args.theta_sweep:
+        names = ["ar", "sense", *(f"sense-soft@{t}" for t in THETA_SWEEP)]
+    unknown = [n for n in names if parse_method(n)[0] not in METHODS and n not in PEERS]
+    if unknown:
+        raise SenseError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join([*METHODS, *PEERS])}")
+    if args.reps is None:
+        args.reps = 1 if args.suite == "quick" else 3
+    if args.reps < 1:
+        raise SenseError("--reps must be at least 1")
+    return names, ["ar"] + [n for n in names if parse_method(n)[0] in METHODS and n != "ar"]
+
+
+def _bench_tasks(args) -> list[Task]:
+    kinds = args.kinds.split(",") if args.kinds else list(KINDS)
+    bad_kinds = [k for k in kinds if k not in KINDS]
+    if bad_kinds:
+        raise SenseError(f"unknown kind(s) {', '.join(bad_kinds)}; known: {', '.join(KINDS)}")
+    return [t for t in build_tasks(args.suite) if t.kind in kinds]
+
+
+def _open_peers(path, engine: Engine, names: list[str], args) -> list:
+    """The peers asked for: llama-cpp-python in this process, llama-server as its own."""
+    peers = [
+        LlamaCppPeer(path, n_ctx=args.ctx, n_threads=engine.n_threads, n_gpu_layers=args.gpu_layers, lookup=p.endswith("pld"))
+        for p in LLAMACPP_PEERS if p in names
+    ]
+    if any(p in names for p in SERVER_PEERS):
+        binary = server_binary()
+        spec = dict(zip(SERVER_PEERS, (None, *SPEC_TYPES)))
+        peers += [LlamaServerPeer(binary, path, spec_type=spec[p], n_ctx=args.ctx, n_threads=engine.n_threads,
+                                  n_gpu_layers=args.gpu_layers) for p in SERVER_PEERS if p in names]
+    return peers
+
+
+def _results(engine: Engine, path, args, peer_reps: dict, max_tokens: int, seconds: float, rows: list[RunRow],
+             summary: dict, curve) -> dict:
+    """The --json document."""
     info = engine.info
-    doc = {
+    return {
         "model": {"path": str(path), "name": info.name, "quantization": info.quantization,
                   "fingerprint": info.fingerprint, "threads": engine.n_threads, "gpu_layers": args.gpu_layers, "key_layer": engine.key_layer},
         "suite": args.suite,
@@ -375,11 +286,15 @@ def run_bench_cli(args) -> int:
         "peer_reps": peer_reps,
         "max_tokens": max_tokens,
         "free_verification": args.free_verification,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": seconds,
         "runs": [asdict(r) for r in rows],
         "summary": summary,
         "cost_curve": curve.to_dict(),
     }
+
+
+def _print_report(summary: dict, curve, tasks: list[Task], args, peers: list, peer_reps: dict, seconds: float,
+                  store) -> None:
     print(format_table(summary))
     print("cost of a k-token decode in one-token decodes, c(k): "
           + ", ".join(f"c({k})={c:.1f}" for k, c in zip(curve.lengths, curve.costs) if k in (2, 4, 8, 16, 32)))
@@ -388,9 +303,5 @@ def run_bench_cli(args) -> int:
         peer_counts = ", ".join(f"{p.name} {peer_reps[p.name]}" for p in peers)
         peer_note = f"peers on every task, reps: {peer_counts}, "
     print(f"({len(tasks)} tasks, {args.reps} interleaved reps, {peer_note}"
-          f"{doc['seconds']} s; store: {store.n_vectors if store else 0} vectors"
+          f"{seconds} s; store: {store.n_vectors if store else 0} vectors"
           + ("; drafts sized as if verification were free" if args.free_verification else "") + ")")
-    if args.json_file:
-        with open(args.json_file, "w") as f:
-            json.dump(doc, f, indent=1)
-    return 0

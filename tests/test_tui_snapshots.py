@@ -152,7 +152,7 @@ def test_documents_screen_during_indexing(snap_compare, tmp_path, monkeypatch, e
     import threading
 
     from sense_local.datastore import index_paths
-    from tui.screens import IndexProgress
+    from tui.messages import IndexProgress
 
     docs = Path("/tmp/sense-local-snapshot-docs")
     shutil.rmtree(docs, ignore_errors=True)

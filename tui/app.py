@@ -527,7 +527,7 @@ class SenseApp(App):
     def action_documents(self) -> None:
         from sense_local.paths import default_store
 
-        from .screens import DocumentsScreen
+        from .documents import DocumentsScreen
 
         if not self.is_screen_installed("documents"):  # installed: it and its indexing outlive a pop
             self.install_screen(DocumentsScreen(self.store_path or str(default_store()), self.config.threads),

@@ -69,7 +69,8 @@ def key_rows(app, bindings) -> list[tuple[str, str]]:
 def help_text(app) -> Table:
     """The keys of the chat, its message box and its dialogs, read from their BINDINGS (and the box's
     key tuples), then the highlight colours: nothing here is typed twice."""
-    from .screens import DocumentsScreen, SessionsScreen
+    from .documents import DocumentsScreen
+    from .screens import SessionsScreen
 
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)

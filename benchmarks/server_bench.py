@@ -12,20 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 
-from sense_local.bench.llama_server import free_port
-
-PROMPTS = [
-    "Write a Python function that checks whether a string is a palindrome, with a docstring.",
-    "Explain in a short paragraph what a hash table is and why lookups are fast.",
-    "List five tips for writing clear commit messages.",
-]
+from benchmarks.stream_timing import interleaved, openai_request, serving
 
 
 def _cli(model: str, prompt: str, method: str, tokens: int) -> dict:
@@ -36,34 +27,6 @@ def _cli(model: str, prompt: str, method: str, tokens: int) -> dict:
             "text": doc["text"]}
 
 
-def _server_request(base: str, prompt: str, method: str, tokens: int) -> dict:
-    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0,
-            "stream": True, "method": method, "stream_options": {"include_usage": True}}
-    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    t0 = time.perf_counter()
-    first = last = None
-    text, usage, reported = [], None, None
-    with urllib.request.urlopen(req, timeout=600) as r:
-        for raw in r:
-            line = raw.decode().strip()
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            doc = json.loads(line[6:])
-            usage = doc.get("usage") or usage
-            reported = doc.get("sense") or reported
-            for c in doc.get("choices", []):
-                piece = c.get("delta", {}).get("content")
-                if piece:
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
-                    text.append(piece)
-    n = usage["completion_tokens"]
-    return {"tok_per_s": (n - 1) / (last - first) if n > 1 and last > first else 0.0, "first_token_s": first - t0,
-            "tokens": n, "text": "".join(text), "server_tok_per_s": reported["tok_per_s"]}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="default")
@@ -72,36 +35,15 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--json", dest="json_file")
     args = ap.parse_args(argv)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "serve", "--model", args.model, "--port",
-                               str(port)], stderr=subprocess.DEVNULL, env=os.environ.copy())
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(base + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        rows = {}
-        _server_request(base, "Say hi.", "pld", 8)  # warm: the cost curve is measured once per model
-        for rep in range(args.reps):
-            for method in args.methods.split(","):
-                for i, prompt in enumerate(PROMPTS):
-                    order = ("cli", "server") if (rep + i) % 2 == 0 else ("server", "cli")
-                    for side in order:
-                        r = _cli(args.model, prompt, method, args.tokens) if side == "cli" else \
-                            _server_request(base, prompt, method, args.tokens)
-                        rows.setdefault((method, side), []).append(r)
-                        print(f"rep {rep} {method:<6} {side:<6} prompt {i}: {r['tokens']} tokens, "
-                              f"{r['tok_per_s']:.2f} tok/s, first token {r['first_token_s']:.3f} s", file=sys.stderr)
-    finally:
-        server.terminate()
-        server.wait(30)
+    methods = args.methods.split(",")
+    with serving(args.model) as base:
+        sides = {"cli": lambda prompt, method: _cli(args.model, prompt, method, args.tokens),
+                 "server": lambda prompt, method: openai_request(base, prompt, method, args.tokens)}
+        rows = interleaved(sides, methods, args.reps, method_width=6)
     print(f"\n| method | CLI tok/s | server tok/s | server/CLI | CLI first token (prefill) | server first token |")
     print("|---|---|---|---|---|---|")
     result = {}
-    for method in args.methods.split(","):
+    for method in methods:
         cli, srv = rows[(method, "cli")], rows[(method, "server")]
         c = statistics.median(r["tok_per_s"] for r in cli)
         s = statistics.median(r["tok_per_s"] for r in srv)

@@ -47,8 +47,19 @@ def main(argv=None) -> int:
     text = "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 70
     prompt = engine.tokenize(text)
     print(f"model {engine.path.name}, prompt {len(prompt)} tokens")
+    full = _prefill_times(engine, prompt, args.reps)
+    rng = random.Random(0)  # one sequence for both kinds of cancel, in this order
+    _cancelled_prefills(engine, prompt, full, args.cancels, rng)
+    reply = engine.tokenize("Repeat this text exactly. " + "The quick brown fox jumps over the lazy dog. " * 8)
+    _cancelled_replies(engine, reply, args.method, args.cancels, rng)
+    _reply_speeds(engine, reply, args.method, args.reps)
+    return 0
+
+
+def _prefill_times(engine: Engine, prompt: list[int], reps: int) -> float:
+    """The prompt's prefill with and without a cancel event (never set), interleaved; the plain median."""
     timings = {"plain": [], "cancellable": []}
-    for _ in range(args.reps):
+    for _ in range(reps):
         for kind in timings:
             engine.reset()
             t0 = time.perf_counter()
@@ -56,10 +67,13 @@ def main(argv=None) -> int:
             timings[kind].append(time.perf_counter() - t0)
     for kind, ts in timings.items():
         print(f"prefill {kind:<12} median {statistics.median(ts):.2f} s  ({', '.join(f'{t:.2f}' for t in ts)})")
-    full = statistics.median(timings["plain"])
+    return statistics.median(timings["plain"])
+
+
+def _cancelled_prefills(engine: Engine, prompt: list[int], full: float, cancels: int, rng: random.Random) -> None:
+    """Prefills cancelled at random moments (of a prefill `full` seconds long): the stop latency."""
     latencies = []
-    rng = random.Random(0)
-    for _ in range(args.cancels):
+    for _ in range(cancels):
         engine.reset()
         cancel = TimedCancel()
         threading.Timer(rng.uniform(0.1, 0.9) * full, cancel.fire).start()
@@ -70,33 +84,39 @@ def main(argv=None) -> int:
     if latencies:
         print(f"stop latency over {len(latencies)} cancels: median {1000 * statistics.median(latencies):.0f} ms, "
               f"max {1000 * max(latencies):.0f} ms")
-    reply = engine.tokenize("Repeat this text exactly. " + "The quick brown fox jumps over the lazy dog. " * 8)
+
+
+def _cancelled_replies(engine: Engine, reply: list[int], method: str, cancels: int, rng: random.Random) -> None:
+    """Replies cancelled while they stream, a few tokens in: the stop latency."""
     latencies = []
-    for _ in range(args.cancels):
+    for _ in range(cancels):
         engine.reset()
         cancel = TimedCancel()
         stop_after = rng.randint(5, 40)
-        decoder = make_decoder(engine, GenerationOptions(method=args.method, max_tokens=200))
+        decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=200))
         for n, _ in enumerate(decoder.generate(reply, 200, cancel=cancel.event)):
             if n + 1 == stop_after:
                 threading.Timer(rng.uniform(0.0, 0.2), cancel.fire).start()
         if cancel.set_at is not None and decoder.stats.stop_reason == "cancelled":
             latencies.append(cancel.latency())
     if latencies:
-        print(f"reply ({args.method}) stop latency over {len(latencies)} cancels: median "
+        print(f"reply ({method}) stop latency over {len(latencies)} cancels: median "
               f"{1000 * statistics.median(latencies):.0f} ms, max {1000 * max(latencies):.0f} ms")
-    speeds = {"no cancel event": [], "cancel event": []}  # the hook's cost on every multi-token decode
-    for _ in range(args.reps):
+
+
+def _reply_speeds(engine: Engine, reply: list[int], method: str, reps: int) -> None:
+    """The reply's speed with and without a cancel event: the hook's cost on every multi-token decode."""
+    speeds = {"no cancel event": [], "cancel event": []}
+    for _ in range(reps):
         for kind in speeds:
             engine.reset()
-            decoder = make_decoder(engine, GenerationOptions(method=args.method, max_tokens=200))
+            decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=200))
             t0 = time.perf_counter()
             n = sum(1 for _ in decoder.generate(reply, 200, cancel=threading.Event() if kind == "cancel event" else None))
             speeds[kind].append(n / (time.perf_counter() - t0))
     for kind, v in speeds.items():
-        print(f"reply ({args.method}) with {kind:<15} median {statistics.median(v):.1f} tok/s  "
+        print(f"reply ({method}) with {kind:<15} median {statistics.median(v):.1f} tok/s  "
               f"({', '.join(f'{x:.1f}' for x in v)})")
-    return 0
 
 
 if __name__ == "__main__":

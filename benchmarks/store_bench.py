@@ -71,7 +71,7 @@ def search_breadth(vectors: np.ndarray, next_tokens: np.ndarray, dtype: str, que
     return rows
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model")
     ap.add_argument("--topics", type=int, default=10, help="pydoc topics to index (default 10)")
@@ -81,13 +81,13 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic-file", help="keep the synthetic index here and reuse it when present (a 1M build takes ~18 min)")
     ap.add_argument("--synthetic-dim", type=int, default=0, help="default: the model's n_embd")
     ap.add_argument("--key-layers", default="default", help="key layers to index with, compared (default: default)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
 
     from pydoc_data.topics import topics
-
-    from sense_local.datastore import DocumentStore, index_paths
-    from sense_local.datastore.indexer import OVERLAP, WINDOW, hidden_states
-    from sense_local.datastore.store import DEFAULT_DTYPE, SEARCH_BREADTH
 
     engine = Engine(resolve_model(args.model), n_ctx=4096)
     mid_sized = [t for t in topics if 2000 <= len(topics[t]) <= args.max_chars]  # ~500-1500 tokens each by default
@@ -99,91 +99,104 @@ def main(argv=None) -> int:
         for name in names:
             (corpus / f"{name}.txt").write_text(topics[name])
         docs = [np.asarray(engine.tokenize(topics[n]), np.int32) for n in names]
-        n_tokens = sum(len(d) for d in docs)
-
-        # 1. throughput: raw prefill and indexing, interleaved over `--rounds` rounds (the machine
-        # drifts; each round's ratio compares neighbours in time), each indexing into a fresh store
         layers = [engine.resolve_key_layer(parse_key_layer(x)) for x in args.key_layers.split(",")]
-        ratios = {x: [] for x in layers}
-        print(f"corpus: {len(names)} pydoc topics, {n_tokens} tokens; window {WINDOW}, overlap {OVERLAP}")
-        for r in range(args.rounds):
-            raw = raw_prefill_rate(engine, docs, WINDOW)
-            for x in layers:
-                engine.use_key_layer(x)
-                store_dir = tmp / "store"
-                shutil.rmtree(store_dir, ignore_errors=True)
-                report = index_paths(engine, store_dir, [corpus], commit_every=1e9)
-                ratios[x].append(report.tok_per_s / raw)
-                print(f"round {r + 1}: keys of {layer_name(x)}: indexing {report.tok_per_s:.1f} tok/s end to end = "
-                      f"{report.tok_per_s / raw:.2f}x raw prefill ({raw:.1f} tok/s); model pass "
-                      f"{report.eval_seconds / report.seconds:.0%} of the time", flush=True)
-        for x in layers:
-            print(f"keys of {layer_name(x)}: indexing / raw prefill, median of {args.rounds} rounds: "
-                  f"{statistics.median(ratios[x]):.2f}x")
-        store = DocumentStore.open(tmp / "store")
-        print(f"store: {store.n_vectors} vectors, {store.disk_bytes() / store.n_vectors:.0f} bytes/token on disk, "
-              f"{store.index.memory_usage / store.n_vectors:.0f} bytes/token in memory (index, loaded)")
-        del store
-
-        # 2. recall of the true next token, by vector type
-        vecs = np.concatenate([hidden_states(engine, d) for d in docs])
-        nxt = np.concatenate([d[1:] for d in docs])
-        rng = np.random.default_rng(0)
-        queries = rng.choice(len(vecs), size=min(2000, len(vecs)), replace=False)
-        mean = vecs.mean(0)
-        _, _, vt = np.linalg.svd(vecs[rng.choice(len(vecs), min(8000, len(vecs)), replace=False)] - mean,
-                                 full_matrices=False)
-        variants = [("f32", vecs, "f32"), ("f16", vecs, "f16"), ("i8", vecs, "i8")]
-        for dim in (256, 128):
-            variants.append((f"f16 pca{dim}", (vecs - mean) @ vt[:dim].T, "f16"))
-        print(f"\nnext-token recall@8 over {len(queries)} positions (self excluded):")
-        base = None
-        for label, v, dt in variants:
-            recall, mem = next_token_recall(np.ascontiguousarray(v, np.float32), nxt, dt, queries)
-            base = base or recall
-            print(f"  {label:<10} recall@8 {recall:.3f} ({recall / base:.3f} of f32), {mem:.0f} bytes/vector in memory")
-
-        print(f"\nsearch breadth ({DEFAULT_DTYPE}): next-token recall@8 and overlap with the exact 8 nearest")
-        for ef, recall, overlap in search_breadth(vecs, nxt, DEFAULT_DTYPE, queries):
-            print(f"  expansion_search {ef:>2}: recall@8 {recall:.3f}, exact-neighbour overlap {overlap:.3f}")
-
-        # 3. search latency on a large synthetic store (one query at a time, as while decoding),
-        # built as the document store builds its index (same metric and vector type)
-        if args.synthetic <= 0:
-            return 0
-        dim = args.synthetic_dim or engine.n_embd
-        usearch = native.load_usearch()
-        path = Path(args.synthetic_file) if args.synthetic_file else tmp / "synthetic.usearch"
-        if path.exists():
-            build = "reused"
-        else:
-            index = usearch.Index(ndim=dim, metric="cos", dtype=DEFAULT_DTYPE)
-            t0 = time.perf_counter()
-            block = 100_000
-            for s in range(0, args.synthetic, block):
-                n = min(block, args.synthetic - s)
-                index.add(np.arange(s, s + n, dtype=np.uint64), rng.standard_normal((n, dim), dtype=np.float32))
-            build = f"built in {time.perf_counter() - t0:.0f} s"
-            index.save(str(path))
-            del index
-        view = usearch.Index.restore(str(path), view=True)
-        qs = rng.standard_normal((500, dim), dtype=np.float32)
-        print(f"\nsynthetic store: {len(view)} x {view.ndim} {view.dtype} ({build}), {path.stat().st_size / 1e9:.2f} GB; "
-              "search k=8, one query at a time (memory-mapped view):")
-        for breadth in dict.fromkeys((SEARCH_BREADTH, 64)):
-            view.expansion_search = breadth
-            lat = []
-            for q in qs:
-                t = time.perf_counter()
-                view.search(q[None, :], 8)
-                lat.append(time.perf_counter() - t)
-            lat.sort()
-            label = " (the store's)" if breadth == SEARCH_BREADTH else ""
-            print(f"  expansion_search {breadth}{label}: p50 {statistics.median(lat) * 1e3:.3f} ms, "
-                  f"p90 {lat[int(0.9 * len(lat))] * 1e3:.3f} ms")
+        indexing_throughput(engine, docs, corpus, tmp / "store", layers, args.rounds)
+        rng = np.random.default_rng(0)  # one sequence for the recall queries and the synthetic store, in this order
+        vector_recall(engine, docs, rng)
+        if args.synthetic > 0:
+            search_latency(args, args.synthetic_dim or engine.n_embd, tmp, rng)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def indexing_throughput(engine: Engine, docs: list[np.ndarray], corpus: Path, store_dir: Path, layers: list,
+                        rounds: int) -> None:
+    """Raw prefill and indexing, interleaved over `rounds` rounds (the machine drifts; each round's
+    ratio compares neighbours in time), each indexing into a fresh store; then that store's size."""
+    from sense_local.datastore import DocumentStore, index_paths
+    from sense_local.datastore.indexer import OVERLAP, WINDOW
+
+    ratios = {x: [] for x in layers}
+    print(f"corpus: {len(docs)} pydoc topics, {sum(len(d) for d in docs)} tokens; window {WINDOW}, overlap {OVERLAP}")
+    for r in range(rounds):
+        raw = raw_prefill_rate(engine, docs, WINDOW)
+        for x in layers:
+            engine.use_key_layer(x)
+            shutil.rmtree(store_dir, ignore_errors=True)
+            report = index_paths(engine, store_dir, [corpus], commit_every=1e9)
+            ratios[x].append(report.tok_per_s / raw)
+            print(f"round {r + 1}: keys of {layer_name(x)}: indexing {report.tok_per_s:.1f} tok/s end to end = "
+                  f"{report.tok_per_s / raw:.2f}x raw prefill ({raw:.1f} tok/s); model pass "
+                  f"{report.eval_seconds / report.seconds:.0%} of the time", flush=True)
+    for x in layers:
+        print(f"keys of {layer_name(x)}: indexing / raw prefill, median of {rounds} rounds: "
+              f"{statistics.median(ratios[x]):.2f}x")
+    store = DocumentStore.open(store_dir)
+    print(f"store: {store.n_vectors} vectors, {store.disk_bytes() / store.n_vectors:.0f} bytes/token on disk, "
+          f"{store.index.memory_usage / store.n_vectors:.0f} bytes/token in memory (index, loaded)")
+
+
+def vector_recall(engine: Engine, docs: list[np.ndarray], rng: np.random.Generator) -> None:
+    """Recall of the true next token by vector type (and PCA-reduced), then by search breadth."""
+    from sense_local.datastore.indexer import hidden_states
+    from sense_local.datastore.store import DEFAULT_DTYPE
+
+    vecs = np.concatenate([hidden_states(engine, d) for d in docs])
+    nxt = np.concatenate([d[1:] for d in docs])
+    queries = rng.choice(len(vecs), size=min(2000, len(vecs)), replace=False)
+    mean = vecs.mean(0)
+    _, _, vt = np.linalg.svd(vecs[rng.choice(len(vecs), min(8000, len(vecs)), replace=False)] - mean,
+                             full_matrices=False)
+    variants = [("f32", vecs, "f32"), ("f16", vecs, "f16"), ("i8", vecs, "i8")]
+    for dim in (256, 128):
+        variants.append((f"f16 pca{dim}", (vecs - mean) @ vt[:dim].T, "f16"))
+    print(f"\nnext-token recall@8 over {len(queries)} positions (self excluded):")
+    base = None
+    for label, v, dt in variants:
+        recall, mem = next_token_recall(np.ascontiguousarray(v, np.float32), nxt, dt, queries)
+        base = base or recall
+        print(f"  {label:<10} recall@8 {recall:.3f} ({recall / base:.3f} of f32), {mem:.0f} bytes/vector in memory")
+
+    print(f"\nsearch breadth ({DEFAULT_DTYPE}): next-token recall@8 and overlap with the exact 8 nearest")
+    for ef, recall, overlap in search_breadth(vecs, nxt, DEFAULT_DTYPE, queries):
+        print(f"  expansion_search {ef:>2}: recall@8 {recall:.3f}, exact-neighbour overlap {overlap:.3f}")
+
+
+def search_latency(args, dim: int, tmp: Path, rng: np.random.Generator) -> None:
+    """Search latency on a large synthetic store (one query at a time, as while decoding), built as
+    the document store builds its index (same metric and vector type)."""
+    from sense_local.datastore.store import DEFAULT_DTYPE, SEARCH_BREADTH
+
+    usearch = native.load_usearch()
+    path = Path(args.synthetic_file) if args.synthetic_file else tmp / "synthetic.usearch"
+    if path.exists():
+        build = "reused"
+    else:
+        index = usearch.Index(ndim=dim, metric="cos", dtype=DEFAULT_DTYPE)
+        t0 = time.perf_counter()
+        block = 100_000
+        for s in range(0, args.synthetic, block):
+            n = min(block, args.synthetic - s)
+            index.add(np.arange(s, s + n, dtype=np.uint64), rng.standard_normal((n, dim), dtype=np.float32))
+        build = f"built in {time.perf_counter() - t0:.0f} s"
+        index.save(str(path))
+        del index
+    view = usearch.Index.restore(str(path), view=True)
+    qs = rng.standard_normal((500, dim), dtype=np.float32)
+    print(f"\nsynthetic store: {len(view)} x {view.ndim} {view.dtype} ({build}), {path.stat().st_size / 1e9:.2f} GB; "
+          "search k=8, one query at a time (memory-mapped view):")
+    for breadth in dict.fromkeys((SEARCH_BREADTH, 64)):
+        view.expansion_search = breadth
+        lat = []
+        for q in qs:
+            t = time.perf_counter()
+            view.search(q[None, :], 8)
+            lat.append(time.perf_counter() - t)
+        lat.sort()
+        label = " (the store's)" if breadth == SEARCH_BREADTH else ""
+        print(f"  expansion_search {breadth}{label}: p50 {statistics.median(lat) * 1e3:.3f} ms, "
+              f"p90 {lat[int(0.9 * len(lat))] * 1e3:.3f} ms")
 
 
 if __name__ == "__main__":

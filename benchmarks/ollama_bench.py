@@ -10,12 +10,11 @@ Medians are reported, with how many replies had the same text through both route
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import urllib.request
 
-from benchmarks.stream_timing import StreamClock, interleaved, openai_request, serving
+from benchmarks.stream_timing import StreamClock, arguments, interleaved, openai_request, serving
 
 
 def _ollama_request(base: str, prompt: str, method: str, tokens: int) -> dict:
@@ -37,12 +36,7 @@ def _ollama_request(base: str, prompt: str, method: str, tokens: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--methods", default="ar,pld")
-    ap.add_argument("--tokens", type=int, default=96)
-    ap.add_argument("--reps", type=int, default=2)
-    args = ap.parse_args(argv)
+    args = arguments(__doc__.split("\n")[0]).parse_args(argv)
     with serving(args.model) as base:
         sides = {"openai": lambda prompt, method: openai_request(base, prompt, method, args.tokens),
                  "ollama": lambda prompt, method: _ollama_request(base, prompt, method, args.tokens)}

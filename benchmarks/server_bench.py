@@ -10,13 +10,12 @@ Repetitions are interleaved; medians are reported.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
 
-from benchmarks.stream_timing import interleaved, openai_request, serving
+from benchmarks.stream_timing import arguments, interleaved, openai_request, serving
 
 
 def _cli(model: str, prompt: str, method: str, tokens: int) -> dict:
@@ -28,11 +27,7 @@ def _cli(model: str, prompt: str, method: str, tokens: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--methods", default="ar,pld")
-    ap.add_argument("--tokens", type=int, default=96)
-    ap.add_argument("--reps", type=int, default=2)
+    ap = arguments(__doc__.split("\n")[0])
     ap.add_argument("--json", dest="json_file")
     args = ap.parse_args(argv)
     methods = args.methods.split(",")

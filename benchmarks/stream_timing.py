@@ -6,6 +6,7 @@ the decoder's own definition), the first-token latency from sending the request;
 compared run one at a time on the same prompts, repetitions interleaved, their order alternating."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -23,6 +24,16 @@ PROMPTS = [
     "Explain in a short paragraph what a hash table is and why lookups are fast.",
     "List five tips for writing clear commit messages.",
 ]
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options both benchmarks take: the model served, the methods compared, reply length, reps."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--methods", default="ar,pld")
+    ap.add_argument("--tokens", type=int, default=96)
+    ap.add_argument("--reps", type=int, default=2)
+    return ap
 
 
 @dataclass

@@ -3,6 +3,7 @@ path (or its most probable nodes)."""
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,6 +50,42 @@ def heaviest_path(conts: np.ndarray, weights: np.ndarray, max_len: int, min_frac
     return np.asarray(path, np.int32), np.asarray(fractions, np.float32), members
 
 
+@dataclass
+class Trie:
+    """The continuations' token trie: node i holds token[i] under parent[i] (-1: the root), with the
+    summed weight of the continuations through it; children[-1] are the root's."""
+
+    token: list[int]
+    parent: list[int]
+    mass: list[float]
+    children: dict[int, list[int]]
+    total: float  # the weight of every continuation (the root's)
+
+
+def build_trie(conts: np.ndarray, weights: np.ndarray, max_depth: int) -> Trie:
+    """conts: [m, L] int32 (-1 = none); weights: [m] float; continuations cut to max_depth tokens."""
+    rows = conts[:, :max_depth].tolist()
+    w = [float(x) for x in weights]
+    trie = Trie([], [], [], {-1: []}, sum(w))
+    index: dict[tuple[int, int], int] = {}
+    for r, row in enumerate(rows):
+        at = -1
+        for t in row:
+            if t < 0:
+                break
+            node = index.get((at, t))
+            if node is None:
+                node = index[(at, t)] = len(trie.token)
+                trie.token.append(t)
+                trie.parent.append(at)
+                trie.mass.append(0.0)
+                trie.children[at].append(node)
+                trie.children[node] = []
+            trie.mass[node] += w[r]
+            at = node
+    return trie
+
+
 def best_first_tree(conts: np.ndarray, weights: np.ndarray, acceptance: float, max_nodes: int, max_branches: int):
     """The continuations' trie, cut to its `max_nodes` most probable nodes in best-first order.
 
@@ -59,38 +96,27 @@ def best_first_tree(conts: np.ndarray, weights: np.ndarray, acceptance: float, m
     most `max_branches` leaves. Returns (tokens [n] int32, parents [n] int32 with -1 = the root,
     path_probs [n] float, non-increasing in order).
     """
-    rows = conts[:, :max_nodes].tolist()
-    w = [float(x) for x in weights]
-    # the whole trie: node -> token, parent, weight; children per node
-    tok: list[int] = []
-    par: list[int] = []
-    mass: list[float] = []
-    children: dict[int, list[int]] = {-1: []}
-    index: dict[tuple[int, int], int] = {}
-    for r, row in enumerate(rows):
-        at = -1
-        for t in row:
-            if t < 0:
-                break
-            node = index.get((at, t))
-            if node is None:
-                node = index[(at, t)] = len(tok)
-                tok.append(t)
-                par.append(at)
-                mass.append(0.0)
-                children[at].append(node)
-                children[node] = []
-            mass[node] += w[r]
-            at = node
-    total = sum(w)
-    if not tok or total <= 0:
+    trie = build_trie(conts, weights, max_nodes)
+    if not trie.token or trie.total <= 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    chosen, probs, new_id = _most_probable_nodes(trie, acceptance, max_nodes, max_branches)
+    return (
+        np.asarray([trie.token[i] for i in chosen], np.int32),
+        np.asarray([new_id[trie.parent[i]] for i in chosen], np.int32),
+        np.asarray(probs, np.float32),
+    )
+
+
+def _most_probable_nodes(trie: Trie, acceptance: float, max_nodes: int, max_branches: int):
+    """(the chosen nodes in best-first order, their path probabilities, node -> index among the
+    chosen, -1 -> -1)."""
+    par, mass = trie.parent, trie.mass
 
     def prob(node: int, parent_prob: float) -> float:
-        parent_mass = total if par[node] < 0 else mass[par[node]]
+        parent_mass = trie.total if par[node] < 0 else mass[par[node]]
         return parent_prob * acceptance * mass[node] / parent_mass
 
-    heap = [(-prob(c, 1.0), c) for c in children[-1]]
+    heap = [(-prob(c, 1.0), c) for c in trie.children[-1]]
     heapq.heapify(heap)
     chosen: list[int] = []
     new_id: dict[int, int] = {-1: -1}
@@ -109,10 +135,6 @@ def best_first_tree(conts: np.ndarray, weights: np.ndarray, acceptance: float, m
         n_children[len(chosen)] = 0
         chosen.append(node)
         probs.append(-neg_p)
-        for c in children[node]:
+        for c in trie.children[node]:
             heapq.heappush(heap, (-prob(c, -neg_p), c))
-    return (
-        np.asarray([tok[i] for i in chosen], np.int32),
-        np.asarray([new_id[par[i]] for i in chosen], np.int32),
-        np.asarray(probs, np.float32),
-    )
+    return chosen, probs, new_id

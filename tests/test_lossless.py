@@ -36,6 +36,5 @@ def test_pld_drafts_and_gets_accepted_on_grounded_prompts(engine):
         _, stats = _run(engine, prompt, "pld", 64)
         accepted += stats.accepted
         drafted += stats.drafted
-        assert stats.tau == pytest.approx(stats.tokens / stats.forwards)
     # draft lengths follow measured decode times, so the rate moves with machine load (0.50-0.65 seen)
     assert drafted > 0 and accepted / drafted > 0.35

@@ -206,7 +206,7 @@ def run_bench_cli(args) -> int:
     # lookup decoding (a slow reference, ~0.5x on most kinds) runs once.
     peer_reps = {p: args.reps for p in PEERS}  # peers run on every task, as often as our methods
 
-    from ..cli import rpc_workers
+    from ..cli_config import rpc_workers
 
     path = resolve_model(args.model)
     engine = Engine(path, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, key_layer=args.key_layer,

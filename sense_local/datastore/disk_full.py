@@ -43,7 +43,7 @@ def reason(exc: BaseException) -> str:
 
 
 def disk_full_error(store, exc: BaseException) -> StoreError:
-    """Put `store` (a writable DocumentStore) back to its last commit and say so in one line."""
+    """Put `store` (a StoreWriter) back to its last commit and say so in one line."""
     why = reason(exc)
     try:
         committed = store.discard_uncommitted()

@@ -7,17 +7,18 @@ At each commit the manifest records, per file it points at:
 Opening a store checks cheaply: sizes always, the token prefix's sha256 always (4 bytes a token:
 milliseconds), and the index's sha256 when its size or mtime differ from the record, after an
 unclean shutdown (an indexer died holding the store), or when asked (`index --verify`).
-passages.sqlite is changed in place by writers, so it is checked by SQLite itself (quick_check).
+passages.sqlite is changed in place by writers, so it is checked by SQLite itself (quick_check), and
+its rows against the digest of each document's passages the manifest keeps.
 A damaged file is reported in one line naming it and the repair command.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from pathlib import Path
 
 from .manifest import Manifest, StoreError
+from .passages import PASSAGES_DB, passages_digest
 
 CHUNK = 1 << 20
 
@@ -102,18 +103,20 @@ def check_passages_db(path: Path) -> None:
         raise damaged(path.parent, path.name, f"SQLite quick_check: {verdict}")
 
 
-def unclean_shutdown(directory: Path) -> bool:
-    """An indexer's marker left behind by a process that is gone: it died while holding the store."""
-    import json
 
+def verify_passages(directory: Path, passages, manifest: Manifest, *, fts_check: bool) -> None:
+    """Every committed document's passage rows (a PassageTable) hash to what the manifest recorded (a
+    digest over their texts: milliseconds per million tokens); `fts_check` also runs FTS5's own check."""
     try:
-        pid = int(json.loads((directory / "indexing.json").read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+        have = passages.digests()
+        if fts_check:
+            passages.fts_integrity()
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"{directory / PASSAGES_DB}: cannot be read ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        raise damaged(directory, PASSAGES_DB, f"SQLite: {exc}") from None
+    none = passages_digest([])
+    for entry in manifest.documents.values():
+        got = have.get((entry.path, entry.start), none)
+        if entry.passages_sha256 and got != entry.passages_sha256:
+            raise damaged(directory, PASSAGES_DB, f"the passages of {entry.path} differ from the manifest's")

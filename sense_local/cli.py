@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The table of subcommands: each one's flags (shared groups from cli_args) and its handler."""
     from .datastore.extract import MAX_FILE_BYTES
     from .datastore.indexer import COMMIT_EVERY
-    from .datastore.store import DEFAULT_DTYPE, DTYPES
+    from .datastore.store_writer import DEFAULT_DTYPE, DTYPES
     from .rpc import DEFAULT_PORT as RPC_PORT
     from .server import LOOPBACK
     from .server.jobs import DEFAULT_QUEUE

@@ -18,7 +18,7 @@ PASS_LINE_EVERY = 5.0  # seconds between the model pass's progress lines when no
 def cmd_index(args) -> int:
     from .datastore import index_paths
     from .datastore.extract import MAX_FILE_BYTES
-    from .datastore.indexer import repair_store
+    from .datastore.maintenance import repair_store
     from .paths import default_store
 
     store_dir = args.store or str(default_store())
@@ -48,7 +48,7 @@ def cmd_index(args) -> int:
 
 
 def _verify(store_dir: str, as_json: bool) -> int:
-    from .datastore.indexer import verify_store
+    from .datastore.maintenance import verify_store
     from .key_tap import layer_name
 
     result = verify_store(Path(store_dir))

@@ -1,5 +1,6 @@
-"""The document datastore: hidden-state-keyed USearch store of the user's documents."""
-from .indexer import IndexReport, PassState, document_state, index_paths
+"""The document datastore: the user's documents in a USearch store keyed by the model's key states."""
+from .index_report import IndexReport, PassState, document_state
+from .indexer import index_paths
 from .manifest import StoreError
 from .store import DocumentStore, Neighbours
 

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rpc-worker", help="hold layers of a model for another machine's --rpc (llama.cpp's RPC "
                        "server; no authentication: never on an open network)")
-    p.add_argument("--host", default=LOOPBACK, help=f"IPv4 address to listen on (default {LOOPBACK}: this machine only)")
+    p.add_argument("--host", default=LOOPBACK,
+                   help=f"IPv4 address to listen on (default {LOOPBACK}: this machine only)")
     p.add_argument("--port", type=int, default=RPC_PORT)
     p.add_argument("--mem", type=int, default=None, metavar="MIB",
                    help="memory to report to clients, who split layers by it (default: this machine's memory)")

@@ -61,7 +61,8 @@ def add_grounding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
                    help=f"most prompt tokens spent on passages (default {DEFAULT_BUDGET})")
     p.add_argument("--ranker", choices=RANKERS, default=DEFAULT_RANKER,
-                   help=f"passage ranking: lexical, the model's hidden states, or both fused (default {DEFAULT_RANKER})")
+                   help="passage ranking: lexical, the model's hidden states, or both fused "
+                        f"(default {DEFAULT_RANKER})")
     p.add_argument("--always-ground", action="store_true",
                    help="put passages into the prompt even when few of the question's words occur in the documents "
                         "(a question in another language than the documents')")

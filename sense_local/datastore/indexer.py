@@ -122,8 +122,9 @@ def index_paths(
     only those under `paths` are, and the rest stay searchable by words for a later run (the report's
     `owed`); `on_owed(documents, tokens, reading_now)` is told about them either way, before the pass."""
     t0 = time.perf_counter()
-    run = IndexRun(_resolve_roots(paths), progress=progress, commit_every=commit_every, max_file_bytes=max_file_bytes,
-                   cancel=cancel, on_searchable=on_searchable, on_pass=on_pass, finish_keys=finish_keys, on_owed=on_owed)
+    run = IndexRun(_resolve_roots(paths), progress=progress, commit_every=commit_every,
+                   max_file_bytes=max_file_bytes, cancel=cancel, on_searchable=on_searchable, on_pass=on_pass,
+                   finish_keys=finish_keys, on_owed=on_owed)
     store = _open_for_indexing(engine, store_dir, dtype, wait)
     engine.use_key_layer(store.manifest.key_layer)
     try:
@@ -278,7 +279,8 @@ def _add_words(engine: Engine, store: StoreWriter, documents: list[NewDocument],
     for doc in documents:
         if doc.kind == "updated":
             store.remove_document(doc.entry.path)
-        store.add_document(doc.entry, doc.tokens, None, split_passages(doc.tokens, engine.piece, breaks=doc.entry.pages))
+        passages = split_passages(doc.tokens, engine.piece, breaks=doc.entry.pages)
+        store.add_document(doc.entry, doc.tokens, None, passages)
         getattr(report, doc.kind).append(doc.entry.path)
         report.skipped.pop(doc.entry.path, None)
         if time.perf_counter() - last_commit > run.commit_every:

@@ -54,5 +54,5 @@ class DocumentStore:
                                     verify=verify)
         if not (directory / MANIFEST).exists():
             check_new_store(directory, create)
-            return StoreWriter.create(directory, usearch, create)  # asked to make one: made, as a writer without the lock
+            return StoreWriter.create(directory, usearch, create)  # made as asked (a writer, without the lock)
         return StoreReader.load(directory, usearch, fingerprint=fingerprint, verify=verify)

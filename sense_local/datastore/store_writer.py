@@ -63,7 +63,8 @@ class StoreWriter(StoreReader):
     @classmethod
     def create(cls, directory: Path, usearch, create: dict) -> "StoreWriter":
         """A new, empty store committed in `directory` (model_fingerprint, model_name, n_embd[, dtype, key_layer])."""
-        manifest = Manifest(dtype=create.get("dtype", DEFAULT_DTYPE), **{k: v for k, v in create.items() if k != "dtype"})
+        fields = {k: v for k, v in create.items() if k != "dtype"}
+        manifest = Manifest(dtype=create.get("dtype", DEFAULT_DTYPE), **fields)
         index = usearch.Index(ndim=manifest.n_embd, metric=manifest.metric, dtype=manifest.dtype)
         store = cls(directory, manifest, index)
         store.commit()

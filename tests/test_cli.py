@@ -100,3 +100,38 @@ def test_generate_pld_events_carry_provenance():
 def test_bench_rejects_unknown_methods():
     proc = run_cli("bench", "--methods", "ar,bogus")
     assert proc.returncode == 2 and "unknown method(s) bogus" in proc.stderr
+
+
+def test_cli_defaults_are_read_from_the_library():
+    """Every subcommand's defaults are the library's own (one place to change them), and the subcommands
+    that decode share one set of generation flags."""
+    from sense_local.cli import build_parser
+    from sense_local.conversation import ConversationConfig
+    from sense_local.datastore.extract import MAX_FILE_BYTES
+    from sense_local.datastore.indexer import COMMIT_EVERY
+    from sense_local.datastore.store_writer import DEFAULT_DTYPE
+    from sense_local.generation import DEFAULT_CHAT_MAX_TOKENS, GenerationOptions
+    from sense_local.grounding.chat import DEFAULT_PASSAGES
+    from sense_local.grounding.prompt import DEFAULT_BUDGET
+    from sense_local.grounding.retrieve import DEFAULT_RANKER
+    from sense_local.rpc import DEFAULT_PORT
+    from sense_local.server.jobs import DEFAULT_QUEUE
+
+    parser = build_parser()
+    options, config = GenerationOptions(), ConversationConfig()
+    replies = {"generate": options.max_tokens, "ask": options.max_tokens, "chat": DEFAULT_CHAT_MAX_TOKENS,
+               "serve": DEFAULT_CHAT_MAX_TOKENS}
+    for command, max_tokens in replies.items():
+        args = parser.parse_args([command] + (["x"] if command in ("generate", "ask") else []))
+        assert (args.method, args.max_tokens, args.temperature, args.theta) == (
+            options.method, max_tokens, options.temperature, options.theta), command
+        assert args.seed == (None if command == "serve" else options.seed), command  # serve: a seed per request
+        assert (args.ctx, args.threads, args.gpu_layers) == (config.n_ctx, config.threads, config.gpu_layers)
+    for command in ("ask", "serve"):
+        args = parser.parse_args([command] + (["x"] if command == "ask" else []))
+        assert (args.passages, args.budget, args.ranker) == (DEFAULT_PASSAGES, DEFAULT_BUDGET, DEFAULT_RANKER)
+    assert parser.parse_args(["serve"]).queue == DEFAULT_QUEUE
+    index = parser.parse_args(["index", "x"])
+    assert (index.dtype, index.commit_every) == (DEFAULT_DTYPE, COMMIT_EVERY)
+    assert index.max_file_mb * 2**20 == MAX_FILE_BYTES
+    assert parser.parse_args(["rpc-worker"]).port == DEFAULT_PORT

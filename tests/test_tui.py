@@ -44,9 +44,9 @@ async def send(pilot, app, text):
 
 async def start_long_reply(pilot, app, streamed: int = 5, text: str = "Write a long story about a dragon who learns to bake bread."):
     """Send a request for a long reply and return once `streamed` tokens of it are on screen."""
-    await wait_for(pilot, lambda: app.session is not None)
+    await wait_for(pilot, lambda: app.chat.session is not None)
     await send(pilot, app, text)
-    await wait_for(pilot, lambda: app._streamed >= streamed)
+    await wait_for(pilot, lambda: app.chat._streamed >= streamed)
 
 
 def make_app(tmp_path, **settings):
@@ -73,9 +73,9 @@ async def test_streamed_reply_highlighting_matches_event_provenance(tmp_path, mo
     monkeypatch.setattr(SpecDecoder, "generate", recording_generate)
     app = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         await send(pilot, app, QUOTE)
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         reply = replies(app)[0]
         assert len(replies(app)) == 1 and reply.content.strip()
         shown = "".join(t for t, _, _ in reply.spans)
@@ -108,19 +108,19 @@ async def test_cancel_then_send_again_and_session_survives_restart(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await start_long_reply(pilot, app)
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         first = [m for m in app.query(ChatMessage) if m.role == "assistant"][-1]
-        assert "stopped" in first.footer and app.last_stats["tokens"] < 400
+        assert "stopped" in first.footer and app.chat.last_stats.tokens < 400
         await send(pilot, app, "Now say hello in French.")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         second = [m for m in app.query(ChatMessage) if m.role == "assistant"][-1]
         assert second.content.strip() and "stopped" not in second.footer
-        session_id = app.session.id
+        session_id = app.chat.session.id
     # a new app on the same database shows the same conversation
     again = SenseApp(sessions=SessionStore(tmp_path / "sessions.db"))
     async with again.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: again.session is not None)
-        assert again.session.id == session_id
+        await wait_for(pilot, lambda: again.chat.session is not None)
+        assert again.chat.session.id == session_id
         roles = [m.role for m in again.query(ChatMessage)]
         assert roles == ["user", "assistant", "user", "assistant"]
         assert [m for m in again.query(ChatMessage)][-1].content == second.content
@@ -135,13 +135,13 @@ async def test_a_message_sent_during_a_reply_is_kept_and_sent_after_it(tmp_path)
         box.text = "Now say hello in French."
         box.focus()
         await pilot.press("enter")
-        assert app.queued == ["Now say hello in French."] and app.generating  # kept; the reply goes on
+        assert app.chat.queued == ["Now say hello in French."] and app.chat.generating  # kept; the reply goes on
         await pilot.press("escape")  # the reply stops, and the queued message goes
-        await wait_for(pilot, lambda: len(replies(app)) == 2 and not app.generating)
+        await wait_for(pilot, lambda: len(replies(app)) == 2 and not app.chat.generating)
         users = [m.content for m in app.query(ChatMessage) if m.role == "user"]
-        assert users[-1] == "Now say hello in French." and not app.queued
+        assert users[-1] == "Now say hello in French." and not app.chat.queued
         assert "stopped" in replies(app)[0].footer and replies(app)[1].content.strip()
-        stored = [m.content for m in app.sessions.messages(app.session.id) if m.role == "user"]
+        stored = [m.content for m in app.sessions.messages(app.chat.session.id) if m.role == "user"]
         assert stored[-1] == "Now say hello in French."
 
 
@@ -151,23 +151,23 @@ async def test_a_long_prompt_shows_how_far_it_has_been_read(tmp_path):
 
     app = make_app(tmp_path, max_tokens=8, method="ar", grounded=False)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         await send(pilot, app, "Summarise this:\n" + topics["compound"][:9000])
         reply = replies(app)[-1]
-        await wait_for(pilot, lambda: "reading the prompt:" in reply.footer or not app.generating)
+        await wait_for(pilot, lambda: "reading the prompt:" in reply.footer or not app.chat.generating)
         assert "reading the prompt:" in reply.footer and " / " in reply.footer
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         assert "reading the prompt" not in reply.footer and "tok/s" in reply.footer  # replaced by the figures
         # stopped while the prompt is read: the question leaves the conversation, its text goes back to the box
         text = "Summarise this too:\n" + topics["compound"][9000:18000]
         await send(pilot, app, text)
-        await wait_for(pilot, lambda: "reading the prompt:" in replies(app)[-1].footer or not app.generating)
+        await wait_for(pilot, lambda: "reading the prompt:" in replies(app)[-1].footer or not app.chat.generating)
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         box = app.query_one(PromptBox)
         assert box.text == text
         assert box.cursor_location == box.document.end  # typing goes on where the question ended
-        assert [m.content for m in app.sessions.messages(app.session.id) if m.role == "user"][-1].startswith("Summarise this:")
+        assert [m.content for m in app.sessions.messages(app.chat.session.id) if m.role == "user"][-1].startswith("Summarise this:")
         assert len(replies(app)) == 1
 
 
@@ -182,7 +182,7 @@ async def test_indexing_from_documents_screen_while_chatting(tmp_path, monkeypat
         (folder / f"{t}.txt").write_text(topics[t])
     app = make_app(tmp_path, method="sense", max_tokens=24)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         await pilot.press("f3")
         screen = app.screen
         screen.query_one("#folder").value = str(folder)
@@ -194,7 +194,7 @@ async def test_indexing_from_documents_screen_while_chatting(tmp_path, monkeypat
         assert bar.display and bar.total > 1  # the progress bar was shown, sized in tokens
         await pilot.press("escape")  # back to the chat while indexing goes on
         await send(pilot, app, "Say hi.")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         assert [m for m in app.query(ChatMessage) if m.role == "assistant"][-1].content.strip()
         await wait_for(pilot, lambda: "done" in str(screen.query_one("#index-status").render()), 240)
         assert app.store is not None and len(app.store.manifest.documents) == 3
@@ -203,11 +203,11 @@ async def test_indexing_from_documents_screen_while_chatting(tmp_path, monkeypat
         await pilot.press("escape")
         # grounded chat: the reply lists the passages it was given, from the right document
         await send(pilot, app, "What does the pass statement do?")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         reply = [m for m in app.query(ChatMessage) if m.role == "assistant"][-1]
         assert reply.sources and Path(reply.sources[0]["path"]).name == "pass.txt"
         assert "pass.txt, line" in reply.sources_text().plain
-        stored = app.sessions.messages(app.session.id)[-1]
+        stored = app.sessions.messages(app.chat.session.id)[-1]
         assert stored.stats["sources"] == reply.sources  # kept with the session
 
 
@@ -243,10 +243,10 @@ async def test_model_picker_switches_models_and_the_chat_goes_on(tmp_path):
 
     app = make_app(tmp_path, max_tokens=6, method="ar")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None and app.engine is not None)
         first = app.model_path
         await send(pilot, app, "Say hi.")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         await pilot.press("f7")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen))
         view = app.screen.query_one(ListView)
@@ -258,7 +258,7 @@ async def test_model_picker_switches_models_and_the_chat_goes_on(tmp_path):
         await wait_for(pilot, lambda: app.engine is not None and app.model_path == want)
         assert first != want
         await send(pilot, app, "Say bye.")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         assert [m.role for m in app.query(ChatMessage)] == ["user", "assistant", "user", "assistant"]
         assert "SmolLM2-135M-Instruct.Q4_1.gguf" in str(app.query_one("#status").render())
 
@@ -270,7 +270,7 @@ async def test_quit_during_a_reply_keeps_the_partial_reply_and_exits_fast(tmp_pa
     app = make_app(tmp_path, max_tokens=400, method="ar")
     async with app.run_test(size=SIZE) as pilot:
         await start_long_reply(pilot, app)
-        session_id = app.session.id
+        session_id = app.chat.session.id
         start = time.monotonic()
         await pilot.press("ctrl+q")
         while app.is_running and time.monotonic() - start < 5:
@@ -289,17 +289,16 @@ async def test_the_first_reply_on_a_fresh_model_never_waits_for_a_calibration(tm
     from sense_local.speculative import cost
 
     monkeypatch.setenv("SENSE_HOME", str(tmp_path / "fresh-home"))  # no cost curve cached here
-    monkeypatch.setattr(cost, "_loaded", {})
     monkeypatch.setattr(cost, "LEARNED_AFTER", 1)
     measured = []
     monkeypatch.setattr(cost, "measure_cost_curve", lambda *a, **k: measured.append(1) or cost.PRIOR)
     app = make_app(tmp_path, max_tokens=120, method="pld")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None and app.engine is not None)
         assert not cost.cost_curve_known(app.engine)
         await send(pilot, app, "Repeat exactly, twice: the quick brown fox jumps over the lazy dog. "
                                "The quick brown fox jumps over the lazy dog.")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         assert replies(app)[-1].content.strip() and not measured
         assert app.conversation.stats.forwards > 0 and "tok/s" in str(app.query_one("#status").render())
         if app.conversation._decoder.cost.observed >= 1:  # it timed a drafted decode: that is kept
@@ -308,16 +307,16 @@ async def test_the_first_reply_on_a_fresh_model_never_waits_for_a_calibration(tm
 
 @pytest.mark.asyncio
 async def test_first_launch_welcomes_and_typing_on_the_transcript_goes_to_the_prompt(tmp_path):
-    from tui.app import WELCOME
+    from tui.chat import WELCOME
 
     app = make_app(tmp_path, max_tokens=4, method="ar")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         welcome = app.query(".welcome")
         assert len(welcome) == 1 and "F3" in str(welcome.first().render()) and WELCOME.startswith("Type")
         app.query_one("#transcript").focus()
         await pilot.press("h", "i", "enter")  # typed with the transcript focused: nothing lost
-        await wait_for(pilot, lambda: len(replies(app)) == 1 and not app.generating)
+        await wait_for(pilot, lambda: len(replies(app)) == 1 and not app.chat.generating)
         assert [m.content for m in app.query(ChatMessage) if m.role == "user"] == ["hi"]
         assert not app.query(".welcome")  # gone once the chat starts
 
@@ -328,7 +327,7 @@ async def test_transcript_shows_the_end_after_esc(tmp_path):
     async with app.run_test(size=(80, 16)) as pilot:
         await start_long_reply(pilot, app, 150, "Write a long story about a dragon.\n" * 3)
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         transcript = app.query_one("#transcript")
         await wait_for(pilot, lambda: transcript.max_scroll_y > 0, 10)  # laid out: the transcript overflows
         await pilot.pause(0.3)
@@ -344,7 +343,7 @@ async def test_settings_save_with_enter_and_say_which_field_is_wrong(tmp_path):
 
     app = make_app(tmp_path, max_tokens=48, method="ar")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         await pilot.press("f5")
         await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen))
         app.screen.query_one("#theta", Input).value = "abc"
@@ -363,7 +362,7 @@ async def test_settings_save_with_enter_and_say_which_field_is_wrong(tmp_path):
         app.screen.query_one("#max_tokens", Input).focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
-        assert app.settings.max_tokens == 77 and app.sessions.get(app.session.id).settings["max_tokens"] == 77
+        assert app.chat.settings.max_tokens == 77 and app.sessions.get(app.chat.session.id).settings["max_tokens"] == 77
 
 
 @pytest.mark.asyncio
@@ -374,8 +373,8 @@ async def test_sessions_rename_the_current_one_and_delete_asks_first(tmp_path):
 
     app = make_app(tmp_path, max_tokens=4, method="ar")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
-        current = app.session.id
+        await wait_for(pilot, lambda: app.chat.session is not None)
+        current = app.chat.session.id
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen))
         app.screen.query_one("#sessions").index = None  # nothing highlighted: rename acts on the current one
@@ -391,8 +390,8 @@ async def test_sessions_rename_the_current_one_and_delete_asks_first(tmp_path):
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, SessionsScreen))
         # a fresh session took its place (SQLite may give it the freed id)
-        assert app.session is not None and app.sessions.get(app.session.id) is not None
-        assert app.session.title.startswith("Chat ") and app.sub_title == app.session.title
+        assert app.chat.session is not None and app.sessions.get(app.chat.session.id) is not None
+        assert app.chat.session.title.startswith("Chat ") and app.sub_title == app.chat.session.title
 
 
 def code_session(tmp_path) -> SessionStore:
@@ -414,7 +413,7 @@ async def test_copy_the_last_reply_and_its_last_code_block(tmp_path):
 
     app = SenseApp(sessions=code_session(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None and app.engine is not None)
         await pilot.press("f9")
         assert app.clipboard == "for i in range(3):\n    print(i)"  # the last block, without its fences
         await pilot.press("f8")
@@ -435,7 +434,7 @@ async def test_copy_the_last_reply_and_its_last_code_block(tmp_path):
         assert app.clipboard == "for i in range(3):\n    print(i)"
         # a real reply (of one token, by the session's settings): F8 copies what the model wrote
         await send(pilot, app, "Say hi.")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         await pilot.press("f8")
         assert app.clipboard == replies(app)[-1].content and app.clipboard.strip()
 
@@ -448,13 +447,13 @@ async def test_a_one_token_reply_says_token_and_no_speed_and_long_titles_use_the
     question = ("Please explain in detail how a lighthouse keeper in the nineteenth century kept the lamp "
                 "burning through a winter storm")
     async with app.run_test(size=(240, 40)) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         await send(pilot, app, question)
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         footer = replies(app)[-1].footer
         assert footer.startswith("1 token · tau ") and "tok/s" not in footer
         assert "tok/s" not in str(app.query_one("#status").render())
-        assert app.session.title == question and len(question) > 100  # not cut at 40
+        assert app.chat.session.title == question and len(question) > 100  # not cut at 40
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen))
         await pilot.pause(0.2)
@@ -476,8 +475,8 @@ async def test_both_lists_open_on_the_current_row_and_delete_names_the_highlight
         store.add_message(sid, StoredMessage("user", "hi"))
     app = SenseApp(sessions=store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
-        app.open_session(ids[0])  # Alpha: the bottom row
+        await wait_for(pilot, lambda: app.chat.session is not None and app.engine is not None)
+        app.chat.open_session(ids[0])  # Alpha: the bottom row
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen))
         view = app.screen.query_one("#sessions", ListView)
@@ -500,7 +499,7 @@ async def test_both_lists_open_on_the_current_row_and_delete_names_the_highlight
         assert store.get(ids[0]) is not None and store.get(ids[2]) is not None
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.dialog_open, 5)
-        assert app.session.id == ids[0]  # the chat on screen is untouched
+        assert app.chat.session.id == ids[0]  # the chat on screen is untouched
         # the models list opens on the running model, and its header is not cut
         await pilot.press("f7")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen))
@@ -521,7 +520,7 @@ async def test_del_on_a_document_asks_first(tmp_path, tmp_path_factory, engine):
     app = SenseApp(ConversationConfig(store=str(store)), sessions=SessionStore(tmp_path / "s.db"),
                    settings=Settings(method="ar", max_tokens=4))
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.store is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None and app.store is not None)
         await pilot.press("f3")
         screen = app.screen
         table = screen.query_one("#docs-table", DataTable)
@@ -549,7 +548,7 @@ async def test_f1_help_lists_the_real_bindings_and_the_colours(tmp_path):
 
     app = make_app(tmp_path, max_tokens=4, method="ar")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         await pilot.press("f1")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), 5)
         lines = _rendered(app.screen.query_one("#help-text"))
@@ -579,7 +578,7 @@ def _rendered(widget) -> list[str]:
 async def test_settings_scroll_at_60x15_and_every_field_and_save_are_reached_by_tab(tmp_path):
     app = make_app(tmp_path, max_tokens=4, method="ar")
     async with app.run_test(size=(60, 15)) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None and app.engine is not None)
         await pilot.press("f5")
         await wait_for(pilot, lambda: app.dialog_open, 5)
         dialog = app.screen.query_one(".dialog")
@@ -599,7 +598,7 @@ async def test_settings_scroll_at_60x15_and_every_field_and_save_are_reached_by_
         assert dialog.scroll_y > 0
         await pilot.press("enter")
         await wait_for(pilot, lambda: not app.dialog_open, 5)
-        assert app.settings.temperature == 0.3
+        assert app.chat.settings.temperature == 0.3
 
 
 def _footer_keys(app):
@@ -617,7 +616,7 @@ async def test_the_footer_shows_the_main_keys_from_its_start_at_60_columns_and_n
 
     app = make_app(tmp_path, max_tokens=4, method="ar")
     async with app.run_test(size=(60, 15), notifications=True) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None and app.engine is not None)
         await pilot.pause(0.3)
         footer, keys = _footer_keys(app)
         labels = [label for label, _ in keys]
@@ -660,7 +659,7 @@ async def test_after_switching_to_a_model_the_documents_were_not_indexed_with_st
         return states, note
 
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.store is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None and app.store is not None)
         assert "store store" in status()
         assert (await documents_states())[0] == ["indexed", "indexed"]
         await pilot.press("f7")
@@ -709,7 +708,7 @@ async def test_document_states_and_the_indexing_note_during_the_model_pass(tmp_p
     app = make_app(tmp_path, method="ar", max_tokens=8)
     try:
         async with app.run_test(size=SIZE, notifications=True) as pilot:
-            await wait_for(pilot, lambda: app.session is not None)
+            await wait_for(pilot, lambda: app.chat.session is not None)
             await pilot.press("f3")
             screen = app.screen
             screen.query_one("#folder").value = str(folder)
@@ -720,7 +719,7 @@ async def test_document_states_and_the_indexing_note_during_the_model_pass(tmp_p
             await wait_for(pilot, lambda: held.is_set() and states() == held_states, 60, shown=states)
             await pilot.press("escape")  # back to the chat, the pass still held
             await send(pilot, app, "What does the pass statement do?")
-            await wait_for(pilot, lambda: not app.generating)
+            await wait_for(pilot, lambda: not app.chat.generating)
             toasts = lambda: [str(t.render()) for t in app.screen.query(Toast)]  # noqa: E731
             await wait_for(pilot, lambda: any("indexing is still running" in t for t in toasts()), 10, shown=toasts)
             assert any("2 documents not yet read by the model" in t for t in toasts()), toasts()
@@ -737,18 +736,26 @@ async def test_document_states_and_the_indexing_note_during_the_model_pass(tmp_p
 @pytest.mark.asyncio
 async def test_the_live_rate_counts_from_the_first_token_not_from_the_request(tmp_path):
     """A reply whose prompt took long to read: the status bar's tok/s while it streams is the decoding
-    rate after its first token (what the figures under the finished reply say), not tokens over the
-    time since Enter. The reply's batches are posted with their own clock; no model generates."""
-    from tui.app import TokensBatch
+    rate after its first token, GenerationStats.tok_per_s timed live (what the figures under the
+    finished reply say), not tokens over the time since Enter. The reply's batches are posted with
+    their own clock; no model generates."""
+    from dataclasses import replace
+
+    from sense_local.speculative.types import GenerationStats
+    from tui.messages import TokensBatch
+    from tui.status import live_stats
 
     app = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.engine is not None)
-        app.generate = lambda messages: None  # the reply below is fed by hand
+        await wait_for(pilot, lambda: app.chat.session is not None and app.engine is not None)
+        app.chat.generate = lambda messages: None  # the reply below is fed by hand
         await send(pilot, app, "Summarise the long text I pasted.")
-        stats = {"forwards": 1, "accepted": 0, "drafted": 0}
-        app.post_message(TokensBatch([["The", "target", False]], {**stats, "t": 1000.0}))  # after a 40 s read
-        app.post_message(TokensBatch([[" x", "target", False]] * 10, {**stats, "forwards": 11, "t": 1001.0}))
+        read = GenerationStats("sense", prompt_tokens=4000, tokens=1, forwards=1, t_prefill=40.0)  # a 40 s read
+        first = live_stats(read, first_token_at=1000.0, now=1000.0)
+        later = live_stats(replace(read, tokens=11, forwards=11), first_token_at=1000.0, now=1001.0)
+        assert later.tok_per_s == 10.0 and first.tok_per_s == 0.0  # the runtime's definition, live
+        app.chat.post_message(TokensBatch([["The", "target", False]], first, 1000.0))
+        app.chat.post_message(TokensBatch([[" x", "target", False]] * 10, later, 1001.0))
         await pilot.pause(0.2)
         status = str(app.query_one("#status").render())
         assert "tok/s 10.0" in status, status
@@ -769,10 +776,10 @@ async def test_a_question_the_manuals_are_not_about_gets_no_sources_on_the_defau
     app = SenseApp(ConversationConfig(model=str(sl.resolve_model("default")), store=str(tmp_path / "store")),
                    sessions=SessionStore(tmp_path / "s.db"), settings=Settings(method="pld", max_tokens=6))
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None and app.store is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None and app.store is not None)
         for question, sourced in (("Name three colours.", False), ("How do I make grep show colours?", True)):
             await send(pilot, app, question)
-            await wait_for(pilot, lambda: not app.generating, 180)
+            await wait_for(pilot, lambda: not app.chat.generating, 180)
             reply = replies(app)[-1]
             assert reply.content.strip()
             if sourced:

@@ -26,7 +26,7 @@ SOURCES = [{"number": 1, "path": "/home/me/notes/lighthouses.md", "line": 12, "p
 async def _ready(pilot):
     """Wait until the model is loaded, the session shown and the status bar filled in."""
     app = pilot.app
-    while app.session is None or app.engine is None or "loading" in str(app.query_one("#status").render()):
+    while app.chat.session is None or app.engine is None or "loading" in str(app.query_one("#status").render()):
         await pilot.pause(0.05)
     box = app.query_one("#prompt")
     box.cursor_blink = False  # a blinking cursor would make the picture timing-dependent

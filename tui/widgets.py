@@ -1,21 +1,22 @@
-"""Chat transcript widgets: messages with per-source highlighting, the prompt box, the status bar."""
+"""Chat transcript widgets: messages with per-source highlighting, the legend, the prompt box."""
 from __future__ import annotations
 
 import re
 
 from rich.text import Text
 from textual.containers import VerticalScroll
-from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Static, TextArea
 
 from .markdown import render_markdown, span_ranges
+from .messages import PromptSubmitted
 
 # One style per provenance of a token (TokenEvent.source, or "soft" for soft-accepted drafts).
 SOURCE_STYLES = {
     "target": "",
     "context": "bold #7ec8ff on #15324a",
     "docs": "bold #e0b3ff on #35214a",
+    "rest": "bold #e0b3ff on #35214a",  # REST's drafts come from the documents too
     "pld": "bold #9be89b on #173d22",
     "soft": "italic #ffd27f on #4a3a10",
 }
@@ -143,16 +144,11 @@ class PromptBox(TextArea):
     SEND_KEYS = ("enter",)
     NEWLINE_KEYS = ("ctrl+j", "shift+enter")
 
-    class Submitted(Message):
-        def __init__(self, text: str):
-            super().__init__()
-            self.text = text
-
     def action_submit(self) -> None:
         """Send the text (if any) and clear the box."""
         text = self.text.strip()
         if text:
-            self.post_message(self.Submitted(text))
+            self.post_message(PromptSubmitted(text))
             self.clear()
 
     async def _on_key(self, event) -> None:
@@ -164,34 +160,3 @@ class PromptBox(TextArea):
             event.stop()
             event.prevent_default()
             self.insert("\n")
-
-
-class StatusBar(Static):
-    """One line of figures. When the line is too narrow it abbreviates, then drops the fields that
-    matter least (store, model, method), so the reply's figures always show."""
-
-    SHORT = {"tok/s": "t/s", "accepted": "acc", "method": "", "model": "", "store": "docs"}
-    DROP_ORDER = ("store", "model", "method", "docs", "accepted")
-
-    def show(self, **fields) -> None:
-        self._fields = {k: v for k, v in fields.items() if v is not None}
-        self._render_fields()
-
-    def on_resize(self) -> None:
-        if getattr(self, "_fields", None):
-            self._render_fields()
-
-    def _render_fields(self) -> None:
-        fields = dict(self._fields)
-        width = max(self.size.width - 2, 20) if self.size.width else 10**6
-        line = " · ".join(f"{k} {v}" for k, v in fields.items())
-        if len(line) > width:  # abbreviate the names, and the model to its stem
-            if "model" in fields:
-                fields["model"] = str(fields["model"]).removesuffix(".gguf")[:24]
-            line = " · ".join(f"{self.SHORT.get(k, k)} {v}".strip() for k, v in fields.items())
-            for key in self.DROP_ORDER:
-                if len(line) <= width:
-                    break
-                fields.pop(key, None)
-                line = " · ".join(f"{self.SHORT.get(k, k)} {v}".strip() for k, v in fields.items())
-        self.update(line)

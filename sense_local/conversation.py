@@ -1,7 +1,8 @@
 """One conversation runtime for every front end: `generate`, `ask`, the line chat, the TUI and the
 OpenAI-compatible server only render what it yields.
 
-A Conversation owns the engine, the document store, the grounding and the decoder. A turn takes the
+A Conversation owns the engine, the document store, the grounding, the speculator (what speculative
+decoding keeps across replies: speculative/speculator.py) and the latest reply's decoder. A turn takes the
 history (OpenAI-style messages, the new user message last) and yields, in order:
 
     Prepared     the prompt is built: the sources it is grounded on, notes for the user, turns dropped
@@ -30,7 +31,7 @@ from .grounding.prompt import DEFAULT_BUDGET
 from .grounding.retrieve import DEFAULT_RANKER
 from .grounding.sources import Source
 from .kv_slots import DEFAULT_MIB
-from .speculative.cost import remember_learned
+from .speculative.speculator import Speculator
 from .speculative.types import TARGET, GenerationStats, TokenEvent
 from .stop_text import StopText
 
@@ -105,6 +106,7 @@ class Conversation:
         self._plain = GroundedChat(engine, None, budget=c.budget)
         self._memory = GroundingMemory()  # what earlier questions were grounded with (grounding/memory.py)
         self._busy = threading.Lock()
+        self.speculator = Speculator(engine, store)
         self._decoder = None  # the latest turn's decoder: its stats count live
 
     def use_store(self, path: str | None) -> None:
@@ -115,6 +117,7 @@ class Conversation:
         self._grounding = GroundedChat(self.engine, store, ranker=c.ranker, passages=c.passages, budget=c.budget,
                                        gate=c.gate)
         self.store = store
+        self.speculator.use_store(store)
 
     @property
     def stats(self) -> GenerationStats:
@@ -168,6 +171,7 @@ class Conversation:
                                      memory=self._memory, tools=tools)
             if grounding is self._grounding:
                 self.store = grounding.store  # refreshed: an indexer may have committed more
+                self.speculator.use_store(self.store)
             yield Prepared(len(turn.tokens), turn.sources, turn.notes, turn.dropped)
             for event in self._decode(turn.tokens, options, cancel, progress):
                 if isinstance(event, Finished) and turn.grounded is not None:
@@ -203,7 +207,7 @@ class Conversation:
             self._busy.release()
 
     def _decode(self, tokens: list[int], options: GenerationOptions, cancel, progress=None) -> Iterator[ReplyEvent]:
-        decoder = self._decoder = make_decoder(self.engine, options, store=self.store)
+        decoder = self._decoder = make_decoder(self.engine, options, speculator=self.speculator)
         stop = StopText(options.stop)
         parts: list[str] = []
         events = decoder.generate(tokens, options.max_tokens, cancel=cancel, progress=progress)
@@ -220,8 +224,6 @@ class Conversation:
         if tail:
             parts.append(tail)
             yield TokenEvent(-1, tail, TARGET)
-        if decoder.cost is not None:
-            remember_learned(self.engine, decoder.cost)  # the next reply starts from what this one timed
         stats = decoder.stats
         if stop.stopped:
             stats.stop_reason = "stop-string"

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from .chat_template import chat_tokens
 from .engine import Engine
 from .errors import ContextOverflowError, SenseError
-from .speculative.cost import FLAT, cost_curve_for
-from .speculative.drafters.prediction import PredictionDrafter
+from .speculative.cost import FLAT
 from .speculative.grammar import Grammar
 from .speculative.logprobs import MAX_TOP
 from .speculative.loop import SpecDecoder
-from .speculative.methods import DEFAULT_METHOD, DraftContext, get_method
+from .speculative.methods import DEFAULT_METHOD, get_method
 from .speculative.penalties import Penalties
-from .speculative.verify import AcceptanceRule, SoftOptions, SoftVerifier, Truncation
+from .speculative.speculator import Speculator
+from .speculative.verify import AcceptanceRule, SoftOptions, Truncation
 
 
 MAX_STOPS = 4  # stop strings per request (OpenAI's limit)
@@ -71,7 +71,7 @@ class GenerationOptions:
 
 def open_store(engine: Engine, path):
     """A document store opened read-only (memory-mapped) for the loaded model, which from now on reads
-    hidden states at the store's key layer; None for no path."""
+    key states at the store's key layer; None for no path."""
     if not path:
         return None
     from .datastore import DocumentStore
@@ -99,34 +99,27 @@ def prompt_tokens(engine: Engine, text: str, *, raw: bool = False, system: str |
     return tokens
 
 
-def soft_verifier(engine: Engine, options: GenerationOptions) -> SoftVerifier:
-    """The soft rule for this engine (token embeddings and masks built once per engine)."""
-    opts = SoftOptions() if options.theta is None else SoftOptions(theta=options.theta)
-    cache = engine.__dict__.setdefault("_soft_verifiers", {})
-    if opts not in cache:
-        base = next(iter(cache.values()), None)
-        cache[opts] = base.with_options(opts) if base else SoftVerifier(engine, opts)
-    return cache[opts]
-
-
 def make_decoder(
-    engine: Engine, options: GenerationOptions, *, store=None, record_gaps: bool = False
+    engine: Engine, options: GenerationOptions, *, store=None, record_gaps: bool = False,
+    speculator: Speculator | None = None,
 ) -> SpecDecoder:
-    """A decoder for the options' method; `store` is an open DocumentStore for methods that retrieve."""
+    """A decoder for one reply by the options' method. `speculator`: the conversation's (what
+    outlives a reply: speculator.py); without one, a one-off speculator over `store` (an open
+    DocumentStore for methods that retrieve) that keeps nothing on disk."""
+    if speculator is None:
+        speculator = Speculator(engine, store, remember_cost=False)
     method = get_method(options.method)
-    if method.needs_store and store is None:
+    if method.needs_store and speculator.store is None:
         raise SenseError(f"method '{method.name}' retrieves from documents: give a store (--store DIR)")
-    drafter = method.make_drafter(DraftContext(engine, store)) if method.make_drafter else None
-    if options.prediction:  # the predicted text drafts first; the method's drafter where the output leaves it
-        predicted = engine.tokenize(options.prediction, add_special=False)
-        drafter = PredictionDrafter(predicted, fallback=drafter)
+    drafter = speculator.drafter_for(method, options.prediction)
+    soft = speculator.soft_verifier(options.theta) if method.rule == "soft" else None
     return SpecDecoder(
         engine,
         method=method.name,
         drafter=drafter,
-        rule=AcceptanceRule(method.rule, options.temperature,
-                            soft_verifier(engine, options) if method.rule == "soft" else None, options.truncation),
-        cost=None if drafter is None else FLAT if options.free_verification else cost_curve_for(engine),
+        rule=AcceptanceRule(options.temperature, soft, options.truncation),
+        cost=None if drafter is None else FLAT if options.free_verification else speculator.cost.curve,
+        curve_memory=speculator.cost,
         seed=options.seed,
         record_gaps=record_gaps,
         grammar=Grammar(engine, options.grammar) if options.grammar else None,

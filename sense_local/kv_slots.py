@@ -4,7 +4,7 @@ requests resumes where it was instead of evaluating its prompt again.
 The context holds one conversation (sequence 0). When a prompt would throw away many of its
 evaluated tokens (another client's request, a title request between two turns, a second TUI
 session), the engine first saves that sequence's state (llama.cpp's `llama_state_seq_get_data`: its
-KV entries, plus the hidden states SENSE keeps of it) here. A later prompt that starts with more of a
+KV entries, plus the key states SENSE keeps of it) here. A later prompt that starts with more of a
 saved conversation's tokens than of the live one gets that state back (`llama_state_seq_set_data`)
 and evaluates only what follows. Like llama-server's slots, without fixing their number: the states
 share a byte cap and the least recently used go first.
@@ -29,11 +29,11 @@ SWITCH_MIN = 32  # a saved state is restored when it holds this many more of the
 class SavedState:
     tokens: list[int]  # the sequence's committed tokens
     data: ctypes.Array  # its state as llama_state_seq_get_data wrote it
-    hidden: np.ndarray  # [n_hidden, n_embd] hidden states of its first n_hidden positions (a copy)
+    keys: np.ndarray  # [n_keys, n_embd] key states of its first n_keys positions (a copy)
 
     @property
     def nbytes(self) -> int:
-        return len(self.data) + self.hidden.nbytes
+        return len(self.data) + self.keys.nbytes
 
     def common(self, prompt: np.ndarray) -> int:
         """Leading tokens of `prompt` this state holds."""
@@ -59,15 +59,15 @@ class KvSlots:
     def __len__(self) -> int:
         return len(self._states)
 
-    def best(self, prompt: Sequence[int], *, hidden: bool) -> tuple[SavedState | None, int]:
-        """The saved state holding the longest start of `prompt` (only positions with hidden states
-        count when `hidden`), and that length."""
+    def best(self, prompt: Sequence[int], *, keys: bool) -> tuple[SavedState | None, int]:
+        """The saved state holding the longest start of `prompt` (only positions with key states
+        count when `keys`), and that length."""
         prompt = np.asarray(prompt, np.int32)
         best, best_n = None, 0
         for state in self._states:
             n = state.common(prompt)
-            if hidden:
-                n = min(n, len(state.hidden))
+            if keys:
+                n = min(n, len(state.keys))
             if n > best_n:
                 best, best_n = state, n
         return best, best_n
@@ -90,6 +90,6 @@ class KvSlots:
 
 
 def _holds(new: SavedState, old: SavedState) -> bool:
-    """Does `new` hold all that `old` does: its tokens, and hidden states as far?"""
+    """Does `new` hold all that `old` does: its tokens, and key states as far?"""
     n = len(old.tokens)
-    return n <= len(new.tokens) and len(old.hidden) <= len(new.hidden) and new.tokens[:n] == old.tokens
+    return n <= len(new.tokens) and len(old.keys) <= len(new.keys) and new.tokens[:n] == old.tokens

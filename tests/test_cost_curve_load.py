@@ -89,7 +89,6 @@ def test_load_coming_and_going_leaves_the_curve_where_it_is(seed):
 def cache(tmp_path, monkeypatch):
     path = tmp_path / "cost" / "model.json"
     monkeypatch.setattr(cost, "_cache_file", lambda engine: path)
-    monkeypatch.setattr(cost, "_loaded", {})
     monkeypatch.delenv("SENSE_COST_FLAT", raising=False)
     return path
 
@@ -104,7 +103,6 @@ def test_a_curve_saved_under_load_is_learned_back_by_the_next_quiet_reply(cache)
     assert oc.best_length(0.99, 32) > 0  # a copy is drafted on it, so it can be timed
     reply(oc, np.random.default_rng(2), 60)
     cost.remember_learned(None, oc)
-    cost._loaded.clear()
     assert near_prior(cost.cost_curve_for(None))
 
 
@@ -163,7 +161,6 @@ def test_bench_measures_the_curve_again_on_every_run(monkeypatch, tmp_path):
     """A measured curve is re-measured whenever a measurement is asked for (the bench, every run):
     one taken on a busy machine must not size the drafts of every later run."""
     monkeypatch.setenv("SENSE_HOME", str(tmp_path))
-    monkeypatch.setattr(cost, "_loaded", {})
     monkeypatch.setattr(cost, "_cache_file", lambda engine: tmp_path / "curve.json")
     curves = iter([BUSY_CURVE, PRIOR])
     monkeypatch.setattr(cost, "measure_cost_curve", lambda engine: next(curves))

@@ -77,9 +77,9 @@ def test_prefill_with_hidden_states_covers_a_prefix_cached_without_them(engine):
     prompt = chat(engine, "Name three rivers.")
     engine.reset()
     engine.prefill(prompt, hidden=False)  # e.g. the previous turn was decoded by a method without SENSE
-    assert engine.committed_hidden(len(prompt)) is None
+    assert engine.committed_keys(len(prompt)) is None
     engine.prefill(prompt, hidden=True)
-    states = engine.committed_hidden(len(prompt))
+    states = engine.committed_keys(len(prompt))
     assert states is not None and np.isfinite(states).all() and np.abs(states).sum(1).min() > 0
 
 
@@ -157,11 +157,11 @@ def test_a_cancel_stops_the_decode_under_way(engine, monkeypatch):
     decode would finish and commit the whole prompt first), and the engine stays usable."""
     import threading
 
-    from sense_local import engine as engine_module
+    from sense_local import prefill_reuse
     from sense_local.errors import Cancelled
 
     prompt = chat(engine, "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 90)
-    monkeypatch.setattr(engine_module, "CANCEL_CHUNK", 10**6)  # one decode for the whole prompt
+    monkeypatch.setattr(prefill_reuse, "CANCEL_CHUNK", 10**6)  # one decode for the whole prompt
     engine.reset()
     cancel = threading.Event()
     real_eval = engine.eval
@@ -219,7 +219,7 @@ def test_a_long_prefill_stops_between_chunks_when_cancelled(engine):
     decoder ends with stop reason "cancelled", and the chunks evaluated so far are reused next time."""
     import threading
 
-    from sense_local.engine import CANCEL_CHUNK
+    from sense_local.prefill_reuse import CANCEL_CHUNK
     from sense_local.speculative.loop import SpecDecoder
 
     prompt = chat(engine, "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 90)
@@ -251,7 +251,7 @@ def test_a_long_prefill_stops_between_chunks_when_cancelled(engine):
 def test_a_long_prefill_reports_its_progress(engine):
     import threading
 
-    from sense_local.engine import CANCEL_CHUNK
+    from sense_local.prefill_reuse import CANCEL_CHUNK
 
     engine.reset()
     prompt = engine.tokenize(PASSAGE * 30)

@@ -88,9 +88,9 @@ def test_states_asked_for_after_plain_decodes_cover_the_whole_context(model_path
     try:
         tokens = chat(eng, "Hello there, how are you today?")
         eng.eval(tokens[:-1], 0, outputs="last", hidden=False)
-        assert eng._tap is None or (eng._tap.native and not eng._tap.enabled and eng._tap.n_read == 0)
+        assert eng.key_source.tap is None or (eng.key_source.tap.native and not eng.key_source.tap.enabled and eng.key_source.tap.n_read == 0)
         eng.eval(tokens[-1:], outputs="last", hidden=True)
-        states = eng.committed_hidden(len(tokens))
+        states = eng.committed_keys(len(tokens))
         assert states is not None and eng.n_past == len(tokens)
         np.testing.assert_allclose(states, eng.hidden_pass(1024).run(tokens), rtol=1e-3, atol=1e-3)
     finally:
@@ -105,11 +105,11 @@ def test_the_c_tap_reads_what_the_python_tap_reads(model_path, monkeypatch):
     assert key_tap.native_callback() is not None, "no C compiler found to build the key tap"
     eng = sl.Engine(model_path, n_ctx=512, key_layer=BLOCK)
     try:
-        assert eng._tap is not None and eng._tap.native
+        assert eng.key_source.tap is not None and eng.key_source.tap.native
         tokens = chat(eng, "Name two rivers of Europe.")
         native_rows = np.array(eng.eval(tokens, 0, outputs="hidden", hidden=True).hidden)
         eng.eval([tokens[-1]], len(tokens) - 1, outputs="last", hidden=False)
-        assert eng._tap.n_read == 0  # switched off: the graph ran whole, no rows copied
+        assert eng.key_source.tap.n_read == 0  # switched off: the graph ran whole, no rows copied
         python_tap = key_tap.KeyTap
         monkeypatch.setattr(hidden_pass, "KeyTap", lambda *a, **k: python_tap(*a, **k, native=False))
         slow = hidden_pass.HiddenPass(eng._model, eng.n_embd, n_ctx=512, n_batch=512, n_threads=eng.n_threads,

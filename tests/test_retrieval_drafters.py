@@ -77,10 +77,14 @@ def test_docs_drafters_propose_what_followed_in_the_document(engine, story_store
     story = story_store.tokens(doc.start, doc.end).tolist()
     engine.reset()
     engine.eval(story[:20], 0, outputs="last", hidden=True)  # the target has read the first 20 tokens
-    for drafter in (SenseDrafter(engine, use_context=False, docs=story_store), RestDrafter(story_store)):
+    from sense_local.speculative.types import CommittedKeys
+
+    for drafter, source in ((SenseDrafter(engine, use_context=False, docs=story_store), "docs"),
+                            (RestDrafter(story_store), "rest")):
         drafter.begin(story[:21])  # ...and chose token 20
+        drafter.add_keys(CommittedKeys(0, engine.committed_keys(20)))  # what the loop hands over
         draft = drafter.propose(8)
-        assert draft is not None and draft.source == "docs"
+        assert draft is not None and draft.source == source
         assert draft.tokens.tolist() == story[21:29], type(drafter).__name__
 
 
@@ -100,6 +104,7 @@ def test_store_methods_need_a_store(engine):
 
 def test_sense_drafts_through_a_line_wrap_of_the_prompt(engine):
     from sense_local.speculative.drafters.sense import SenseDrafter
+    from sense_local.speculative.types import CommittedKeys
 
     prompt = engine.tokenize("Quote this:\nThe pass statement is useful as a placeholder when a\n"
                              "statement is required syntactically, but no code needs to run.\n", add_special=False)
@@ -111,6 +116,7 @@ def test_sense_drafts_through_a_line_wrap_of_the_prompt(engine):
         drafter = SenseDrafter(engine, use_context=True, rewrap=rewrap)
         drafter.begin(prompt)
         drafter.extend(said)
+        drafter.add_keys(CommittedKeys(0, engine.committed_keys(engine.n_past)))
         drafts[rewrap] = engine.detokenize(drafter.propose(8).tokens)
     assert drafts[False].startswith("\n")  # the raw prompt breaks the quote at the wrap
     assert drafts[True].startswith(" statement is required")

@@ -128,7 +128,7 @@ def test_eval_tree_matches_chains_and_keeps_one_branch(engine):
     logits, hidden = tree.logits.copy(), tree.hidden.copy()
     engine.keep_path(range(len(a), len(a) + len(b)), tokens)  # keep branch b
     assert engine.n_past == base + 1 + len(b) and engine.tokens[base:] == [last, *b]
-    kept_hidden = engine.committed_hidden(engine.n_past).copy()
+    kept_hidden = engine.committed_keys(engine.n_past).copy()
     after_tree = engine.eval([100], outputs="last", hidden=True).logits[-1].copy()
     for branch, rows in ((a, [0, *range(1, len(a) + 1)]), (b, [0, *range(len(a) + 1, len(tokens) + 1)])):
         engine.truncate(base)
@@ -137,7 +137,7 @@ def test_eval_tree_matches_chains_and_keeps_one_branch(engine):
         assert np.allclose(chain.hidden, hidden[rows], atol=1e-3)
     # branch b is now committed by the chain: the tree left the same conversation behind (flash
     # attention reads the cache in cell order, so the sums differ in rounding only)
-    assert np.allclose(engine.committed_hidden(engine.n_past), kept_hidden, atol=1e-3)
+    assert np.allclose(engine.committed_keys(engine.n_past), kept_hidden, atol=1e-3)
     after_chain = engine.eval([100], outputs="last", hidden=True).logits[-1]
     assert after_chain.argmax() == after_tree.argmax()
     assert np.abs(after_chain - after_tree).max() < 2.0

@@ -1,5 +1,5 @@
-"""The live context store: hidden states of the conversation's committed positions, searched with
-the newest hidden state while decoding.
+"""The live context store: key states of the conversation's committed positions, searched with
+the newest key state while decoding.
 
 A conversation holds at most n_ctx positions, so an exact search is one [n, d] x [d] product over
 unit vectors kept in a preallocated matrix: adding a position is a row copy. Measured on the

@@ -1,8 +1,9 @@
 """The verification cost curve c(k) and the draft-length policy built on it.
 
 c(k) is the wall time of one target decode of k tokens divided by that of one token on the loaded
-model (threads, backend and all), cached per model fingerprint: measured on purpose (`bench`), or
-learned from the decodes of earlier replies, starting from PRIOR, so no reply waits. On a 2-core CPU
+model (threads, backend and all), kept on disk per model fingerprint: measured on purpose (`bench`),
+or learned from the decodes of earlier replies, starting from PRIOR, so no reply waits. A
+conversation's speculator loads it once (`CurveMemory`) and keeps what its replies learn. On a 2-core CPU
 c(8) is ~4, so a draft must be likely to be accepted before it pays; on a GPU the curve is flat and
 the same policy drafts long.
 
@@ -182,9 +183,6 @@ def _cache_file(engine) -> Path:
     return cache_dir() / "cost" / f"{key}.json"
 
 
-_loaded: dict[Path, CostCurve] = {}
-
-
 def _read(path: Path) -> tuple[CostCurve, str] | None:
     try:
         raw = json.loads(path.read_text())
@@ -196,13 +194,14 @@ def _read(path: Path) -> tuple[CostCurve, str] | None:
 def _write(path: Path, curve: CostCurve, source: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**curve.to_dict(), "source": source}))
+    # unrounded (to_dict rounds for reports): a curve read back is the very curve that was kept
+    tmp.write_text(json.dumps({"lengths": list(curve.lengths), "costs": list(curve.costs), "source": source}))
     tmp.replace(path)
 
 
 def cost_curve_known(engine) -> bool:
     """Whether this model's curve was measured or learned here (else generation starts from PRIOR)."""
-    return bool(os.environ.get("SENSE_COST_FLAT")) or _cache_file(engine) in _loaded or _cache_file(engine).exists()
+    return bool(os.environ.get("SENSE_COST_FLAT")) or _cache_file(engine).exists()
 
 
 def cost_curve_for(engine, *, measure: bool = False) -> CostCurve:
@@ -213,30 +212,49 @@ def cost_curve_for(engine, *, measure: bool = False) -> CostCurve:
     if os.environ.get("SENSE_COST_FLAT"):
         return FLAT
     path = _cache_file(engine)
-    if path in _loaded and not measure:
-        return _loaded[path]
-    found = _read(path)
     if measure:
-        found = (measure_cost_curve(engine), "measured")
-        _write(path, found[0], "measured")
-    if found is None:
-        return PRIOR
-    _loaded[path] = found[0]
-    return found[0]
+        curve = measure_cost_curve(engine)
+        _write(path, curve, "measured")
+        return curve
+    found = _read(path)
+    return PRIOR if found is None else found[0]
 
 
-def remember_learned(engine, online: OnlineCost) -> None:
+def remember_learned(engine, online: OnlineCost) -> CostCurve | None:
     """Keep what a generation learned of the curve (after LEARNED_AFTER counted multi-token decodes),
     no steeper than MAX_STEEPER x PRIOR's extra cost, unless the curve was measured on purpose: the
-    next generation starts from it (and, drafting still, corrects it)."""
+    next generation starts from it (and, drafting still, corrects it). The curve kept, or None."""
     if online.observed < LEARNED_AFTER or online.prior is FLAT or os.environ.get("SENSE_COST_FLAT"):
-        return
+        return None
     path = _cache_file(engine)
     found = _read(path)
     if found is not None and found[1] == "measured":
-        return
+        return None
     learned = online.curve
     cap = [1.0 + MAX_STEEPER * (PRIOR.cost(k) - 1.0) for k in learned.lengths]
     kept = CostCurve(learned.lengths, tuple(min(c, m) for c, m in zip(learned.costs, cap)))
-    _loaded[path] = kept
     _write(path, kept, "learned")
+    return kept
+
+
+class CurveMemory:
+    """The cost curve one model's replies start from, loaded once by its owner (a conversation's
+    speculator): measured or learned before on this machine, else PRIOR. With `remember`, what each
+    reply learned is kept (`learned`), here and on disk, for the next reply and the next run."""
+
+    def __init__(self, engine, *, remember: bool):
+        self.engine = engine
+        self.remember = remember
+        self._curve: CostCurve | None = None  # loaded when a drafting reply first asks
+
+    @property
+    def curve(self) -> CostCurve:
+        if self._curve is None:
+            self._curve = cost_curve_for(self.engine)
+        return self._curve
+
+    def learned(self, online: OnlineCost) -> None:
+        """A reply is over: what its decodes taught (online) becomes the next reply's start."""
+        kept = remember_learned(self.engine, online) if self.remember else None
+        if kept is not None:
+            self._curve = kept

@@ -24,12 +24,12 @@ import numpy as np
 from ..detokenize import StreamDetokenizer
 from ..engine import Engine
 from ..errors import Cancelled
-from .cost import CostCurve, OnlineCost
+from .cost import CostCurve, CurveMemory, OnlineCost
 from .drafters.base import Drafter
 from .grammar import Grammar, GrammarState, verify_constrained
 from .logprobs import TokenLogprob, token_logprob
 from .penalties import Penalties, PenaltyState
-from .types import TARGET, Draft, Feedback, GenerationStats, TokenEvent, Verdict
+from .types import TARGET, CommittedKeys, Draft, Feedback, GenerationStats, TokenEvent, Verdict
 from .verify import AcceptanceRule, top2_gap
 
 MAX_DRAFT = 32
@@ -56,6 +56,7 @@ class SpecDecoder:
         drafter: Drafter | None = None,
         rule: AcceptanceRule | None = None,
         cost: CostCurve | None = None,
+        curve_memory: CurveMemory | None = None,
         seed: int = 0,
         record_gaps: bool = False,
         soft_bonus: bool = True,
@@ -70,10 +71,11 @@ class SpecDecoder:
         self.drafter = drafter
         self.rule = rule or AcceptanceRule()
         self.cost = OnlineCost(cost) if cost is not None else None  # refined by every decode's timing
+        self.curve_memory = curve_memory  # told what this reply learned of the curve, at its end
         self.rng = np.random.default_rng(seed)
         self.record_gaps = record_gaps
         self.soft_bonus = soft_bonus
-        self.hidden = drafter is not None and drafter.needs_hidden  # drafts keyed on hidden states
+        self.keyed = drafter is not None and drafter.needs_keys  # drafts keyed on the target's key states
         self.stats = GenerationStats(method=method)
         self._shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
         self.grammar = grammar  # the output must match it (response_format)
@@ -119,6 +121,8 @@ class SpecDecoder:
             self._end_grammar()
             if self.drafter is not None:
                 self.drafter.report(self.stats)
+            if self.cost is not None and self.curve_memory is not None:
+                self.curve_memory.learned(self.cost)  # the next reply starts from what this one timed
 
     def _end_grammar(self) -> None:
         if self._gstate is not None:
@@ -169,7 +173,7 @@ class SpecDecoder:
 
     def _prefill(self, prompt: Sequence[int], cancel=None, progress=None) -> int:
         """Evaluate the prompt; the target's first token (Cancelled once `cancel` is set)."""
-        out = self.engine.prefill(prompt, outputs="last", hidden=self.hidden, cancel=cancel, progress=progress)
+        out = self.engine.prefill(prompt, outputs="last", hidden=self.keyed, cancel=cancel, progress=progress)
         verdict = self._judge(out.logits[-1:], np.empty(0, np.int32))  # no reply yet: nothing to penalize
         self._last_logprob = self._logprob(out.logits[-1], verdict.next_token)
         if self.record_gaps:
@@ -179,6 +183,10 @@ class SpecDecoder:
         self._shadow = None
         if self.drafter is not None:
             self.drafter.begin(prompt)
+        if self.keyed:  # the prompt's key states: evaluated now, or kept from an earlier prefill
+            rows = self.engine.committed_keys(len(prompt))
+            if rows is not None:
+                self.drafter.add_keys(CommittedKeys(0, rows))
         return verdict.next_token
 
     def _emitted(self, token: int) -> None:
@@ -216,13 +224,16 @@ class SpecDecoder:
     def _step(self, last: int, left: int) -> _Step:
         """Draft (if it pays), then one target decode of [last + draft] judged by the rule."""
         proposal, draft = self._draft(left)
+        start = self.engine.n_past  # where `last` is committed
         tv = time.perf_counter()
-        raw, logits, verdict = self._verify(last, draft)
+        raw, logits, verdict, keys = self._verify(last, draft)
         dt = time.perf_counter() - tv
         self.stats.t_verify += dt
         self.stats.forwards += 1
         if self.cost is not None:
             self.cost.observe(1 if draft is None else len(draft.tokens) + 1, dt)
+        if self.keyed:
+            self.drafter.add_keys(CommittedKeys(start, keys))
         return _Step(proposal, draft, verdict, logits, raw)
 
     def _draft(self, left: int) -> tuple[Draft | None, Draft | None]:
@@ -248,28 +259,30 @@ class SpecDecoder:
         self.stats.t_draft += time.perf_counter() - td
         return proposal, draft
 
-    def _verify(self, last: int, draft: Draft | None) -> tuple[np.ndarray, np.ndarray, Verdict]:
-        """One target decode: (its rows, the rows judged, the verdict); the KV cache keeps `last` and
-        the accepted part of the draft."""
+    def _verify(self, last: int, draft: Draft | None):
+        """One target decode: (its rows [1 + k, V], the rows judged [1 + k, V], the verdict, the key
+        states of the positions it committed [1 + accepted, n_embd] (a view; empty when not keyed));
+        the KV cache keeps `last` and the accepted part of the draft."""
         eng = self.engine
         if draft is None:
-            out = eng.eval([last], outputs="last", hidden=self.hidden)
+            out = eng.eval([last], outputs="last", hidden=self.keyed)
             if self.record_gaps:
                 self.stats.top2_gaps.append(top2_gap(out.logits[0]))
             logits = self._penalized(out.logits, np.empty(0, np.int32))
-            return out.logits, logits, self._judge(logits, np.empty(0, np.int32))
+            return out.logits, logits, self._judge(logits, np.empty(0, np.int32)), out.hidden
         if draft.parents is None:
-            out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", hidden=self.hidden)
+            out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", hidden=self.keyed)
             logits = self._penalized(out.logits, draft.tokens)
             verdict = self._judge(logits, draft.tokens, draft.acceptance)
             k = len(draft.tokens)
             if verdict.accepted < k:
                 eng.truncate(eng.n_past - (k - verdict.accepted))
-            return out.logits, logits, verdict
-        out = eng.eval_tree(last, draft.tokens, draft.parents, hidden=self.hidden)
+            return out.logits, logits, verdict, out.hidden[: 1 + verdict.accepted]
+        out = eng.eval_tree(last, draft.tokens, draft.parents, hidden=self.keyed)
         verdict = self.rule.tree(out.logits, draft.tokens, draft.parents, support=draft.acceptance)
         eng.keep_path(verdict.path, draft.tokens)
-        return out.logits, out.logits, verdict
+        kept = out.hidden[np.concatenate(([0], verdict.path + 1)).astype(np.int64)] if self.keyed else out.hidden
+        return out.logits, out.logits, verdict, kept
 
     def _penalized(self, logits: np.ndarray, draft: np.ndarray) -> np.ndarray:
         return logits if self._pstate is None else self._pstate.apply(logits, draft)

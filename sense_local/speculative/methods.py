@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import SenseError
 from .drafters.base import Drafter
@@ -12,20 +13,15 @@ from .drafters.rest import RestDrafter
 from .drafters.sense import SenseDrafter
 from .rewrap import rewrapped_tokens
 
-
-@dataclass(frozen=True)
-class DraftContext:
-    """What a drafter factory may use: the target engine and the document store (if loaded)."""
-
-    engine: object
-    store: object | None = None
+if TYPE_CHECKING:
+    from .speculator import Speculator
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     description: str
-    make_drafter: Callable[[DraftContext], Drafter] | None  # None: plain autoregressive decoding
+    make_drafter: Callable[[Speculator], Drafter] | None  # a new drafter for a reply (None: plain decoding)
     rule: str = "exact"  # exact (greedy; sampling when temperature > 0) | soft
     needs_store: bool = False
 
@@ -39,42 +35,50 @@ def register(method: Method) -> Method:
 
 
 register(Method("ar", "plain autoregressive decoding (no drafts)", None))
-def _lookup(c: DraftContext) -> PromptLookupDrafter:
-    return PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(c.engine, tokens))
+def _lookup(s: Speculator) -> PromptLookupDrafter:
+    return PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(s.engine, tokens))
+
+
+def _sense(s: Speculator, *, context: bool = True, docs: bool = True, tree: bool = False,
+           lexical: bool = False) -> SenseDrafter:
+    """SENSE over the live context and/or the store's documents, in the speculator's buffers."""
+    return SenseDrafter(s.engine, use_context=context, docs=s.store if docs else None, tree=tree,
+                        lexical=_lookup(s) if lexical else None, keys=s.key_states(),
+                        context=s.context_store() if context else None)
 
 
 register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", _lookup))
-register(Method("rest", "REST: longest suffix match in the documents' tokens", lambda c: RestDrafter(c.store), needs_store=True))
+register(Method("rest", "REST: longest suffix match in the documents' tokens",
+                lambda s: RestDrafter(s.store, index=s.ngram_index()), needs_store=True))
 # SENSE drafts token trees by default. Over six 2-3-rep quick-suite runs, grounded tau was 2.15-2.32
 # for the tree against 1.76-2.06 for the chain, at 1.24-1.33x against 1.22-1.29x; docqa and open
 # were level. docqa-rag medians came out lower (1.37-1.45 vs 1.65-1.71), mostly where one of the
 # two parted from ar at a near-tie and wrote other text. The chain stays as an ablation.
 # SENSE competes its neighbours' drafts with the exact n-gram match of the same context (the
 # lexical drafter), so it is never shorter than prompt lookup where the text is a copy (issue 18).
-register(Method("sense", "SENSE: hidden-state neighbours in the live context and the documents (if loaded), "
+register(Method("sense", "SENSE: key-state neighbours in the live context and the documents (if loaded), "
                 "tree drafts, with the exact n-gram match competing",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, tree=True, lexical=_lookup(c))))
-register(Method("sense-neighbours", "SENSE ablation: hidden-state neighbours only (no n-gram match)",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, tree=True)))
+                lambda s: _sense(s, tree=True, lexical=True)))
+register(Method("sense-neighbours", "SENSE ablation: key-state neighbours only (no n-gram match)",
+                lambda s: _sense(s, tree=True)))
 register(Method("sense-context", "SENSE ablation: live context store only",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=None, tree=True)))
+                lambda s: _sense(s, docs=False, tree=True)))
 register(Method("sense-docs", "SENSE ablation: document store only",
-                lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store, tree=True),
-                needs_store=True))
+                lambda s: _sense(s, context=False, tree=True), needs_store=True))
 register(Method("sense-chain", "SENSE ablation: chain drafts (the trie's heaviest path only)",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store)))
+                lambda s: _sense(s)))
 register(Method("sense-context-chain", "SENSE ablation: live context store only, chain drafts",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=None)))
+                lambda s: _sense(s, docs=False)))
 register(Method("sense-docs-chain", "SENSE ablation: document store only, chain drafts",
-                lambda c: SenseDrafter(c.engine, use_context=False, docs=c.store), needs_store=True))
+                lambda s: _sense(s, context=False), needs_store=True))
 register(Method("sense-soft", "SENSE chain drafts with soft-gated evaluation: semantically equivalent drafts accepted",
-                lambda c: SenseDrafter(c.engine, use_context=True, docs=c.store, lexical=_lookup(c)), rule="soft"))
+                lambda s: _sense(s, lexical=True), rule="soft"))
 
 
 # The one default of every front end (generate, ask, chat, the TUI, the server), chosen by measurement
 # on the default model (Qwen2.5-Coder-1.5B, quick suite, 2 reps, 2 CPU cores): pld and sense are level
 # (grounded 2.01x vs 2.10x, docqa-rag 1.53x vs 1.45x, code 2.54x vs 2.87x, open 0.99x vs 1.00x), and
-# pld's prefill needs no hidden states (with them llama.cpp runs the LM head over every prompt row).
+# pld's prefill needs no key states (with them llama.cpp runs the LM head over every prompt row).
 DEFAULT_METHOD = "pld"
 
 

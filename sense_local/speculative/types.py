@@ -18,7 +18,7 @@ class Draft:
     """
 
     tokens: np.ndarray  # [k] int32
-    source: str  # drafter / datastore that proposed it, e.g. "pld", "context", "docs"
+    source: str  # drafter / datastore that proposed it, e.g. "pld", "rest", "context", "docs"
     acceptance: float  # drafter's estimate of P(next draft token accepted | previous accepted)
     key: object = None  # drafter-private handle returned in Feedback (e.g. which n-gram matched)
     parents: np.ndarray | None = None  # [k] int32 parent node of each node (-1 = root); None: a chain
@@ -43,6 +43,17 @@ class Draft:
                 nodes.append(i)
                 at = i
         return Draft(self.tokens[nodes], self.source, self.acceptance, self.key)
+
+
+@dataclass
+class CommittedKeys:
+    """Key states of positions a decode committed, handed by the loop to a drafter that searches
+    with them (`Drafter.add_keys`): row i is the key state at position start + i, the state that
+    chose the token at start + i + 1. A copy the drafter may keep is its own to make: the rows are
+    the engine's views, valid until its next decode."""
+
+    start: int  # position of the first row
+    rows: np.ndarray  # [m, n_embd] float32
 
 
 @dataclass

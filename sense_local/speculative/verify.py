@@ -308,7 +308,6 @@ class SoftVerifier:
 class AcceptanceRule:
     """Picks the rule: sampling when temperature > 0, else soft (when given) or exact."""
 
-    name: str = "exact"
     temperature: float = 0.0
     soft: SoftVerifier | None = None
     truncation: Truncation = NO_TRUNCATION  # sampling only: greedy decoding keeps the top token anyway

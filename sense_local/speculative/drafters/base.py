@@ -4,18 +4,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from ..types import Draft, Feedback, GenerationStats
+from ..types import CommittedKeys, Draft, Feedback, GenerationStats
 
 
 class Drafter(ABC):
     """Proposes a continuation of the committed sequence; learns from verification feedback.
 
     Lifecycle per generation: `begin(prompt)`, then repeatedly `propose()` -> loop verifies ->
-    `update(feedback)` and `extend(tokens)` with everything committed (accepted + target's token).
+    `update(feedback)` and `extend(tokens)` with everything emitted (accepted + target's token).
+    A drafter that `needs_keys` is also handed the key states of every committed position
+    (`add_keys`: the prompt's after `begin`, then each decode's): it never reads the engine.
     """
 
     name: str = "drafter"
-    needs_hidden: bool = False  # True: the loop asks the target for hidden states on every decode
+    needs_keys: bool = False  # True: the loop asks the target for key states on every decode
 
     @abstractmethod
     def begin(self, prompt: Sequence[int]) -> None: ...
@@ -29,6 +31,9 @@ class Drafter(ABC):
 
     def update(self, feedback: Feedback) -> None:  # noqa: B027 - optional hook
         pass
+
+    def add_keys(self, keys: CommittedKeys) -> None:  # noqa: B027 - drafters that need_keys
+        """Key states of committed positions (views: copy what is kept)."""
 
     def report(self, stats: GenerationStats) -> None:  # noqa: B027 - optional hook
         """Add the drafter's own figures to a finished generation's statistics."""

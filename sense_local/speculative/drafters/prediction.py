@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..types import Draft, Feedback, GenerationStats
+from ..types import CommittedKeys, Draft, Feedback, GenerationStats
 from .base import AcceptanceEstimate, Drafter
 
 RESYNC_N = 4  # tokens of output matched anywhere in the prediction to find the cursor again
@@ -44,7 +44,7 @@ class PredictionDrafter(Drafter):
     def __init__(self, prediction: Sequence[int], fallback: Drafter | None = None):
         self.prediction = np.asarray(prediction, dtype=np.int32)  # [P]
         self.fallback = fallback
-        self.needs_hidden = fallback is not None and fallback.needs_hidden
+        self.needs_keys = fallback is not None and fallback.needs_keys
         self._grams: dict[tuple[int, ...], list[int]] = {}  # n-gram -> positions just after each occurrence
         pred = self.prediction.tolist()
         for n in range(2, RESYNC_N + 1):
@@ -85,6 +85,10 @@ class PredictionDrafter(Drafter):
                 self._resync()
         if self.fallback is not None:
             self.fallback.extend(tokens)
+
+    def add_keys(self, keys: CommittedKeys) -> None:
+        if self.fallback is not None:
+            self.fallback.add_keys(keys)
 
     def _follow(self, t: int) -> bool:
         """Does the output's next token `t` go on with the prediction (or a replacement learned

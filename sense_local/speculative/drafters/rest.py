@@ -2,7 +2,8 @@
 
 The longest suffix of the context (16 down to 2 tokens) is matched exactly in the document token
 stream; the continuations of the matches are merged into a trie and its most frequent path is the
-draft. It exists to show what navigating by hidden states adds over surface matching.
+draft. It exists to show what navigating by key states adds over surface matching. Its drafts'
+source is "rest" (SENSE's from the same documents: "docs").
 """
 from __future__ import annotations
 
@@ -19,22 +20,15 @@ MATCH_BUCKETS = (3, 4, 8, 12)  # matched suffix length: 2 | 3 | 4-7 | 8-11 | 12+
 PRIORS = {b: (0.3, 0.4, 0.55, 0.7, 0.8)[b] for b in range(len(MATCH_BUCKETS) + 1)}
 
 
-def ngram_index_for(store) -> NgramIndex:
-    """The store's token stream indexed for exact matching (built once per store object)."""
-    cached = getattr(store, "_ngram_index", None)
-    if cached is None:
-        docs = sorted(store.manifest.documents.values(), key=lambda d: d.start)
-        tokens = store.tokens(0, store.manifest.n_tokens)
-        cached = NgramIndex(tokens, np.array([[d.start, d.end] for d in docs] or [[0, len(tokens)]]))
-        store._ngram_index = cached
-    return cached
+SOURCE = "rest"
 
 
 class RestDrafter(Drafter):
-    name = "rest"
+    name = SOURCE
 
-    def __init__(self, store, max_len: int = 16):
-        self.index = ngram_index_for(store)
+    def __init__(self, store, max_len: int = 16, *, index: NgramIndex | None = None):
+        """`index`: the store's n-gram index (the speculator keeps one per store), else built here."""
+        self.index = index if index is not None else NgramIndex.of_store(store)
         self.max_len = max_len
         self.ctx: list[int] = []
         self.estimate = AcceptanceEstimate(PRIORS)
@@ -53,7 +47,7 @@ class RestDrafter(Drafter):
         if len(tokens) == 0:
             return None
         key = int(np.searchsorted(MATCH_BUCKETS, n, side="right"))
-        return Draft(tokens=tokens, source="docs", acceptance=self.estimate.get(key), key=key)
+        return Draft(tokens=tokens, source=SOURCE, acceptance=self.estimate.get(key), key=key)
 
     def update(self, feedback: Feedback) -> None:
         self.estimate.observe(feedback.draft.key, feedback.drafted, feedback.accepted)

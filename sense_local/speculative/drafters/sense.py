@@ -1,8 +1,9 @@
 """SENSE drafter: Semantic Embedding Navigation.
 
-The query is the target's final hidden state at the last evaluated position: the state that just
-chose the newest token `t` (already computed by the verification decode; no extra forward pass).
-Its nearest neighbours among stored hidden states come from
+The query is the target's key state at the last evaluated position (a block's normalized input, or
+the final hidden state: engine.py): the state that just chose the newest token `t`, computed by the
+verification decode and handed over by the loop (`add_keys`; no extra forward pass, and the drafter
+never reads the engine). Its nearest neighbours among stored key states come from
   * the live context store: every committed position of this conversation (prompt included), and
   * the document store: every position of the user's indexed documents (when one is loaded).
 A neighbour whose own next token agrees with `t` proposes the tokens that followed it. Each
@@ -16,7 +17,7 @@ searches bear no fruit pauses (Backoff), and the documents are not searched whil
 context is in a verbatim copy.
 
 With `lexical` (a prompt-lookup drafter over the same context), SENSE subsumes exact n-gram
-matching: the positions an n-gram match finds are hidden-state neighbours too, but a k-NN search
+matching: the positions an n-gram match finds are key-state neighbours too, but a k-NN search
 may rank them below near-duplicates that agree on fewer tokens, and paused searches miss them. So the
 lexical draft competes with the neighbours' drafts on the same scale (expected accepted tokens) and
 the likelier one goes; while the lexical match is a copy under way (8 tokens or more in a row,
@@ -28,9 +29,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...key_cache import KeyStateCache
 from ..context_store import ContextStore
 from ..rewrap import JoinedPrompt
-from ..types import Draft, Feedback
+from ..types import CommittedKeys, Draft, Feedback
 from .base import AcceptanceEstimate, Drafter
 from .trie import best_first_tree, continuations, heaviest_path
 
@@ -99,16 +101,21 @@ class Backoff:
 
 
 class SenseDrafter(Drafter):
-    needs_hidden = True
+    """`model`: the target's vocabulary (rewrap's tokenizing) and shape (n_embd, n_ctx, key_layer),
+    never its state. `keys` and `context`: buffers lent by the speculator (speculator.py), which
+    keeps them across replies; made here when not given."""
 
-    def __init__(self, engine, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
+    needs_keys = True
+
+    def __init__(self, model, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
                  tree: bool = False, max_branches: int = 4, rewrap: bool = True, name: str = "sense",
-                 lexical: Drafter | None = None):
+                 lexical: Drafter | None = None, keys: KeyStateCache | None = None,
+                 context: ContextStore | None = None):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
         if docs is not None:
-            docs.require_key_layer(engine.key_layer)  # its keys and our queries come from one layer
-        self.engine = engine
+            docs.require_key_layer(model.key_layer)  # its keys and our queries come from one layer
+        self.vocab = model
         self.name = name
         self.use_context = use_context
         self.docs = docs
@@ -120,9 +127,12 @@ class SenseDrafter(Drafter):
         self._searched: list[str] = []  # the sources searched for the latest proposal
         self.rewrap = rewrap  # prompt neighbours continue through line wraps (see rewrap.JoinedPrompt)
         self._joined: JoinedPrompt | None = None
-        self.context = ContextStore(engine.n_embd, engine.n_ctx) if use_context else None
+        if use_context and context is None:
+            context = ContextStore(model.n_embd, model.n_ctx)
+        self.context = context if use_context else None
+        self.keys = keys if keys is not None else KeyStateCache(model.n_embd, model.n_ctx)  # of each committed position
         self.ctx: list[int] = []
-        self._ctx_array = np.zeros(engine.n_ctx + 64, np.int32)  # [capacity] self.ctx, kept in step
+        self._ctx_array = np.zeros(model.n_ctx + 64, np.int32)  # [capacity] self.ctx, kept in step
         self._seen: set[tuple[int, ...]] = set()  # HINT_N-grams of the context before its last token
         self._added = 0  # positions [0, _added) are in the context store
         self._run = 0  # draft tokens accepted in a row
@@ -144,12 +154,17 @@ class SenseDrafter(Drafter):
             b.reset()
         self._searched = []
         self._rival = None
-        self._joined = JoinedPrompt(self.engine, prompt) if self.rewrap and self.context is not None else None
+        self._joined = JoinedPrompt(self.vocab, prompt) if self.rewrap and self.context is not None else None
         if self._joined is not None:
             j = self._joined.tokens.tolist()
             self._seen.update(tuple(j[i : i + HINT_N]) for i in range(len(j) - HINT_N + 1))
         if self.context is not None:
             self.context.reset()
+        self.keys.truncate(0)  # the prompt's come next (add_keys)
+
+    def add_keys(self, keys: CommittedKeys) -> None:
+        if keys.start <= self.keys.valid:  # rows after a gap are not kept (nor then searched), as by the engine
+            self.keys.write(keys.start, keys.rows)
 
     def extend(self, tokens: Sequence[int]) -> None:
         if self._rival is not None and len(tokens):
@@ -189,17 +204,15 @@ class SenseDrafter(Drafter):
         return tuple(self.ctx[-HINT_N:]) in self._seen
 
     def _query(self) -> tuple[int, np.ndarray] | None:
-        """(position, hidden state) of the last evaluated position, adding older ones to the store."""
-        q = self.engine.n_past - 1  # its hidden state chose ctx[q + 1], the newest token
-        if q < 0 or len(self.ctx) != q + 2:
-            return None  # the engine is not where this drafter's context says: nothing to query
-        hidden = self.engine.committed_hidden(q + 1)
-        if hidden is None:
-            return None
+        """(position, key state) of the last evaluated position, adding older ones to the store."""
+        q = len(self.ctx) - 2  # the position whose key state chose ctx[q + 1], the newest token
+        keys = self.keys.upto(q + 1) if q >= 0 else None
+        if keys is None:
+            return None  # a position without its key state (evaluated without keys): nothing to query
         if self.context is not None and self._added < q:
-            self.context.add(np.arange(self._added, q), hidden[self._added : q])
+            self.context.add(np.arange(self._added, q), keys[self._added : q])
             self._added = q
-        return q, hidden[q]
+        return q, keys[q]
 
     def _proposals(self, query: np.ndarray, newest: int, search_context: bool, search_docs: bool):
         """Continuations [m, L] after neighbours that agree with `newest`, with their similarity [m],

@@ -1,0 +1,96 @@
+"""Prefill with reuse: evaluate a prompt keeping the KV entries of the longest prefix already
+evaluated, in the live sequence or in a conversation set aside (kv_slots.py), in chunks a cancel can
+stop between (and, through the cancel hook, within)."""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from . import native
+from .errors import Cancelled
+from .kv_slots import SAVE_MIN, SWITCH_MIN, SavedState, common_prefix
+
+llama_cpp = native.llama_cpp
+
+# Tokens per decode of a prefill that can be cancelled: ~2 s on the 1.5B here (64 tok/s), ~0.4 s on
+# the 135M; a 512-token decode would keep Esc waiting ~8 s on the 1.5B. Measured on a 738-token
+# prompt (1.5B): 64-token decodes made the prefill ~10% slower, 128 and 256 were level with one decode.
+CANCEL_CHUNK = 128
+
+
+def prefill(engine, prompt, *, outputs: str = "last", hidden: bool = False, cancel=None, progress=None):
+    """Engine.prefill (see there): an EvalOutput whose `reused` says how many tokens were kept."""
+    prompt = np.asarray(prompt, dtype=np.int32)
+    if len(prompt) == 0:
+        raise ValueError("empty prompt")
+    if outputs == "all":
+        return engine.eval(prompt, 0, outputs="all", hidden=hidden)
+    reuse = _resume(engine, prompt[:-1], hidden)
+    out = _prefill_from(engine, prompt, reuse, outputs, hidden, cancel, progress)
+    out.reused = reuse
+    return out
+
+
+def _resume(engine, head: np.ndarray, hidden: bool) -> int:
+    """How many tokens of `head` (a prompt but its last token) are already evaluated: the live
+    conversation's, or a saved one's brought back when it holds more (kv_slots.py); the live
+    one is saved first when the prompt would throw much of it away."""
+    reuse = common_prefix(engine.tokens, head)
+    if hidden:  # positions cached without their key states are evaluated again
+        reuse = min(reuse, engine.keys.valid)
+    saved, match = engine.slots.best(head, keys=hidden)
+    switch = saved is not None and match >= reuse + SWITCH_MIN
+    if switch or engine.n_past - reuse >= SAVE_MIN:
+        _save_live(engine)
+    if switch:
+        return match if _restore(engine, saved) else 0
+    return reuse
+
+
+def _save_live(engine) -> None:
+    """Set the live conversation's state aside in `slots` (when it has one worth keeping)."""
+    if engine.n_past < SAVE_MIN or engine.slots.cap_bytes <= 0:
+        return
+    size = llama_cpp.llama_state_seq_get_size(engine._ctx, 0)
+    data = (ctypes.c_uint8 * size)()
+    if llama_cpp.llama_state_seq_get_data(engine._ctx, data, size, 0) != size:
+        return
+    keys = engine.keys.copy()
+    engine.slots.add(SavedState(list(engine.tokens), data, keys if keys is not None else engine._no_keys))
+
+
+def _restore(engine, saved: SavedState) -> bool:
+    """Make `saved` the live conversation; False (and nothing held) if llama.cpp refused it."""
+    engine.slots.take(saved)
+    llama_cpp.llama_memory_seq_rm(engine._mem, 0, -1, -1)
+    engine.tokens.clear()
+    engine.keys.truncate(0)
+    if llama_cpp.llama_state_seq_set_data(engine._ctx, saved.data, len(saved.data), 0) != len(saved.data):
+        llama_cpp.llama_memory_seq_rm(engine._mem, 0, -1, -1)
+        return False
+    engine.tokens.extend(saved.tokens)
+    if len(saved.keys):
+        engine.keys.write(0, saved.keys)
+    return True
+
+
+def _prefill_from(engine, prompt: np.ndarray, reuse: int, outputs: str, hidden: bool, cancel, progress):
+    """The prompt from `reuse` on; with `cancel`, in CANCEL_CHUNK decodes, each followed by
+    progress(tokens evaluated or reused, prompt length) when given (and once before the first:
+    a front end can say the prompt is being read before a chunk takes its second)."""
+    if cancel is None or outputs != "last":
+        return engine.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
+    if progress is not None and len(prompt) - reuse > CANCEL_CHUNK:
+        progress(reuse, len(prompt))
+    with engine.cancellable(cancel):
+        while len(prompt) - reuse > CANCEL_CHUNK:
+            if cancel.is_set():
+                raise Cancelled("prefill cancelled")
+            engine.eval(prompt[reuse : reuse + CANCEL_CHUNK], reuse, outputs="last", hidden=hidden)
+            reuse += CANCEL_CHUNK
+            if progress is not None:
+                progress(reuse, len(prompt))
+        if cancel.is_set():
+            raise Cancelled("prefill cancelled")
+        return engine.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)

@@ -33,20 +33,21 @@ async def main(method: str, tokens: int, reps: int) -> None:
     app = SenseApp(sessions=SessionStore(tmp / "s.db"), settings=Settings(method=method, max_tokens=tokens))
     ui, cli = [], []
     async with app.run_test(size=(110, 32)) as pilot:
-        while app.session is None:
+        chat = app.chat  # the chat screen holds the session and the reply under way
+        while chat.session is None:
             await pilot.pause(0.05)
         for _ in range(reps):
             for text in PROMPTS:
-                app.action_new_session()
+                chat.new_session()
                 await pilot.pause(0.05)
                 box = app.query_one(PromptBox)
                 box.text = text
                 box.focus()
                 await pilot.press("enter")
                 await pilot.pause(0.05)  # the reply widget is mounted and generation started
-                while app.generating or app._reply is not None:
+                while chat.generating or chat._reply is not None:
                     await asyncio.sleep(0.25)  # poll rarely: the harness must not load the CPU it measures
-                ui.append(app.last_stats["tok_per_s"])
+                ui.append(chat.last_stats.to_dict()["tok_per_s"])
                 decoder = make_decoder(app.engine, GenerationOptions(method=method, max_tokens=tokens))
                 prompt, _ = fit_chat(app.engine, [{"role": "user", "content": text}], reserve=tokens)
                 for _ in decoder.generate(prompt, tokens):

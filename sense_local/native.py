@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from pathlib import Path
 
 USEARCH_WAS_FIRST = "usearch" in sys.modules or "usearch.index" in sys.modules
 
@@ -133,3 +134,15 @@ def load_usearch():
     from usearch import index
 
     return index
+
+
+def shared_library(name: str) -> ctypes.CDLL:
+    """The copy of ggml's library `name` that llama.cpp itself uses. The wheel ships libNAME.so and
+    libNAME.so.0 as two files, and libllama links the second: loading the first would give this process
+    a second ggml with its own state (the abort callback set there would never be called)."""
+    from llama_cpp._ctypes_extensions import load_shared_library
+
+    ensure_backend()
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    linked = lib_dir / f"lib{name}.so.0"
+    return ctypes.CDLL(str(linked)) if linked.exists() else load_shared_library(name, lib_dir)

@@ -21,9 +21,9 @@ import functools
 import socket
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import native
+from .native import shared_library
 from .errors import SenseError
 
 llama_cpp = native.llama_cpp
@@ -111,18 +111,6 @@ def _read(sock: socket.socket, n: int) -> bytes:
 
 
 # ---------------------------------------------------------------------- ggml's backend registry
-def shared_library(name: str) -> ctypes.CDLL:
-    """The copy of ggml's library `name` that llama.cpp itself uses. The wheel ships libNAME.so and
-    libNAME.so.0 as two files, and libllama links the second: loading the first would give this process
-    a second ggml with its own state (the abort callback set there would never be called)."""
-    from llama_cpp._ctypes_extensions import load_shared_library
-
-    native.ensure_backend()
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    linked = lib_dir / f"lib{name}.so.0"
-    return ctypes.CDLL(str(linked)) if linked.exists() else load_shared_library(name, lib_dir)
-
-
 @functools.cache
 def ggml() -> ctypes.CDLL:
     """libggml (the backend registry) with the few entry points used here."""

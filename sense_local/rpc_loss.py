@@ -47,7 +47,7 @@ def arm(endpoint) -> None:
     if endpoint not in _endpoints:
         _endpoints.append(endpoint)
     if _callback is None:
-        from .rpc import shared_library
+        from .native import shared_library
 
         lib = shared_library("ggml-base")
         lib.ggml_set_abort_callback.restype = ctypes.c_void_p

@@ -465,7 +465,7 @@ async def test_a_one_token_reply_says_token_and_no_speed_and_long_titles_use_the
 async def test_both_lists_open_on_the_current_row_and_delete_names_the_highlighted_session(tmp_path):
     from textual.widgets import Input, ListView
 
-    from tui.dialogs import ConfirmScreen
+    from tui.confirm import ConfirmScreen
     from tui.screens import ModelPickerScreen, SessionsScreen
 
     store = SessionStore(tmp_path / "sessions.db")
@@ -514,7 +514,7 @@ async def test_del_on_a_document_asks_first(tmp_path, tmp_path_factory, engine):
     from conftest import pydoc_topics_store
     from textual.widgets import DataTable
 
-    from tui.dialogs import ConfirmScreen
+    from tui.confirm import ConfirmScreen
 
     store = pydoc_topics_store(engine, tmp_path_factory, "tui-remove", ["pass", "del"])
     app = SenseApp(ConversationConfig(store=str(store)), sessions=SessionStore(tmp_path / "s.db"),

@@ -213,7 +213,7 @@ class DocumentsScreen(Screen):
 
     def action_remove(self) -> None:
         """Asks first, naming the highlighted document; Del again (or Enter, y) removes it."""
-        from .dialogs import ConfirmScreen
+        from .confirm import ConfirmScreen
 
         table = self.query_one(DataTable)
         if table.row_count == 0:

@@ -92,7 +92,7 @@ class SessionsScreen(ModalScreen):
 
     def action_delete(self) -> None:
         """Ask, naming the highlighted session; `d` again (or Enter, y) deletes it."""
-        from .dialogs import ConfirmScreen
+        from .confirm import ConfirmScreen
 
         sid = self._selected()
         session = self.sessions.get(sid) if sid is not None else None

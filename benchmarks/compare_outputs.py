@@ -25,12 +25,21 @@ def _parting(a: list[int], b: list[int]) -> int | None:
     return at if at is not None else (None if len(a) == len(b) else n)
 
 
+def _vs_ar(row: dict) -> str:
+    """How a run's output stands to its own run's ar: the same, or where it parts and ar's gap there."""
+    if row["identical_to_ar"]:
+        return "= ar"
+    gap = row.get("divergence_gap")
+    return "parts from ar" + ("" if gap is None else f" at gap {gap:.2f}" + (" (near-tie)" if gap < NEAR_TIE else ""))
+
+
 def compare(before: dict, after: dict) -> list[dict]:
     out = []
     for key in sorted(before.keys() & after.keys()):
         a, b = before[key]["output_ids"], after[key]["output_ids"]
         at = _parting(a, b)
-        out.append({"task": key[0], "method": key[1], "identical": at is None, "parts_at": at, "tokens": len(a)})
+        out.append({"task": key[0], "method": key[1], "identical": at is None, "parts_at": at, "tokens": len(a),
+                    "vs_ar": (_vs_ar(before[key]), _vs_ar(after[key]))})
     return out
 
 
@@ -44,12 +53,13 @@ def main(argv=None) -> int:
         print("error: a file has no output_ids (bench runs before this field cannot be compared)", file=sys.stderr)
         return 2
     rows = compare(before, after)
-    # ar's own text in the *before* run tells whether a parting sits at a near-tie: its gaps are not
-    # stored, so a parting is reported and judged by whether ar itself moved (ar is never drafted)
+    # a drafting method's two outputs may part where either run parted from its own ar at a near-tie
+    # (batched arithmetic, draft sizes from each run's measured cost curve); ar is never drafted
     same = sum(r["identical"] for r in rows)
     for r in rows:
         if not r["identical"]:
-            print(f"{r['task']:<24} {r['method']:<22} parts at token {r['parts_at']} of {r['tokens']}")
+            print(f"{r['task']:<24} {r['method']:<12} parts at token {r['parts_at']} of {r['tokens']}; "
+                  f"before: {r['vs_ar'][0]}; after: {r['vs_ar'][1]}")
     only = sorted((before.keys() ^ after.keys()))
     print(f"{same} / {len(rows)} (task, method) outputs identical; {len(only)} in one run only")
     return 0 if same == len(rows) else 1

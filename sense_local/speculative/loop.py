@@ -277,7 +277,7 @@ class SpecDecoder:
             k = len(draft.tokens)
             if verdict.accepted < k:
                 eng.truncate(eng.n_past - (k - verdict.accepted))
-            return out.logits, logits, verdict, out.hidden[: 1 + verdict.accepted]
+            return out.logits, logits, verdict, out.hidden[: 1 + verdict.accepted] if self.keyed else out.hidden
         out = eng.eval_tree(last, draft.tokens, draft.parents, hidden=self.keyed)
         verdict = self.rule.tree(out.logits, draft.tokens, draft.parents, support=draft.acceptance)
         eng.keep_path(verdict.path, draft.tokens)

@@ -8,27 +8,20 @@ can verify.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.predicted_edits import EDITS, edit_prompt, ours, source_span
+from benchmarks.predicted_edits import EDITS, edit_bench_parser, edit_prompt, ours, source_span
 from sense_local.engine import Engine
 from sense_local.generation import prompt_tokens
 from sense_local.registry import resolve_model
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--edits", type=int, default=len(EDITS))
-    ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--ctx", type=int, default=4096)
-    ap.add_argument("--json", help="write the figures here")
-    args = ap.parse_args(argv)
+    args = edit_bench_parser(__doc__).parse_args(argv)
     engine = Engine(resolve_model(args.model), n_ctx=args.ctx)
     rows = []
     try:

@@ -127,14 +127,20 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def edit_bench_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every run over EDITS takes (this bench and predicted_ceiling)."""
+    ap = argparse.ArgumentParser(description=description.split("\n")[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--edits", type=int, default=len(EDITS))
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--ctx", type=int, default=4096)
-    ap.add_argument("--no-peers", dest="peers", action="store_false", help="leave llama-server out")
     ap.add_argument("--json", help="write the figures here")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = edit_bench_parser(__doc__)
+    ap.add_argument("--no-peers", dest="peers", action="store_false", help="leave llama-server out")
     args = ap.parse_args(argv)
     t0 = time.time()
     results = run(args)

@@ -47,6 +47,16 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SENSE_HOME", str(home))
 
 
+@pytest.fixture
+def cost_curve_file(tmp_path, monkeypatch) -> Path:
+    """The model's saved cost curve redirected to a temporary file (none there yet), SENSE_COST_FLAT unset."""
+    from sense_local.speculative import cost
+    path = tmp_path / "cost" / "model.json"
+    monkeypatch.setattr(cost, "_cache_file", lambda engine: path)
+    monkeypatch.delenv("SENSE_COST_FLAT", raising=False)
+    return path
+
+
 def chat(engine, text: str) -> list[int]:
     return chat_tokens(engine, [{"role": "user", "content": text}])
 

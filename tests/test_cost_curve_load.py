@@ -85,18 +85,10 @@ def test_load_coming_and_going_leaves_the_curve_where_it_is(seed):
     assert near_prior(oc.curve)
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cost" / "model.json"
-    monkeypatch.setattr(cost, "_cache_file", lambda engine: path)
-    monkeypatch.delenv("SENSE_COST_FLAT", raising=False)
-    return path
-
-
-def test_a_curve_saved_under_load_is_learned_back_by_the_next_quiet_reply(cache):
+def test_a_curve_saved_under_load_is_learned_back_by_the_next_quiet_reply(cost_curve_file):
     """The busy curve saved (what issue 36's fresh data dir kept) still drafts a copy, and the next
     quiet reply's timings replace it with the model's."""
-    cost._write(cache, BUSY_CURVE, "learned")
+    cost._write(cost_curve_file, BUSY_CURVE, "learned")
     saved = cost.cost_curve_for(None)
     assert saved.cost(32) > 14
     oc = OnlineCost(saved)
@@ -106,13 +98,13 @@ def test_a_curve_saved_under_load_is_learned_back_by_the_next_quiet_reply(cache)
     assert near_prior(cost.cost_curve_for(None))
 
 
-def test_a_learned_curve_is_saved_no_steeper_than_the_cap(cache):
+def test_a_learned_curve_is_saved_no_steeper_than_the_cap(cost_curve_file):
     rng = np.random.default_rng(3)
     oc = OnlineCost(PRIOR)
     reply(oc, rng, 60, curve=CostCurve(PRIOR.lengths, tuple(1.0 + 8.0 * (c - 1.0) for c in PRIOR.costs)))
     assert oc.curve.cost(32) > 40  # what was timed
     cost.remember_learned(None, oc)
-    kept = cost._read(cache)[0]
+    kept = cost._read(cost_curve_file)[0]
     assert kept.cost(32) == pytest.approx(1.0 + cost.MAX_STEEPER * 5.8, abs=0.01)
     assert kept.best_length(0.99, 32) > 0  # so a copy still drafts, and the next reply re-learns it
 

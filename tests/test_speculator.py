@@ -21,31 +21,23 @@ def learned_reply() -> OnlineCost:
     return oc
 
 
-@pytest.fixture
-def curve_file(tmp_path, monkeypatch):
-    path = tmp_path / "cost" / "model.json"
-    monkeypatch.setattr(cost, "_cache_file", lambda engine: path)
-    monkeypatch.delenv("SENSE_COST_FLAT", raising=False)
-    return path
-
-
-def test_a_conversations_curve_memory_keeps_what_a_reply_learned(curve_file):
+def test_a_conversations_curve_memory_keeps_what_a_reply_learned(cost_curve_file):
     memory = CurveMemory(None, remember=True)
-    assert memory.curve == PRIOR and not curve_file.exists()  # nothing known: the prior, nothing measured
+    assert memory.curve == PRIOR and not cost_curve_file.exists()  # nothing known: the prior, nothing measured
     memory.learned(learned_reply())
     assert memory.curve.cost(9) == pytest.approx(1.0 + 2.0 * (PRIOR.cost(9) - 1.0), rel=0.02)
     assert cost.cost_curve_for(None) == memory.curve  # on disk as kept, unrounded: the next run starts there
 
 
-def test_a_one_off_decoders_memory_keeps_nothing(curve_file):
+def test_a_one_off_decoders_memory_keeps_nothing(cost_curve_file):
     memory = CurveMemory(None, remember=False)
     memory.learned(learned_reply())
-    assert memory.curve == PRIOR and not curve_file.exists()
+    assert memory.curve == PRIOR and not cost_curve_file.exists()
 
 
-def test_a_measured_curve_is_not_replaced_by_a_learned_one(curve_file):
+def test_a_measured_curve_is_not_replaced_by_a_learned_one(cost_curve_file):
     measured = CostCurve(PRIOR.lengths, tuple(1.0 + 0.5 * (c - 1.0) for c in PRIOR.costs))
-    cost._write(curve_file, measured, "measured")
+    cost._write(cost_curve_file, measured, "measured")
     memory = CurveMemory(None, remember=True)
     memory.learned(learned_reply())
     assert memory.curve == measured == cost.cost_curve_for(None)

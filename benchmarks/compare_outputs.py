@@ -10,19 +10,14 @@ import argparse
 import json
 import sys
 
-NEAR_TIE = 0.25
+from sense_local.bench.rows import NEAR_TIE
+from sense_local.bench.runner import _first_divergence
 
 
 def _rows(path: str) -> dict[tuple[str, str], dict]:
     with open(path) as f:
         doc = json.load(f)
     return {(r["task"], r["method"]): r for r in doc["runs"] if r.get("output_ids") is not None}
-
-
-def _parting(a: list[int], b: list[int]) -> int | None:
-    n = min(len(a), len(b))
-    at = next((i for i in range(n) if a[i] != b[i]), None)
-    return at if at is not None else (None if len(a) == len(b) else n)
 
 
 def _vs_ar(row: dict) -> str:
@@ -37,7 +32,7 @@ def compare(before: dict, after: dict) -> list[dict]:
     out = []
     for key in sorted(before.keys() & after.keys()):
         a, b = before[key]["output_ids"], after[key]["output_ids"]
-        at = _parting(a, b)
+        at = _first_divergence(a, b)
         out.append({"task": key[0], "method": key[1], "identical": at is None, "parts_at": at, "tokens": len(a),
                     "vs_ar": (_vs_ar(before[key]), _vs_ar(after[key]))})
     return out

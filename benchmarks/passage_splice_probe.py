@@ -41,11 +41,13 @@ from benchmarks.doc_questions import HELD_OUT, HELD_OUT_2, QUESTIONS
 from sense_local import native
 from sense_local.bench.quality import contains_answer
 from sense_local.bench.rows import NEAR_TIE
+from sense_local.bench.runner import _first_divergence
 from sense_local.bench.stores import bench_store
 from sense_local.bench.tasks import DOCQA, corpus_topics
 from sense_local.engine import Engine
 from sense_local.grounding.chat import GroundedChat
 from sense_local.side_pass import SCRATCH_SEQ
+from sense_local.speculative.verify import top2_gap
 from sense_local.tree_layout import TREE_SEQ0
 
 llama_cpp = native.llama_cpp
@@ -240,8 +242,7 @@ def greedy(engine: Engine, row: np.ndarray, max_tokens: int) -> tuple[list[int],
     """Greedy answer from the prompt's last logits, one eval a token; (tokens, top-2 gaps)."""
     answer, gaps = [], []
     while True:
-        top2 = np.partition(row, -2)[-2:]
-        gaps.append(float(top2[1] - top2[0]))
+        gaps.append(top2_gap(row))
         token = int(np.argmax(row))
         answer.append(token)
         if engine.is_eog(token) or len(answer) >= max_tokens:
@@ -294,9 +295,7 @@ def kl_divergence(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
 
 def compare(probe: Probe, variant: str, prompt: np.ndarray, units: list[Unit], full: Run, splice: Run,
             saved: list[SavedPassage], standalone_s: float) -> Row:
-    parting = next((i for i, (a, b) in enumerate(zip(full.answer, splice.answer)) if a != b), None)
-    if parting is None and len(full.answer) != len(splice.answer):
-        parting = min(len(full.answer), len(splice.answer))
+    parting = _first_divergence(full.answer, splice.answer)
     near = None if parting is None or parting >= len(full.gaps) else full.gaps[parting] < NEAR_TIE
     right = {u.number for u in units if u.topic == probe.topic}
     cites_full, cites_splice = [sorted({int(n) for n in CITATION.findall(run.text)}) for run in (full, splice)]

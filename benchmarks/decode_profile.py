@@ -4,7 +4,7 @@ own server decoding the same context (`scripts/profile_decode`).
 For each prompt, interleaved reps of:
   llama-server   its `timings.predicted_per_second` (C++ all the way, its sampler chain included)
   decode         `llama_decode` + argmax on our engine's context, nothing else (context set-up + ctypes)
-  engine         `Engine.eval([token], outputs="last", hidden=False)` + argmax
+  engine         `Engine.eval([token], outputs="last", with_keys=False)` + argmax
   loop           the speculative loop with no drafter (`ar`): events, detokenizing, stats
   conversation   `Conversation.complete`: the runtime every front end renders (stop strings, events)
 Each row gives decode tok/s (tokens after the first over the time after the first), ms per token, and
@@ -42,7 +42,7 @@ LAYERS = ("llama-server", "decode", "engine", "loop", "conversation")
 
 def raw_decode(engine: Engine, prompt: list[int], n: int) -> float:
     """tok/s of llama_decode + argmax alone, on the engine's own context and batch."""
-    out = engine.prefill(prompt, outputs="last", hidden=False)
+    out = engine.prefill(prompt, outputs="last", with_keys=False)
     tok = int(np.argmax(out.logits[-1]))
     ctx, batch, nv = engine._ctx, engine._batch, engine.n_vocab
     pos = engine.n_past
@@ -62,11 +62,11 @@ def raw_decode(engine: Engine, prompt: list[int], n: int) -> float:
 
 
 def engine_decode(engine: Engine, prompt: list[int], n: int) -> float:
-    out = engine.prefill(prompt, outputs="last", hidden=False)
+    out = engine.prefill(prompt, outputs="last", with_keys=False)
     tok = int(np.argmax(out.logits[-1]))
     t0 = time.perf_counter()
     for _ in range(n - 1):
-        out = engine.eval([tok], outputs="last", hidden=False)
+        out = engine.eval([tok], outputs="last", with_keys=False)
         tok = int(np.argmax(out.logits[-1]))
     dt = time.perf_counter() - t0
     engine.truncate(len(prompt))

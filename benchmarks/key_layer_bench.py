@@ -43,7 +43,7 @@ def layer_states(hp: HiddenPass, docs: list[np.ndarray], window: int, overlap: i
 def prefill_seconds(engine: Engine, docs: list[np.ndarray], window: int, overlap: int) -> float:
     t0 = time.perf_counter()
     for run, _ in _windows(docs, window, overlap):
-        engine.eval(run, 0, outputs="last", hidden=False)
+        engine.eval(run, 0, outputs="last", with_keys=False)
     return time.perf_counter() - t0
 
 

@@ -247,7 +247,7 @@ def greedy(engine: Engine, row: np.ndarray, max_tokens: int) -> tuple[list[int],
         answer.append(token)
         if engine.is_eog(token) or len(answer) >= max_tokens:
             return answer, gaps
-        row = engine.eval([token], outputs="last", hidden=False).logits[-1]
+        row = engine.eval([token], outputs="last", with_keys=False).logits[-1]
 
 
 def full_run(engine: Engine, prompt: np.ndarray, units: list[Unit], max_tokens: int) -> tuple[Run, list[SavedPassage]]:
@@ -255,7 +255,7 @@ def full_run(engine: Engine, prompt: np.ndarray, units: list[Unit], max_tokens: 
     cut from it before the answer."""
     engine.reset()
     t0 = time.perf_counter()
-    logits = engine.eval(prompt, 0, outputs="last", hidden=False).logits[-1].copy()
+    logits = engine.eval(prompt, 0, outputs="last", with_keys=False).logits[-1].copy()
     seconds = time.perf_counter() - t0
     exact = exact_states(engine, units)
     answer, gaps = greedy(engine, logits, max_tokens)
@@ -270,13 +270,13 @@ def spliced_run(engine: Engine, prompt: np.ndarray, saved: list[SavedPassage], m
     for passage in saved:
         gap = prompt[engine.n_past : passage.unit.start]
         if len(gap):
-            engine.eval(gap, outputs="last", hidden=False)
+            engine.eval(gap, outputs="last", with_keys=False)
         if not head:
             head = time.perf_counter()
         t = time.perf_counter()
         place(engine, passage)
         placing += time.perf_counter() - t
-    logits = engine.eval(prompt[engine.n_past :], outputs="last", hidden=False).logits[-1].copy()
+    logits = engine.eval(prompt[engine.n_past :], outputs="last", with_keys=False).logits[-1].copy()
     t1 = time.perf_counter()
     if engine.tokens != prompt.tolist():
         raise RuntimeError("the assembled tokens are not the prompt's")
@@ -385,7 +385,7 @@ def main(argv=None) -> int:
     engine = Engine(resolve_model(args.model), n_ctx=args.ctx)
     store = bench_store(engine, args.suite)
     chat = GroundedChat(engine, store, gate=False)  # 3 passages for every question
-    engine.eval(engine.tokenize("A first decode, so no timed one pays for warming up."), 0, hidden=False)
+    engine.eval(engine.tokenize("A first decode, so no timed one pays for warming up."), 0, with_keys=False)
     rows, answers = [], []
     for probe in probes(args.suite, args.questions):
         got, texts = probe_question(engine, chat, probe, args.max_tokens)

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         profile = cProfile.Profile()
         totals = dict(tokens=0, forwards=0, draft=0.0, verify=0.0, total=0.0, drafted=0, accepted=0)
         for prompt in prompts:
-            engine.prefill(prompt, outputs="hidden", hidden=True)  # as the suite does: prompts' states cached
+            engine.prefill(prompt, outputs="keys", with_keys=True)  # as the suite does: prompts' states cached
             decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=args.tokens), store=store)
             profile.enable()
             for _ in decoder.generate(prompt, args.tokens):

@@ -56,13 +56,13 @@ class ReplayEngine:
     def cancellable(self, cancel):
         return contextlib.nullcontext()
 
-    def prefill(self, prompt, *, outputs="last", hidden=False, cancel=None, progress=None):
+    def prefill(self, prompt, *, outputs="last", with_keys=False, cancel=None, progress=None):
         self.tokens = []
         out = self.eval(prompt, 0, outputs=outputs)
         self.decodes.clear()
         return out
 
-    def eval(self, tokens, start_pos=None, *, outputs="all", hidden=False):
+    def eval(self, tokens, start_pos=None, *, outputs="all", with_keys=False):
         start = self.n_past if start_pos is None else start_pos
         del self.tokens[start:]
         self.tokens.extend(int(t) for t in tokens)

@@ -48,7 +48,7 @@ def decode_times(engine: Engine, prompt: list[int], k: int, reps: int = 16) -> f
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        engine.eval(prompt[-k:], base, outputs="all", hidden=False)
+        engine.eval(prompt[-k:], base, outputs="all", with_keys=False)
         times.append(time.perf_counter() - t0)
         engine.truncate(base)
     return statistics.median(times)

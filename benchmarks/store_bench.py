@@ -26,7 +26,7 @@ def raw_prefill_rate(engine: Engine, docs: list[np.ndarray], window: int) -> flo
     n = 0
     for tokens in docs:
         for s in range(0, len(tokens), window):
-            engine.eval(tokens[s : s + window], 0, outputs="last", hidden=False)
+            engine.eval(tokens[s : s + window], 0, outputs="last", with_keys=False)
         n += len(tokens)
     return n / (time.perf_counter() - t0)
 
@@ -139,10 +139,10 @@ def indexing_throughput(engine: Engine, docs: list[np.ndarray], corpus: Path, st
 
 def vector_recall(engine: Engine, docs: list[np.ndarray], rng: np.random.Generator) -> None:
     """Recall of the true next token by vector type (and PCA-reduced), then by search breadth."""
-    from sense_local.datastore.indexer import hidden_states
+    from sense_local.datastore.indexer import document_keys
     from sense_local.datastore.store import DEFAULT_DTYPE
 
-    vecs = np.concatenate([hidden_states(engine, d) for d in docs])
+    vecs = np.concatenate([document_keys(engine, d) for d in docs])
     nxt = np.concatenate([d[1:] for d in docs])
     queries = rng.choice(len(vecs), size=min(2000, len(vecs)), replace=False)
     mean = vecs.mean(0)

@@ -36,7 +36,7 @@ llama_cpp = native.llama_cpp
 @dataclass
 class EvalOutput:
     logits: np.ndarray  # [k, n_vocab] float32, view valid until the next eval
-    hidden: np.ndarray  # [k, n_embd] float32 key states, view valid until the next eval
+    keys: np.ndarray  # [k, n_embd] float32 key states, view valid until the next eval
     reused: int = 0  # prefill: prompt tokens whose KV entries were kept, not evaluated again
 
 
@@ -150,27 +150,27 @@ class Engine(Vocabulary):
             self.reset()
         self.key_source.used = True  # before the evaluation below, which asks for key states again
         if kept and self.keys.valid < len(kept):
-            self.eval(kept, 0, outputs="last", hidden=True)
+            self.eval(kept, 0, outputs="last", with_keys=True)
 
     # ------------------------------------------------------------------ evaluation
     def eval(
-        self, tokens, start_pos: int | None = None, *, outputs: str = "all", hidden: bool = True
+        self, tokens, start_pos: int | None = None, *, outputs: str = "all", with_keys: bool = True
     ) -> EvalOutput:
         """Decode `tokens` at positions start_pos.. (default: n_past) and commit them to the KV cache.
 
-        outputs="all" returns logits for every position, "last" for the last one only, "hidden" the
+        outputs="all" returns logits for every position, "last" for the last one only, "keys" the
         key states of every position with the last position's logits (indexing, a SENSE prefill).
-        With hidden=True the key states come too (final-norm keys: llama.cpp computes every row's
-        output and LM head; block keys: the tap); hidden=False runs neither, so "last" runs the LM
-        head once and `EvalOutput.hidden` is an empty [0, n_embd] array. KV entries at positions
+        With with_keys=True the key states come too (final-norm keys: llama.cpp computes every row's
+        output and LM head; block keys: the tap); with_keys=False runs neither, so "last" runs the LM
+        head once and `EvalOutput.keys` is an empty [0, n_embd] array. KV entries at positions
         >= start_pos are dropped first.
         """
         tokens = np.asarray(tokens, dtype=np.int32)
         k = len(tokens)
         if k == 0:
             raise ValueError("eval needs at least one token")
-        if outputs == "hidden" and not hidden:
-            raise ValueError('outputs="hidden" needs hidden=True')
+        if outputs == "keys" and not with_keys:
+            raise ValueError('outputs="keys" needs with_keys=True')
         start = self.n_past if start_pos is None else start_pos
         if start > self.n_past:
             raise ValueError(f"start_pos {start} is past the committed length {self.n_past}")
@@ -180,33 +180,33 @@ class Engine(Vocabulary):
             )
         if start < self.n_past:
             self.truncate(start)
-        if hidden:
+        if with_keys:
             self._want_keys()
-        self.key_source.switch(self._ctx, hidden)
-        all_rows = outputs == "all" or (hidden and self.key_layer is None)  # embeddings on: every row is an output
-        earlier, last_m = self._eval_chunks(tokens, start, outputs, hidden, all_rows)
+        self.key_source.switch(self._ctx, with_keys)
+        all_rows = outputs == "all" or (with_keys and self.key_layer is None)  # embeddings on: every row is an output
+        earlier, last_m = self._eval_chunks(tokens, start, outputs, with_keys, all_rows)
         del self.tokens[start:]
         self.tokens.extend(tokens.tolist())
-        out = self._views(last_m if all_rows else 1, last_m if hidden else 0)
+        out = self._views(last_m if all_rows else 1, last_m if with_keys else 0)
         if outputs == "last":
-            return EvalOutput(out.logits[-1:], out.hidden[-1:])
-        if outputs == "hidden":
-            hidden_rows = [o.hidden for o in earlier] + [out.hidden]
-            return EvalOutput(out.logits[-1:], np.concatenate(hidden_rows) if earlier else out.hidden)
+            return EvalOutput(out.logits[-1:], out.keys[-1:])
+        if outputs == "keys":
+            key_rows = [o.keys for o in earlier] + [out.keys]
+            return EvalOutput(out.logits[-1:], np.concatenate(key_rows) if earlier else out.keys)
         if earlier:
             return EvalOutput(
                 logits=np.concatenate([o.logits for o in earlier] + [out.logits]),
-                hidden=np.concatenate([o.hidden for o in earlier] + [out.hidden]),
+                keys=np.concatenate([o.keys for o in earlier] + [out.keys]),
             )
         return out
 
-    def _eval_chunks(self, tokens: np.ndarray, start: int, outputs: str, hidden: bool, all_rows: bool):
+    def _eval_chunks(self, tokens: np.ndarray, start: int, outputs: str, with_keys: bool, all_rows: bool):
         """Decode `tokens` in n_batch chunks at positions start..: (copies of the outputs of every
         chunk but the last, when wanted; the last chunk's size, whose outputs stay in the buffers)."""
         k = len(tokens)
         earlier: list[EvalOutput] = []
         self.keys.truncate(start)
-        keep_keys = hidden and self.keys.valid == start
+        keep_keys = with_keys and self.keys.valid == start
         for off in range(0, k, self.n_batch):
             m = min(self.n_batch, k - off)
             last_chunk = off + m == k
@@ -223,14 +223,14 @@ class Engine(Vocabulary):
                     raise Cancelled("decode cancelled")
                 raise RuntimeError(f"llama_decode failed with code {rc}")
             if keep_keys:
-                self.keys.write(start + off, self._views(m, m).hidden)
+                self.keys.write(start + off, self._views(m, m).keys)
             if not last_chunk and outputs != "last":  # the next decode overwrites the buffers: copy
-                view = self._views(m if all_rows else 1, m if hidden else 0)
+                view = self._views(m if all_rows else 1, m if with_keys else 0)
                 logits = view.logits.copy() if outputs == "all" else view.logits[:0]
-                earlier.append(EvalOutput(logits, view.hidden.copy()))
+                earlier.append(EvalOutput(logits, view.keys.copy()))
         return earlier, m
 
-    def eval_tree(self, root: int, tokens: np.ndarray, parents: np.ndarray, *, hidden: bool = True) -> EvalOutput:
+    def eval_tree(self, root: int, tokens: np.ndarray, parents: np.ndarray, *, with_keys: bool = True) -> EvalOutput:
         """Decode the last chosen token `root` (committed at n_past) and a draft tree after it in one
         batch. tokens, parents: [n] (parents[i] = -1: under the root; a parent before its children).
 
@@ -242,7 +242,7 @@ class Engine(Vocabulary):
         """
         n = len(tokens)
         layout = tree_layout(parents)
-        if hidden:
+        if with_keys:
             self._want_keys()
         start = self.n_past
         if start + 2 + layout.max_depth > self.n_ctx:
@@ -258,7 +258,7 @@ class Engine(Vocabulary):
         batch.set_sequences(0, [0] + [TREE_SEQ0 + b for b in range(layout.n_branches)])
         for i in range(n):
             batch.set_sequences(i + 1, layout.seqs[i])
-        self.key_source.switch(self._ctx, hidden)
+        self.key_source.switch(self._ctx, with_keys)
         self.keys.truncate(start)
         rc = self._decode(batch)
         if rc != 0:
@@ -269,9 +269,9 @@ class Engine(Vocabulary):
                 raise Cancelled("verification cancelled")
             raise RuntimeError(f"llama_decode failed with code {rc}")
         self.tokens.append(int(root))
-        out = self._views(n + 1, n + 1 if hidden else 0)
-        if hidden and self.keys.valid == start and self.keys.started:
-            self.keys.write(start, out.hidden[:1])
+        out = self._views(n + 1, n + 1 if with_keys else 0)
+        if with_keys and self.keys.valid == start and self.keys.started:
+            self.keys.write(start, out.keys[:1])
         self._pending_tree = PendingTree(start, [s[0] for s in layout.seqs], layout.n_branches)
         return out
 
@@ -287,13 +287,13 @@ class Engine(Vocabulary):
             llama_cpp.llama_memory_seq_cp(self._mem, tree.branch_of[path[-1]], 0, first, first + len(path))
             if self.keys.valid == first:
                 n = len(tree.branch_of) + 1
-                rows = self._views(n, n).hidden
+                rows = self._views(n, n).keys
                 self.keys.write(first, rows[[i + 1 for i in path]])
             self.tokens.extend(int(tokens[i]) for i in path)
         for b in range(tree.n_branches):
             llama_cpp.llama_memory_seq_rm(self._mem, TREE_SEQ0 + b, -1, -1)
 
-    def side_hidden(self, tokens) -> np.ndarray:
+    def side_keys(self, tokens) -> np.ndarray:
         """[k, n_embd] key states of `tokens` evaluated on their own (side_pass.py)."""
         return side_pass.side_keys(self, tokens)
 
@@ -308,13 +308,13 @@ class Engine(Vocabulary):
         self.key_source.before_decode()
         return self._cancel.decode(self._ctx, batch)
 
-    def _views(self, n_logits: int, n_hidden: int) -> EvalOutput:
+    def _views(self, n_logits: int, n_keys: int) -> EvalOutput:
         """Views of the last decode's output rows: logits [n_logits, n_vocab] and the key states of
-        its last n_hidden rows (key_source.py)."""
+        its last n_keys rows (key_source.py)."""
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_logits, self.n_vocab))
-        if n_hidden == 0:
-            return EvalOutput(logits=logits, hidden=self._no_keys)
-        return EvalOutput(logits=logits, hidden=self.key_source.rows(self._ctx, n_logits, n_hidden, self.n_embd))
+        if n_keys == 0:
+            return EvalOutput(logits=logits, keys=self._no_keys)
+        return EvalOutput(logits=logits, keys=self.key_source.rows(self._ctx, n_logits, n_keys, self.n_embd))
 
     @property
     def n_past(self) -> int:
@@ -322,7 +322,7 @@ class Engine(Vocabulary):
 
     def committed_keys(self, upto: int) -> np.ndarray | None:
         """[upto, n_embd] view of the key states of committed positions 0..upto-1, or None when
-        some of them were evaluated without key states (evaluate with hidden=True first)."""
+        some of them were evaluated without key states (evaluate with_keys=True first)."""
         return self.keys.upto(upto)
 
     def truncate(self, n_past: int) -> None:
@@ -341,12 +341,12 @@ class Engine(Vocabulary):
         self.keys.truncate(0)
         self._pending_tree = None
 
-    def prefill(self, prompt, *, outputs: str = "last", hidden: bool = False, cancel=None,
+    def prefill(self, prompt, *, outputs: str = "last", with_keys: bool = False, cancel=None,
                 progress=None) -> EvalOutput:
         """Evaluate a prompt, reusing the KV entries of the longest prefix already evaluated (with
-        hidden=True, one whose key states are cached); its last token is always evaluated again.
+        with_keys=True, one whose key states are cached); its last token is always evaluated again.
         With `cancel`, in chunks a cancel stops between and within (prefill_reuse.py)."""
-        return prefill_reuse.prefill(self, prompt, outputs=outputs, hidden=hidden, cancel=cancel,
+        return prefill_reuse.prefill(self, prompt, outputs=outputs, with_keys=with_keys, cancel=cancel,
                                      progress=progress)
 
     @functools.cached_property

@@ -19,27 +19,27 @@ llama_cpp = native.llama_cpp
 CANCEL_CHUNK = 128
 
 
-def prefill(engine, prompt, *, outputs: str = "last", hidden: bool = False, cancel=None, progress=None):
+def prefill(engine, prompt, *, outputs: str = "last", with_keys: bool = False, cancel=None, progress=None):
     """Engine.prefill (see there): an EvalOutput whose `reused` says how many tokens were kept."""
     prompt = np.asarray(prompt, dtype=np.int32)
     if len(prompt) == 0:
         raise ValueError("empty prompt")
     if outputs == "all":
-        return engine.eval(prompt, 0, outputs="all", hidden=hidden)
-    reuse = _resume(engine, prompt[:-1], hidden)
-    out = _prefill_from(engine, prompt, reuse, outputs, hidden, cancel, progress)
+        return engine.eval(prompt, 0, outputs="all", with_keys=with_keys)
+    reuse = _resume(engine, prompt[:-1], with_keys)
+    out = _prefill_from(engine, prompt, reuse, outputs, with_keys, cancel, progress)
     out.reused = reuse
     return out
 
 
-def _resume(engine, head: np.ndarray, hidden: bool) -> int:
+def _resume(engine, head: np.ndarray, with_keys: bool) -> int:
     """How many tokens of `head` (a prompt but its last token) are already evaluated: the live
     conversation's, or a saved one's brought back when it holds more (kv_slots.py); the live
     one is saved first when the prompt would throw much of it away."""
     reuse = common_prefix(engine.tokens, head)
-    if hidden:  # positions cached without their key states are evaluated again
+    if with_keys:  # positions cached without their key states are evaluated again
         reuse = min(reuse, engine.keys.valid)
-    saved, match = engine.slots.best(head, keys=hidden)
+    saved, match = engine.slots.best(head, keys=with_keys)
     switch = saved is not None and match >= reuse + SWITCH_MIN
     if switch or engine.n_past - reuse >= SAVE_MIN:
         _save_live(engine)
@@ -75,22 +75,22 @@ def _restore(engine, saved: SavedState) -> bool:
     return True
 
 
-def _prefill_from(engine, prompt: np.ndarray, reuse: int, outputs: str, hidden: bool, cancel, progress):
+def _prefill_from(engine, prompt: np.ndarray, reuse: int, outputs: str, with_keys: bool, cancel, progress):
     """The prompt from `reuse` on; with `cancel`, in CANCEL_CHUNK decodes, each followed by
     progress(tokens evaluated or reused, prompt length) when given (and once before the first:
     a front end can say the prompt is being read before a chunk takes its second)."""
     if cancel is None or outputs != "last":
-        return engine.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
+        return engine.eval(prompt[reuse:], reuse, outputs=outputs, with_keys=with_keys)
     if progress is not None and len(prompt) - reuse > CANCEL_CHUNK:
         progress(reuse, len(prompt))
     with engine.cancellable(cancel):
         while len(prompt) - reuse > CANCEL_CHUNK:
             if cancel.is_set():
                 raise Cancelled("prefill cancelled")
-            engine.eval(prompt[reuse : reuse + CANCEL_CHUNK], reuse, outputs="last", hidden=hidden)
+            engine.eval(prompt[reuse : reuse + CANCEL_CHUNK], reuse, outputs="last", with_keys=with_keys)
             reuse += CANCEL_CHUNK
             if progress is not None:
                 progress(reuse, len(prompt))
         if cancel.is_set():
             raise Cancelled("prefill cancelled")
-        return engine.eval(prompt[reuse:], reuse, outputs=outputs, hidden=hidden)
+        return engine.eval(prompt[reuse:], reuse, outputs=outputs, with_keys=with_keys)

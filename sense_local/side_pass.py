@@ -34,7 +34,7 @@ def side_keys(engine, tokens) -> np.ndarray:
         rc = engine._decode(batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc}")
-        return np.array(engine._views(k, k).hidden)
+        return np.array(engine._views(k, k).keys)
     finally:
         batch.assign_sequence(k, 0)
         llama_cpp.llama_memory_seq_rm(engine._mem, SCRATCH_SEQ, -1, -1)

@@ -39,11 +39,11 @@ class FakeEngine:
     def cancellable(self, cancel):
         return contextlib.nullcontext()  # fake decodes are instant: nothing to stop mid-way
 
-    def prefill(self, prompt, *, outputs="last", hidden=False, cancel=None, progress=None):
+    def prefill(self, prompt, *, outputs="last", with_keys=False, cancel=None, progress=None):
         self.tokens = []
-        return self.eval(prompt, 0, outputs=outputs, hidden=hidden)
+        return self.eval(prompt, 0, outputs=outputs, with_keys=with_keys)
 
-    def eval(self, tokens, start_pos=None, *, outputs="all", hidden=True):
+    def eval(self, tokens, start_pos=None, *, outputs="all", with_keys=True):
         tokens = [int(t) for t in tokens]
         start = self.n_past if start_pos is None else start_pos
         assert start <= self.n_past
@@ -62,7 +62,7 @@ class FakeEngine:
         row[nxt] = 5.0
         return row
 
-    def eval_tree(self, root, tokens, parents, *, hidden=True):
+    def eval_tree(self, root, tokens, parents, *, with_keys=True):
         start = self.n_past
         depth = []
         for p in parents.tolist():

@@ -36,7 +36,7 @@ def test_the_drafters_stay_under_the_ceiling_on_real_prompts(engine):
     their tau cannot pass the oracle's."""
     for task in [t for t in build_tasks("quick") if t.kind == "grounded"][:3]:
         prompt = chat(engine, task.prompt)
-        engine.prefill(prompt, outputs="hidden", hidden=True)
+        engine.prefill(prompt, outputs="keys", with_keys=True)
         outputs = {}
         for method in ("ar", "pld", "sense"):
             decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=64))

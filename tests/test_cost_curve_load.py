@@ -125,7 +125,7 @@ class _ClockedEngine:
     def n_past(self) -> int:
         return len(self.tokens)
 
-    def eval(self, tokens, start, *, outputs, hidden):
+    def eval(self, tokens, start, *, outputs, with_keys):
         del self.tokens[start:]
         self.tokens.extend(int(t) for t in tokens)
         self.decodes += 1

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from sense_local.datastore import DocumentStore, StoreError, index_paths
-from sense_local.datastore.indexer import hidden_states
+from sense_local.datastore.indexer import document_keys
 
 TOPICS = ["assert", "break", "pass", "del", "continue", "global"]
 
@@ -133,16 +133,16 @@ def test_search_finds_each_position_itself_with_its_continuation(built, engine):
     store = DocumentStore.open(store_dir, fingerprint=engine.fingerprint)
     doc = next(d for p, d in store.manifest.documents.items() if p.endswith("assert.txt"))
     tokens = store.tokens(doc.start, doc.end)
-    hidden = hidden_states(engine, tokens)
+    keys = document_keys(engine, tokens)
     probe = np.array([5, 50, 120, len(tokens) - 12])
-    res = store.search(hidden[probe], k=8, continuation=6)
+    res = store.search(keys[probe], k=8, continuation=6)
     assert res.similarity.shape == (4, 8) and res.continuations.shape == (4, 8, 6)
     assert (res.positions[:, 0] == doc.start + probe).all()
     assert (res.similarity[:, 0] > 0.99).all()
     for row, p in enumerate(probe):
         assert res.continuations[row, 0].tolist() == tokens[p + 1 : p + 7].tolist()
     # continuations never run past their document's end
-    last = store.search(hidden[-1:], k=1, continuation=6)
+    last = store.search(keys[-1:], k=1, continuation=6)
     assert last.continuations[0, 0, 0] == tokens[-1] and (last.continuations[0, 0, 1:] == -1).all()
 
 

@@ -18,27 +18,27 @@ def test_batch_returns_logits_and_hidden_per_position(engine):
     tokens = engine.tokenize(PASSAGE)
     out = engine.eval(tokens, 0, outputs="all")
     assert out.logits.shape == (len(tokens), engine.n_vocab)
-    assert out.hidden.shape == (len(tokens), engine.n_embd) == (len(tokens), 576)
-    assert np.isfinite(out.hidden).all() and np.isfinite(out.logits).all()
+    assert out.keys.shape == (len(tokens), engine.n_embd) == (len(tokens), 576)
+    assert np.isfinite(out.keys).all() and np.isfinite(out.logits).all()
     # hidden states differ from position to position
-    sims = out.hidden[1:] @ out.hidden[:-1].T
-    assert not np.allclose(out.hidden[1], out.hidden[2])
-    assert np.linalg.matrix_rank(out.hidden[:10]) == 10, sims.shape
+    sims = out.keys[1:] @ out.keys[:-1].T
+    assert not np.allclose(out.keys[1], out.keys[2])
+    assert np.linalg.matrix_rank(out.keys[:10]) == 10, sims.shape
     # the view is zero-copy over llama.cpp's buffer
-    assert not out.logits.flags.owndata and not out.hidden.flags.owndata
+    assert not out.logits.flags.owndata and not out.keys.flags.owndata
     assert engine.n_past == len(tokens)
 
 
 def test_batched_eval_matches_sequential_evals(engine):
     tokens = engine.tokenize(PASSAGE)
     batched = engine.eval(tokens, 0, outputs="all")
-    b_logits, b_hidden = batched.logits.copy(), batched.hidden.copy()
+    b_logits, b_hidden = batched.logits.copy(), batched.keys.copy()
     engine.reset()
     seq_logits, seq_hidden = [], []
     for i, t in enumerate(tokens):
         out = engine.eval([t], i, outputs="all")
         seq_logits.append(out.logits[0].copy())
-        seq_hidden.append(out.hidden[0].copy())
+        seq_hidden.append(out.keys[0].copy())
     seq_logits, seq_hidden = np.array(seq_logits), np.array(seq_hidden)
     assert np.abs(b_logits - seq_logits).max() < 0.5
     cos = (b_hidden * seq_hidden).sum(1) / np.linalg.norm(b_hidden, axis=1) / np.linalg.norm(seq_hidden, axis=1)
@@ -76,9 +76,9 @@ def test_prefill_reuses_common_prefix(engine):
 def test_prefill_with_hidden_states_covers_a_prefix_cached_without_them(engine):
     prompt = chat(engine, "Name three rivers.")
     engine.reset()
-    engine.prefill(prompt, hidden=False)  # e.g. the previous turn was decoded by a method without SENSE
+    engine.prefill(prompt, with_keys=False)  # e.g. the previous turn was decoded by a method without SENSE
     assert engine.committed_keys(len(prompt)) is None
-    engine.prefill(prompt, hidden=True)
+    engine.prefill(prompt, with_keys=True)
     states = engine.committed_keys(len(prompt))
     assert states is not None and np.isfinite(states).all() and np.abs(states).sum(1).min() > 0
 
@@ -109,13 +109,13 @@ def test_tokenize_detokenize_round_trip_and_eog(engine):
 
 def test_side_evaluation_leaves_the_conversation_alone(engine):
     question = engine.tokenize("What does the with statement do?")
-    isolated = engine.eval(question, 0, outputs="all", hidden=True).hidden.copy()
+    isolated = engine.eval(question, 0, outputs="all", with_keys=True).keys.copy()
     engine.reset()
     tokens = engine.tokenize(PASSAGE)
-    engine.eval(tokens[:-1], 0, outputs="all", hidden=True)
+    engine.eval(tokens[:-1], 0, outputs="all", with_keys=True)
     before = engine.eval(tokens[-1:], outputs="all").logits.copy()
     engine.truncate(len(tokens) - 1)
-    side = engine.side_hidden(question)
+    side = engine.side_keys(question)
     assert engine.n_past == len(tokens) - 1 and engine.tokens == tokens[:-1]
     cos = np.sum(side * isolated, 1) / np.linalg.norm(side, axis=1) / np.linalg.norm(isolated, axis=1)
     assert cos.min() > 0.99  # the same states as evaluating the question alone
@@ -126,18 +126,18 @@ def test_side_evaluation_leaves_the_conversation_alone(engine):
 def test_hidden_outputs_skip_the_logit_rows_and_match_all_outputs(engine):
     tokens = engine.tokenize(PASSAGE * 20)
     assert len(tokens) > engine.n_batch  # several decodes
-    full = engine.eval(tokens, 0, outputs="all", hidden=True)
-    full_hidden, last_logits = full.hidden.copy(), full.logits[-1].copy()
-    lean = engine.eval(tokens, 0, outputs="hidden", hidden=True)
-    assert lean.logits.shape == (1, engine.n_vocab) and lean.hidden.shape == (len(tokens), engine.n_embd)
-    assert np.array_equal(lean.hidden, full_hidden) and np.array_equal(lean.logits[0], last_logits)
+    full = engine.eval(tokens, 0, outputs="all", with_keys=True)
+    full_hidden, last_logits = full.keys.copy(), full.logits[-1].copy()
+    lean = engine.eval(tokens, 0, outputs="keys", with_keys=True)
+    assert lean.logits.shape == (1, engine.n_vocab) and lean.keys.shape == (len(tokens), engine.n_embd)
+    assert np.array_equal(lean.keys, full_hidden) and np.array_equal(lean.logits[0], last_logits)
     with pytest.raises(ValueError):
-        engine.eval(tokens[:4], 0, outputs="hidden", hidden=False)
+        engine.eval(tokens[:4], 0, outputs="keys", with_keys=False)
 
 
 def test_hidden_pass_gives_the_embedding_path_states_and_leaves_the_conversation_alone(engine):
     tokens = engine.tokenize(PASSAGE * 20)[:700]
-    expected = engine.eval(tokens, 0, outputs="hidden", hidden=True).hidden.copy()
+    expected = engine.eval(tokens, 0, outputs="keys", with_keys=True).keys.copy()
     engine.reset()
     engine.eval(tokens[:5], 0)
     fast = engine.hidden_pass(1024)

@@ -144,11 +144,11 @@ def corrupt(path: Path, how: str, rng: random.Random, keep_mtime: bool = False) 
 
 
 def fingerprint_of_answers(store: DocumentStore, engine) -> tuple:
-    """What a store answers: its token stream, its passages, and hidden-state neighbours of a few queries."""
+    """What a store answers: its token stream, its passages, and stored-state neighbours of a few queries."""
     from sense_local.grounding.retrieve import PassageRetriever
 
-    hidden = store.index.get(np.arange(0, 40, 7, dtype=np.uint64))
-    hits = store.search(np.asarray(hidden, np.float32).reshape(-1, store.manifest.n_embd), k=4)
+    stored = store.index.get(np.arange(0, 40, 7, dtype=np.uint64))
+    hits = store.search(np.asarray(stored, np.float32).reshape(-1, store.manifest.n_embd), k=4)
     passages = [tuple((h.passage.path, h.passage.text) for h in PassageRetriever(engine, store, "bm25").search(q, 3, gate=False))
                 for q in ("while loop else clause", "raise exception", "lambda expression")]
     return (store.token_array.tobytes(), hits.positions.tobytes(), tuple(passages), store.n_vectors)

@@ -91,7 +91,7 @@ def test_a_follow_up_with_reused_kv_answers_as_a_full_prefill_does(conversation,
             tokens.append(int(np.argmax(logits)))
             if top2_gap(logits) < 0.25 or fresh.is_eog(tokens[-1]):
                 break
-            out = fresh.eval([tokens[-1]], outputs="last", hidden=False)
+            out = fresh.eval([tokens[-1]], outputs="last", with_keys=False)
     reply = after2[p2.prompt_tokens:]
     n = len(tokens) - 1  # up to a near-tie, where the two may part
     assert reply[:n] == tokens[:n]

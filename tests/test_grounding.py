@@ -204,8 +204,8 @@ def test_uncommitted_passages_never_show_and_are_pruned(engine, store_dir, tmp_p
     shutil.copytree(store_dir, copy)
     writer = DocumentStore.open(copy, fingerprint=engine.fingerprint, writable=True)
     tokens = np.asarray(engine.tokenize("zanzibar quokka passage about nothing at all", add_special=True), np.int32)
-    hidden = np.zeros((len(tokens) - 1, engine.n_embd), np.float32) + 0.1
-    writer.add_document(DocEntry("/nowhere/zanzibar.txt", "0" * 64, 0.0, 1, 0, 0), tokens, hidden,
+    keys = np.zeros((len(tokens) - 1, engine.n_embd), np.float32) + 0.1
+    writer.add_document(DocEntry("/nowhere/zanzibar.txt", "0" * 64, 0.0, 1, 0, 0), tokens, keys,
                         split_passages(tokens, engine.piece))
     writer.passages.commit()  # the passage rows land, the manifest does not (a crash right here)
     reader = DocumentStore.open(copy, fingerprint=engine.fingerprint)

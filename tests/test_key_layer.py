@@ -25,25 +25,25 @@ def block_engine(model_path):
 
 def test_decode_and_indexing_pass_read_the_same_block_states(engine, block_engine):
     tokens = chat(block_engine, "Explain what a Python generator is, with a short example.")
-    out = block_engine.eval(tokens, 0, outputs="hidden", hidden=True)
-    assert out.hidden.shape == (len(tokens), block_engine.n_embd) and out.logits.shape[0] == 1
+    out = block_engine.eval(tokens, 0, outputs="keys", with_keys=True)
+    assert out.keys.shape == (len(tokens), block_engine.n_embd) and out.logits.shape[0] == 1
     passed = block_engine.hidden_pass(1024).run(tokens)
-    np.testing.assert_allclose(out.hidden, passed, rtol=1e-3, atol=1e-3)
-    final = engine.eval(tokens, 0, outputs="hidden", hidden=True)
-    assert not np.allclose(final.hidden, out.hidden, atol=1e-2)  # another layer's states
+    np.testing.assert_allclose(out.keys, passed, rtol=1e-3, atol=1e-3)
+    final = engine.eval(tokens, 0, outputs="keys", with_keys=True)
+    assert not np.allclose(final.keys, out.keys, atol=1e-2)  # another layer's states
     # the tap reads states and leaves the model alone: the same next-token logits as the final-key engine
     np.testing.assert_allclose(out.logits[-1], final.logits[-1], rtol=1e-3, atol=1e-2)
 
 
 def test_block_states_of_a_tree_match_a_chain(block_engine):
     prompt = chat(block_engine, "Count from one to ten.")
-    block_engine.eval(prompt[:-1], 0, outputs="last", hidden=True)
+    block_engine.eval(prompt[:-1], 0, outputs="last", with_keys=True)
     root, draft = prompt[-1], np.asarray(block_engine.tokenize(" one two three", add_special=False), np.int32)
     start = block_engine.n_past  # the root (the last chosen token) goes here, the draft after it
-    tree = np.array(block_engine.eval_tree(root, draft, np.arange(-1, len(draft) - 1), hidden=True).hidden)
+    tree = np.array(block_engine.eval_tree(root, draft, np.arange(-1, len(draft) - 1), with_keys=True).keys)
     block_engine.keep_path([], draft)
-    chain = block_engine.eval(np.concatenate(([root], draft)).astype(np.int32), start, outputs="all", hidden=True)
-    np.testing.assert_allclose(tree, chain.hidden, rtol=1e-3, atol=1e-3)
+    chain = block_engine.eval(np.concatenate(([root], draft)).astype(np.int32), start, outputs="all", with_keys=True)
+    np.testing.assert_allclose(tree, chain.keys, rtol=1e-3, atol=1e-3)
 
 
 def test_a_store_keeps_its_key_layer(model_path, block_engine, tmp_path):
@@ -87,9 +87,9 @@ def test_states_asked_for_after_plain_decodes_cover_the_whole_context(model_path
     eng = sl.Engine(model_path, n_ctx=1024, key_layer=BLOCK)
     try:
         tokens = chat(eng, "Hello there, how are you today?")
-        eng.eval(tokens[:-1], 0, outputs="last", hidden=False)
+        eng.eval(tokens[:-1], 0, outputs="last", with_keys=False)
         assert eng.key_source.tap is None or (eng.key_source.tap.native and not eng.key_source.tap.enabled and eng.key_source.tap.n_read == 0)
-        eng.eval(tokens[-1:], outputs="last", hidden=True)
+        eng.eval(tokens[-1:], outputs="last", with_keys=True)
         states = eng.committed_keys(len(tokens))
         assert states is not None and eng.n_past == len(tokens)
         np.testing.assert_allclose(states, eng.hidden_pass(1024).run(tokens), rtol=1e-3, atol=1e-3)
@@ -107,8 +107,8 @@ def test_the_c_tap_reads_what_the_python_tap_reads(model_path, monkeypatch):
     try:
         assert eng.key_source.tap is not None and eng.key_source.tap.native
         tokens = chat(eng, "Name two rivers of Europe.")
-        native_rows = np.array(eng.eval(tokens, 0, outputs="hidden", hidden=True).hidden)
-        eng.eval([tokens[-1]], len(tokens) - 1, outputs="last", hidden=False)
+        native_rows = np.array(eng.eval(tokens, 0, outputs="keys", with_keys=True).keys)
+        eng.eval([tokens[-1]], len(tokens) - 1, outputs="last", with_keys=False)
         assert eng.key_source.tap.n_read == 0  # switched off: the graph ran whole, no rows copied
         python_tap = key_tap.KeyTap
         monkeypatch.setattr(hidden_pass, "KeyTap", lambda *a, **k: python_tap(*a, **k, native=False))

@@ -47,7 +47,7 @@ QUOTE = (
 
 def test_sense_drafts_from_the_live_context_losslessly(engine):
     prompt = chat(engine, QUOTE)
-    engine.prefill(prompt, outputs="all", hidden=True)
+    engine.prefill(prompt, outputs="all", with_keys=True)
     ar, ar_stats, _ = _run(engine, prompt, "ar", 60, record_gaps=True)
     out, stats, events = _run(engine, prompt, "sense-chain", 60)
     assert stats.accepted >= 5 and stats.forwards < stats.tokens  # how much is drafted depends on timing
@@ -76,7 +76,7 @@ def test_docs_drafters_propose_what_followed_in_the_document(engine, story_store
     doc = next(iter(story_store.manifest.documents.values()))
     story = story_store.tokens(doc.start, doc.end).tolist()
     engine.reset()
-    engine.eval(story[:20], 0, outputs="last", hidden=True)  # the target has read the first 20 tokens
+    engine.eval(story[:20], 0, outputs="last", with_keys=True)  # the target has read the first 20 tokens
     from sense_local.speculative.types import CommittedKeys
 
     for drafter, source in ((SenseDrafter(engine, use_context=False, docs=story_store), "docs"),
@@ -110,7 +110,7 @@ def test_sense_drafts_through_a_line_wrap_of_the_prompt(engine):
                              "statement is required syntactically, but no code needs to run.\n", add_special=False)
     said = engine.tokenize(" Sure: The pass statement is useful as a placeholder when a", add_special=False)
     engine.reset()
-    engine.eval(prompt + said[:-1], 0, outputs="last", hidden=True)  # ...and the target chose said[-1]
+    engine.eval(prompt + said[:-1], 0, outputs="last", with_keys=True)  # ...and the target chose said[-1]
     drafts = {}
     for rewrap in (False, True):
         drafter = SenseDrafter(engine, use_context=True, rewrap=rewrap)

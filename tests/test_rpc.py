@@ -112,7 +112,7 @@ def test_split_over_two_workers_and_the_cpu_decodes_as_the_local_run(engine, mod
         remote.use_key_layer(block)
         engine.use_key_layer(block)
         try:
-            theirs, ours = remote.side_hidden(tokens), engine.side_hidden(tokens)
+            theirs, ours = remote.side_keys(tokens), engine.side_keys(tokens)
         finally:
             engine.use_key_layer("default")
         assert theirs.shape == ours.shape and abs(theirs - ours).max() < 1e-2 * abs(ours).max()

@@ -50,7 +50,7 @@ def test_sense_drafts_only_from_the_key_states_it_is_handed(engine):
     prompt = chat(engine, "Repeat: the keeper climbed the spiral stairs every night to light the lamp.")
     said = engine.tokenize(" the keeper climbed the spiral", add_special=False)
     engine.reset()
-    engine.eval(prompt + said[:-1], 0, outputs="last", hidden=True)  # the target chose said[-1]
+    engine.eval(prompt + said[:-1], 0, outputs="last", with_keys=True)  # the target chose said[-1]
     drafter = SenseDrafter(engine, use_context=True, rewrap=False)
     assert not hasattr(drafter, "engine")
     drafter.begin(prompt)

@@ -118,27 +118,27 @@ def test_loop_keeps_the_accepted_branch_of_a_tree():
 def test_eval_tree_matches_chains_and_keeps_one_branch(engine):
     prompt = engine.tokenize("The quick brown fox jumps over the lazy dog. The quick brown fox")
     engine.reset()
-    last = int(engine.prefill(prompt, hidden=True).logits[-1].argmax())
+    last = int(engine.prefill(prompt, with_keys=True).logits[-1].argmax())
     base = engine.n_past
     a = engine.tokenize(" jumps over the", add_special=False)
     b = engine.tokenize(" ran away", add_special=False)
     tokens = np.array(a + b, np.int32)
     parents = np.array([-1, *range(len(a) - 1), -1, *range(len(a), len(a) + len(b) - 1)], np.int32)
-    tree = engine.eval_tree(last, tokens, parents, hidden=True)
-    logits, hidden = tree.logits.copy(), tree.hidden.copy()
+    tree = engine.eval_tree(last, tokens, parents, with_keys=True)
+    logits, keys = tree.logits.copy(), tree.keys.copy()
     engine.keep_path(range(len(a), len(a) + len(b)), tokens)  # keep branch b
     assert engine.n_past == base + 1 + len(b) and engine.tokens[base:] == [last, *b]
-    kept_hidden = engine.committed_keys(engine.n_past).copy()
-    after_tree = engine.eval([100], outputs="last", hidden=True).logits[-1].copy()
+    kept_keys = engine.committed_keys(engine.n_past).copy()
+    after_tree = engine.eval([100], outputs="last", with_keys=True).logits[-1].copy()
     for branch, rows in ((a, [0, *range(1, len(a) + 1)]), (b, [0, *range(len(a) + 1, len(tokens) + 1)])):
         engine.truncate(base)
-        chain = engine.eval([last, *branch], outputs="all", hidden=True)
+        chain = engine.eval([last, *branch], outputs="all", with_keys=True)
         assert np.allclose(chain.logits, logits[rows], atol=1e-3)
-        assert np.allclose(chain.hidden, hidden[rows], atol=1e-3)
+        assert np.allclose(chain.keys, keys[rows], atol=1e-3)
     # branch b is now committed by the chain: the tree left the same conversation behind (flash
     # attention reads the cache in cell order, so the sums differ in rounding only)
-    assert np.allclose(engine.committed_keys(engine.n_past), kept_hidden, atol=1e-3)
-    after_chain = engine.eval([100], outputs="last", hidden=True).logits[-1]
+    assert np.allclose(engine.committed_keys(engine.n_past), kept_keys, atol=1e-3)
+    after_chain = engine.eval([100], outputs="last", with_keys=True).logits[-1]
     assert after_chain.argmax() == after_tree.argmax()
     assert np.abs(after_chain - after_tree).max() < 2.0
 
@@ -147,7 +147,7 @@ def test_sense_trees_are_lossless_on_a_quote(engine):
     from test_retrieval_drafters import QUOTE
 
     prompt = chat(engine, QUOTE)
-    engine.prefill(prompt, outputs="all", hidden=True)
+    engine.prefill(prompt, outputs="all", with_keys=True)
     runs = {}
     for method in ("ar", "sense"):
         dec = make_decoder(engine, GenerationOptions(method=method, max_tokens=60), record_gaps=method == "ar")

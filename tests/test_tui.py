@@ -695,16 +695,16 @@ async def test_document_states_and_the_indexing_note_during_the_model_pass(tmp_p
     for t in ("assert", "pass", "del"):
         (folder / f"{t}.txt").write_text(topics[t])
     held, release = threading.Event(), threading.Event()
-    real_hidden_states, calls = indexer.hidden_states, []
+    real_hidden_states, calls = indexer.document_keys, []
 
-    def hidden_states(engine, tokens, **kwargs):
+    def document_keys(engine, tokens, **kwargs):
         calls.append(len(tokens))
         if len(calls) == 2:  # the second document waits until the test has looked
             held.set()
             release.wait(120)
         return real_hidden_states(engine, tokens, **kwargs)
 
-    monkeypatch.setattr(indexer, "hidden_states", hidden_states)
+    monkeypatch.setattr(indexer, "document_keys", document_keys)
     app = make_app(tmp_path, method="ar", max_tokens=8)
     try:
         async with app.run_test(size=SIZE, notifications=True) as pilot:

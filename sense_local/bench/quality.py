@@ -14,10 +14,10 @@ def mean_logprob(engine, prompt: list[int], output: list[int]) -> float:
         return 0.0
     engine.prefill(prompt)
     n = len(prompt)
-    first = engine.eval(prompt[-1:], n - 1, outputs="all", hidden=False).logits[0].astype(np.float64)
+    first = engine.eval(prompt[-1:], n - 1, outputs="all", with_keys=False).logits[0].astype(np.float64)
     rows = [first]
     if len(output) > 1:
-        rest = engine.eval(output[:-1], n, outputs="all", hidden=False).logits.astype(np.float64)
+        rest = engine.eval(output[:-1], n, outputs="all", with_keys=False).logits.astype(np.float64)
         rows.extend(rest)
     logits = np.stack(rows)  # [len(output), V]
     top = logits.max(axis=1, keepdims=True)

@@ -38,7 +38,7 @@ COMMIT_EVERY = 20.0  # seconds between commits: a crash loses at most this much 
 ProgressFn = Callable[[int, int, str], None]  # (tokens done, tokens total, current path)
 
 
-def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, overlap: int = OVERLAP,
+def document_keys(engine: Engine, tokens: np.ndarray, window: int = WINDOW, overlap: int = OVERLAP,
                   on_window: Callable[[int], None] | None = None) -> np.ndarray:
     """[T-1, n_embd] key states (at the engine's key layer) of positions 0..T-2, each of which predicts
     the following token; `on_window(positions done)` after each window."""
@@ -50,8 +50,8 @@ def hidden_states(engine: Engine, tokens: np.ndarray, window: int = WINDOW, over
         ctx = 0 if start == 0 else overlap
         end = min(start + window - ctx, n)
         run = tokens[start - ctx : end]
-        hidden = fast.run(run) if fast else engine.eval(run, 0, outputs="hidden", hidden=True).hidden
-        out[start:end] = hidden[ctx:]
+        keys = fast.run(run) if fast else engine.eval(run, 0, outputs="keys", with_keys=True).keys
+        out[start:end] = keys[ctx:]
         start = end
         if on_window is not None:
             on_window(end)
@@ -348,7 +348,7 @@ class KeyPass:
             self._progress(self.done + n, entry.path)
             self._tell(entry.path, n, entry.n_tokens - 1)
 
-        keys = hidden_states(self.engine, self.store.tokens(entry.start, entry.end), on_window=window_done)
+        keys = document_keys(self.engine, self.store.tokens(entry.start, entry.end), on_window=window_done)
         self.report.eval_seconds += time.perf_counter() - started
         self.store.add_keys(entry.path, keys)
         self.read.add(entry.path)

@@ -16,7 +16,7 @@ from .manifest import MANIFEST, DocEntry, Manifest, StoreError
 from .passages import PASSAGES_DB, PassageTable
 
 TOKENS = "tokens.i32"
-# HNSW search breadth (usearch's expansion_search, default 64). Measured on 56k real hidden states:
+# HNSW search breadth (usearch's expansion_search, default 64). Measured on 56k real key states:
 # next-token recall@8 0.662 at 32 vs 0.664 at 64; on a 1M-vector store, search p50 0.66 vs 1.21 ms.
 SEARCH_BREADTH = 32
 
@@ -166,14 +166,14 @@ class StoreReader:
     def tokens(self, start: int, end: int) -> np.ndarray:
         return np.asarray(self._tokens[start:end])
 
-    def search(self, hidden: np.ndarray, k: int = 8, continuation: int = 8) -> Neighbours:
+    def search(self, key_states: np.ndarray, k: int = 8, continuation: int = 8) -> Neighbours:
         """hidden: [n, n_embd] queries. Returns the k nearest stored positions for each."""
-        hidden = np.ascontiguousarray(np.atleast_2d(hidden), dtype=np.float32)
-        n = len(hidden)
+        key_states = np.ascontiguousarray(np.atleast_2d(key_states), dtype=np.float32)
+        n = len(key_states)
         positions = np.full((n, k), -1, np.int64)
         similarity = np.zeros((n, k), np.float32)
         if len(self.index) > 0:
-            matches = self.index.search(hidden, k)
+            matches = self.index.search(key_states, k)
             keys = np.asarray(matches.keys, dtype=np.int64).reshape(n, -1)
             dist = np.asarray(matches.distances, dtype=np.float32).reshape(n, -1)
             # one query comes back as Matches (no .counts) even for a 2-D array

@@ -108,10 +108,10 @@ class StoreWriter(StoreReader):
         return committed
 
     # ------------------------------------------------------------------ documents
-    def add_document(self, entry: DocEntry, tokens: np.ndarray, hidden: np.ndarray | None,
+    def add_document(self, entry: DocEntry, tokens: np.ndarray, key_states: np.ndarray | None,
                      passages: list[PassageSpan] = ()) -> DocEntry:
-        """Append a document: tokens [T] int32 and hidden [T-1, n_embd] (position i predicts token i+1),
-        and its passages (spans relative to the document; `entry.pages` relative too). With hidden
+        """Append a document: tokens [T] int32 and key_states [T-1, n_embd] (position i predicts token i+1),
+        and its passages (spans relative to the document; `entry.pages` relative too). With key_states
         None the document is searchable by words only until `add_keys` gives its states.
 
         `entry.start/end` are assigned here. Nothing is durable until `commit()`.
@@ -119,8 +119,8 @@ class StoreWriter(StoreReader):
         start = self.manifest.n_tokens + self._pending_len
         entry.start, entry.end = start, start + len(tokens)
         entry.keyed = False
-        if hidden is not None:
-            self._add_vectors(entry, hidden)
+        if key_states is not None:
+            self._add_vectors(entry, key_states)
         with (self.dir / TOKENS).open("ab") as f:
             if self._pending_len == 0:
                 f.truncate(4 * self.manifest.n_tokens)
@@ -133,19 +133,19 @@ class StoreWriter(StoreReader):
         self._spans = self._passage_spans = None
         return entry
 
-    def add_keys(self, path: str, hidden: np.ndarray) -> None:
+    def add_keys(self, path: str, key_states: np.ndarray) -> None:
         """The key states [T-1, n_embd] of a document added without them."""
         entry = self.manifest.documents[path]
         if entry.keyed:
             raise StoreError(f"{path}: its key states are stored already")
-        self._add_vectors(entry, hidden)
+        self._add_vectors(entry, key_states)
 
-    def _add_vectors(self, entry: DocEntry, hidden: np.ndarray) -> None:
-        if len(hidden) != max(entry.n_tokens - 1, 0):
-            raise ValueError(f"{entry.path}: {len(hidden)} key states for {entry.n_tokens} tokens")
-        if len(hidden):
-            keys = np.arange(entry.start, entry.start + len(hidden), dtype=np.uint64)
-            self.index.add(keys, np.ascontiguousarray(hidden, dtype=np.float32))
+    def _add_vectors(self, entry: DocEntry, key_states: np.ndarray) -> None:
+        if len(key_states) != max(entry.n_tokens - 1, 0):
+            raise ValueError(f"{entry.path}: {len(key_states)} key states for {entry.n_tokens} tokens")
+        if len(key_states):
+            keys = np.arange(entry.start, entry.start + len(key_states), dtype=np.uint64)
+            self.index.add(keys, np.ascontiguousarray(key_states, dtype=np.float32))
         entry.keyed = True
 
     def remove_document(self, path: str) -> DocEntry | None:

@@ -4,7 +4,7 @@ Two tests, both must pass:
   * words: at least COVERAGE_FLOOR of the question's content words, weighted by idf, occur in the
     documents (PassageTable.coverage). Words like "sourdough" that the documents never use say the
     question is about something else.
-  * meaning: the hidden-state votes of the best passage (retrieve.PassageRetriever.hidden, per question
+  * meaning: the hidden-state votes of the best passage (retrieve.PassageRetriever.by_keys, per question
     token) reach VOTE_RATIO times the median votes of BACKGROUND, generic messages no document is
     about, run against the same store. Words alone let "Name three colours." through over man pages
     (grep has --colour, every page has "name"); the target's states at those words, in that
@@ -27,7 +27,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-VOTE_TEMPERATURE = 0.05  # votes are exp((similarity - 1) / VOTE_TEMPERATURE) (retrieve.PassageRetriever.hidden)
+VOTE_TEMPERATURE = 0.05  # votes are exp((similarity - 1) / VOTE_TEMPERATURE) (retrieve.PassageRetriever.by_keys)
 
 COVERAGE_FLOOR = 0.55  # share of the question's idf-weighted content words the documents hold
 VOTE_RATIO = 3.0  # the best passage's votes per question token, over the background's median

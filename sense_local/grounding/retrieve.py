@@ -92,7 +92,7 @@ class PassageRetriever:
 
     def question_votes(self, question: str) -> float:
         """The best passage's hidden-state votes per question token."""
-        return self._votes(question, self.hidden(question, 1))
+        return self._votes(question, self.by_keys(question, 1))
 
     def _votes(self, question: str, semantic: list[PassageHit]) -> float:
         n_query = max(len(self.engine.tokenize(question.strip(), add_special=False)), 1)
@@ -102,7 +102,7 @@ class PassageRetriever:
         """(the k best passages by this ranker, the lexical list, the hidden-state list)."""
         depth = max(4 * k, 20)
         lexical = self.bm25(question, depth) if self.ranker != "hidden" else []
-        semantic = self.hidden(question, depth) if self.ranker != "bm25" else []
+        semantic = self.by_keys(question, depth) if self.ranker != "bm25" else []
         if self.ranker == "bm25":
             return lexical[:k], lexical, semantic
         if self.ranker == "hidden":
@@ -117,12 +117,12 @@ class PassageRetriever:
         live = self.store.live_documents()
         return [PassageHit(row, score) for row, score in self.store.passages.search(question, k, live)]
 
-    def hidden(self, question: str, k: int) -> list[PassageHit]:
+    def by_keys(self, question: str, k: int) -> list[PassageHit]:
         tokens = self.engine.tokenize(question.strip(), add_special=True)
         if len(tokens) < 2 or self.store.n_vectors == 0:
             return []
         self.store.require_key_layer(self.engine.key_layer)
-        queries = self.engine.side_hidden(tokens)[1:]  # [n-1, n_embd]; the BOS position carries no question
+        queries = self.engine.side_keys(tokens)[1:]  # [n-1, n_embd]; the BOS position carries no question
         found = self.store.search(queries, k=VOTE_K, continuation=0)
         starts, ends, rowids = self.store.passage_spans()
         if len(starts) == 0:

@@ -156,12 +156,12 @@ def measure_cost_curve(engine, *, reps: int = 7, context: int = 128) -> CostCurv
     lengths = [k for k in PROBE_LENGTHS if base + context + k <= engine.n_ctx]
     rng = np.random.default_rng(0)
     filler = rng.integers(100, min(engine.n_vocab, 20000), size=context + max(lengths))
-    engine.eval(filler[:context], base, outputs="last", hidden=False)
+    engine.eval(filler[:context], base, outputs="last", with_keys=False)
     times: dict[int, list[float]] = {k: [] for k in lengths}
     for _ in range(reps):
         for k in lengths:  # interleaved, so drift on a shared machine hits every length alike
             t0 = time.perf_counter()
-            out = engine.eval(filler[context : context + k], base + context, outputs="all", hidden=False)
+            out = engine.eval(filler[context : context + k], base + context, outputs="all", with_keys=False)
             out.logits[-1].argmax()
             times[k].append(time.perf_counter() - t0)
     engine.truncate(base)

@@ -173,7 +173,7 @@ class SpecDecoder:
 
     def _prefill(self, prompt: Sequence[int], cancel=None, progress=None) -> int:
         """Evaluate the prompt; the target's first token (Cancelled once `cancel` is set)."""
-        out = self.engine.prefill(prompt, outputs="last", hidden=self.keyed, cancel=cancel, progress=progress)
+        out = self.engine.prefill(prompt, outputs="last", with_keys=self.keyed, cancel=cancel, progress=progress)
         verdict = self._judge(out.logits[-1:], np.empty(0, np.int32))  # no reply yet: nothing to penalize
         self._last_logprob = self._logprob(out.logits[-1], verdict.next_token)
         if self.record_gaps:
@@ -265,23 +265,23 @@ class SpecDecoder:
         the KV cache keeps `last` and the accepted part of the draft."""
         eng = self.engine
         if draft is None:
-            out = eng.eval([last], outputs="last", hidden=self.keyed)
+            out = eng.eval([last], outputs="last", with_keys=self.keyed)
             if self.record_gaps:
                 self.stats.top2_gaps.append(top2_gap(out.logits[0]))
             logits = self._penalized(out.logits, np.empty(0, np.int32))
-            return out.logits, logits, self._judge(logits, np.empty(0, np.int32)), out.hidden
+            return out.logits, logits, self._judge(logits, np.empty(0, np.int32)), out.keys
         if draft.parents is None:
-            out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", hidden=self.keyed)
+            out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", with_keys=self.keyed)
             logits = self._penalized(out.logits, draft.tokens)
             verdict = self._judge(logits, draft.tokens, draft.acceptance)
             k = len(draft.tokens)
             if verdict.accepted < k:
                 eng.truncate(eng.n_past - (k - verdict.accepted))
-            return out.logits, logits, verdict, out.hidden[: 1 + verdict.accepted] if self.keyed else out.hidden
-        out = eng.eval_tree(last, draft.tokens, draft.parents, hidden=self.keyed)
+            return out.logits, logits, verdict, out.keys[: 1 + verdict.accepted] if self.keyed else out.keys
+        out = eng.eval_tree(last, draft.tokens, draft.parents, with_keys=self.keyed)
         verdict = self.rule.tree(out.logits, draft.tokens, draft.parents, support=draft.acceptance)
         eng.keep_path(verdict.path, draft.tokens)
-        kept = out.hidden[np.concatenate(([0], verdict.path + 1)).astype(np.int64)] if self.keyed else out.hidden
+        kept = out.keys[np.concatenate(([0], verdict.path + 1)).astype(np.int64)] if self.keyed else out.keys
         return out.logits, out.logits, verdict, kept
 
     def _penalized(self, logits: np.ndarray, draft: np.ndarray) -> np.ndarray:

@@ -81,6 +81,28 @@ def test_the_drafter_finds_its_place_after_an_insertion():
     assert drafter.propose(4).tokens.tolist() == pred[14:18]
 
 
+def test_a_reply_that_kept_to_its_prediction_drafts_long_again_after_an_edit():
+    """After every edit the run starts again at 0; how far the reply has kept to its prediction
+    (here: 3 drafts of 16, all accepted) decides the next draft's estimate, not the short-run prior
+    alone. Each reply starts from the priors again."""
+    pred = list(range(100, 200))
+    drafter = PredictionDrafter(pred)
+    drafter.begin([1])
+    first = drafter.propose(16)
+    drafter.extend(pred[:16])  # written with no draft verified (e.g. a grammar's first tokens)
+    for at in (16, 32, 48):  # then three long drafts, every token accepted: long-run buckets
+        draft = drafter.propose(16)
+        drafter.update(Feedback(draft, 16))
+        drafter.extend(pred[at : at + 16])
+    drafter.extend([7])  # an edit: one new token
+    drafter.extend(pred[65:66])  # and back at once (a replacement of pred[64])
+    after_edit = drafter.propose(16)
+    assert after_edit.key == first.key  # the same run bucket as the reply's first draft ...
+    assert after_edit.acceptance > first.acceptance + 0.1  # ... but what the reply showed counts
+    drafter.begin([1])
+    assert drafter.propose(16).acceptance == pytest.approx(first.acceptance)
+
+
 def test_generate_predict_reads_a_file_and_reports_the_counts(tmp_path):
     path = tmp_path / "stats.py"
     path.write_text(PREDICTION)

@@ -38,6 +38,14 @@ RUN_BUCKETS = (2, 4, 8, 16, 32)
 PRIORS = {b: p for b, p in enumerate((0.6, 0.7, 0.8, 0.9, 0.95, 0.99))}
 
 
+def _one_pool(bucket: int) -> int:
+    """Every run bucket's estimate is shrunk towards one pooled over all buckets: how far this
+    reply keeps to its prediction is mostly the request's (a rename resumes at run 0 and is at
+    once a long copy again), so after each edit the short-run buckets start from what the reply
+    has shown, not from their priors."""
+    return 0
+
+
 class PredictionDrafter(Drafter):
     name = SOURCE
 
@@ -50,7 +58,7 @@ class PredictionDrafter(Drafter):
         for n in range(2, RESYNC_N + 1):
             for end in range(n, len(pred) + 1):
                 self._grams.setdefault(tuple(pred[end - n : end]), []).append(end)
-        self.estimate = AcceptanceEstimate(PRIORS)
+        self.estimate = AcceptanceEstimate(PRIORS, pool=_one_pool)
         self._reset()
 
     def _reset(self) -> None:

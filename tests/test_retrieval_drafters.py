@@ -217,3 +217,25 @@ def test_the_draft_that_loses_learns_from_the_next_token(engine):
     assert sense.propose(8).source == "pld"  # now the lexical match wins ...
     sense.extend([8])
     assert sense.estimate.get(key) < before  # ... and the neighbours' miss is counted all the same
+
+
+def test_a_follow_up_that_repeats_the_answer_drafts_at_least_as_well_with_sense_as_with_pld(engine):
+    """Issue 31's second-turn case: "repeat your answer" copies the previous reply, which prompt
+    lookup finds word for word; SENSE's neighbour drafts must not win against that match (they did:
+    tau 1.08 against pld's 2.37 on the 1.5B; neighbours alone, `sense-neighbours`, fall short here
+    too: 2.08 against 2.25). Same conversation, same prompt, both lossless."""
+    from sense_local.conversation import Conversation, Finished
+
+    conv = Conversation(engine)
+    question = [{"role": "user", "content": "Explain in a short paragraph what a Python generator is."}]
+    first = [ev.text for ev in conv.reply(question, options=GenerationOptions(method="ar", max_tokens=80))
+             if isinstance(ev, Finished)][0]
+    follow = [*question, {"role": "assistant", "content": first},
+              {"role": "user", "content": "Repeat your answer word for word."}]
+    runs = {}
+    for method in ("pld", "sense"):
+        text = [ev.text for ev in conv.reply(follow, options=GenerationOptions(method=method, max_tokens=80))
+                if isinstance(ev, Finished)][0]
+        runs[method] = (text, conv.stats.tau)
+    assert runs["pld"][1] > 1.5  # the follow-up is a copy that prompt lookup drafts
+    assert runs["sense"][1] >= runs["pld"][1] - 0.1, runs

@@ -226,16 +226,20 @@ def test_a_follow_up_that_repeats_the_answer_drafts_at_least_as_well_with_sense_
     too: 2.08 against 2.25). Same conversation, same prompt, both lossless."""
     from sense_local.conversation import Conversation, Finished
 
+    engine.reset()  # nothing an earlier test saved is restored into this conversation
     conv = Conversation(engine)
     question = [{"role": "user", "content": "Explain in a short paragraph what a Python generator is."}]
-    first = [ev.text for ev in conv.reply(question, options=GenerationOptions(method="ar", max_tokens=80))
-             if isinstance(ev, Finished)][0]
-    follow = [*question, {"role": "assistant", "content": first},
-              {"role": "user", "content": "Repeat your answer word for word."}]
     runs = {}
-    for method in ("pld", "sense"):
-        text = [ev.text for ev in conv.reply(follow, options=GenerationOptions(method=method, max_tokens=80))
-                if isinstance(ev, Finished)][0]
-        runs[method] = (text, conv.stats.tau)
+    try:
+        first = [ev.text for ev in conv.reply(question, options=GenerationOptions(method="ar", max_tokens=80))
+                 if isinstance(ev, Finished)][0]
+        follow = [*question, {"role": "assistant", "content": first},
+                  {"role": "user", "content": "Repeat your answer word for word."}]
+        for method in ("pld", "sense"):
+            text = [ev.text for ev in conv.reply(follow, options=GenerationOptions(method=method, max_tokens=80))
+                    if isinstance(ev, Finished)][0]
+            runs[method] = (text, conv.stats.tau)
+    finally:
+        engine.reset()  # the session's engine: no saved conversation state is left to later tests
     assert runs["pld"][1] > 1.5  # the follow-up is a copy that prompt lookup drafts
     assert runs["sense"][1] >= runs["pld"][1] - 0.1, runs

@@ -102,6 +102,7 @@ def test_split_over_two_workers_and_the_cpu_decodes_as_the_local_run(engine, mod
             for method in ("ar", "sense"):  # plain steps; drafts verified in batches, key states read off the workers
                 ours, _ = greedy(remote, prompt, method)
                 assert_same_until_a_near_tie(ours, local, local_stats.top2_gaps, f"{method} over RPC")
+            remote.reset(), engine.reset()  # both prompts evaluated whole: no state saved by an earlier test is reused
             split_logits = remote.prefill(prompt).logits[-1].copy()
             local_logits = engine.prefill(prompt).logits[-1]
             assert abs(split_logits - local_logits).max() < 0.05

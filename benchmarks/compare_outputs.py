@@ -11,7 +11,7 @@ import json
 import sys
 
 from sense_local.bench.rows import NEAR_TIE
-from sense_local.bench.runner import _first_divergence
+from sense_local.bench.runner import first_divergence
 
 
 def _rows(path: str) -> dict[tuple[str, str], dict]:
@@ -32,7 +32,7 @@ def compare(before: dict, after: dict) -> list[dict]:
     out = []
     for key in sorted(before.keys() & after.keys()):
         a, b = before[key]["output_ids"], after[key]["output_ids"]
-        at = _first_divergence(a, b)
+        at = first_divergence(a, b)
         out.append({"task": key[0], "method": key[1], "identical": at is None, "parts_at": at, "tokens": len(a),
                     "vs_ar": (_vs_ar(before[key]), _vs_ar(after[key]))})
     return out

@@ -41,7 +41,7 @@ from benchmarks.doc_questions import HELD_OUT, HELD_OUT_2, QUESTIONS
 from sense_local import native
 from sense_local.bench.quality import contains_answer
 from sense_local.bench.rows import NEAR_TIE
-from sense_local.bench.runner import _first_divergence
+from sense_local.bench.runner import first_divergence
 from sense_local.bench.stores import bench_store
 from sense_local.bench.tasks import DOCQA, corpus_topics
 from sense_local.engine import Engine
@@ -295,7 +295,7 @@ def kl_divergence(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
 
 def compare(probe: Probe, variant: str, prompt: np.ndarray, units: list[Unit], full: Run, splice: Run,
             saved: list[SavedPassage], standalone_s: float) -> Row:
-    parting = _first_divergence(full.answer, splice.answer)
+    parting = first_divergence(full.answer, splice.answer)
     near = None if parting is None or parting >= len(full.gaps) else full.gaps[parting] < NEAR_TIE
     right = {u.number for u in units if u.topic == probe.topic}
     cites_full, cites_splice = [sorted({int(n) for n in CITATION.findall(run.text)}) for run in (full, splice)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sense_local.bench.runner import first_divergence
 from sense_local.engine import Engine
 from sense_local.generation import GenerationOptions, make_decoder, prompt_tokens
 from sense_local.registry import resolve_model
@@ -59,12 +60,9 @@ def ours(engine: Engine, prompt: list[int], method: str, prediction: str, max_to
 
 
 def same_as(ref: dict, tokens: list[int]) -> str:
-    a = ref["tokens"]
-    n = min(len(a), len(tokens))
-    diff = [i for i in range(n) if a[i] != tokens[i]]
-    if not diff and len(a) == len(tokens):
+    at = first_divergence(ref["tokens"], tokens)
+    if at is None:
         return "identical"
-    at = diff[0] if diff else n
     gap = ref["gaps"][at] if at < len(ref["gaps"]) else float("nan")
     return f"parts at {at} (gap {gap:.2f})"
 

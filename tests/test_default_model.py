@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from conftest import run_cli
-from sense_local.bench.runner import NEAR_TIE, _first_divergence
+from sense_local.bench.runner import NEAR_TIE, first_divergence
 from sense_local.chat_template import chat_tokens
 from sense_local.generation import GenerationOptions, make_decoder
 
@@ -47,7 +47,7 @@ def test_sense_drafts_a_quote_losslessly_on_the_default_model(default_engine):
     prompt = chat_tokens(default_engine, [{"role": "user", "content": QUOTE}])
     ar, ar_stats = _run(default_engine, prompt, "ar", 32, record_gaps=True)
     sense, stats = _run(default_engine, prompt, "sense", 32, free_verification=True)
-    at = _first_divergence(sense, ar)
+    at = first_divergence(sense, ar)
     if at is not None:
         assert ar_stats.top2_gaps[at] < NEAR_TIE, (at, ar_stats.top2_gaps[at])
     assert "lighthouse keeper" in default_engine.detokenize(sense).lower()

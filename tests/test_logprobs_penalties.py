@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import chat
-from sense_local.bench.runner import NEAR_TIE, _first_divergence
+from sense_local.bench.runner import NEAR_TIE, first_divergence
 from sense_local.bench.tasks import build_tasks
 from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.speculative.penalties import Penalties
@@ -61,7 +61,7 @@ def test_ar_and_pld_report_the_same_log_probabilities(engine):
     prompt = chat(engine, COPY)
     ar, _ = _run(engine, prompt, "ar", logprobs=0)
     pld, _ = _run(engine, prompt, "pld", logprobs=0)
-    n = _first_divergence([e.token for e in ar], [e.token for e in pld])
+    n = first_divergence([e.token for e in ar], [e.token for e in pld])
     n = len(ar) if n is None else n
     assert n > 20
     diffs = [abs(a.logprob.logprob - b.logprob.logprob) for a, b in zip(ar[:n], pld[:n])]
@@ -85,7 +85,7 @@ def test_penalties_stay_exact_under_speculation(engine, method):
     ar, _ = _run(engine, prompt, "ar", **penalties)
     spec, stats = _run(engine, prompt, method, **penalties)
     ar_tokens, spec_tokens = [e.token for e in ar], [e.token for e in spec]
-    at = _first_divergence(spec_tokens, ar_tokens)
+    at = first_divergence(spec_tokens, ar_tokens)
     if at is not None:
         assert _penalized_gap(engine, prompt, ar_tokens, at, Penalties(0.4, 0.3)) < NEAR_TIE, at
     assert stats.drafted > 0

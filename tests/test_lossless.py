@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import chat
-from sense_local.bench.runner import NEAR_TIE, _first_divergence
+from sense_local.bench.runner import NEAR_TIE, first_divergence
 from sense_local.bench.tasks import build_tasks
 from sense_local.generation import GenerationOptions, make_decoder
 
@@ -23,7 +23,7 @@ def test_pld_parts_from_ar_only_at_near_ties(engine, task):
     engine.prefill(prompt)
     ar, ar_stats = _run(engine, prompt, "ar", 96, record_gaps=True)
     pld, pld_stats = _run(engine, prompt, "pld", 96)
-    at = _first_divergence(pld, ar)
+    at = first_divergence(pld, ar)
     if at is not None:
         assert ar_stats.top2_gaps[at] < NEAR_TIE, (task.name, at, ar_stats.top2_gaps[at])
     assert pld_stats.tokens == len(pld)

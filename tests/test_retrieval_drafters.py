@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import chat
-from sense_local.bench.runner import NEAR_TIE, _first_divergence
+from sense_local.bench.runner import NEAR_TIE, first_divergence
 from sense_local.datastore import DocumentStore, index_paths
 from sense_local.datastore.ngram_index import NgramIndex
 from sense_local.errors import SenseError
@@ -52,7 +52,7 @@ def test_sense_drafts_from_the_live_context_losslessly(engine):
     out, stats, events = _run(engine, prompt, "sense-chain", 60)
     assert stats.accepted >= 5 and stats.forwards < stats.tokens  # how much is drafted depends on timing
     assert {e.source for e in events} <= {"target", "context"}
-    at = _first_divergence(out, ar)
+    at = first_divergence(out, ar)
     if at is not None:
         assert ar_stats.top2_gaps[at] < NEAR_TIE
 

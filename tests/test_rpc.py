@@ -22,7 +22,7 @@ import pytest
 
 from conftest import ROOT, chat, run_cli
 from served import free_port, rss_bytes
-from sense_local.bench.runner import NEAR_TIE, _first_divergence
+from sense_local.bench.runner import NEAR_TIE, first_divergence
 from sense_local.engine import Engine
 from sense_local.generation import GenerationOptions, make_decoder
 
@@ -79,7 +79,7 @@ def greedy(engine, prompt, method: str, n: int = 64):
 
 
 def assert_same_until_a_near_tie(ours, local, gaps, what):
-    at = _first_divergence(ours, local)
+    at = first_divergence(ours, local)
     if at is not None:
         assert gaps[at] < NEAR_TIE, f"{what}: parted from the local run at token {at}, top-2 gap {gaps[at]:.3f}"
 

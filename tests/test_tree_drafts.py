@@ -7,7 +7,7 @@ import pytest
 
 from conftest import chat
 from fakes import FakeEngine, greedy_reference
-from sense_local.bench.runner import NEAR_TIE, _first_divergence
+from sense_local.bench.runner import NEAR_TIE, first_divergence
 from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.speculative.cost import FLAT
 from sense_local.speculative.drafters.base import Drafter
@@ -154,6 +154,6 @@ def test_sense_trees_are_lossless_on_a_quote(engine):
         runs[method] = ([e.token for e in dec.generate(prompt, 60) if e.token >= 0], dec.stats)
     (ar, ar_stats), (out, stats) = runs["ar"], runs["sense"]
     assert stats.accepted >= 5 and stats.tokens == len(out)
-    at = _first_divergence(out, ar)
+    at = first_divergence(out, ar)
     if at is not None:
         assert ar_stats.top2_gaps[at] < NEAR_TIE

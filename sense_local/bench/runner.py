@@ -49,7 +49,7 @@ def parse_method(spec: str) -> tuple[str, float | None]:
         raise SenseError(f"bad method spec '{spec}': expected NAME or NAME@THETA") from None
 
 
-def _first_divergence(a: list[int], b: list[int]) -> int | None:
+def first_divergence(a: list[int], b: list[int]) -> int | None:
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:
@@ -115,7 +115,7 @@ def _method_row(engine: Engine, task: Task, prompt: list[int], m: str, runs: lis
     tokens, stats = runs[0]  # the first rep's text is the one compared and scored
     speed = statistics.median(s.tok_per_s for _, s in runs)
     taus = [round(s.tau, 3) for _, s in runs]
-    at = _first_divergence(tokens, ar.tokens)
+    at = first_divergence(tokens, ar.tokens)
     gap = ar.gap_at(at)
     row = RunRow(
         task.name, task.kind, m, stats.tokens, stats.forwards, statistics.median(taus), round(speed, 2),
@@ -144,7 +144,7 @@ def _peer_row(task: Task, name: str, runs: list, ar: ArReference) -> RunRow:
     first = ok[0] if ok else runs[0]
     taus = [round(len(r.tokens) / r.forwards, 3) for r in ok if r.forwards]
     if name.startswith(PEER_PREFIX) and ok:  # llama-server returns its tokens: compared as ours are
-        at = _first_divergence(first.tokens, ar.tokens)
+        at = first_divergence(first.tokens, ar.tokens)
         identical, gap = at is None, ar.gap_at(at)
     else:
         identical, gap = bool(ok) and first.text.strip() == ar.text.strip(), None

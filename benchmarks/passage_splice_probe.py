@@ -22,6 +22,7 @@ last gap, whose logits give the first token: what a turn waits with passage stat
 leaves out the first gap, the preamble a prefix cache would hold).
 
     python -m benchmarks.passage_splice_probe --model test|default [--questions N] [--json F]
+        [--suite quick|all-topics] [--variants exact,bare,preamble]
 """
 from __future__ import annotations
 
@@ -38,11 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.doc_questions import HELD_OUT, HELD_OUT_2, QUESTIONS
+from benchmarks.doc_questions import corpus_topics as all_topics
 from sense_local import native
 from sense_local.bench.quality import contains_answer
 from sense_local.bench.rows import NEAR_TIE
 from sense_local.bench.runner import first_divergence
-from sense_local.bench.stores import bench_store
+from sense_local.bench.stores import bench_store, pydoc_store
 from sense_local.bench.tasks import DOCQA, corpus_topics
 from sense_local.engine import Engine
 from sense_local.grounding.chat import GroundedChat
@@ -115,9 +117,9 @@ class Row:
     state_bytes: int
 
 
-def probes(suite: str, n: int) -> list[Probe]:
-    """Labelled questions whose topic is in the suite's store, labelled-set first."""
-    topics = set(corpus_topics(suite))
+def probes(topics: list[str], n: int) -> list[Probe]:
+    """Labelled questions whose topic is in the store, labelled-set first."""
+    topics = set(topics)
     pool = [Probe(q.topic, q.question, q.answer) for q in QUESTIONS]
     pool += [Probe(t, q, a) for t, q, a in DOCQA]
     pool += [Probe(q.topic, q.question, q.answer) for q in HELD_OUT + HELD_OUT_2]
@@ -376,19 +378,30 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="test")
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--suite", default="quick", help="the bench store's suite (quick: cached, 8 topics)")
+    parser.add_argument("--suite", default="quick",
+                        help="the bench store's suite (quick: cached, 8 topics), or all-topics (the retrieval "
+                             "benchmark's store of every pydoc topic: all 50 labelled questions)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--json", default=None, help="write rows, answers and the summary here")
     args = parser.parse_args(argv)
+    variants = tuple(v for v in args.variants.split(",") if v)
+    if not variants or set(variants) - set(VARIANTS):
+        parser.error(f"--variants: choose from {', '.join(VARIANTS)} (got {args.variants!r})")
     from sense_local.registry import resolve_model
 
     engine = Engine(resolve_model(args.model), n_ctx=args.ctx)
-    store = bench_store(engine, args.suite)
+    if args.suite == "all-topics":
+        topics = all_topics()
+        store = pydoc_store(engine, "all-topics", topics)
+    else:
+        topics = corpus_topics(args.suite)
+        store = bench_store(engine, args.suite)
     chat = GroundedChat(engine, store, gate=False)  # 3 passages for every question
     engine.eval(engine.tokenize("A first decode, so no timed one pays for warming up."), 0, with_keys=False)
     rows, answers = [], []
-    for probe in probes(args.suite, args.questions):
-        got, texts = probe_question(engine, chat, probe, args.max_tokens)
+    for probe in probes(topics, args.questions):
+        got, texts = probe_question(engine, chat, probe, args.max_tokens, variants)
         print(f"{probe.question}  units {texts['units']}", flush=True)
         for r in got:
             print_row(r)

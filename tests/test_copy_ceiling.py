@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import chat
-from sense_local.bench.copy_ceiling import copy_ceiling
+from sense_local.bench.copy_ceiling import copy_ceiling, costed_ceiling
 from sense_local.bench.tasks import build_tasks
 from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.speculative.rewrap import rewrapped_tokens
@@ -48,3 +48,13 @@ def test_the_drafters_stay_under_the_ceiling_on_real_prompts(engine):
             tokens, stats = outputs[method]
             if tokens == ar_tokens:
                 assert stats.tau <= ceiling + 1e-9, (task.name, method, stats.tau, ceiling)
+
+
+def test_the_costed_ceiling_pays_the_curve_a_copy_is_verified_at():
+    prompt, out = [1, 2, 3, 4, 5, 6, 7, 8], [2, 3, 4, 5, 6, 7, 8]  # after the first token, a copy of 6
+    assert costed_ceiling(prompt, out, lambda k: 1.0) == pytest.approx(6.0)  # one decode verifies it all
+    assert costed_ceiling(prompt, out, lambda k: float(k)) == pytest.approx(1.0)  # linear cost: drafts gain nothing
+    half = costed_ceiling(prompt, out, lambda k: 1.0 + 0.5 * (k - 1))
+    assert half == pytest.approx(6 / 3.5)  # one decode of 6 (5 drafted, the 6th its own token): c(6) = 3.5
+    assert costed_ceiling([1, 2, 3], [11, 12, 13, 14], lambda k: 1.0) == pytest.approx(1.0)  # nothing to copy
+

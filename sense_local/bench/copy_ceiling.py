@@ -9,6 +9,11 @@ target writes next, and drafts exactly that much; verification is free. Under ex
 copying drafter that needs an anchor of that length can do better, whatever its retrieval: tau =
 tokens / forwards, counted as the loop counts them (the prefill's forward gives the first token;
 a last draft may run to the end of the output, its forward's own token then unused).
+
+`costed_ceiling` prices the same oracle on a cost curve: at each position it may verify any part of
+the copy it sees, a decode of k tokens costing c(k), and takes the cheapest schedule over the whole
+output (dynamic programming). Its speed over plain decoding is what a lossless copying drafter could
+reach on that machine at best: a bar above it asks for more than copying can give there.
 """
 from __future__ import annotations
 
@@ -56,3 +61,27 @@ def copy_ceiling(
         i += best + 1
         forwards += 1
     return len(out) / forwards
+
+
+def costed_ceiling(
+    prompt: Sequence[int], output: Sequence[int], cost, sources: Sequence[Sequence[int]] = (), anchor: int = 1,
+    max_draft: int = MAX_DRAFT,
+) -> float:
+    """Speed over plain decoding of the copying oracle when a decode of k tokens costs `cost(k)`
+    one-token decodes (cost.CostCurve.cost): the cheapest way through the output, each decode
+    verifying k <= the copy available there and yielding k + 1 tokens. Plain decoding pays one
+    decode per token after the first (the prefill's)."""
+    out = np.asarray(output, np.int64)
+    n = len(out)
+    if n < 2:
+        return 1.0
+    stream = np.concatenate([np.asarray(prompt, np.int64), out])
+    extra = [np.asarray(s, np.int64) for s in sources if len(s)]
+    p = len(prompt)
+    best = np.zeros(n + 1)  # best[i]: least cost from output position i (its token not yet chosen) on
+    for i in range(n - 1, 0, -1):
+        live = stream[: p + i]
+        upcoming = out[i : i + max_draft]
+        copy = max(_longest_agreement(s, live[-anchor:], upcoming) for s in [live, *extra])
+        best[i] = min(cost(k + 1) + best[min(n, i + k + 1)] for k in range(copy + 1))
+    return (n - 1) / best[1]

@@ -1,0 +1,59 @@
+"""What a perfect copying drafter could reach on this machine, per task of a `bench --json` run:
+the copy oracle (sense_local/bench/copy_ceiling.py) priced on the run's own measured cost curve,
+over `ar`'s recorded output of each task (prompts rebuilt as the bench builds them, docqa-rag's
+with passages from the bench store). It tells a bar that asks more than copying can give on this
+CPU from a drafter's shortfall.
+
+    python -m benchmarks.cost_ceiling RUN.json [--model default]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from sense_local.bench.copy_ceiling import costed_ceiling
+from sense_local.bench.stores import bench_store, with_retrieval
+from sense_local.bench.tasks import build_tasks
+from sense_local.chat_template import chat_tokens
+from sense_local.engine import Engine
+from sense_local.registry import resolve_model
+from sense_local.speculative.cost import CostCurve
+from sense_local.speculative.rewrap import rewrapped_tokens
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="cost_ceiling", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a `sense-local bench --json` file")
+    parser.add_argument("--model", default="default", help="the model that run used")
+    args = parser.parse_args(argv)
+    try:
+        data = json.loads(args.run.read_text())
+        curve = CostCurve(tuple(data["cost_curve"]["lengths"]), tuple(data["cost_curve"]["costs"]))
+        ar_rows = [r for r in data["runs"] if r["method"] == "ar" and r.get("output_ids")]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"{args.run} is not a bench --json run with a cost curve and ar's outputs ({exc})")
+    engine = Engine(resolve_model(args.model), n_ctx=4096)
+    store = bench_store(engine, data["suite"])
+    tasks = {t.name: t for t in build_tasks(data["suite"])}
+    per_kind: dict[str, list[float]] = {}
+    print(f"cost curve c(k): {dict(zip(curve.lengths, curve.costs))}")
+    for row in ar_rows:
+        task = tasks[row["task"]]
+        if task.kind == "docqa-rag":
+            task = with_retrieval(engine, store, task, data["max_tokens"])
+        prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
+        sources = [rewrapped_tokens(engine, prompt) or [], store.token_array]
+        speed = costed_ceiling(prompt, row["output_ids"], curve.cost, sources)
+        per_kind.setdefault(task.kind, []).append(speed)
+        print(f"{task.name:34s} {speed:5.2f}x ar  (copy ceiling tau {row.get('copy_ceiling')})", flush=True)
+    for kind, speeds in per_kind.items():
+        print(f"{kind:34s} {statistics.median(speeds):5.2f}x ar  (median)")
+    engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,8 +10,10 @@ product builds it (GroundedChat.prepare: 3 passages laid out as `[N] name, loc\\
   prefilling the gaps (template, instruction, labels, question) and placing each saved passage:
   `set_data` into sequence 1, `llama_memory_seq_add` to its place, `seq_cp` 1 -> 0, `seq_rm` 1.
   Variants: `bare` (passage at positions 0.., nothing before it), `preamble` (after P, the prompt's
-  tokens before the first passage, held in sequence 2), and `exact`, a control whose passage
-  states are cut from the full prefill itself (no shift, no context lost: mechanics only).
+  tokens before the first passage, held in sequence 2; P ends with `[1]`, so every passage is
+  evaluated as passage 1), `numbered` (after P and the passage's own `\n\n[N]`), and `exact`, a
+  control whose passage states are cut from the full prefill itself (no shift, no context lost:
+  mechanics only).
 
 Per question and variant: KL(full || splice) of the next-token distribution, top-1 agreement, the
 greedy answers' first parting token (and whether the full run had a near-tie there: top-2 logit
@@ -54,7 +56,7 @@ from sense_local.tree_layout import TREE_SEQ0
 
 llama_cpp = native.llama_cpp
 PREAMBLE_SEQ = TREE_SEQ0  # holds P while passages are evaluated after it (no tree is drafted here)
-VARIANTS = ("exact", "bare", "preamble")
+VARIANTS = ("exact", "bare", "preamble", "numbered")
 CITATION = re.compile(r"\[(\d+)\]")
 
 
@@ -189,9 +191,11 @@ def save_seq(engine: Engine, seq: int) -> ctypes.Array:
 
 
 def standalone_states(engine: Engine, units: list[Unit], prompt: np.ndarray,
-                      preamble: bool) -> tuple[list[SavedPassage], float]:
+                      preamble: bool, numbered: bool = False) -> tuple[list[SavedPassage], float]:
     """Each unit evaluated on its own in the scratch sequence (after P when `preamble`) and saved
-    holding only the unit's cells; (states, seconds including P's evaluation)."""
+    holding only the unit's cells; (states, seconds including P's evaluation). P ends with the first
+    passage's label `[1]`; `numbered` evaluates each later unit after P and its own label (the
+    prompt's tokens between the previous unit and it, `\n\n[N]`), so its states see its own number."""
     engine.reset()
     mem = engine._mem
     t0 = time.perf_counter()
@@ -199,13 +203,17 @@ def standalone_states(engine: Engine, units: list[Unit], prompt: np.ndarray,
     if base:
         decode_in(engine, PREAMBLE_SEQ, prompt[:base], 0)
     saved = []
-    for unit in units:
+    for i, unit in enumerate(units):
         if base:
             llama_cpp.llama_memory_seq_cp(mem, PREAMBLE_SEQ, SCRATCH_SEQ, -1, -1)
-        decode_in(engine, SCRATCH_SEQ, unit.tokens, base)
-        if base and not llama_cpp.llama_memory_seq_rm(mem, SCRATCH_SEQ, 0, base):
+        label = prompt[units[i - 1].start + len(units[i - 1].tokens) : unit.start] if numbered and i else prompt[:0]
+        if len(label):
+            decode_in(engine, SCRATCH_SEQ, label, base)
+        first = base + len(label)
+        decode_in(engine, SCRATCH_SEQ, unit.tokens, first)
+        if first and not llama_cpp.llama_memory_seq_rm(mem, SCRATCH_SEQ, 0, first):
             raise RuntimeError("seq_rm could not drop P from the scratch sequence")
-        saved.append(SavedPassage(unit, save_seq(engine, SCRATCH_SEQ), base))
+        saved.append(SavedPassage(unit, save_seq(engine, SCRATCH_SEQ), first))
         llama_cpp.llama_memory_seq_rm(mem, SCRATCH_SEQ, -1, -1)
     llama_cpp.llama_memory_seq_rm(mem, PREAMBLE_SEQ, -1, -1)
     return saved, time.perf_counter() - t0
@@ -326,7 +334,7 @@ def probe_question(engine: Engine, chat: GroundedChat, probe: Probe, max_tokens:
         if variant == "exact":
             saved, standalone_s = exact, 0.0
         else:
-            saved, standalone_s = standalone_states(engine, units, prompt, variant == "preamble")
+            saved, standalone_s = standalone_states(engine, units, prompt, variant != "bare", variant == "numbered")
         splice = spliced_run(engine, prompt, saved, max_tokens)
         rows.append(compare(probe, variant, prompt, units, full, splice, saved, standalone_s))
         texts[variant] = splice.text

@@ -11,7 +11,9 @@ product builds it (GroundedChat.prepare: 3 passages laid out as `[N] name, loc\\
   `set_data` into sequence 1, `llama_memory_seq_add` to its place, `seq_cp` 1 -> 0, `seq_rm` 1.
   Variants: `bare` (passage at positions 0.., nothing before it), `preamble` (after P, the prompt's
   tokens before the first passage, held in sequence 2; P ends with `[1]`, so every passage is
-  evaluated as passage 1), `numbered` (after P and the passage's own `\n\n[N]`), and `exact`, a
+  evaluated as passage 1), `numbered` (after P and the passage's own `\n\n[N]`), `head16` / `head32`
+  (numbered, and each placed passage's first 16 / 32 tokens evaluated again in place, in the
+  assembled context: a selective recompute in CacheBlend's manner), and `exact`, a
   control whose passage states are cut from the full prefill itself (no shift, no context lost:
   mechanics only).
 
@@ -56,7 +58,7 @@ from sense_local.tree_layout import TREE_SEQ0
 
 llama_cpp = native.llama_cpp
 PREAMBLE_SEQ = TREE_SEQ0  # holds P while passages are evaluated after it (no tree is drafted here)
-VARIANTS = ("exact", "bare", "preamble", "numbered")
+VARIANTS = ("exact", "bare", "preamble", "numbered", "head16", "head32")  # headN: numbered, N recomputed
 CITATION = re.compile(r"\[(\d+)\]")
 
 
@@ -272,8 +274,27 @@ def full_run(engine: Engine, prompt: np.ndarray, units: list[Unit], max_tokens: 
     return Run(logits, answer, gaps, engine.detokenize(answer), seconds), exact
 
 
-def spliced_run(engine: Engine, prompt: np.ndarray, saved: list[SavedPassage], max_tokens: int) -> Run:
-    """The prompt assembled in sequence 0 from gap prefills and the saved passages, then answered."""
+def recompute_head(engine: Engine, unit: Unit, n: int) -> None:
+    """Evaluate the first `n` tokens of a placed unit again in place, in the assembled context (their
+    spliced cells dropped first); the unit's later cells keep their standalone states."""
+    n = min(n, len(unit.tokens))
+    if n <= 0:
+        return
+    mem, end = engine._mem, unit.start + n
+    # llama.cpp decodes a sequence only at its end: the head is evaluated in the scratch sequence,
+    # holding what precedes the unit, and its cells then replace the spliced ones in sequence 0
+    llama_cpp.llama_memory_seq_cp(mem, 0, SCRATCH_SEQ, 0, unit.start)
+    decode_in(engine, SCRATCH_SEQ, unit.tokens[:n], unit.start)
+    if not llama_cpp.llama_memory_seq_rm(mem, 0, unit.start, end):
+        raise RuntimeError("seq_rm could not drop a placed passage's head")
+    llama_cpp.llama_memory_seq_cp(mem, SCRATCH_SEQ, 0, unit.start, end)
+    llama_cpp.llama_memory_seq_rm(mem, SCRATCH_SEQ, -1, -1)
+
+
+def spliced_run(engine: Engine, prompt: np.ndarray, saved: list[SavedPassage], max_tokens: int,
+                recompute: int = 0) -> Run:
+    """The prompt assembled in sequence 0 from gap prefills and the saved passages (each one's first
+    `recompute` tokens evaluated again in place), then answered."""
     engine.reset()
     t0 = time.perf_counter()
     head = placing = 0.0
@@ -286,6 +307,7 @@ def spliced_run(engine: Engine, prompt: np.ndarray, saved: list[SavedPassage], m
         t = time.perf_counter()
         place(engine, passage)
         placing += time.perf_counter() - t
+        recompute_head(engine, passage.unit, recompute)
     logits = engine.eval(prompt[engine.n_past :], outputs="last", with_keys=False).logits[-1].copy()
     t1 = time.perf_counter()
     if engine.tokens != prompt.tolist():
@@ -334,8 +356,10 @@ def probe_question(engine: Engine, chat: GroundedChat, probe: Probe, max_tokens:
         if variant == "exact":
             saved, standalone_s = exact, 0.0
         else:
-            saved, standalone_s = standalone_states(engine, units, prompt, variant != "bare", variant == "numbered")
-        splice = spliced_run(engine, prompt, saved, max_tokens)
+            numbered = variant == "numbered" or variant.startswith("head")
+            saved, standalone_s = standalone_states(engine, units, prompt, variant != "bare", numbered)
+        recompute = int(variant[4:]) if variant.startswith("head") else 0
+        splice = spliced_run(engine, prompt, saved, max_tokens, recompute)
         rows.append(compare(probe, variant, prompt, units, full, splice, saved, standalone_s))
         texts[variant] = splice.text
     return rows, texts

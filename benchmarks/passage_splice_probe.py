@@ -26,7 +26,7 @@ last gap, whose logits give the first token: what a turn waits with passage stat
 leaves out the first gap, the preamble a prefix cache would hold).
 
     python -m benchmarks.passage_splice_probe --model test|default [--questions N] [--json F]
-        [--suite quick|all-topics] [--variants exact,bare,preamble]
+        [--suite quick|all-topics] [--variants exact,bare,preamble,numbered,head16,head32]
 """
 from __future__ import annotations
 

@@ -39,6 +39,25 @@ def _longest_agreement(source: np.ndarray, recent: np.ndarray, upcoming: np.ndar
     return int(np.cumprod(cont == upcoming[None, :], axis=1).sum(axis=1).max())
 
 
+class _CopyOracle:
+    """How much of the output the oracle can draft at each position: the longest continuation of
+    an occurrence of the last `anchor` committed tokens, in the live stream or a source, that agrees
+    with what the target writes next (at most `max_draft` tokens)."""
+
+    def __init__(self, prompt: Sequence[int], out: np.ndarray, sources: Sequence[Sequence[int]], anchor: int,
+                 max_draft: int):
+        self.out, self.anchor, self.max_draft = out, anchor, max_draft
+        self.stream = np.concatenate([np.asarray(prompt, np.int64), out])  # [p + n] prompt, then output
+        self.extra = [np.asarray(s, np.int64) for s in sources if len(s)]
+        self.p = len(prompt)
+
+    def at(self, i: int) -> int:
+        """Tokens the oracle drafts after output position i - 1 is committed."""
+        live = self.stream[: self.p + i]
+        upcoming = self.out[i : i + self.max_draft]
+        return max(_longest_agreement(s, live[-self.anchor:], upcoming) for s in [live, *self.extra])
+
+
 def copy_ceiling(
     prompt: Sequence[int], output: Sequence[int], sources: Sequence[Sequence[int]] = (), anchor: int = 1,
     max_draft: int = MAX_DRAFT,
@@ -49,16 +68,10 @@ def copy_ceiling(
     out = np.asarray(output, np.int64)
     if len(out) == 0:
         return 0.0
-    stream = np.concatenate([np.asarray(prompt, np.int64), out])
-    extra = [np.asarray(s, np.int64) for s in sources if len(s)]
-    p = len(prompt)
+    copy = _CopyOracle(prompt, out, sources, anchor, max_draft)
     i, forwards = 1, 1  # the prefill's forward chose the first token
     while i < len(out):
-        live = stream[: p + i]
-        recent = live[-anchor:]
-        upcoming = out[i : i + max_draft]
-        best = max(_longest_agreement(s, recent, upcoming) for s in [live, *extra])
-        i += best + 1
+        i += copy.at(i) + 1
         forwards += 1
     return len(out) / forwards
 
@@ -75,13 +88,8 @@ def costed_ceiling(
     n = len(out)
     if n < 2:
         return 1.0
-    stream = np.concatenate([np.asarray(prompt, np.int64), out])
-    extra = [np.asarray(s, np.int64) for s in sources if len(s)]
-    p = len(prompt)
+    copy = _CopyOracle(prompt, out, sources, anchor, max_draft)
     best = np.zeros(n + 1)  # best[i]: least cost from output position i (its token not yet chosen) on
     for i in range(n - 1, 0, -1):
-        live = stream[: p + i]
-        upcoming = out[i : i + max_draft]
-        copy = max(_longest_agreement(s, live[-anchor:], upcoming) for s in [live, *extra])
-        best[i] = min(cost(k + 1) + best[min(n, i + k + 1)] for k in range(copy + 1))
+        best[i] = min(cost(k + 1) + best[min(n, i + k + 1)] for k in range(copy.at(i) + 1))
     return (n - 1) / best[1]

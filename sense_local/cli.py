@@ -8,6 +8,7 @@ import sys
 from .cli_args import (THREADS_HELP, add_cache_ram_arg, add_generation_args, add_grounding_args, add_key_layer_arg,
                        add_model_args)
 from .cli_generate import cmd_ask, cmd_bench, cmd_chat, cmd_generate
+from .cli_history import cmd_history
 from .cli_index import cmd_index
 from .cli_models import cmd_info, cmd_models
 from .cli_serve import cmd_rpc_worker, cmd_serve
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: only those under PATH)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (progress: JSON lines on stderr)")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("history", help="show (or --clear) the reply histories SENSE drafts from: every model's "
+                       "earlier replies, kept under the data folder")
+    p.add_argument("--clear", action="store_true", help="delete every reply history")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("rpc-worker", help="hold layers of a model for another machine's --rpc (llama.cpp's RPC "
                        "server; no authentication: never on an open network)")

@@ -48,6 +48,8 @@ def add_generation_args(p: argparse.ArgumentParser, *, chat: bool = False, serve
     p.add_argument("--system", help="system prompt for conversations that bring none" if server else "system prompt")
     p.add_argument("--theta", type=float, default=options.theta,
                    help="soft-gate threshold for sense-soft (0..1; 1 = exact)")
+    p.add_argument("--no-history", action="store_true",
+                   help="keep no replies in the model's reply history (SENSE drafts from it; `sense-local history`)")
 
 
 def add_grounding_args(p: argparse.ArgumentParser) -> None:

@@ -13,9 +13,11 @@ def cmd_serve(args) -> int:
 
     if not 0 < args.port < 65536:
         raise SenseError(f"--port must be from 1 to 65535 (got {args.port})")
-    config = conversation_config(args, store=args.store, ranker=args.ranker, passages=args.passages,
-                                 budget=args.budget, gate=not args.always_ground)
+    from .reply_history import owner_for_key
+
     api_key = args.api_key or os.environ.get("SENSE_API_KEY") or None
+    config = conversation_config(args, store=args.store, ranker=args.ranker, passages=args.passages,
+                                 budget=args.budget, gate=not args.always_ground, history_owner=owner_for_key(api_key))
     return serve(config, host=args.host, port=args.port, api_key=api_key, queue_size=args.queue,
                  strict_model=args.strict_model, fixed_seed=args.seed is not None,
                  allow_hosts=tuple(args.allow_host), cors=tuple(args.cors), embedding_model=args.embedding_model)

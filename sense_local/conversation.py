@@ -16,6 +16,7 @@ reply between two decodes; the engine then holds no half-made state. One turn ru
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from .grounding.prompt import DEFAULT_BUDGET
 from .grounding.retrieve import DEFAULT_RANKER
 from .grounding.sources import Source
 from .kv_slots import DEFAULT_MIB
+from .reply_history import LOCAL_OWNER, ReplyHistory
 from .speculative.speculator import Speculator
 from .speculative.types import TARGET, GenerationStats, TokenEvent
 from .stop_text import StopText
@@ -54,6 +56,8 @@ class ConversationConfig:
     ranker: str = DEFAULT_RANKER
     gate: bool = True  # leave the documents out of questions they are not about (grounding/retrieve.py)
     cache_ram_mib: int = DEFAULT_MIB  # saved states of conversations set aside by other requests (kv_slots.py)
+    history: bool = True  # keep every reply in the model's reply history, which SENSE drafts from (reply_history.py)
+    history_owner: str = LOCAL_OWNER  # whose history (a server's: one per API key, reply_history.owner_for_key)
 
     def __post_init__(self):
         if self.cache_ram_mib < 0:
@@ -136,10 +140,18 @@ class Conversation:
         except BaseException:
             engine.close()
             raise
-        return cls(engine, store=store, config=config)
+        conversation = cls(engine, store=store, config=config)
+        if config.history:
+            conversation.speculator.history = open_history(engine, config.history_owner)
+        return conversation
 
     def close(self) -> None:
-        self.engine.close()
+        history, self.speculator.history = self.speculator.history, None
+        try:
+            if history is not None:
+                history.close()
+        finally:
+            self.engine.close()
 
     @property
     def model_path(self):
@@ -210,9 +222,12 @@ class Conversation:
         decoder = self._decoder = make_decoder(self.engine, options, speculator=self.speculator)
         stop = StopText(options.stop)
         parts: list[str] = []
+        reply: list[int] = []  # the tokens the model wrote (a stop string's included: the history keeps them)
         events = decoder.generate(tokens, options.max_tokens, cancel=cancel, progress=progress)
         try:
             for ev in events:
+                if ev.token >= 0:
+                    reply.append(ev.token)
                 text = stop.push(ev.text)
                 parts.append(text)
                 yield ev if text == ev.text else dataclasses.replace(ev, text=text)
@@ -229,5 +244,17 @@ class Conversation:
             stats.stop_reason = "stop-string"
         reason = stats.stop_reason
         finish = ("stop" if stop.stopped or reason == "eos" else "cancelled" if reason == "cancelled" else "length")
+        self.speculator.remember(len(tokens), reply)  # written on the history's own thread
         yield Finished("".join(parts), stats, finish)
 
+
+def open_history(engine: Engine, owner: str) -> ReplyHistory | None:
+    """The engine's reply history for `owner`; None, said in one line, where it cannot be kept
+    (another process writes it, or its folder is unusable): the conversation goes on without it."""
+    from .datastore.manifest import StoreError
+
+    try:
+        return ReplyHistory.open(engine, owner)
+    except (StoreError, OSError) as exc:
+        print(f"sense-local: no reply history this session: {exc}", file=sys.stderr)
+        return None

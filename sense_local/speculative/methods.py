@@ -41,10 +41,11 @@ def _lookup(s: Speculator) -> PromptLookupDrafter:
 
 def _sense(s: Speculator, *, context: bool = True, docs: bool = True, tree: bool = False,
            lexical: bool = False) -> SenseDrafter:
-    """SENSE over the live context and/or the store's documents, in the speculator's buffers."""
+    """SENSE over the live context and/or the store's documents, and the reply history (when the
+    speculator keeps one), in the speculator's buffers."""
     return SenseDrafter(s.engine, use_context=context, docs=s.store if docs else None, tree=tree,
                         lexical=_lookup(s) if lexical else None, keys=s.key_states(),
-                        context=s.context_store() if context else None)
+                        context=s.context_store() if context else None, history=s.usable_history())
 
 
 register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", _lookup))

@@ -9,11 +9,12 @@ engine, the store or in module globals:
   * the document store's n-gram index (REST), made on first use for the store in use,
   * SENSE's buffers: the key states of the committed positions, which the loop hands over
     (`Drafter.add_keys`), and the live context store searched with them,
-  * a slot for a source of earlier conversations to draft from (issue 31; nothing reads it yet).
+  * the reply history (reply_history.py): the model's earlier replies to this user, which SENSE
+    searches as a third source; every finished reply is handed to it (`remember`).
 """
 from __future__ import annotations
 
-from typing import Protocol
+import numpy as np
 
 from ..datastore.ngram_index import NgramIndex
 from ..key_cache import KeyStateCache
@@ -24,10 +25,6 @@ from .drafters.prediction import PredictionDrafter
 from .verify import SoftOptions, SoftVerifier
 
 
-class HistorySource(Protocol):
-    """Earlier conversations' tokens as a draft source (issue 31 defines what it offers)."""
-
-
 class Speculator:
     def __init__(self, engine, store=None, *, remember_cost: bool = True):
         """`store`: the open DocumentStore drafts may retrieve from (None: none). `remember_cost`:
@@ -36,7 +33,7 @@ class Speculator:
         self.engine = engine  # the target: its vocabulary and shape for drafters, its file for the tables
         self.store = store
         self.cost = CurveMemory(engine, remember=remember_cost)
-        self.history: HistorySource | None = None  # issue 31
+        self.history = None  # a ReplyHistory (reply_history.py), or None: no history kept or searched
         self.drafter: Drafter | None = None  # the latest reply's
         self._soft: dict[SoftOptions, SoftVerifier] = {}
         self._ngram_index: NgramIndex | None = None  # of `store`, made on first use
@@ -58,6 +55,23 @@ class Speculator:
             drafter = PredictionDrafter(predicted, fallback=drafter)
         self.drafter = drafter
         return drafter
+
+    def usable_history(self):
+        """The history SENSE may search: None without one, or while the engine reads its key states at
+        another layer than the history's (a document store keyed elsewhere is in use)."""
+        h = self.history
+        return h if h is not None and h.key_layer == self.engine.key_layer else None
+
+    def remember(self, prompt_len: int, reply: list[int]) -> None:
+        """Keep a finished reply (its tokens, which followed `prompt_len` prompt tokens) in the
+        history, with its positions' key states when this reply computed them."""
+        if self.history is None or len(reply) < 2:
+            return
+        keys = None
+        if self._keys is not None and self.history.key_layer == self.engine.key_layer:
+            rows = self._keys.upto(prompt_len + len(reply) - 1)  # row p chose the token at p + 1
+            keys = None if rows is None else rows[prompt_len:]
+        self.history.append(reply, None if keys is None else np.asarray(keys))
 
     def soft_verifier(self, theta: float | None) -> SoftVerifier:
         """The soft rule with gate threshold `theta` (None: SoftOptions' default); the model's

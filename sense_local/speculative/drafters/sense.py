@@ -5,7 +5,8 @@ the final hidden state: engine.py): the state that just chose the newest token `
 verification decode and handed over by the loop (`add_keys`; no extra forward pass, and the drafter
 never reads the engine). Its nearest neighbours among stored key states come from
   * the live context store: every committed position of this conversation (prompt included), and
-  * the document store: every position of the user's indexed documents (when one is loaded).
+  * the document store: every position of the user's indexed documents (when one is loaded),
+  * the reply history: every position of the model's earlier replies to this user (reply_history.py).
 A neighbour whose own next token agrees with `t` proposes the tokens that followed it. Each
 source's proposals are merged into a token trie weighted by similarity; its heaviest path is that
 source's draft (or, with tree=True, the trie's most probable nodes, verified in one decode). The
@@ -45,7 +46,7 @@ RUN_BUCKETS = (1, 4, 12)  # draft tokens accepted in a row: 0 | 1-3 | 4-11 | 12+
 # and a copy under way (a long lexical match, a run of accepted drafts) tends to go on. Observed
 # acceptance per key takes over after a few steps.
 LEX_PRIOR = (0.0, 0.12, 0.24, 0.34, 0.42)
-SOURCES = ("context", "docs")  # estimates are kept per source: one source's misses say nothing of the other's
+SOURCES = ("context", "docs", "history")  # estimates are kept per source: one source's misses say nothing of another's
 PRIORS = {
     (src, s, x, r): min(0.95, 0.25 + 0.15 * s + LEX_PRIOR[x] + (0.0, 0.1, 0.2, 0.25)[r])
     for src in range(len(SOURCES))
@@ -54,8 +55,8 @@ PRIORS = {
     for r in range(len(RUN_BUCKETS) + 1)
 }
 IDLE_STEPS = 3  # searches of a source that bore no fruit in a row before it pauses
-MAX_PAUSE = {"context": 16, "docs": 32}  # steps; a pause doubles from 2 while pauses end with no fruit
-COPYING = 4  # a context neighbour this many tokens in lexical agreement: a copy under way, no docs search
+MAX_PAUSE = {"context": 16, "docs": 32, "history": 32}  # steps; a pause doubles from 2 while pauses end with no fruit
+COPYING = 4  # a context neighbour this many tokens in lexical agreement: a copy under way, no store searched
 HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens occurred before
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 COPY_MATCH_BUCKET = 4  # the lexical drafter's match bucket from which a copy is under way (8+ tokens)
@@ -110,15 +111,15 @@ class SenseDrafter(Drafter):
     def __init__(self, model, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
                  tree: bool = False, max_branches: int = 4, rewrap: bool = True, name: str = "sense",
                  lexical: Drafter | None = None, keys: KeyStateCache | None = None,
-                 context: ContextStore | None = None):
+                 context: ContextStore | None = None, history=None):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
-        if docs is not None:
-            docs.require_key_layer(model.key_layer)  # its keys and our queries come from one layer
+        self.stores = {name: store for name, store in (("docs", docs), ("history", history)) if store is not None}
+        for store in self.stores.values():
+            store.require_key_layer(model.key_layer)  # its keys and our queries come from one layer
         self.vocab = model
         self.name = name
         self.use_context = use_context
-        self.docs = docs
         self.k = k
         self.max_len = max_len
         self.tree = tree  # propose token trees (several branches verified at once) instead of chains
@@ -214,10 +215,10 @@ class SenseDrafter(Drafter):
             self._added = q
         return q, keys[q]
 
-    def _proposals(self, query: np.ndarray, newest: int, search_context: bool, search_docs: bool):
+    def _proposals(self, query: np.ndarray, newest: int, search_context: bool, search_stores: list[str]):
         """Continuations [m, L] after neighbours that agree with `newest`, with their similarity [m],
         lexical agreement [m] (tokens right before them equal to the context's) and source [m]
-        (0 = context, 1 = docs)."""
+        (an index into SOURCES)."""
         L = self.max_len
         ctx = self._ctx_array[: len(self.ctx)]  # [n] the context (a view: no per-step list copy)
         recent = ctx[-2 : -2 - LEXICAL : -1]  # tokens at the query position and before, newest first
@@ -242,16 +243,19 @@ class SenseDrafter(Drafter):
                 lex.append(_agreement(ctx, keys, recent))
                 srcs.append(np.zeros(len(keys), np.int8))
         copying = bool(lex) and int(lex[0].max()) >= COPYING  # the conversation already has what follows
-        if search_docs and not copying:
-            self._searched.append("docs")
-            found = self.docs.search(query[None, :], self.k, continuation=L + 1)
+        for name in search_stores if not copying else ():
+            store = self.stores[name]
+            self._searched.append(name)
+            found = store.search(query[None, :], self.k, continuation=L + 1)
+            if found is None:  # the history's writer is busy: nothing this step
+                continue
             agree = found.continuations[0, :, 0] == newest
             if agree.any():
                 pos = found.positions[0, agree]
                 conts.append(found.continuations[0, agree, 1:])
                 sims.append(found.similarity[0, agree])
-                lex.append(_agreement(self.docs.token_array, pos, recent))
-                srcs.append(np.ones(len(pos), np.int8))
+                lex.append(_agreement(store.token_array, pos, recent))
+                srcs.append(np.full(len(pos), SOURCES.index(name), np.int8))
         if not conts:
             return None
         return np.concatenate(conts), np.concatenate(sims), np.concatenate(lex), np.concatenate(srcs)
@@ -278,14 +282,14 @@ class SenseDrafter(Drafter):
 
     def _propose_neighbours(self, max_len: int) -> Draft | None:
         search_context = self.context is not None and (self.backoff["context"].due() or self._repeating())
-        search_docs = self.docs is not None and self.docs.n_vectors > 0 and self.backoff["docs"].due()
-        if not (search_context or search_docs):
-            return None  # both sources paused: no query at all (the context store catches up later)
+        search_stores = [name for name, store in self.stores.items() if store.n_vectors > 0 and self.backoff[name].due()]
+        if not (search_context or search_stores):
+            return None  # every source paused: no query at all (the context store catches up later)
         found = self._query()
         if found is None:
             return None
         _, query = found
-        proposals = self._proposals(query, self.ctx[-1], search_context, search_docs)
+        proposals = self._proposals(query, self.ctx[-1], search_context, search_stores)
         if proposals is None:
             self._fruit(None)
             return None

@@ -1,0 +1,193 @@
+"""The model's own earlier replies, kept as a draft source (issue 31): what this user's conversations
+with this model said before, searched by SENSE with the target's key states.
+
+One history per model (and key layer, since queries and keys must come from one layer) and per owner
+(on a server, per API key: one user's text must not shape another's timing), in a document store
+under the data dir: `history/<model>-<layer>/<owner>/`. Each finished reply is one "document" of the
+store (its tokens, and the key states of its positions when the reply was decoded with them: SENSE
+computes them, `ar` and `pld` do not, so their replies are kept as tokens only), appended and
+committed by the store's own rules (a crash loses at most the reply being written, never the store).
+
+Bounded: past `cap_tokens` live tokens the oldest replies are dropped (down to three quarters of
+the cap), and the vector index is rebuilt from the live vectors when removed ones make up half of
+it. Dropped replies' tokens stay in the append-only token file (4 bytes a token) until `clear()`.
+The default cap keeps a k-NN search near 1 ms on the 1.5B's 1,536-wide keys (USearch HNSW, i8, 2
+cores: 0.7 ms at 10k vectors, 1.1 ms at 30k and 60k; the 1.5B decodes a token in ~65 ms there):
+under 2% of a decode, in ~50 MB of memory.
+
+Writing a reply (adding its vectors to the HNSW graph, saving the index) takes 0.1-0.4 s at the
+cap on 2 cores, so it runs on a writer thread after the reply; a search that finds the writer busy
+returns nothing at once rather than wait (the decode never stalls on the history).
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .datastore.manifest import DocEntry
+from .paths import data_home
+
+DEFAULT_CAP_TOKENS = 32_768  # live tokens kept (see the module docstring for the measurement)
+LOCAL_OWNER = "local"  # the owner of every front end's history but a server's with an API key
+
+
+def owner_for_key(api_key: str | None) -> str:
+    """The history owner of a server's API key (its hash: the key itself is never written)."""
+    if not api_key:
+        return LOCAL_OWNER
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+def history_dir(engine, owner: str = LOCAL_OWNER) -> Path:
+    layer = "final" if engine.key_layer is None else f"l{engine.key_layer}"
+    return histories_root() / f"{engine.fingerprint[:16]}-{layer}" / owner
+
+
+def histories_root() -> Path:
+    """The folder holding every model's and owner's history."""
+    return data_home() / "history"
+
+
+@dataclass
+class HistorySize:
+    replies: int
+    tokens: int  # live tokens
+    vectors: int  # key states searchable
+    disk_bytes: int
+
+
+class ReplyHistory:
+    """A writable history (the process holds the store's writer lock); SENSE reads it through
+    `search`, `token_array` and `n_vectors`, as it reads a document store."""
+
+    def __init__(self, store, cap_tokens: int = DEFAULT_CAP_TOKENS):
+        self.store = store  # a StoreWriter
+        self.cap_tokens = cap_tokens
+        self._lock = threading.Lock()  # held by the writer while the store changes
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+        self._pending: Future | None = None
+        self._count = len(store.manifest.documents)
+        self.key_layer = store.manifest.key_layer
+
+    @classmethod
+    def open(cls, engine, owner: str = LOCAL_OWNER, *, directory: Path | None = None,
+             cap_tokens: int = DEFAULT_CAP_TOKENS) -> "ReplyHistory":
+        """The engine's history for `owner` (made on first use). Another process writing it already:
+        StoreBusyError (the caller goes on without a history)."""
+        from .datastore import DocumentStore
+
+        directory = directory or history_dir(engine, owner)
+        store = DocumentStore.open(directory, fingerprint=engine.fingerprint, writable=True, create={
+            "model_fingerprint": engine.fingerprint, "model_name": Path(engine.path).name,
+            "n_embd": engine.n_embd, "key_layer": engine.key_layer})
+        return cls(store, cap_tokens)
+
+    # ------------------------------------------------------------------ what SENSE reads
+    def require_key_layer(self, layer) -> None:
+        self.store.require_key_layer(layer)
+
+    @property
+    def n_vectors(self) -> int:
+        return self.store.n_vectors
+
+    @property
+    def token_array(self) -> np.ndarray:
+        return self.store.token_array
+
+    def search(self, key_states: np.ndarray, k: int = 8, continuation: int = 8):
+        """The store's search (datastore Neighbours), or None while the writer is changing it."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self.store.search(key_states, k, continuation)
+        finally:
+            self._lock.release()
+
+    # ------------------------------------------------------------------ writing
+    def append(self, tokens: list[int], key_states: np.ndarray | None) -> Future:
+        """Keep a finished reply: tokens [T] and, when known, key_states [T-1, n_embd] (row i chose
+        token i+1). Written on the writer thread; the Future says when it is committed."""
+        tokens = np.asarray(tokens, np.int32)
+        if key_states is not None:
+            key_states = np.array(key_states, np.float32)  # a copy: the caller's buffer moves on
+        self._pending = self._writer.submit(self._write, tokens, key_states)
+        return self._pending
+
+    def flush(self) -> None:
+        """Wait for the replies given so far to be committed (their errors raised here)."""
+        if self._pending is not None:
+            self._pending.result()
+
+    def _write(self, tokens: np.ndarray, key_states: np.ndarray | None) -> None:
+        if len(tokens) < 2:
+            return
+        with self._lock:
+            self._count += 1
+            entry = DocEntry(path=f"reply-{time.time_ns()}-{self._count}", sha256="", mtime=time.time(),
+                             size=len(tokens), start=0, end=0, note="reply")
+            self.store.add_document(entry, tokens, key_states)
+            self._drop_oldest()
+            self.store.commit()
+
+    def _drop_oldest(self) -> None:
+        docs = sorted(self.store.manifest.documents.values(), key=lambda d: d.start)
+        live = sum(d.n_tokens for d in docs)
+        if live <= self.cap_tokens:
+            return
+        for d in docs:
+            if live <= self.cap_tokens * 3 // 4:
+                break
+            self.store.remove_document(d.path)
+            live -= d.n_tokens
+        if self.store.index.stats.nodes > 2 * len(self.store.index):  # mostly tombstones: rebuild
+            self._rebuild_index()
+
+    def _rebuild_index(self) -> None:
+        old = self.store.index
+        keys = np.array([k for d in self.store.manifest.documents.values() if d.keyed
+                         for k in range(d.start, d.end - 1)], np.uint64)
+        fresh = type(old)(ndim=old.ndim, metric=self.store.manifest.metric, dtype=self.store.manifest.dtype)
+        if len(keys):
+            vectors = old.get(keys, dtype=np.float32)
+            fresh.add(keys, np.stack(vectors) if isinstance(vectors, tuple) else vectors.reshape(len(keys), -1))
+        self.store.index = fresh
+
+    # ------------------------------------------------------------------ size and clearing
+    def size(self) -> HistorySize:
+        self.flush()
+        docs = self.store.manifest.documents.values()
+        return HistorySize(len(docs), sum(d.n_tokens for d in docs), self.n_vectors, self.store.disk_bytes())
+
+    def close(self) -> None:
+        """Finish the pending writes and give up the writer lock."""
+        try:
+            self.flush()
+        finally:
+            self._writer.shutdown(wait=True)
+            self.store.release()
+
+
+def clear_histories(root: Path) -> int:
+    """Remove every history under `root` (histories_root); how many bytes were freed. A history in use
+    by a running process is refused (its writer lock), in one line."""
+    from .datastore.writer_lock import LOCK, WriterLock
+
+    if not root.exists():
+        return 0
+    freed = 0
+    for lock_file in sorted(root.rglob(LOCK)):
+        directory = lock_file.parent
+        lock = WriterLock(directory, wait=False)  # StoreBusyError while another process writes it
+        try:
+            freed += sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+            shutil.rmtree(directory)
+        finally:
+            lock.release()
+    return freed

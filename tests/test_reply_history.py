@@ -1,0 +1,157 @@
+"""The reply history (issue 31): every finished reply kept per model and owner, crash-safe and
+bounded, and searched by SENSE as a third source, on the real 135M and real USearch files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sense_local.bench.runner import first_divergence
+from sense_local.conversation import Conversation, Finished, open_history
+from sense_local.datastore.writer_lock import StoreBusyError
+from sense_local.generation import GenerationOptions
+from sense_local.reply_history import ReplyHistory, history_dir, owner_for_key
+from sense_local.speculative.types import TokenEvent
+
+from conftest import ROOT, run_cli
+
+QUESTION = "Explain what a Python list comprehension is, with an example."
+
+
+def _turn(conversation: Conversation, text: str, method: str = "sense", max_tokens: int = 64):
+    """(the Finished event, the reply's tokens, tokens per source)"""
+    tokens, sources, finished = [], {}, None
+    for ev in conversation.reply([{"role": "user", "content": text}],
+                                 options=GenerationOptions(method=method, max_tokens=max_tokens)):
+        if isinstance(ev, TokenEvent) and ev.token >= 0:
+            tokens.append(ev.token)
+            sources[ev.source] = sources.get(ev.source, 0) + 1
+        elif isinstance(ev, Finished):
+            finished = ev
+    return finished, tokens, sources
+
+
+@pytest.fixture
+def history(engine, tmp_path):
+    h = ReplyHistory.open(engine, directory=tmp_path / "history")
+    yield h
+    h.close()
+
+
+def _with_history(engine, history) -> Conversation:
+    conversation = Conversation(engine)
+    conversation.speculator.history = history
+    return conversation
+
+
+def test_a_reply_is_kept_with_its_key_states_and_drafts_the_same_answer_in_a_new_conversation(engine, history):
+    engine.reset()
+    first, tokens, _ = _turn(_with_history(engine, history), QUESTION)
+    history.flush()
+    size = history.size()
+    assert (size.replies, size.tokens, size.vectors) == (1, len(tokens), len(tokens) - 1)
+    assert np.array_equal(history.token_array[: len(tokens)], tokens)
+
+    # a new conversation (the earlier reply is not in its context) asked the same: drafted from the history
+    again, again_tokens, sources = _turn(_with_history(engine, history), QUESTION)
+    plain, plain_tokens, _ = _turn(Conversation(engine), QUESTION)
+    assert sources.get("history", 0) >= len(tokens) // 2, sources
+    assert again.stats.tau > plain.stats.tau + 1.0, (again.stats.tau, plain.stats.tau)
+    # lossless: the same text as SENSE without a history (up to a near-tie of batched evaluation)
+    at = first_divergence(again_tokens, plain_tokens)
+    assert at is None or at > len(plain_tokens) // 2, at
+
+
+def test_replies_decoded_without_key_states_are_kept_as_tokens_only(engine, history):
+    engine.reset()
+    _, tokens, _ = _turn(_with_history(engine, history), QUESTION, method="pld", max_tokens=24)
+    history.flush()
+    size = history.size()
+    assert (size.replies, size.tokens, size.vectors) == (1, len(tokens), 0)
+
+
+def test_the_history_outlives_the_process_and_reopens_with_its_replies(engine, tmp_path):
+    directory = tmp_path / "h"
+    h = ReplyHistory.open(engine, directory=directory)
+    rng = np.random.default_rng(0)
+    h.append([5, 6, 7, 8], rng.standard_normal((3, engine.n_embd)).astype(np.float32))
+    h.close()
+    again = ReplyHistory.open(engine, directory=directory)
+    try:
+        size = again.size()
+        assert (size.replies, size.tokens, size.vectors) == (1, 4, 3)
+        found = again.search(rng.standard_normal(engine.n_embd).astype(np.float32), k=2, continuation=2)
+        assert set(found.positions[0].tolist()) <= {0, 1, 2}
+    finally:
+        again.close()
+
+
+def test_the_cap_drops_the_oldest_replies_and_the_index_keeps_only_live_vectors(engine, tmp_path):
+    h = ReplyHistory.open(engine, directory=tmp_path / "h", cap_tokens=100)
+    rng = np.random.default_rng(1)
+    try:
+        for i in range(12):  # 12 replies of 30 tokens: 360 tokens through a 100-token cap
+            h.append(list(range(i * 30, i * 30 + 30)), rng.standard_normal((29, engine.n_embd)).astype(np.float32))
+        size = h.size()
+        assert size.tokens <= 100 and size.replies >= 2
+        docs = sorted(h.store.manifest.documents.values(), key=lambda d: d.start)
+        assert docs[-1].start == 11 * 30  # the newest is kept, the oldest went
+        assert np.array_equal(h.store.tokens(docs[-1].start, docs[-1].end), np.arange(330, 360))
+        assert size.vectors == sum(d.n_tokens - 1 for d in docs)
+        assert h.store.index.stats.nodes <= 2 * size.vectors  # tombstones were dropped by a rebuild
+        found = h.search(rng.standard_normal(engine.n_embd).astype(np.float32), k=8, continuation=1)
+        live = {p for d in docs for p in range(d.start, d.end - 1)}
+        assert set(found.positions[0][found.positions[0] >= 0].tolist()) <= live
+    finally:
+        h.close()
+
+
+def test_a_history_another_process_writes_is_left_alone_with_one_line(engine, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SENSE_HOME", str(tmp_path / "home"))
+    holder = open_history(engine, "local")
+    assert holder is not None
+    with pytest.raises(StoreBusyError):
+        ReplyHistory.open(engine)
+    assert open_history(engine, "local") is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sense-local: no reply history this session:")
+    holder.close()
+
+
+def test_each_api_key_has_its_own_history_and_the_key_is_not_written(engine):
+    a, b = owner_for_key("secret-a"), owner_for_key("secret-b")
+    assert a != b and owner_for_key(None) == "local"
+    assert "secret" not in str(history_dir(engine, a))
+
+
+def test_cli_keeps_generate_replies_shows_them_and_clears_them(tmp_path):
+    env = {"SENSE_HOME": str(tmp_path / "home")}
+    ok = run_cli("generate", "Name three fruits.", "--max-tokens", "12", "--method", "sense", env=env)
+    assert ok.returncode == 0, ok.stderr
+    run_cli("generate", "Name three colours.", "--max-tokens", "12", "--no-history", env=env)
+    shown = run_cli("history", "--json", env=env)
+    rows = json.loads(shown.stdout)["histories"]
+    assert len(rows) == 1 and rows[0]["replies"] == 1 and rows[0]["owner"] == "local"
+    cleared = run_cli("history", "--clear", env=env)
+    assert cleared.returncode == 0 and "cleared" in cleared.stdout
+    assert json.loads(run_cli("history", "--json", env=env).stdout)["histories"] == []
+
+
+def test_clearing_a_history_in_use_is_refused_in_one_line(tmp_path):
+    env = {"SENSE_HOME": str(tmp_path / "home")}
+    script = ("import sys, sense_local as sl; from sense_local.conversation import open_history;"
+              "e = sl.Engine(sl.resolve_model('test'), n_ctx=256); h = open_history(e, 'local');"
+              "print('ready', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT, env={**__import__("os").environ, **env})
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        refused = run_cli("history", "--clear", env=env)
+        assert refused.returncode != 0
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "being written by process" in lines[0], refused.stderr
+    finally:
+        holder.communicate("", timeout=60)

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         task = tasks[row["task"]]
         if task.kind == "docqa-rag":
             task = with_retrieval(engine, store, task, data["max_tokens"])
-        prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
+        prompt = chat_tokens(engine, task.messages())
         sources = [rewrapped_tokens(engine, prompt) or [], store.token_array]
         speed = costed_ceiling(prompt, row["output_ids"], curve.cost, sources)
         per_kind.setdefault(task.kind, []).append(speed)

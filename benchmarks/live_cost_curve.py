@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     if not kinds or set(kinds) - set(KINDS) or "docqa-rag" in kinds:
         parser.error(f"--kinds: choose from {', '.join(k for k in KINDS if k != 'docqa-rag')}")
     engine = Engine(resolve_model(args.model), n_ctx=4096)
-    prompts = [chat_tokens(engine, [{"role": "user", "content": t.prompt}])
+    prompts = [chat_tokens(engine, t.messages())
                for t in build_tasks("quick") if t.kind in kinds]
     by_method: dict[str, dict[int, list[float]]] = {"ar": defaultdict(list), args.method: defaultdict(list)}
     for _ in range(args.reps):

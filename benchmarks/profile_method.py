@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     store = bench_store(engine, "quick") if args.kind.startswith("docqa") else None
     if args.kind == "docqa-rag":
         tasks = [with_retrieval(engine, store, t, args.tokens) for t in tasks]
-    prompts = [chat_tokens(engine, [{"role": "user", "content": t.prompt}]) for t in tasks]
+    prompts = [chat_tokens(engine, t.messages()) for t in tasks]
     for method in args.methods.split(","):
         profile = cProfile.Profile()
         totals = dict(tokens=0, forwards=0, draft=0.0, verify=0.0, total=0.0, drafted=0, accepted=0)

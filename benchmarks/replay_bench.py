@@ -86,7 +86,7 @@ def record(model: str, suite: str, kinds: list[str], path: Path) -> dict:
     for task in build_tasks(suite):
         if task.kind not in kinds or task.kind == "docqa-rag":  # docqa-rag's prompt needs a store
             continue
-        prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
+        prompt = chat_tokens(engine, task.messages())
         decoder = make_decoder(engine, GenerationOptions(method="ar", max_tokens=MAX_TOKENS))
         output = [e.token for e in decoder.generate(prompt, MAX_TOKENS) if e.token >= 0]
         tasks.append({"name": task.name, "kind": task.kind, "prompt": [int(t) for t in prompt],

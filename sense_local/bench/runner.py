@@ -78,7 +78,7 @@ def run_task(
 ) -> list[RunRow]:
     """All runs of one task. `store` (docqa tasks) is given to every method; methods that need a
     store are skipped without one. free_verification: drafts sized on a flat cost curve."""
-    prompt = chat_tokens(engine, [{"role": "user", "content": task.prompt}])
+    prompt = chat_tokens(engine, task.messages())
     engine.prefill(prompt, outputs="keys", with_keys=True)  # key states too: SENSE reads the prompt's
     methods = [m for m in methods if store is not None or not METHODS[parse_method(m)[0]].needs_store]
     outs: dict[str, list] = {m: [] for m in methods}

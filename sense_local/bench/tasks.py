@@ -7,13 +7,17 @@ Kinds:
             chat; the runner fills the prompt in, since retrieval needs the model and the store)
   code      return a standard-library function (source via `inspect`) with a small change
   open      open-ended chat with no grounding (the no-regression guard)
+  chat, qa, translate, math, summary: everyday turns (chat_tasks.py)
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
 
-KINDS = ("grounded", "docqa", "docqa-rag", "code", "open")
+from .chat_tasks import CHAT, MATH, QA, SUMMARY_TOPICS, TRANSLATE
+
+KINDS = ("grounded", "docqa", "docqa-rag", "code", "open", "chat", "qa", "translate", "math", "summary")
+CHAT_KINDS = KINDS[5:]
 # Tasks per kind. The quick suite fits 15 minutes on the default 1.5B model with ar, pld, sense and
 # sense-soft on 2 CPU cores (plain decoding ~11 tok/s there); the full suite takes as long as it takes.
 PER_KIND = {"quick": 4, "full": 16}
@@ -25,6 +29,14 @@ class Task:
     kind: str
     prompt: str  # the user message (the chat template is applied by the runner)
     answer: str | None = None  # for docqa: a string the answer should contain
+    earlier: tuple[tuple[str, str], ...] = ()  # (question, answer) turns before the prompt (chat)
+
+    def messages(self) -> list[dict]:
+        """The conversation the model is given: the earlier turns, then the prompt."""
+        out = []
+        for question, answer in self.earlier:
+            out += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        return out + [{"role": "user", "content": self.prompt}]
 
 
 def _section(topic: str, max_chars: int) -> str:
@@ -147,4 +159,16 @@ def build_tasks(suite: str = "quick") -> list[Task]:
         tasks.append(Task(f"code-{dotted}", "code", f"{instruction}\n\n```python\n{_code_source(dotted)}```"))
     for i, text in enumerate(OPEN[:per_kind]):
         tasks.append(Task(f"open-{i}", "open", text))
+    return tasks + _chat_tasks(per_kind, max_chars)
+
+
+def _chat_tasks(per_kind: int, max_chars: int) -> list[Task]:
+    """The everyday kinds (chat_tasks.py): at most the 4 of each there are, in either suite."""
+    tasks = [Task(f"chat-{i}", "chat", follow_up, earlier=((question, answer),))
+             for i, (question, answer, follow_up) in enumerate(CHAT[:per_kind])]
+    tasks += [Task(f"qa-{i}", "qa", text) for i, text in enumerate(QA[:per_kind])]
+    tasks += [Task(f"translate-{i}", "translate", text) for i, text in enumerate(TRANSLATE[:per_kind])]
+    tasks += [Task(f"math-{i}", "math", text) for i, text in enumerate(MATH[:per_kind])]
+    tasks += [Task(f"summary-{topic}", "summary", f"Summarise this documentation in three sentences:\n\n"
+                   f"{_section(topic, max_chars)}") for topic in SUMMARY_TOPICS[:per_kind]]
     return tasks

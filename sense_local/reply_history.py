@@ -11,13 +11,14 @@ committed by the store's own rules (a crash loses at most the reply being writte
 Bounded: past `cap_tokens` live tokens the oldest replies are dropped (down to three quarters of
 the cap), and the vector index is rebuilt from the live vectors when removed ones make up half of
 it. Dropped replies' tokens stay in the append-only token file (4 bytes a token) until `clear()`.
-The default cap keeps a k-NN search near 1 ms on the 1.5B's 1,536-wide keys (USearch HNSW, i8, 2
-cores: 0.7 ms at 10k vectors, 1.1 ms at 30k and 60k; the 1.5B decodes a token in ~65 ms there):
-under 2% of a decode, in ~50 MB of memory.
+Measured on the 1.5B's real key states (benchmarks/history_search_cost.py, AMD EPYC, 2 cores): a
+k-NN search takes 0.13 ms at 4k vectors and 0.23 ms at 33k, 0.4-0.6% of a 37 ms one-token decode,
+far under 2%; what binds is the write: keeping a 128-token reply (adding its vectors to the HNSW
+graph, saving the index) takes 40 ms at 4k vectors and 187 ms at 33k, growing with the index, and
+33k vectors are 54 MiB on disk and in memory. Hence the default cap of 32,768 tokens.
 
-Writing a reply (adding its vectors to the HNSW graph, saving the index) takes 0.1-0.4 s at the
-cap on 2 cores, so it runs on a writer thread after the reply; a search that finds the writer busy
-returns nothing at once rather than wait (the decode never stalls on the history).
+The write runs on a writer thread after the reply; a search that finds the writer busy returns
+nothing at once rather than wait (the decode never stalls on the history).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .datastore.manifest import DocEntry
+from .datastore.ngram_index import NgramIndex
 from .paths import data_home
 
 DEFAULT_CAP_TOKENS = 32_768  # live tokens kept (see the module docstring for the measurement)
@@ -75,6 +77,7 @@ class ReplyHistory:
         self._pending: Future | None = None
         self._count = len(store.manifest.documents)
         self.key_layer = store.manifest.key_layer
+        self._ngrams = NgramIndex.of_store(store)  # exact n-gram lookup in the replies' tokens, kept current
 
     @classmethod
     def open(cls, engine, owner: str = LOCAL_OWNER, *, directory: Path | None = None,
@@ -110,6 +113,16 @@ class ReplyHistory:
         finally:
             self._lock.release()
 
+    def lookup(self, context: np.ndarray, max_matches: int = 32, length: int = 10):
+        """NgramIndex.lookup over the replies' tokens (a suffix of `context` matched exactly); no
+        match while the writer is changing the history."""
+        if not self._lock.acquire(blocking=False):
+            return np.zeros((0, length), np.int32), 0
+        try:
+            return self._ngrams.lookup(context, max_matches, length)
+        finally:
+            self._lock.release()
+
     # ------------------------------------------------------------------ writing
     def append(self, tokens: list[int], key_states: np.ndarray | None) -> Future:
         """Keep a finished reply: tokens [T] and, when known, key_states [T-1, n_embd] (row i chose
@@ -135,6 +148,7 @@ class ReplyHistory:
             self.store.add_document(entry, tokens, key_states)
             self._drop_oldest()
             self.store.commit()
+            self._ngrams = NgramIndex.of_store(self.store)
 
     def _drop_oldest(self) -> None:
         docs = sorted(self.store.manifest.documents.values(), key=lambda d: d.start)

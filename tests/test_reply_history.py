@@ -155,3 +155,37 @@ def test_clearing_a_history_in_use_is_refused_in_one_line(tmp_path):
         assert len(lines) == 1 and "being written by process" in lines[0], refused.stderr
     finally:
         holder.communicate("", timeout=60)
+
+
+def test_sense_recalls_a_phrase_of_an_earlier_reply_word_for_word(engine, history):
+    """The history's exact n-gram match (RECALL): a reply kept as tokens only (no key states) still
+    drafts, from the context's last tokens matched in it."""
+    from sense_local.speculative.drafters.rest import RestDrafter
+    from sense_local.speculative.methods import RECALL
+
+    reply = list(range(1000, 1040))
+    history.append(reply, None)
+    history.flush()
+    recall = RestDrafter(None, index=history, source=RECALL)
+    recall.begin([1, 2, 3, *reply[10:14]])  # a new context ending in 4 tokens of that reply
+    draft = recall.propose(8)
+    assert draft is not None and draft.source == RECALL
+    assert draft.tokens.tolist() == reply[14:22]
+    recall.begin([1, 2, 3, 5])  # nothing of it in the history
+    assert recall.propose(8) is None
+
+
+def test_history_drafts_learn_across_replies_and_are_counted_by_source(engine, history):
+    from sense_local.speculative.methods import METHODS
+
+    engine.reset()
+    conversation = _with_history(engine, history)
+    _turn(conversation, QUESTION)
+    history.flush()
+    again, _, sources = _turn(conversation, QUESTION + " ")  # another prompt: no reuse of the first reply's KV
+    neighbours_estimate, _ = conversation.speculator.history_estimates()
+    history_keys = [k for k in neighbours_estimate.successes if k[0] == 2 or (k[0] == "pool" and k[1][0] == 2)]
+    assert history_keys and len(history_keys) == len(neighbours_estimate.successes)
+    assert conversation.speculator.drafter_for(METHODS["sense"]).history_estimate is neighbours_estimate
+    by_source = again.stats.drafted_by_source
+    assert sum(by_source.values()) == again.stats.drafted and by_source.get("history", 0) >= sources.get("history", 1)

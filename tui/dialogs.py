@@ -17,6 +17,7 @@ COLOUR_MEANINGS = {
     "context": "copied from earlier in this conversation (your messages and the replies)",
     "docs": "found in your indexed documents (F3)",
     "pld": "looked up in the prompt itself",
+    "history": "found in the model's earlier replies to you, in other conversations (sense-local history)",
     "soft": "a draft the soft rule took as close enough (sense-soft), though the model ranked another token first",
 }
 

@@ -18,16 +18,19 @@ SOURCE_STYLES = {
     "docs": "bold #e0b3ff on #35214a",
     "rest": "bold #e0b3ff on #35214a",  # REST's drafts come from the documents too
     "pld": "bold #9be89b on #173d22",
+    "history": "bold #ffc48a on #4a2c12",  # the model's earlier replies (reply_history.py)
+    "history-ngram": "bold #ffc48a on #4a2c12",  # ... matched word for word
     "soft": "italic #ffd27f on #4a3a10",
 }
-LEGEND_LABELS = {"context": "live context", "docs": "documents", "pld": "prompt lookup", "soft": "soft-accepted"}
+LEGEND_LABELS = {"context": "live context", "docs": "documents", "pld": "prompt lookup", "history": "earlier replies",
+                 "soft": "soft-accepted"}
 
 
 def span_style(source: str, soft: bool) -> str:
     return SOURCE_STYLES["soft"] if soft else SOURCE_STYLES.get(source, SOURCE_STYLES["context"])
 
 
-LEGEND_SHORT = {"context": "ctx", "docs": "docs", "pld": "lookup", "soft": "soft"}
+LEGEND_SHORT = {"context": "ctx", "docs": "docs", "pld": "lookup", "history": "hist", "soft": "soft"}
 
 
 def legend_text(compact: bool = False) -> Text:

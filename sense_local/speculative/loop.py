@@ -301,6 +301,8 @@ class SpecDecoder:
         n = verdict.accepted
         self.stats.steps_with_draft += 1
         self.stats.drafted += len(draft.tokens)
+        by_source = self.stats.drafted_by_source
+        by_source[draft.source] = by_source.get(draft.source, 0) + len(draft.tokens)
         if verdict.path is None:
             self.drafter.update(Feedback(draft, n))
             accepted = draft.tokens[:n].tolist()

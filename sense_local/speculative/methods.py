@@ -13,6 +13,8 @@ from .drafters.rest import RestDrafter
 from .drafters.sense import SenseDrafter
 from .rewrap import rewrapped_tokens
 
+RECALL = "history-ngram"  # SENSE's exact n-gram drafts from the reply history (the neighbours' are "history")
+
 if TYPE_CHECKING:
     from .speculator import Speculator
 
@@ -43,9 +45,14 @@ def _sense(s: Speculator, *, context: bool = True, docs: bool = True, tree: bool
            lexical: bool = False) -> SenseDrafter:
     """SENSE over the live context and/or the store's documents, and the reply history (when the
     speculator keeps one), in the speculator's buffers."""
+    history = s.usable_history()
+    neighbours_estimate, recall_estimate = s.history_estimates() if history is not None else (None, None)
+    recall = (RestDrafter(None, index=history, source=RECALL, estimate=recall_estimate)
+              if lexical and history is not None else None)
     return SenseDrafter(s.engine, use_context=context, docs=s.store if docs else None, tree=tree,
                         lexical=_lookup(s) if lexical else None, keys=s.key_states(),
-                        context=s.context_store() if context else None, history=s.usable_history())
+                        context=s.context_store() if context else None, history=history, recall=recall,
+                        history_estimate=neighbours_estimate)
 
 
 register(Method("pld", "prompt lookup: last n-gram (n=4..1) matched in prompt + output", _lookup))

@@ -2,15 +2,16 @@
 conversation (and so once per server model: the server keeps one conversation a model).
 
 Each reply gets a new decoder (loop.py) and new drafters (their acceptance estimates start from
-their priors every reply, as they always have); what outlives a reply lives here, never on the
-engine, the store or in module globals:
+their priors every reply, as they always have, but for the history's); what outlives a reply lives
+here, never on the engine, the store or in module globals:
   * the cost curve replies start from (cost.CurveMemory: loaded once, kept as replies learn it),
   * the soft rule's per-model tables (token embeddings, protected tokens), per set of options,
   * the document store's n-gram index (REST), made on first use for the store in use,
   * SENSE's buffers: the key states of the committed positions, which the loop hands over
     (`Drafter.add_keys`), and the live context store searched with them,
   * the reply history (reply_history.py): the model's earlier replies to this user, which SENSE
-    searches as a third source; every finished reply is handed to it (`remember`).
+    searches as a third source; every finished reply is handed to it (`remember`). How well its
+    drafts are accepted is learned over the conversation's replies (`history_estimates`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from .context_store import ContextStore
 from .cost import CurveMemory
 from .drafters.base import Drafter
 from .drafters.prediction import PredictionDrafter
+from .drafters.rest import new_estimate as rest_estimate
+from .drafters.sense import new_estimate as sense_estimate
 from .verify import SoftOptions, SoftVerifier
 
 
@@ -39,6 +42,7 @@ class Speculator:
         self._ngram_index: NgramIndex | None = None  # of `store`, made on first use
         self._keys: KeyStateCache | None = None
         self._context: ContextStore | None = None
+        self._history_estimates: tuple | None = None  # SENSE's neighbours', its n-gram recall's
 
     def use_store(self, store) -> None:
         """Retrieve from `store` (or none) from the next reply on (the same store: nothing changes)."""
@@ -61,6 +65,13 @@ class Speculator:
         another layer than the history's (a document store keyed elsewhere is in use)."""
         h = self.history
         return h if h is not None and h.key_layer == self.engine.key_layer else None
+
+    def history_estimates(self) -> tuple:
+        """(SENSE's estimate for the history's neighbours, its n-gram recall's): acceptance of
+        history drafts learned over this conversation's replies, not restarted every reply."""
+        if self._history_estimates is None:
+            self._history_estimates = (sense_estimate(), rest_estimate())
+        return self._history_estimates
 
     def remember(self, prompt_len: int, reply: list[int]) -> None:
         """Keep a finished reply (its tokens, which followed `prompt_len` prompt tokens) in the

@@ -117,6 +117,7 @@ class GenerationStats:
     prediction_accepted: int = 0  # Predicted Outputs: prediction tokens the output followed
     prediction_rejected: int = 0  # and the prediction's other tokens
     top2_gaps: list[float] = field(default_factory=list)  # per generated token, when recorded
+    drafted_by_source: dict[str, int] = field(default_factory=dict)  # draft tokens verified, per draft source
 
     @property
     def tau(self) -> float:
@@ -153,4 +154,5 @@ class GenerationStats:
             },
             "stop_reason": self.stop_reason,
             "prediction": {"accepted": self.prediction_accepted, "rejected": self.prediction_rejected},
+            "drafted_by_source": dict(self.drafted_by_source),
         }

@@ -23,15 +23,23 @@ PRIORS = {b: (0.3, 0.4, 0.55, 0.7, 0.8)[b] for b in range(len(MATCH_BUCKETS) + 1
 SOURCE = "rest"
 
 
+def new_estimate() -> AcceptanceEstimate:
+    return AcceptanceEstimate(PRIORS)
+
+
 class RestDrafter(Drafter):
     name = SOURCE
 
-    def __init__(self, store, max_len: int = 16, *, index: NgramIndex | None = None):
-        """`index`: the store's n-gram index (the speculator keeps one per store), else built here."""
+    def __init__(self, store, max_len: int = 16, *, index: NgramIndex | None = None, source: str = SOURCE,
+                 estimate: AcceptanceEstimate | None = None):
+        """`index`: the store's n-gram index (the speculator keeps one per store), else built here; or
+        anything with NgramIndex's `lookup` (the reply history's). `source`: what its drafts are
+        counted as. `estimate`: acceptance learned before (lent by the speculator), else a new one."""
         self.index = index if index is not None else NgramIndex.of_store(store)
+        self.name = self.source = source
         self.max_len = max_len
         self.ctx: list[int] = []
-        self.estimate = AcceptanceEstimate(PRIORS)
+        self.estimate = estimate if estimate is not None else new_estimate()
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.ctx = [int(t) for t in prompt]
@@ -47,7 +55,7 @@ class RestDrafter(Drafter):
         if len(tokens) == 0:
             return None
         key = int(np.searchsorted(MATCH_BUCKETS, n, side="right"))
-        return Draft(tokens=tokens, source=SOURCE, acceptance=self.estimate.get(key), key=key)
+        return Draft(tokens=tokens, source=self.source, acceptance=self.estimate.get(key), key=key)
 
     def update(self, feedback: Feedback) -> None:
         self.estimate.observe(feedback.draft.key, feedback.drafted, feedback.accepted)

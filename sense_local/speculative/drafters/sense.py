@@ -22,7 +22,9 @@ matching: the positions an n-gram match finds are key-state neighbours too, but 
 may rank them below near-duplicates that agree on fewer tokens, and paused searches miss them. So the
 lexical draft competes with the neighbours' drafts on the same scale (expected accepted tokens) and
 the likelier one goes; while the lexical match is a copy under way (8 tokens or more in a row,
-COPY_MATCH_BUCKET) no search is run at all.
+COPY_MATCH_BUCKET) no search is run at all. With `recall` (an exact n-gram match in the reply
+history's tokens, RestDrafter over reply_history.ReplyHistory.lookup: SuffixDecoding's idea), a third
+draft competes the same way: a phrase the model wrote before in another conversation.
 """
 from __future__ import annotations
 
@@ -54,6 +56,15 @@ PRIORS = {
     for x in range(len(LEX_BUCKETS) + 1)
     for r in range(len(RUN_BUCKETS) + 1)
 }
+HISTORY = SOURCES.index("history")
+
+
+def new_estimate() -> AcceptanceEstimate:
+    """SENSE's acceptance estimates: keys (source, similarity, lexical agreement, run), pooled by
+    (source, lexical agreement)."""
+    return AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]))
+
+
 IDLE_STEPS = 3  # searches of a source that bore no fruit in a row before it pauses
 MAX_PAUSE = {"context": 16, "docs": 32, "history": 32}  # steps; a pause doubles from 2 while pauses end with no fruit
 COPYING = 4  # a context neighbour this many tokens in lexical agreement: a copy under way, no store searched
@@ -111,7 +122,8 @@ class SenseDrafter(Drafter):
     def __init__(self, model, *, use_context: bool = True, docs=None, k: int = 8, max_len: int = 32,
                  tree: bool = False, max_branches: int = 4, rewrap: bool = True, name: str = "sense",
                  lexical: Drafter | None = None, keys: KeyStateCache | None = None,
-                 context: ContextStore | None = None, history=None):
+                 context: ContextStore | None = None, history=None, recall: Drafter | None = None,
+                 history_estimate: AcceptanceEstimate | None = None):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
         self.stores = {name: store for name, store in (("docs", docs), ("history", history)) if store is not None}
@@ -137,15 +149,19 @@ class SenseDrafter(Drafter):
         self._seen: set[tuple[int, ...]] = set()  # HINT_N-grams of the context before its last token
         self._added = 0  # positions [0, _added) are in the context store
         self._run = 0  # draft tokens accepted in a row
-        # keys (source, similarity, lexical agreement, run) pool by (source, lexical agreement)
-        self.estimate = AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]))
+        self.estimate = new_estimate()
+        # the history's drafts learn across replies (one reply is too short to learn which of a whole
+        # history's neighbours pay): an estimate lent by the speculator, else this reply's
+        self.history_estimate = history_estimate if history_estimate is not None else self.estimate
         self.lexical = lexical  # exact n-gram drafts over the same context (None: neighbours only)
+        self.recall = recall  # exact n-gram drafts over the reply history's tokens (None: none)
+        self._competitors = [d for d in (lexical, recall) if d is not None]  # drafters whose drafts compete with ours
         self.copy_match_bucket = COPY_MATCH_BUCKET
-        self._rival: Draft | None = None  # the latest proposal's losing draft: scored on the next token
+        self._rivals: list[Draft] = []  # the latest proposal's losing drafts: scored on the next token
 
     def begin(self, prompt: Sequence[int]) -> None:
-        if self.lexical is not None:
-            self.lexical.begin(prompt)
+        for d in self._competitors:
+            d.begin(prompt)
         self.ctx = []
         self._seen = set()
         self._extend_own(prompt)  # the lexical drafter has the prompt already (its begin)
@@ -154,7 +170,7 @@ class SenseDrafter(Drafter):
         for b in self.backoff.values():
             b.reset()
         self._searched = []
-        self._rival = None
+        self._rivals = []
         self._joined = JoinedPrompt(self.vocab, prompt) if self.rewrap and self.context is not None else None
         if self._joined is not None:
             j = self._joined.tokens.tolist()
@@ -168,25 +184,30 @@ class SenseDrafter(Drafter):
             self.keys.write(keys.start, keys.rows)
 
     def extend(self, tokens: Sequence[int]) -> None:
-        if self._rival is not None and len(tokens):
-            self._score_rival(int(tokens[0]))
-        if self.lexical is not None:
-            self.lexical.extend(tokens)
+        if self._rivals and len(tokens):
+            self._score_rivals(int(tokens[0]))
+        for d in self._competitors:
+            d.extend(tokens)
         self._extend_own(tokens)
 
-    def _score_rival(self, token: int) -> None:
-        """The draft that lost the latest competition learns from the token that came next, as the
+    def _score_rivals(self, token: int) -> None:
+        """The drafts that lost the latest competition learn from the token that came next, as the
         loop scores a proposal it chose not to verify. Without this, a drafter that loses keeps its
         stale estimate: prompt lookup on its own learns from every step, but inside SENSE it learned
         only from the steps its draft went, so it drafted later into a copy than it does alone (on
         code-textwrap.dedent a 2-token match stayed at its 0.45 prior where on its own it had
         risen to 0.59 and drafted)."""
-        rival, self._rival = self._rival, None
-        hit = int(rival.tokens[0] == token)
-        if rival.source in SOURCES:
-            self.estimate.observe(rival.key, 1, hit)
-        else:
-            self.lexical.update(Feedback(Draft(rival.tokens[:1], rival.source, rival.acceptance, rival.key), hit))
+        rivals, self._rivals = self._rivals, []
+        for rival in rivals:
+            hit = int(rival.tokens[0] == token)
+            if rival.source in SOURCES:
+                self._estimate(rival.key).observe(rival.key, 1, hit)
+            else:
+                self._owner(rival).update(Feedback(Draft(rival.tokens[:1], rival.source, rival.acceptance, rival.key), hit))
+
+    def _owner(self, draft: Draft) -> Drafter:
+        """The competing drafter a draft not of ours came from."""
+        return self.recall if self.recall is not None and draft.source == self.recall.source else self.lexical
 
     def _extend_own(self, tokens: Sequence[int]) -> None:
         ctx, seen = self.ctx, self._seen
@@ -270,15 +291,18 @@ class SenseDrafter(Drafter):
     def propose(self, max_len: int) -> Draft | None:
         if self._searched:  # the last proposal got no feedback (not verified, not scored)
             self._fruit(None)
-        self._rival = None
-        lexical = self.lexical.propose(min(max_len, self.max_len)) if self.lexical is not None else None
+        self._rivals = []
+        limit = min(max_len, self.max_len)
+        lexical = self.lexical.propose(limit) if self.lexical is not None else None
         if lexical is not None and lexical.key >= self.copy_match_bucket:
             return lexical  # a copy under way: the n-gram match already knows what follows
-        neighbours = self._propose_neighbours(max_len)
-        if lexical is None or neighbours is None:
-            return neighbours if lexical is None else lexical
-        winner, self._rival = (neighbours, lexical) if _value(neighbours) >= _value(lexical) else (lexical, neighbours)
-        return winner
+        recalled = self.recall.propose(limit) if self.recall is not None else None
+        drafts = [d for d in (self._propose_neighbours(max_len), lexical, recalled) if d is not None]
+        if not drafts:
+            return None
+        drafts.sort(key=_value, reverse=True)  # stable: on a tie the neighbours' draft, then the live context's
+        self._rivals = drafts[1:]
+        return drafts[0]
 
     def _propose_neighbours(self, max_len: int) -> Draft | None:
         search_context = self.context is not None and (self.backoff["context"].due() or self._repeating())
@@ -327,7 +351,7 @@ class SenseDrafter(Drafter):
             int(np.searchsorted(LEX_BUCKETS, lex[best], side="right")),
             int(np.searchsorted(RUN_BUCKETS, self._run, side="right")),
         )
-        acceptance = self.estimate.get(key)
+        acceptance = self._estimate(key).get(key)
         if not self.tree:
             return Draft(tokens=tokens, source=SOURCES[src], acceptance=acceptance, key=key)
         nodes, parents, path_probs = best_first_tree(conts, weights, acceptance, limit, self.max_branches)
@@ -336,13 +360,16 @@ class SenseDrafter(Drafter):
         draft = Draft(nodes, SOURCES[src], acceptance, key, parents, path_probs)
         return draft.first(len(nodes))  # a tree with a single path is a chain
 
+    def _estimate(self, key) -> AcceptanceEstimate:
+        return self.history_estimate if key[0] == HISTORY else self.estimate
+
     def update(self, feedback: Feedback) -> None:
         drafted = feedback.drafted
         if feedback.draft.source in SOURCES:
-            self.estimate.observe(feedback.draft.key, drafted, feedback.accepted)
+            self._estimate(feedback.draft.key).observe(feedback.draft.key, drafted, feedback.accepted)
             self._fruit(feedback.draft.source if feedback.accepted > 0 else None)
-        else:  # the lexical drafter's draft went
-            self.lexical.update(feedback)
+        else:  # a competing drafter's draft went
+            self._owner(feedback.draft).update(feedback)
         self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0
 
 

@@ -16,7 +16,6 @@ reply between two decodes; the engine then holds no half-made state. One turn ru
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,6 +111,7 @@ class Conversation:
         self._busy = threading.Lock()
         self.speculator = Speculator(engine, store)
         self._decoder = None  # the latest turn's decoder: its stats count live
+        self.history_note: str | None = None  # why no reply history is kept, told with the first reply
 
     def use_store(self, path: str | None) -> None:
         """Ground on (and retrieve drafts from) another store, or none; a store built with another
@@ -141,15 +141,31 @@ class Conversation:
             engine.close()
             raise
         conversation = cls(engine, store=store, config=config)
-        if config.history:
-            conversation.speculator.history = open_history(engine, config.history_owner)
+        conversation.open_history()
         return conversation
 
-    def close(self) -> None:
-        history, self.speculator.history = self.speculator.history, None
+    def open_history(self) -> None:
+        """Keep replies in the model's reply history, as the config asks (where another process
+        writes it, the conversation goes on without one: `history_note` says so)."""
+        if not self.config.history or self.speculator.history is not None:
+            return
+        from .datastore.manifest import StoreError
+
         try:
-            if history is not None:
-                history.close()
+            self.speculator.history = ReplyHistory.open(self.engine, self.config.history_owner)
+            self.history_note = None
+        except (StoreError, OSError) as exc:
+            self.history_note = f"no reply history this session: {exc}"
+
+    def close_history(self) -> None:
+        """Finish the history's writes and give it up (a model switch hands it to the new conversation)."""
+        history, self.speculator.history = self.speculator.history, None
+        if history is not None:
+            history.close()
+
+    def close(self) -> None:
+        try:
+            self.close_history()
         finally:
             self.engine.close()
 
@@ -184,7 +200,10 @@ class Conversation:
             if grounding is self._grounding:
                 self.store = grounding.store  # refreshed: an indexer may have committed more
                 self.speculator.use_store(self.store)
-            yield Prepared(len(turn.tokens), turn.sources, turn.notes, turn.dropped)
+            notes = turn.notes
+            if self.history_note:
+                notes, self.history_note = [*notes, self.history_note], None  # told once
+            yield Prepared(len(turn.tokens), turn.sources, notes, turn.dropped)
             for event in self._decode(turn.tokens, options, cancel, progress):
                 if isinstance(event, Finished) and turn.grounded is not None:
                     self._memory.remember(question, event.text, turn.grounded)  # for the next turn's prompt
@@ -247,14 +266,3 @@ class Conversation:
         self.speculator.remember(len(tokens), reply)  # written on the history's own thread
         yield Finished("".join(parts), stats, finish)
 
-
-def open_history(engine: Engine, owner: str) -> ReplyHistory | None:
-    """The engine's reply history for `owner`; None, said in one line, where it cannot be kept
-    (another process writes it, or its folder is unusable): the conversation goes on without it."""
-    from .datastore.manifest import StoreError
-
-    try:
-        return ReplyHistory.open(engine, owner)
-    except (StoreError, OSError) as exc:
-        print(f"sense-local: no reply history this session: {exc}", file=sys.stderr)
-        return None

@@ -75,6 +75,7 @@ class ReplyHistory:
         self._lock = threading.Lock()  # held by the writer while the store changes
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
         self._pending: Future | None = None
+        self._closed = False
         self._count = len(store.manifest.documents)
         self.key_layer = store.manifest.key_layer
         self._ngrams = NgramIndex.of_store(store)  # exact n-gram lookup in the replies' tokens, kept current
@@ -180,7 +181,10 @@ class ReplyHistory:
         return HistorySize(len(docs), sum(d.n_tokens for d in docs), self.n_vectors, self.store.disk_bytes())
 
     def close(self) -> None:
-        """Finish the pending writes and give up the writer lock."""
+        """Finish the pending writes and give up the writer lock (again: nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.flush()
         finally:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sense_local.bench.runner import first_divergence
-from sense_local.conversation import Conversation, Finished, open_history
+from sense_local.conversation import Conversation, Finished
 from sense_local.datastore.writer_lock import StoreBusyError
 from sense_local.generation import GenerationOptions
 from sense_local.reply_history import ReplyHistory, history_dir, owner_for_key
@@ -109,16 +109,30 @@ def test_the_cap_drops_the_oldest_replies_and_the_index_keeps_only_live_vectors(
         h.close()
 
 
-def test_a_history_another_process_writes_is_left_alone_with_one_line(engine, tmp_path, capsys, monkeypatch):
+def test_a_history_another_writer_holds_is_left_alone_and_said_once(engine, tmp_path, monkeypatch):
+    from sense_local.conversation import Prepared
+
     monkeypatch.setenv("SENSE_HOME", str(tmp_path / "home"))
-    holder = open_history(engine, "local")
-    assert holder is not None
-    with pytest.raises(StoreBusyError):
-        ReplyHistory.open(engine)
-    assert open_history(engine, "local") is None
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("sense-local: no reply history this session:")
-    holder.close()
+    holder = ReplyHistory.open(engine)  # as another process (or a conversation not yet closed) would
+    try:
+        with pytest.raises(StoreBusyError):
+            ReplyHistory.open(engine)
+        conversation = Conversation(engine)
+        conversation.open_history()
+        assert conversation.speculator.history is None
+        notes = []
+        for _ in range(2):
+            options = GenerationOptions(method="sense", max_tokens=4)
+            prepared = next(ev for ev in conversation.reply([{"role": "user", "content": "Hi"}], options=options)
+                            if isinstance(ev, Prepared))
+            notes.append([n for n in prepared.notes if "reply history" in n])
+        assert len(notes[0]) == 1 and notes[0][0].startswith("no reply history this session:") and notes[1] == []
+        holder.close()
+        conversation.open_history()  # free again: taken (as a model switch in the TUI hands it over)
+        assert conversation.speculator.history is not None
+        conversation.close_history()
+    finally:
+        holder.close()
 
 
 def test_each_api_key_has_its_own_history_and_the_key_is_not_written(engine):
@@ -142,8 +156,8 @@ def test_cli_keeps_generate_replies_shows_them_and_clears_them(tmp_path):
 
 def test_clearing_a_history_in_use_is_refused_in_one_line(tmp_path):
     env = {"SENSE_HOME": str(tmp_path / "home")}
-    script = ("import sys, sense_local as sl; from sense_local.conversation import open_history;"
-              "e = sl.Engine(sl.resolve_model('test'), n_ctx=256); h = open_history(e, 'local');"
+    script = ("import sys, sense_local as sl; from sense_local.reply_history import ReplyHistory;"
+              "e = sl.Engine(sl.resolve_model('test'), n_ctx=256); h = ReplyHistory.open(e);"
               "print('ready', flush=True); sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, cwd=ROOT, env={**__import__("os").environ, **env})

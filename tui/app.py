@@ -81,9 +81,13 @@ class SenseApp(App):
         from sense_local.conversation import Conversation
 
         config = self.config.replace(store=None)
+        if previous is not None:
+            previous.close_history()  # the same model's history: one writer, so the new conversation takes it
         try:
             conversation = Conversation.open(config)
         except SenseError as exc:
+            if previous is not None:
+                previous.open_history()
             self.conversation = previous
             self.post_message(EngineReady(str(exc)))
             return

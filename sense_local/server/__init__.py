@@ -62,6 +62,8 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
     store = f", documents {config.store}" if config.store else ""
     if conversation.engine.placement is not None:
         store += f", {conversation.engine.placement.describe()}"
+    if conversation.history_note:
+        print(f"sense-local serve: {conversation.history_note}", file=sys.stderr)
     print(f"sense-local serve: {model_id} (method {config.options.method}{store}) on http://{host}:{port}/v1",
           file=sys.stderr, flush=True)
     app = build_app(state, HostPolicy(host, allow_hosts, cors))

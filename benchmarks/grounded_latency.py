@@ -51,7 +51,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sense_local.cli", "serve", "--model", model, "--store", str(store),
-             "--port", str(self.port), "--max-tokens", str(max_tokens), *extra],
+             "--port", str(self.port), "--max-tokens", str(max_tokens), "--no-history", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 300
         while time.time() < deadline:

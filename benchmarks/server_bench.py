@@ -20,7 +20,7 @@ from benchmarks.stream_timing import arguments, interleaved, openai_request, ser
 
 def _cli(model: str, prompt: str, method: str, tokens: int) -> dict:
     out = subprocess.run([sys.executable, "-m", "sense_local.cli", "generate", prompt, "--model", model, "--method",
-                          method, "--max-tokens", str(tokens), "--json"], capture_output=True, text=True, check=True)
+                          method, "--max-tokens", str(tokens), "--json", "--no-history"], capture_output=True, text=True, check=True)
     doc = json.loads(out.stdout)
     return {"tok_per_s": doc["tok_per_s"], "first_token_s": doc["time"]["prefill"], "tokens": doc["tokens"],
             "text": doc["text"]}

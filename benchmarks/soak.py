@@ -231,7 +231,7 @@ def health(port: int, timeout: float = 30) -> dict:
 def start_server(model: str, port: int, queue: int, log: Path) -> subprocess.Popen:
     with log.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "serve", "--model", model, "--port", str(port),
-                                 "--queue", str(queue)], stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy())
+                                 "--queue", str(queue), "--no-history"], stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy())
     for _ in range(1200):
         if proc.poll() is not None:
             raise SystemExit(f"soak: the server exited: {log.read_text()[-2000:]}")

@@ -87,7 +87,7 @@ def serving(model: str) -> Iterator[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "serve", "--model", model, "--port",
-                               str(port)], stderr=subprocess.DEVNULL, env=os.environ.copy())
+                               str(port), "--no-history"], stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
         for _ in range(600):
             try:

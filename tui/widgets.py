@@ -22,7 +22,7 @@ SOURCE_STYLES = {
     "history-ngram": "bold #ffc48a on #4a2c12",  # ... matched word for word
     "soft": "italic #ffd27f on #4a3a10",
 }
-LEGEND_LABELS = {"context": "live context", "docs": "documents", "pld": "prompt lookup", "history": "earlier replies",
+LEGEND_LABELS = {"context": "live context", "docs": "documents", "pld": "prompt lookup", "history": "history",
                  "soft": "soft-accepted"}
 
 

@@ -25,6 +25,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from . import native
@@ -94,7 +95,7 @@ def _on_abort(raw: bytes) -> None:  # pragma: no cover - called by ggml, from an
 def describe_loss(message: str) -> str:
     """One line naming the lost worker(s), from ggml's abort message and, if it names none, asking each."""
     named = re.search(r"(?:Failed to connect to|RPC handshake failed for) (\S+)", message)
-    gone = [named.group(1)] if named else [str(e) for e in _endpoints if not _answers(e)]
+    gone = [named.group(1)] if named else _not_answering()
     if len(gone) == 1:
         who = f"RPC worker {gone[0]}"
     elif gone:
@@ -102,6 +103,18 @@ def describe_loss(message: str) -> str:
     else:  # every worker still takes connections: one broke its connection or its reply
         who = "an RPC worker (one of " + ", ".join(str(e) for e in _endpoints) + ")"
     return f"{who} stopped answering; the model's layers there are gone"
+
+
+def _not_answering(tries: int = 5, pause_s: float = 0.2) -> list[str]:
+    """The workers that refuse a connection, asked again for up to a second while every one takes
+    it: a killed worker's listening socket can outlive, for a moment, the connection whose break
+    ended the decode (a fresh clone's test saw every worker answer once)."""
+    for attempt in range(tries):
+        gone = [str(e) for e in _endpoints if not _answers(e)]
+        if gone or attempt == tries - 1:
+            return gone
+        time.sleep(pause_s)
+    return []
 
 
 def _answers(endpoint) -> bool:

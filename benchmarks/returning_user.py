@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -139,7 +138,7 @@ def run_pass(engine: Engine, peers: dict, max_tokens: int, history_dir: Path, cu
 
 def _geomean(xs) -> float:
     xs = [x for x in xs if x > 0]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else 0.0
+    return statistics.geometric_mean(xs) if xs else 0.0
 
 
 def summarise(passes: list[dict]) -> dict:

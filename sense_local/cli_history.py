@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .datastore.manifest import MANIFEST, Manifest, StoreError
+from .datastore.store_reader import folder_bytes
 from .reply_history import clear_histories, histories_root
 
 
@@ -25,7 +26,7 @@ def cmd_history(args) -> int:
             continue
         rows.append({"path": str(directory), "model": m.model_name, "owner": directory.name,
                      "replies": len(m.documents), "tokens": sum(d.n_tokens for d in m.documents.values()),
-                     "disk_bytes": sum(p.stat().st_size for p in directory.iterdir() if p.is_file())})
+                     "disk_bytes": folder_bytes(directory)})
     if args.json:
         print(json.dumps({"root": str(root), "histories": rows}, indent=1))
     elif not rows:

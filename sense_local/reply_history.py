@@ -34,6 +34,7 @@ import numpy as np
 
 from .datastore.manifest import DocEntry
 from .datastore.ngram_index import NgramIndex
+from .datastore.store_reader import folder_bytes
 from .paths import data_home
 
 DEFAULT_CAP_TOKENS = 32_768  # live tokens kept (see the module docstring for the measurement)
@@ -204,7 +205,7 @@ def clear_histories(root: Path) -> int:
         directory = lock_file.parent
         lock = WriterLock(directory, wait=False)  # StoreBusyError while another process writes it
         try:
-            freed += sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+            freed += folder_bytes(directory)
             shutil.rmtree(directory)
         finally:
             lock.release()

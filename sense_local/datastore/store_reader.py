@@ -50,6 +50,11 @@ def _check_fingerprint(directory: Path, manifest: Manifest, fingerprint: str | N
     )
 
 
+def folder_bytes(directory: Path) -> int:
+    """The size of the files in a store's folder."""
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
 class StoreReader:
     writable = False
 
@@ -151,7 +156,7 @@ class StoreReader:
                              "open it through the runtime (it reads the store's layer) or re-index it")
 
     def disk_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file())
+        return folder_bytes(self.dir)
 
     # ------------------------------------------------------------------ tokens and search
     @property

@@ -6,11 +6,12 @@ prediction, the draft is the prediction from the cursor on. Where the output lea
 the cursor is lost until the output's last tokens are found in the prediction again: a 4-gram
 anywhere (the nearest place at or after the cursor first, so repeated lines resume in order), or a
 2- or 3-gram within RESYNC_WINDOW tokens after the cursor (an insertion that ends where the old
-text resumes), or a single token within NEAR tokens of where the output left, right after it left.
-What the output wrote between leaving and coming back is learned as a replacement of the prediction
-tokens it skipped, and later drafts make it: after "maxc" became "high" once, every later "maxc" is
-drafted as "high" (a rename edits every occurrence). While lost, the method's own drafter (if any)
-proposes, so text the edit added can still be copied from the prompt.
+text resumes), or a single token within a few tokens of where the output left, right after it left
+(follower.py, which prompt lookup shares). What the output wrote between leaving and coming back
+is learned as a replacement of the prediction tokens it skipped, and later drafts make it: after
+"maxc" became "high" once, every later "maxc" is drafted as "high" (a rename edits every
+occurrence). While lost, the method's own drafter (if any) proposes, so text the edit added can
+still be copied from the prompt.
 
 OpenAI's usage fields come from the alignment: `accepted_prediction_tokens` are the prediction
 tokens the output followed, `rejected_prediction_tokens` the rest of the prediction.
@@ -23,11 +24,10 @@ import numpy as np
 
 from ..types import CommittedKeys, Draft, Feedback, GenerationStats
 from .base import AcceptanceEstimate, Drafter
+from .follower import Follower
 
 RESYNC_N = 4  # tokens of output matched anywhere in the prediction to find the cursor again
 RESYNC_WINDOW = 48  # shorter matches (2, 3 tokens) count only this close after the cursor
-NEAR = 4  # and one token counts this close after where the output left, this soon after (`_near`)
-MAX_SPAN = 3  # prediction tokens a learned replacement may stand for
 SOURCE = "prediction"
 # Acceptance is estimated per run bucket: how many tokens in a row the output has followed the
 # prediction since it last left it (0-1, 2-3, 4-7, 8-15, 16-31, 32 and more), as prompt lookup does
@@ -63,14 +63,18 @@ class PredictionDrafter(Drafter):
 
     def _reset(self) -> None:
         self.output: list[int] = []
-        self.cursor = 0  # the prediction token the output should produce next
-        self.synced = True  # the output is following the prediction at the cursor
+        self.follower = Follower(self.prediction)  # the cursor in the prediction, its learned replacements
+        self.follower.place(0)
         self.run = 0  # prediction tokens followed in a row since the output last left it
-        self.pending: list[int] = []  # a learned replacement's tokens still to come before the cursor
-        self.left_at: int | None = None  # the cursor when the output last left the prediction
-        self.left_output = 0  # the output's length then (the departing token's index)
-        self.replaced: dict[tuple[int, ...], tuple[int, ...]] = {}  # prediction span -> what the output wrote instead
         self.followed = np.zeros(len(self.prediction), dtype=bool)  # [P] prediction tokens the output produced
+
+    @property
+    def cursor(self) -> int | None:
+        return self.follower.cursor
+
+    @property
+    def replaced(self) -> dict:
+        return self.follower.replaced
 
     def begin(self, prompt: Sequence[int]) -> None:
         self._reset()
@@ -79,18 +83,18 @@ class PredictionDrafter(Drafter):
             self.fallback.begin(prompt)
 
     def extend(self, tokens: Sequence[int]) -> None:
+        f = self.follower
         for t in tokens:
             t = int(t)
             self.output.append(t)
-            if self.synced and self._follow(t):
-                self.run += 1
+            resyncs = f.resyncs
+            if f.step(t, self.output):
+                if f.followed_at is not None:
+                    self.followed[f.followed_at] = True
+                self.run = 1 if f.resyncs != resyncs else self.run + 1
                 continue
             self.run = 0
-            if self.synced:
-                self.synced, self.pending = False, []
-                self.left_at, self.left_output = self.cursor, len(self.output) - 1
-            if not self._near(t):
-                self._resync()
+            self._resync()
         if self.fallback is not None:
             self.fallback.extend(tokens)
 
@@ -98,88 +102,33 @@ class PredictionDrafter(Drafter):
         if self.fallback is not None:
             self.fallback.add_keys(keys)
 
-    def _follow(self, t: int) -> bool:
-        """Does the output's next token `t` go on with the prediction (or a replacement learned
-        earlier in this reply)? Moves the cursor if so."""
-        if self.pending:
-            if self.pending[0] != t:
-                return False
-            self.pending.pop(0)
-            return True
-        if self.cursor < len(self.prediction) and self.prediction[self.cursor] == t:
-            self.followed[self.cursor] = True
-            self.cursor += 1
-            return True
-        for span, instead in self._replacements_at(self.cursor):
-            if instead[0] == t:
-                self.cursor += len(span)
-                self.pending = list(instead[1:])
-                return True
-        return False
-
-    def _replacements_at(self, i: int):
-        for n in range(MAX_SPAN, 0, -1):
-            span = tuple(self.prediction[i : i + n].tolist())
-            if len(span) == n and span in self.replaced:
-                yield span, self.replaced[span]
-
-    def _near(self, token: int) -> bool:
-        """Soon after the output left the prediction, one token found within NEAR tokens of where
-        it left is enough to follow again, and what the output wrote in between is learned as a
-        replacement: a name replaced by another ("maxc" -> "high") is followed from the next token
-        on, and its later occurrences are drafted replaced."""
-        if self.left_at is None or len(self.output) - 1 - self.left_output > NEAR:
-            return False
-        window = self.prediction[self.left_at : self.left_at + NEAR + 1]
-        hit = np.flatnonzero(window == token)
-        if len(hit) == 0:
-            return False
-        at = self.left_at + int(hit[0])
-        span = tuple(self.prediction[self.left_at : at].tolist())
-        instead = tuple(self.output[self.left_output : -1])
-        if 0 < len(span) <= MAX_SPAN and 0 < len(instead) <= NEAR:
-            self.replaced[span] = instead
-        self.followed[at] = True
-        self.cursor, self.synced, self.left_at, self.run = at + 1, True, None, 1
-        return True
-
     def _resync(self) -> None:
         """Find the cursor again from the output's last tokens (see the module's note)."""
-        out = self.output
+        out, f = self.output, self.follower
+        cursor = f.cursor  # where the output left the prediction (the cursor stays there while lost)
         for n in range(min(RESYNC_N, len(out)), 1, -1):
             places = self._grams.get(tuple(out[-n:]))
             if not places:
                 continue
-            ahead = [p for p in places if p >= self.cursor]
+            ahead = [p for p in places if p >= cursor]
             if n < RESYNC_N:
-                ahead = [p for p in ahead if p - n <= self.cursor + RESYNC_WINDOW]
+                ahead = [p for p in ahead if p - n <= cursor + RESYNC_WINDOW]
                 if not ahead:
                     continue
             at = ahead[0] if ahead else places[-1]
-            since = min(n, len(out) - self.left_output)  # tokens written since it left: counted once
+            since = min(n, len(out) - f.left_output)  # tokens written since it left: counted once
             self.followed[at - since : at] = True
-            self.cursor, self.synced, self.left_at, self.run = at, True, None, n
+            f.place(at)
+            self.run = n
             return
 
     def propose(self, max_len: int) -> Draft | None:
-        if self.synced and (self.pending or self.cursor < len(self.prediction)):
+        f = self.follower
+        if f.synced and (f.pending or f.cursor < len(self.prediction)):
             key = int(np.searchsorted(RUN_BUCKETS, self.run, side="right"))
-            tokens = np.asarray(self._ahead(max_len), dtype=np.int32)
+            tokens = np.asarray(f.ahead(max_len), dtype=np.int32)
             return Draft(tokens=tokens, source=SOURCE, acceptance=self.estimate.get(key), key=key)
         return self.fallback.propose(max_len) if self.fallback is not None else None
-
-    def _ahead(self, max_len: int) -> list[int]:
-        """The prediction from the cursor, with the replacements learned so far made."""
-        out, i = list(self.pending[:max_len]), self.cursor
-        while len(out) < max_len and i < len(self.prediction):
-            for span, instead in self._replacements_at(i):
-                out.extend(instead)
-                i += len(span)
-                break
-            else:
-                out.append(int(self.prediction[i]))
-                i += 1
-        return out[:max_len]
 
     def update(self, feedback: Feedback) -> None:
         if feedback.draft.source != SOURCE:

@@ -1,0 +1,126 @@
+"""A cursor in a source the output is copying (a prompt, a predicted file), and the replacements
+learned where the output left the source and came back to it.
+
+While the output follows the source, the cursor marks the source token it should produce next.
+Where the output leaves it (an edit), the cursor is lost; one token found within NEAR tokens of
+where it left, right after it left, is enough to follow again, and what the output wrote in between
+is learned as a replacement of the source tokens it skipped: after " names" became " items" once,
+every later " names" is drafted as " items" (a rename edits every occurrence). Prompt lookup also
+forgets a replacement that a verification rejects at its first token (`rejected_at`): an edit
+made once in a prompt being rewritten is not a rename, and must not spoil the rest of the copy.
+
+Used by prompt lookup (pld.py: the source is the context) and by Predicted Outputs (prediction.py:
+the source is the predicted text). The caller finds the cursor (an n-gram lookup) and places it.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+NEAR = 4  # one token counts this close after where the output left, this soon after (`near`)
+MAX_SPAN = 3  # source tokens a learned replacement may stand for
+
+
+class Follower:
+    def __init__(self, source: Sequence[int]):
+        self.source = source  # the tokens copied (a list that may grow, or an array)
+        self.replaced: dict[tuple[int, ...], tuple[int, ...]] = {}  # source span -> what the output wrote instead
+        self.cursor: int | None = None  # the source token the output should produce next (None: lost)
+        self.synced = False  # the output is following the source at the cursor
+        self.pending: list[int] = []  # a learned replacement's tokens still to come before the cursor
+        self.left_at: int | None = None  # the cursor when the output last left the source
+        self.left_output = 0  # the output's length then (the departing token's index)
+        self.followed_at: int | None = None  # the source position the latest `step` followed (None: none)
+        self.resyncs = 0  # times the output came back after leaving (`near`)
+        self._drafted: list[tuple[int, tuple[int, ...]]] = []  # (index in the latest `ahead`, span) of its replacements
+
+    def place(self, cursor: int) -> None:
+        """The output follows the source from `cursor` on (found by the caller)."""
+        self.cursor, self.synced, self.pending, self.left_at = cursor, True, [], None
+
+    def lose(self) -> None:
+        self.cursor, self.synced, self.pending, self.left_at = None, False, [], None
+
+    def step(self, token: int, output: Sequence[int]) -> bool:
+        """The output's newest token (already appended to `output`): whether it goes on with the
+        source (at the cursor, through a replacement, or found again near where the output left)."""
+        self.followed_at = None
+        if self.synced and self._follow(token):
+            return True
+        if self.synced:
+            self.synced, self.pending = False, []
+            self.left_at, self.left_output = self.cursor, len(output) - 1
+        return self._near(token, output)
+
+    def _follow(self, t: int) -> bool:
+        if self.pending:
+            if self.pending[0] != t:
+                return False
+            self.pending.pop(0)
+            return True
+        c = self.cursor
+        if c < len(self.source) and self.source[c] == t:
+            self.followed_at, self.cursor = c, c + 1
+            return True
+        for span, instead in self._replacements_at(c):
+            if instead[0] == t:
+                self.cursor += len(span)
+                self.pending = list(instead[1:])
+                return True
+        return False
+
+    def _replacements_at(self, i: int):
+        if not self.replaced:
+            return
+        for n in range(MAX_SPAN, 0, -1):
+            span = tuple(int(x) for x in self.source[i : i + n])
+            if len(span) == n and span in self.replaced:
+                yield span, self.replaced[span]
+
+    def _near(self, token: int, output: Sequence[int]) -> bool:
+        """Soon after the output left the source, the token found within NEAR tokens of where it
+        left: follow again from there, and learn what the output wrote in between as a replacement."""
+        if self.left_at is None:
+            return False
+        if len(output) - 1 - self.left_output > NEAR:
+            self.left_at = None  # too late: the output went elsewhere
+            return False
+        end = min(self.left_at + NEAR + 1, len(self.source))
+        at = next((i for i in range(self.left_at, end) if self.source[i] == token), None)
+        if at is None:
+            return False
+        span = tuple(int(x) for x in self.source[self.left_at : at])
+        instead = tuple(int(x) for x in output[self.left_output : -1])
+        if 0 < len(span) <= MAX_SPAN and 0 < len(instead) <= NEAR:
+            self.replaced[span] = instead
+        self.followed_at, self.cursor, self.synced, self.left_at = at, at + 1, True, None
+        self.resyncs += 1
+        return True
+
+    def ahead(self, max_len: int, start: int | None = None) -> list[int]:
+        """The source from the cursor (or from `start`, with no pending tokens) with the
+        replacements learned so far made: what the output should write next."""
+        if start is None:
+            out, i = list(self.pending[:max_len]), self.cursor
+        else:
+            out, i = [], start
+        drafted = []
+        n = len(self.source)
+        while len(out) < max_len and i < n:
+            for span, instead in self._replacements_at(i):
+                drafted.append((len(out), span))
+                out.extend(instead)
+                i += len(span)
+                break
+            else:
+                out.append(int(self.source[i]))
+                i += 1
+        self._drafted = drafted
+        return out[:max_len]
+
+    def rejected_at(self, index: int) -> None:
+        """A verification rejected the latest `ahead`'s token at `index`: a replacement made there
+        was wrong here, and is forgotten."""
+        for at, span in self._drafted:
+            if at == index:
+                self.replaced.pop(span, None)
+        self._drafted = []

@@ -9,13 +9,18 @@ prior) and text that parts from the recording at a near-tie.
 Run: `python -m benchmarks.replay_bench --model M --kinds grounded,code --outputs F.json
 --priors 0.2,0.45,0.6,0.75,0.9,0.92,0.99 --priors ...` (the first run records F.json: ar on every
 task, ~1 min for the 135M and ~12 min for the 1.5B on the full suite; later runs read it).
+`--base REV` adds prompt lookup as it was at git revision REV (the drafters package's files read
+with `git show`): a change to the drafter, replayed beside what it replaces.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -99,11 +104,34 @@ def record(model: str, suite: str, kinds: list[str], path: Path) -> dict:
     return data
 
 
-def replay(task: dict, curve: CostCurve, priors: dict[int, float]) -> tuple[int, int, float]:
-    """(tokens, target forwards, modeled time in one-token decodes) of pld on one recorded task."""
+def pld_at(rev: str):
+    """The drafters package's pld module as it was at git revision `rev` (a copy of the package's
+    files at rev, imported under another name: the working tree's stays as it is)."""
+    root = Path(__file__).resolve().parents[1]
+    package = "sense_local/speculative/drafters"
+    names = subprocess.run(["git", "ls-tree", "--name-only", f"{rev}:{package}"], cwd=root, check=True,
+                           capture_output=True, text=True).stdout.split()
+    folder = Path(tempfile.mkdtemp(prefix="replay-base-")) / "drafters_base"
+    folder.mkdir()
+    for name in (n for n in names if n.endswith(".py")):
+        text = subprocess.run(["git", "show", f"{rev}:{package}/{name}"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout
+        text = text.replace("from ...", "from sense_local.").replace("from ..", "from sense_local.speculative.")
+        (folder / name).write_text(text)
+    spec = importlib.util.spec_from_file_location("drafters_base", folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["drafters_base"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("drafters_base.pld")
+
+
+def replay(task: dict, curve: CostCurve, priors: dict[int, float], lookup=pld) -> tuple[int, int, float]:
+    """(tokens, target forwards, modeled time in one-token decodes) of pld (`lookup`: the module) on
+    one recorded task."""
     eos = max(task["prompt"] + task["output"]) + 1
     engine = ReplayEngine(task["prompt"] + task["output"] + ([eos] if task["eos"] else []), eos)
-    drafter = pld.PromptLookupDrafter(rewrap=lambda tokens: task["joined"])
+    drafter = lookup.PromptLookupDrafter(rewrap=lambda tokens: task["joined"])
     drafter.estimate.priors = priors
     decoder = SpecDecoder(engine, method="pld", drafter=drafter, cost=curve)
     decoder.cost.observe = lambda n_tokens, seconds: None  # the curve is exact here: nothing to learn
@@ -119,6 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", default="grounded,code,open")
     parser.add_argument("--outputs", type=Path, required=True, help="recorded outputs (made if missing)")
     parser.add_argument("--priors", action="append", default=[], help="pld's 7 match-bucket priors, comma-separated")
+    parser.add_argument("--base", metavar="REV", help="also replay prompt lookup as it was at this git revision")
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     if unknown := set(kinds) - set(KINDS):
@@ -133,14 +162,21 @@ def main(argv=None) -> int:
     else:
         data = record(args.model, args.suite, kinds, args.outputs)
     curve = CostCurve(tuple(data["curve"]["lengths"]), tuple(data["curve"]["costs"]))
-    variants = {"current": dict(pld.PRIORS)}
+    variants = {"current": (dict(pld.PRIORS), pld)}
+    if args.base:
+        try:
+            base = pld_at(args.base)
+        except subprocess.CalledProcessError as exc:
+            parser.error(f"--base {args.base}: {exc.stderr.strip() or exc}")
+        variants[f"pld at {args.base}"] = (dict(base.PRIORS), base)
     for spec in args.priors:
         values = [float(x) for x in spec.split(",")]
         if len(values) != len(pld.PRIORS):
             parser.error(f"--priors needs {len(pld.PRIORS)} values, got {len(values)}")
-        variants[spec] = dict(enumerate(values))
+        variants[spec] = (dict(enumerate(values)), pld)
     tasks = [t for t in data["tasks"] if t["kind"] in kinds]
-    results = {name: {t["name"]: replay(t, curve, priors) for t in tasks} for name, priors in variants.items()}
+    results = {name: {t["name"]: replay(t, curve, priors, lookup) for t in tasks}
+               for name, (priors, lookup) in variants.items()}
     print(f"{data['model']}, cost curve {data['curve']['costs']}; per cell: tau, modeled speedup over ar")
     for i, name in enumerate(variants):
         print(f"  [{i}] {name}")

@@ -44,9 +44,10 @@ class ReplayEngine:
     n_ctx = 1 << 16
     n_embd = 1
 
-    def __init__(self, recording: list[int], eos: int):
+    def __init__(self, recording: list[int], eos: int, eog: frozenset[int] = frozenset()):
         self.recording = recording  # [prompt + output (+ eos)] token ids
         self.eos = eos
+        self.eog = eog  # the model's end-of-generation tokens that occur in the prompt (its template's)
         self.n_vocab = eos + 1
         self.tokens: list[int] = []
         self.decodes: list[int] = []  # size of every decode after the prefill
@@ -79,7 +80,7 @@ class ReplayEngine:
         return EvalOutput(rows, None)
 
     def is_eog(self, token: int) -> bool:
-        return token == self.eos
+        return token == self.eos or token in self.eog
 
     def piece(self, token: int) -> bytes:
         return b""
@@ -94,9 +95,13 @@ def record(model: str, suite: str, kinds: list[str], path: Path) -> dict:
         prompt = chat_tokens(engine, task.messages())
         decoder = make_decoder(engine, GenerationOptions(method="ar", max_tokens=MAX_TOKENS))
         output = [e.token for e in decoder.generate(prompt, MAX_TOKENS) if e.token >= 0]
+        eos = decoder.stats.stop_reason == "eos"
+        # the token that ended the reply (the loop does not emit it): the model's choice after the output
+        end = int(np.argmax(engine.prefill(prompt + output, outputs="last").logits[-1])) if eos else None
         tasks.append({"name": task.name, "kind": task.kind, "prompt": [int(t) for t in prompt],
                       "joined": rewrapped_tokens(engine, prompt), "output": [int(t) for t in output],
-                      "eos": decoder.stats.stop_reason == "eos"})
+                      "eos": eos, "eos_token": end,
+                      "eog": sorted({int(t) for t in prompt if engine.is_eog(int(t))})})
         print(f"recorded {task.name}: {len(output)} tokens", file=sys.stderr, flush=True)
     curve = cost_curve_for(engine, measure=True)
     data = {"model": model, "suite": suite, "curve": curve.to_dict(), "tasks": tasks}
@@ -129,8 +134,11 @@ def pld_at(rev: str):
 def replay(task: dict, curve: CostCurve, priors: dict[int, float], lookup=pld) -> tuple[int, int, float]:
     """(tokens, target forwards, modeled time in one-token decodes) of pld (`lookup`: the module) on
     one recorded task."""
-    eos = max(task["prompt"] + task["output"]) + 1
-    engine = ReplayEngine(task["prompt"] + task["output"] + ([eos] if task["eos"] else []), eos)
+    # the reply's own end token where the recording has it (a draft that copies the prompt's end of
+    # turn is then accepted there, as live); in older recordings a token of no text stands for it
+    eos = task.get("eos_token") or max(task["prompt"] + task["output"]) + 1
+    engine = ReplayEngine(task["prompt"] + task["output"] + ([eos] if task["eos"] else []), eos,
+                          frozenset(task.get("eog", ())))
     drafter = lookup.PromptLookupDrafter(rewrap=lambda tokens: task["joined"])
     drafter.estimate.priors = priors
     decoder = SpecDecoder(engine, method="pld", drafter=drafter, cost=curve)

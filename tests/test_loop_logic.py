@@ -199,3 +199,28 @@ def test_soft_bonus_row_after_a_verified_draft():
     assert stats.drafted == 20 and stats.accepted == 20 and stats.soft_accepted == 30
     assert all(e.soft for e in events[1:]) and follows_synonyms(events)
     assert stats.forwards == 11  # the prefill, then [last + 2 drafted] -> 2 soft + 1 bonus, ten times
+
+
+class PastTheEndDrafter(ScriptedDrafter):
+    """Proposes the reference up to the end of the reply, its end token, and then `after` more
+    tokens (what a copy of a prompt's last lines runs on into: the template's closing tokens)."""
+
+    def __init__(self, eos_at: int, after: int):
+        super().__init__(good=0, bad=0, eos_at=eos_at)
+        self.after = after
+
+    def propose(self, max_len):
+        ref = greedy_reference(self.ctx, 64, self.eos_at)
+        end = len(PROMPT) + len(ref)  # where the reply ends: its end token goes there
+        if len(self.ctx) > end:
+            return None
+        tokens = ref[len(self.ctx) - len(PROMPT) :] + [0] + [3] * self.after  # 0: the fake's EOS
+        return Draft(np.array(tokens[:max_len], np.int32), self.name, 0.99)
+
+
+def test_a_draft_is_not_verified_past_an_end_of_generation_token():
+    eos_at = len(PROMPT) + 5  # the reply is 6 tokens, then EOS
+    eng, stats, events = run(PastTheEndDrafter(eos_at, after=20), eos_at=eos_at)
+    assert [e.token for e in events] == greedy_reference(PROMPT, 40, eos_at)
+    assert stats.stop_reason == "eos"
+    assert max(eng.decodes[1:]) <= 1 + 6  # the last token, the reply's 5 more tokens and its end: not 20 past it

@@ -249,6 +249,7 @@ class SpecDecoder:
             if proposal.parents is not None and (self.rule.temperature > 0 or self.chains_only):
                 proposal = proposal.main_path()  # sampling, grammars, penalties and logprobs verify chains only
             if proposal.parents is None:
+                proposal = self._to_end(proposal)
                 k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
             else:
                 k = self.cost.best_size(proposal.path_probs)
@@ -258,6 +259,17 @@ class SpecDecoder:
                 self._shadow = proposal
         self.stats.t_draft += time.perf_counter() - td
         return proposal, draft
+
+    def _to_end(self, proposal: Draft) -> Draft:
+        """A chain cut after its first end-of-generation token: nothing after it can be emitted.
+        A copy of a prompt's last lines runs on into the chat template's closing tokens and the
+        reply's own start; drafted whole (31 tokens at a copy's 0.99 estimate), the last step of a
+        reply that ends its copy verified 31 tokens to keep 1 (code-shlex.quote, the 1.5B)."""
+        is_eog = self.engine.is_eog
+        for i, t in enumerate(proposal.tokens.tolist()):
+            if is_eog(t):
+                return proposal.first(i + 1) if i + 1 < len(proposal.tokens) else proposal
+        return proposal
 
     def _verify(self, last: int, draft: Draft | None):
         """One target decode: (its rows [1 + k, V], the rows judged [1 + k, V], the verdict, the key

@@ -48,7 +48,7 @@ class ReplayEngine:
         self.recording = recording  # [prompt + output (+ eos)] token ids
         self.eos = eos
         self.eog = eog  # the model's end-of-generation tokens that occur in the prompt (its template's)
-        self.n_vocab = eos + 1
+        self.n_vocab = max(max(recording), eos) + 1
         self.tokens: list[int] = []
         self.decodes: list[int] = []  # size of every decode after the prefill
 

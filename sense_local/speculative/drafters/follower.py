@@ -30,12 +30,13 @@ class Follower:
         self.left_at: int | None = None  # the cursor when the output last left the source
         self.left_output = 0  # the output's length then (the departing token's index)
         self.followed_at: int | None = None  # the source position the latest `step` followed (None: none)
-        self.resyncs = 0  # times the output came back after leaving (`near`)
+        self.run = 0  # source tokens followed in a row: a replacement's go on with it, a return after an edit restarts it at 1
         self._drafted: list[tuple[int, tuple[int, ...]]] = []  # (index in the latest `ahead`, span) of its replacements
 
-    def place(self, cursor: int) -> None:
-        """The output follows the source from `cursor` on (found by the caller)."""
-        self.cursor, self.synced, self.pending, self.left_at = cursor, True, [], None
+    def place(self, cursor: int, run: int = 0) -> None:
+        """The output follows the source from `cursor` on (found by the caller, with `run` tokens
+        before it already matching)."""
+        self.cursor, self.synced, self.pending, self.left_at, self.run = cursor, True, [], None, run
 
     def lose(self) -> None:
         self.cursor, self.synced, self.pending, self.left_at = None, False, [], None
@@ -45,11 +46,14 @@ class Follower:
         source (at the cursor, through a replacement, or found again near where the output left)."""
         self.followed_at = None
         if self.synced and self._follow(token):
+            self.run += 1
             return True
         if self.synced:
             self.synced, self.pending = False, []
             self.left_at, self.left_output = self.cursor, len(output) - 1
-        return self._near(token, output)
+        found = self._near(token, output)
+        self.run = 1 if found else 0
+        return found
 
     def _follow(self, t: int) -> bool:
         if self.pending:
@@ -93,7 +97,6 @@ class Follower:
         if 0 < len(span) <= MAX_SPAN and 0 < len(instead) <= NEAR:
             self.replaced[span] = instead
         self.followed_at, self.cursor, self.synced, self.left_at = at, at + 1, True, None
-        self.resyncs += 1
         return True
 
     def ahead(self, max_len: int, start: int | None = None) -> list[int]:

@@ -66,7 +66,6 @@ class PromptLookupDrafter(Drafter):
         self._recent: dict[tuple[int, ...], list[int]] = {}  # max_n-gram -> starts of its last CANDIDATES
         self.estimate = AcceptanceEstimate(PRIORS)
         self.follower = Follower(self.context)  # where in the context the output is copying from
-        self.run = 0  # tokens the output has copied in a row (a learned replacement does not end a copy)
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.context = []
@@ -77,23 +76,17 @@ class PromptLookupDrafter(Drafter):
         if joined:
             self._index_tokens(joined)  # last: the most recent place, followed unless the raw one matches further
         self.follower = Follower(self.context)
-        self.run = 0
 
     def extend(self, tokens: Sequence[int]) -> None:
         for t in tokens:
             self._index_tokens((t,))
-            self._follow(int(t))
+            self.follower.step(int(t), self.context)
 
-    def _follow(self, t: int) -> None:
-        """The follower steps over an output token; the copy's run length follows it: a token made
-        by a learned replacement goes on with the run, one found again after an edit starts a new
-        run (a rename's first occurrence ends a copy; its later ones, drafted replaced, do not)."""
-        f = self.follower
-        resyncs = f.resyncs
-        if not f.step(t, self.context):
-            self.run = 0
-        else:
-            self.run = 1 if f.resyncs != resyncs else self.run + 1
+    @property
+    def run(self) -> int:
+        """Tokens the output has copied in a row (a learned replacement does not end a copy; the
+        first return after an edit starts a new run)."""
+        return self.follower.run
 
     def _index_tokens(self, tokens: Sequence[int]) -> None:
         ctx = self.context
@@ -122,8 +115,7 @@ class PromptLookupDrafter(Drafter):
         elif found is not None:
             start, match = found
             if f.left_at is None or match >= PLACE_AFTER_EDIT:  # else wait: the copy may resume after an edit
-                f.place(start)
-                self.run = match
+                f.place(start, run=match)
             tokens = f.ahead(max_len, start=start)
         else:
             return None

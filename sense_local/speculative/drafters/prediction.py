@@ -65,7 +65,6 @@ class PredictionDrafter(Drafter):
         self.output: list[int] = []
         self.follower = Follower(self.prediction)  # the cursor in the prediction, its learned replacements
         self.follower.place(0)
-        self.run = 0  # prediction tokens followed in a row since the output last left it
         self.followed = np.zeros(len(self.prediction), dtype=bool)  # [P] prediction tokens the output produced
 
     @property
@@ -75,6 +74,11 @@ class PredictionDrafter(Drafter):
     @property
     def replaced(self) -> dict:
         return self.follower.replaced
+
+    @property
+    def run(self) -> int:
+        """Prediction tokens followed in a row since the output last left it."""
+        return self.follower.run
 
     def begin(self, prompt: Sequence[int]) -> None:
         self._reset()
@@ -87,13 +91,10 @@ class PredictionDrafter(Drafter):
         for t in tokens:
             t = int(t)
             self.output.append(t)
-            resyncs = f.resyncs
             if f.step(t, self.output):
                 if f.followed_at is not None:
                     self.followed[f.followed_at] = True
-                self.run = 1 if f.resyncs != resyncs else self.run + 1
                 continue
-            self.run = 0
             self._resync()
         if self.fallback is not None:
             self.fallback.extend(tokens)
@@ -118,8 +119,7 @@ class PredictionDrafter(Drafter):
             at = ahead[0] if ahead else places[-1]
             since = min(n, len(out) - f.left_output)  # tokens written since it left: counted once
             self.followed[at - since : at] = True
-            f.place(at)
-            self.run = n
+            f.place(at, run=n)
             return
 
     def propose(self, max_len: int) -> Draft | None:

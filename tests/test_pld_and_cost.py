@@ -191,3 +191,17 @@ def test_replay_accepts_drafts_exactly_where_they_match_the_recording():
     tokens, forwards, modeled = replay(task, FLATTER, dict(PRIORS))
     assert tokens == len(output) and forwards < tokens / 3  # the copy went in long drafts
     assert len(output) / modeled > 2.0  # and paid on this curve
+
+
+def test_joined_prompt_keeps_the_templates_control_tokens_in_place(engine):
+    """Wraps are joined between the template's control tokens, never across them: the joined prompt
+    ends with the same end of turn and role as the raw one, so a copy of the prompt's end drafts the
+    end of turn (where the loop cuts a draft), not the next role's name."""
+    from sense_local.chat_template import chat_tokens
+
+    prompt = chat_tokens(engine, [{"role": "user", "content": "Quote this:\nThe pass statement is a\nplaceholder."}])
+    joined = rewrapped_tokens(engine, prompt)
+    special = engine.special_mask
+    assert [t for t in joined if special[t]] == [t for t in prompt if special[t]]
+    assert joined[-4:] == prompt[-4:]  # "...<|im_end|>\n<|im_start|>assistant\n" (the template's tail)
+    assert "statement is a placeholder" in engine.detokenize(joined)

@@ -22,12 +22,31 @@ def join_wraps(text: str) -> str:
 
 
 def rewrapped_tokens(engine, tokens: Sequence[int]) -> list[int] | None:
-    """`tokens` re-tokenized with line wraps joined, or None when the text has no wraps."""
-    text = engine.detokenize(tokens)
-    joined = join_wraps(text)
-    if joined == text:
-        return None
-    return engine.tokenize(joined, add_special=False)
+    """`tokens` re-tokenized with line wraps joined, or None when the text has no wraps.
+
+    Control tokens (the chat template's `<|im_end|>`, which render as no text) stay where they are
+    and the text between them is joined and re-tokenized piece by piece: joined across them, a
+    prompt's last lines ran on into the next turn's role name, so a copy of a pasted function's end
+    drafted 31 tokens past it with no end of turn for the loop to cut at (code-glob.has_magic, the
+    1.5B: 1 of 31 kept)."""
+    out: list[int] = []
+    changed = False
+    start = 0
+    for end in range(len(tokens) + 1):
+        if end < len(tokens) and engine.piece(int(tokens[end])):
+            continue  # inside a run of text
+        segment = [int(t) for t in tokens[start:end]]
+        text = engine.detokenize(segment)
+        joined = join_wraps(text)
+        if joined != text:
+            out.extend(engine.tokenize(joined, add_special=False))
+            changed = True
+        else:
+            out.extend(segment)  # no wraps here: its own tokens
+        if end < len(tokens):
+            out.append(int(tokens[end]))  # the control token itself
+        start = end + 1
+    return out if changed else None
 
 
 class JoinedPrompt:

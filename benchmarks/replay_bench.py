@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -139,7 +140,9 @@ def replay(task: dict, curve: CostCurve, priors: dict[int, float], lookup=pld) -
     eos = task.get("eos_token") or max(task["prompt"] + task["output"]) + 1
     engine = ReplayEngine(task["prompt"] + task["output"] + ([eos] if task["eos"] else []), eos,
                           frozenset(task.get("eog", ())))
-    drafter = lookup.PromptLookupDrafter(rewrap=lambda tokens: task["joined"])
+    # the template's end of turn is never part of a learned edit (pld at an older revision: no such rule)
+    fixed = {"fixed": engine.is_eog} if "fixed" in inspect.signature(lookup.PromptLookupDrafter).parameters else {}
+    drafter = lookup.PromptLookupDrafter(rewrap=lambda tokens: task["joined"], **fixed)
     drafter.estimate.priors = priors
     decoder = SpecDecoder(engine, method="pld", drafter=drafter, cost=curve)
     decoder.cost.observe = lambda n_tokens, seconds: None  # the curve is exact here: nothing to learn

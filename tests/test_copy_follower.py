@@ -60,3 +60,22 @@ def test_a_replacement_rejected_where_it_was_made_is_forgotten():
     assert d.follower.replaced == {}
     d.extend([2, 3, X])
     assert d.propose(3).tokens.tolist() == [4, 5, 6]  # the copy goes on with the source as it is
+
+
+def test_a_replacement_never_involves_the_templates_control_tokens():
+    """A code reply opens "```python" where the pasted function closed "```<|im_end|>": the output
+    left the prompt's end there and came back. With END fixed nothing is learned, so a later copy of
+    the prompt's end still drafts the end of turn (the loop cuts a draft there); without, "python"
+    stands for END (the control)."""
+    END, FENCE, PY, NL, START, ROLE = 999, 998, 997, 996, 995, 994
+    prompt = BODY + [NL, FENCE, END, NL, START, ROLE, NL]  # the pasted function, its fence, the template's tail
+    for fixed, learned in ((lambda t: t == END, {}), (None, {(END,): (PY,)})):
+        d = PromptLookupDrafter(fixed=fixed)
+        d.begin(prompt)
+        d.extend([FENCE])  # the reply opens a fence: the lookup places the cursor at the prompt's
+        d.propose(4)
+        d.extend([PY, NL])  # "python" where the prompt had the end of turn, then back in step
+        assert d.follower.replaced == learned
+        d.extend(BODY)  # the function copied again, up to its end
+        draft = d.propose(3).tokens.tolist()
+        assert draft == ([NL, FENCE, END] if fixed else [NL, FENCE, PY])

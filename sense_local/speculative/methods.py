@@ -38,7 +38,9 @@ def register(method: Method) -> Method:
 
 register(Method("ar", "plain autoregressive decoding (no drafts)", None))
 def _lookup(s: Speculator) -> PromptLookupDrafter:
-    return PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(s.engine, tokens))
+    special = s.engine.special_mask  # [V] the template's control and end-of-generation tokens
+    return PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(s.engine, tokens),
+                               fixed=lambda token: bool(special[token]))
 
 
 def _sense(s: Speculator, *, context: bool = True, docs: bool = True, tree: bool = False,

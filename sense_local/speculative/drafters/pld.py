@@ -58,14 +58,16 @@ def match_length(ctx: Sequence[int], end: int, limit: int = MAX_MATCH) -> int:
 class PromptLookupDrafter(Drafter):
     name = "pld"
 
-    def __init__(self, max_n: int = MAX_N, rewrap: Callable[[Sequence[int]], list[int] | None] | None = None):
+    def __init__(self, max_n: int = MAX_N, rewrap: Callable[[Sequence[int]], list[int] | None] | None = None,
+                 fixed: Callable[[int], bool] | None = None):
         self.max_n = max_n
         self.rewrap = rewrap  # prompt tokens -> the prompt with line wraps joined (None: no wraps)
+        self.fixed = fixed  # token -> True for the template's control tokens, never part of a learned edit
         self.context: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}  # n-gram -> start of its latest continuation
         self._recent: dict[tuple[int, ...], list[int]] = {}  # max_n-gram -> starts of its last CANDIDATES
         self.estimate = AcceptanceEstimate(PRIORS)
-        self.follower = Follower(self.context)  # where in the context the output is copying from
+        self.follower = Follower(self.context, fixed)  # where in the context the output is copying from
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.context = []
@@ -75,7 +77,7 @@ class PromptLookupDrafter(Drafter):
         joined = self.rewrap(prompt) if self.rewrap is not None else None
         if joined:
             self._index_tokens(joined)  # last: the most recent place, followed unless the raw one matches further
-        self.follower = Follower(self.context)
+        self.follower = Follower(self.context, self.fixed)
 
     def extend(self, tokens: Sequence[int]) -> None:
         for t in tokens:

@@ -224,3 +224,24 @@ def test_a_draft_is_not_verified_past_an_end_of_generation_token():
     assert [e.token for e in events] == greedy_reference(PROMPT, 40, eos_at)
     assert stats.stop_reason == "eos"
     assert max(eng.decodes[1:]) <= 1 + 6  # the last token, the reply's 5 more tokens and its end: not 20 past it
+
+
+# c(k) with a dip at 8 (a kernel that tiles the batch by 8): 5..7 rows cost more than 8
+DIPPED = CostCurve(tuple(range(1, 17)), (1.0, 1.6, 2.1, 2.6, 4.0, 4.5, 5.0, 3.2, 4.4, 4.6, 4.8, 5.0, 5.2, 5.4, 5.6, 5.8))
+
+
+@pytest.mark.parametrize("good, bad, proposed", [(4, 0, 4), (2, 3, 5), (12, 0, 12)])
+def test_a_decode_runs_at_the_cheapest_size_at_least_as_long_and_commits_only_what_it_accepted(good, bad, proposed):
+    """A draft whose decode would be 5-7 rows runs as 8 (DIPPED): the proposal's own tokens fill it
+    where it has them, else the rows are padding, never judged; the output stays greedy's and the KV
+    cache keeps exactly the committed tokens."""
+    assert [DIPPED.padded(n) for n in range(1, 10)] == [1, 2, 3, 4, 8, 8, 8, 8, 9]
+    drafter = ScriptedDrafter(good, bad, acceptance=0.97)
+    eng, stats, events = run(drafter, 30, cost=DIPPED)
+    tokens = [e.token for e in events]
+    assert tokens == greedy_reference(PROMPT, 30)
+    assert eng.tokens == PROMPT + tokens[:-1] or eng.tokens == PROMPT + tokens  # the last token may be unevaluated
+    assert not set(eng.decodes[1:]) & {5, 6, 7}  # never a decode of a size a longer one undercuts
+    assert stats.accepted <= stats.drafted
+    if proposed >= 7:
+        assert 8 in eng.decodes[1:]

@@ -11,6 +11,13 @@ Policy: if each successive draft token is accepted with probability a, a draft o
 E(k) = 1 + a + ... + a^k tokens for a decode of k+1 tokens; a tree of k nodes yields 1 plus the sum
 of its nodes' path probabilities. Plain decoding yields 1 token per c(1) = 1. Choose the k that
 maximises E(k) / c(k+1); k = 0 means "do not draft".
+
+c(k) is not monotonic on a CPU: kernels tile the batch. ggml's repacked Q4_K multiplies rows four
+at a time and the rest one by one, and the 1.5B on the AMD EPYC here (2 threads, 128 tokens of
+context) measured c(13..16) 8.3 / 8.7 / 9.5 / 7.6 and c(29..32) 13.7 / 14.4 / 14.3 / 12.8: a decode
+of 16 rows costs less than one of 14. So every size 1..32 is measured, and a decode of n rows is
+run at `padded(n)`, the cheapest measured size >= n, its cost the one the policy weighs (rows past
+the draft are filled and ignored).
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import numpy as np
 
 from ..paths import cache_dir
 
-PROBE_LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+PROBE_LENGTHS = tuple(range(1, 33))  # every decode size a draft (at most 31 tokens) can need
 MIN_GAIN = 1.05  # a draft must promise at least this speed ratio over plain decoding
 LEARNED_AFTER = 24  # multi-token decodes a generation must have counted before its learned curve is kept
 
@@ -35,8 +42,27 @@ class CostCurve:
     lengths: tuple[int, ...]  # decode sizes measured
     costs: tuple[float, ...]  # c(k) for each, c(1) = 1
 
+    def __post_init__(self):
+        sizes = np.arange(1, self.lengths[-1] + 1)
+        cost = np.interp(sizes, self.lengths, self.costs)  # [n] c(size) for sizes 1..the longest measured
+        pad = sizes.copy()  # [n] the size run for a decode of each size: the cheapest one at least as long
+        for i in range(len(sizes) - 2, -1, -1):
+            if cost[i + 1] < cost[i]:
+                cost[i], pad[i] = cost[i + 1], pad[i + 1]
+        object.__setattr__(self, "_effective", cost)  # [n] c(padded(size))
+        object.__setattr__(self, "_padded", pad)
+
     def cost(self, k: int) -> float:
         return float(np.interp(k, self.lengths, self.costs))
+
+    def padded(self, n: int) -> int:
+        """The decode size to run for n rows: the cheapest size >= n measured (n itself if none is
+        cheaper; n past the curve's end: n)."""
+        return int(self._padded[n - 1]) if n <= len(self._padded) else n
+
+    def effective(self, n: int) -> float:
+        """What a decode of n rows costs when run at `padded(n)`."""
+        return float(self._effective[n - 1]) if n <= len(self._effective) else self.cost(n)
 
     def best_length(self, acceptance: float, max_len: int, min_gain: float = MIN_GAIN) -> int:
         """Draft length in 0..max_len maximising expected tokens per unit of decode time."""
@@ -48,26 +74,26 @@ class CostCurve:
     def best_size(self, path_probs: np.ndarray, min_gain: float = MIN_GAIN) -> int:
         """How many of a draft's first nodes to verify: path_probs [k] are the nodes' chances of
         being accepted (a^i for a chain), non-increasing, so a draft of n nodes yields
-        1 + sum(path_probs[:n]) tokens for a decode of n + 1. 0: do not draft."""
+        1 + sum(path_probs[:n]) tokens for a decode of n + 1 (run padded). 0: do not draft."""
         n_max = min(len(path_probs), self.lengths[-1] - 1)
         if n_max <= 0:
             return 0
-        ks = np.arange(1, n_max + 1)
         expected = 1.0 + np.cumsum(path_probs[:n_max])  # [K]
-        gain = expected / np.interp(ks + 1, self.lengths, self.costs)
+        gain = expected / self._effective[1 : n_max + 1]  # decodes of 2..n_max + 1 rows
         best = int(np.argmax(gain))
-        return int(ks[best]) if gain[best] >= min_gain else 0
+        return best + 1 if gain[best] >= min_gain else 0
 
     def to_dict(self) -> dict:
         return {"lengths": list(self.lengths), "costs": [round(c, 3) for c in self.costs]}
 
 
 FLAT = CostCurve(PROBE_LENGTHS, tuple(1.0 for _ in PROBE_LENGTHS))
+PRIOR_LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # the sizes PRIOR was measured at
 # The curve a model starts with before anything is known of it: Qwen2.5-Coder-1.5B Q4_K_M measured on
 # 2 CPU cores (c(2) 1.5, c(4) 1.9, c(8) 3.2, c(16) 3.9, c(32) 6.8). Steep enough that early drafts are
 # short (cautious on a CPU); every decode's timing then corrects it (OnlineCost), and what a
 # generation learned is kept for the next one, so no reply waits for a calibration.
-PRIOR = CostCurve(PROBE_LENGTHS, (1.0, 1.5, 1.7, 1.9, 2.5, 3.2, 3.6, 3.9, 5.4, 6.8))
+PRIOR = CostCurve(PRIOR_LENGTHS, (1.0, 1.5, 1.7, 1.9, 2.5, 3.2, 3.6, 3.9, 5.4, 6.8))
 
 
 # Learning c(k) from a reply's own decodes. A busy machine (another process on the cores) stretches
@@ -145,11 +171,14 @@ class OnlineCost:
     def best_length(self, acceptance: float, max_len: int) -> int:
         return self.curve.best_length(acceptance, max_len)
 
+    def padded(self, n: int) -> int:
+        return self.curve.padded(n)
+
     def best_size(self, path_probs: np.ndarray) -> int:
         return self.curve.best_size(path_probs)
 
 
-def measure_cost_curve(engine, *, reps: int = 7, context: int = 128) -> CostCurve:
+def measure_cost_curve(engine, *, reps: int = 5, context: int = 128) -> CostCurve:
     """Time decodes of each probe length after `context` filler tokens; engine state is restored."""
     base = engine.n_past
     saved = engine.tokens[:]
@@ -170,8 +199,8 @@ def measure_cost_curve(engine, *, reps: int = 7, context: int = 128) -> CostCurv
     # other work (a build, a test run) kept a median c(2) of 4.86 for the 1.5B where the machine alone
     # gives 1.48, and the bench sized every draft by it
     one = min(times[1])
+    # not made monotonic: a size the kernels tile well costs less than a shorter one (`padded`)
     costs = [max(1.0, min(times[k]) / one) for k in lengths]
-    costs = list(np.maximum.accumulate(costs))  # a longer decode never costs less
     return CostCurve(tuple(lengths), tuple(costs))
 
 
@@ -206,8 +235,8 @@ def cost_curve_known(engine) -> bool:
 
 def cost_curve_for(engine, *, measure: bool = False) -> CostCurve:
     """The engine's cost curve: measured or learned before on this machine, else PRIOR at once.
-    measure=True measures it now and keeps it (what `bench` does on every run, ~24 s for the 1.5B on
-    2 cores, 6 s for the 135M, so a curve measured once on a busy machine does not size the drafts of
+    measure=True measures it now and keeps it (what `bench` does on every run, ~52 s for the 1.5B on
+    2 cores at every size 1..32, 7.5 s for the 135M, so a curve measured once on a busy machine does not size the drafts of
     every later run); a reply never waits for that."""
     if os.environ.get("SENSE_COST_FLAT"):
         return FLAT

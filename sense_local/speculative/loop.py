@@ -231,10 +231,15 @@ class SpecDecoder:
         self.stats.t_verify += dt
         self.stats.forwards += 1
         if self.cost is not None:
-            self.cost.observe(1 if draft is None else len(draft.tokens) + 1, dt)
+            self.cost.observe(1 if draft is None else self._decode_size(draft), dt)
         if self.keyed:
             self.drafter.add_keys(CommittedKeys(start, keys))
         return _Step(proposal, draft, verdict, logits, raw)
+
+    def _decode_size(self, draft: Draft) -> int:
+        """Rows of the decode that verified `draft`: [last + draft], padded for a chain."""
+        n = len(draft.tokens) + 1
+        return self.cost.padded(n) if draft.parents is None else n
 
     def _draft(self, left: int) -> tuple[Draft | None, Draft | None]:
         """(what the drafter proposed, the part of it worth verifying); a proposal not worth
@@ -251,6 +256,8 @@ class SpecDecoder:
             if proposal.parents is None:
                 proposal = self._to_end(proposal)
                 k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
+                if k > 0:  # the decode runs padded: the proposal's own tokens fill what they can of it
+                    k = min(self.cost.padded(k + 1) - 1, len(proposal.tokens))
             else:
                 k = self.cost.best_size(proposal.path_probs)
             if k > 0:
@@ -283,13 +290,19 @@ class SpecDecoder:
             logits = self._penalized(out.logits, np.empty(0, np.int32))
             return out.logits, logits, self._judge(logits, np.empty(0, np.int32)), out.keys
         if draft.parents is None:
-            out = eng.eval(np.concatenate(([last], draft.tokens)).astype(np.int32), outputs="all", with_keys=self.keyed)
-            logits = self._penalized(out.logits, draft.tokens)
-            verdict = self._judge(logits, draft.tokens, draft.acceptance)
             k = len(draft.tokens)
-            if verdict.accepted < k:
-                eng.truncate(eng.n_past - (k - verdict.accepted))
-            return out.logits, logits, verdict, out.keys[: 1 + verdict.accepted] if self.keyed else out.keys
+            start = eng.n_past
+            # rows that make the decode a cheaper size (cost.py), where the context has room for them
+            pad = min(self.cost.padded(k + 1), eng.n_ctx - start) - (k + 1)
+            pad = max(pad, 0)
+            tokens = np.concatenate(([last], draft.tokens, np.full(pad, draft.tokens[-1]))).astype(np.int32)
+            out = eng.eval(tokens, outputs="all", with_keys=self.keyed)
+            raw = out.logits[: k + 1]  # the padding's rows are not judged
+            logits = self._penalized(raw, draft.tokens)
+            verdict = self._judge(logits, draft.tokens, draft.acceptance)
+            if verdict.accepted < k + pad:
+                eng.truncate(start + 1 + verdict.accepted)
+            return raw, logits, verdict, out.keys[: 1 + verdict.accepted] if self.keyed else out.keys
         out = eng.eval_tree(last, draft.tokens, draft.parents, with_keys=self.keyed)
         verdict = self.rule.tree(out.logits, draft.tokens, draft.parents, support=draft.acceptance)
         eng.keep_path(verdict.path, draft.tokens)

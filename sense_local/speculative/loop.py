@@ -78,6 +78,7 @@ class SpecDecoder:
         self.keyed = drafter is not None and drafter.needs_keys  # drafts keyed on the target's key states
         self.stats = GenerationStats(method=method)
         self._shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
+        self._rows = 0  # rows of the latest verification decode (padding included): what its time bought
         self.grammar = grammar  # the output must match it (response_format)
         self._gstate: GrammarState | None = None  # the grammar after the emitted tokens, during generate()
         self.penalties = penalties if penalties is not None and penalties.active else None
@@ -231,15 +232,10 @@ class SpecDecoder:
         self.stats.t_verify += dt
         self.stats.forwards += 1
         if self.cost is not None:
-            self.cost.observe(1 if draft is None else self._decode_size(draft), dt)
+            self.cost.observe(self._rows, dt)
         if self.keyed:
             self.drafter.add_keys(CommittedKeys(start, keys))
         return _Step(proposal, draft, verdict, logits, raw)
-
-    def _decode_size(self, draft: Draft) -> int:
-        """Rows of the decode that verified `draft`: [last + draft], padded for a chain."""
-        n = len(draft.tokens) + 1
-        return self.cost.padded(n) if draft.parents is None else n
 
     def _draft(self, left: int) -> tuple[Draft | None, Draft | None]:
         """(what the drafter proposed, the part of it worth verifying); a proposal not worth
@@ -283,6 +279,7 @@ class SpecDecoder:
         states of the positions it committed [1 + accepted, n_embd] (a view; empty when not keyed));
         the KV cache keeps `last` and the accepted part of the draft."""
         eng = self.engine
+        self._rows = 1 if draft is None else len(draft.tokens) + 1  # the decode's rows (a chain's padded below)
         if draft is None:
             out = eng.eval([last], outputs="last", with_keys=self.keyed)
             if self.record_gaps:
@@ -296,6 +293,7 @@ class SpecDecoder:
             pad = min(self.cost.padded(k + 1), eng.n_ctx - start) - (k + 1)
             pad = max(pad, 0)
             tokens = np.concatenate(([last], draft.tokens, np.full(pad, draft.tokens[-1]))).astype(np.int32)
+            self._rows = len(tokens)
             out = eng.eval(tokens, outputs="all", with_keys=self.keyed)
             raw = out.logits[: k + 1]  # the padding's rows are not judged
             logits = self._penalized(raw, draft.tokens)

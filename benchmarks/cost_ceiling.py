@@ -46,7 +46,7 @@ def main(argv=None) -> int:
             task = with_retrieval(engine, store, task, data["max_tokens"])
         prompt = chat_tokens(engine, task.messages())
         sources = [rewrapped_tokens(engine, prompt) or [], store.token_array]
-        speed = costed_ceiling(prompt, row["output_ids"], curve.cost, sources)
+        speed = costed_ceiling(prompt, row["output_ids"], curve.effective, sources)
         per_kind.setdefault(task.kind, []).append(speed)
         print(f"{task.name:34s} {speed:5.2f}x ar  (copy ceiling tau {row.get('copy_ceiling')})", flush=True)
     for kind, speeds in per_kind.items():

@@ -118,7 +118,7 @@ def run_pass(engine: Engine, peers: dict, max_tokens: int, history_dir: Path, cu
                                                                for m, r in runs.items()},
                               "ar_tokens": len(ar["tokens"]),
                               "copy_ceiling": copy_ceiling(prompt, ar["tokens"], earlier),
-                              "costed_ceiling": costed_ceiling(prompt, ar["tokens"], curve.cost, earlier)})
+                              "costed_ceiling": costed_ceiling(prompt, ar["tokens"], curve.effective, earlier)})
                 print(f"[{i + 1}/30] " + ", ".join(f"{m} {r['tok_per_s']:.1f} tok/s tau {r['tau']:.2f}"
                                                   for m, r in runs.items()), file=sys.stderr)
             earlier.append(runs["sense"]["tokens"])

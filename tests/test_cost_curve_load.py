@@ -129,7 +129,7 @@ class _ClockedEngine:
         del self.tokens[start:]
         self.tokens.extend(int(t) for t in tokens)
         self.decodes += 1
-        busy = (self.decodes // len(PRIOR.lengths)) % 2 == 1  # a round of all lengths under load
+        busy = (self.decodes // len(cost.PROBE_LENGTHS)) % 2 == 1  # a round of all lengths under load
         self.now += T1 * self.true.cost(len(tokens)) * (self.rng.uniform(2.0, 4.0) if busy else self.rng.uniform(1.0, 1.02))
         return type("Out", (), {"logits": np.zeros((len(tokens), 4), np.float32)})()
 

@@ -34,6 +34,7 @@ from ..paths import cache_dir
 
 PROBE_LENGTHS = tuple(range(1, 33))  # every decode size a draft (at most 31 tokens) can need
 MIN_GAIN = 1.05  # a draft must promise at least this speed ratio over plain decoding
+PAD_MARGIN = 0.03  # a longer decode is run instead only when it costs this much less: not a timing's noise
 LEARNED_AFTER = 24  # multi-token decodes a generation must have counted before its learned curve is kept
 
 
@@ -46,8 +47,9 @@ class CostCurve:
         sizes = np.arange(1, self.lengths[-1] + 1)
         cost = np.interp(sizes, self.lengths, self.costs)  # [n] c(size) for sizes 1..the longest measured
         pad = sizes.copy()  # [n] the size run for a decode of each size: the cheapest one at least as long
+        object.__setattr__(self, "_plain", cost.copy())  # [n] c(size), unpadded (a tree runs as it is)
         for i in range(len(sizes) - 2, -1, -1):
-            if cost[i + 1] < cost[i]:
+            if cost[i + 1] < cost[i] * (1.0 - PAD_MARGIN):
                 cost[i], pad[i] = cost[i + 1], pad[i + 1]
         object.__setattr__(self, "_effective", cost)  # [n] c(padded(size))
         object.__setattr__(self, "_padded", pad)
@@ -71,15 +73,17 @@ class CostCurve:
         a = min(acceptance, 0.999)
         return self.best_size(a ** np.arange(1, max_len + 1), min_gain)
 
-    def best_size(self, path_probs: np.ndarray, min_gain: float = MIN_GAIN) -> int:
+    def best_size(self, path_probs: np.ndarray, min_gain: float = MIN_GAIN, padded: bool = True) -> int:
         """How many of a draft's first nodes to verify: path_probs [k] are the nodes' chances of
         being accepted (a^i for a chain), non-increasing, so a draft of n nodes yields
-        1 + sum(path_probs[:n]) tokens for a decode of n + 1 (run padded). 0: do not draft."""
+        1 + sum(path_probs[:n]) tokens for a decode of n + 1, run padded (a chain) or as it is
+        (padded=False: a tree, whose decode the loop does not pad). 0: do not draft."""
         n_max = min(len(path_probs), self.lengths[-1] - 1)
         if n_max <= 0:
             return 0
         expected = 1.0 + np.cumsum(path_probs[:n_max])  # [K]
-        gain = expected / self._effective[1 : n_max + 1]  # decodes of 2..n_max + 1 rows
+        costs = self._effective if padded else self._plain
+        gain = expected / costs[1 : n_max + 1]  # decodes of 2..n_max + 1 rows
         best = int(np.argmax(gain))
         return best + 1 if gain[best] >= min_gain else 0
 
@@ -174,8 +178,8 @@ class OnlineCost:
     def padded(self, n: int) -> int:
         return self.curve.padded(n)
 
-    def best_size(self, path_probs: np.ndarray) -> int:
-        return self.curve.best_size(path_probs)
+    def best_tree_size(self, path_probs: np.ndarray) -> int:
+        return self.curve.best_size(path_probs, padded=False)
 
 
 def measure_cost_curve(engine, *, reps: int = 5, context: int = 128) -> CostCurve:
@@ -216,7 +220,7 @@ def _read(path: Path) -> tuple[CostCurve, str] | None:
     try:
         raw = json.loads(path.read_text())
         return CostCurve(tuple(raw["lengths"]), tuple(raw["costs"])), raw.get("source", "measured")
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None  # none yet, or damaged: the prior serves
 
 

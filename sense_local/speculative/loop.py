@@ -255,7 +255,7 @@ class SpecDecoder:
                 if k > 0:  # the decode runs padded: the proposal's own tokens fill what they can of it
                     k = min(self.cost.padded(k + 1) - 1, len(proposal.tokens))
             else:
-                k = self.cost.best_size(proposal.path_probs)
+                k = self.cost.best_tree_size(proposal.path_probs)
             if k > 0:
                 draft = proposal.first(k)
             else:
@@ -289,9 +289,8 @@ class SpecDecoder:
         if draft.parents is None:
             k = len(draft.tokens)
             start = eng.n_past
-            # rows that make the decode a cheaper size (cost.py), where the context has room for them
-            pad = min(self.cost.padded(k + 1), eng.n_ctx - start) - (k + 1)
-            pad = max(pad, 0)
+            size = self.cost.padded(k + 1)  # the cheaper size run instead (cost.py), where the context has room
+            pad = size - (k + 1) if start + size <= eng.n_ctx else 0
             tokens = np.concatenate(([last], draft.tokens, np.full(pad, draft.tokens[-1]))).astype(np.int32)
             self._rows = len(tokens)
             out = eng.eval(tokens, outputs="all", with_keys=self.keyed)

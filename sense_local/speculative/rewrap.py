@@ -24,29 +24,26 @@ def join_wraps(text: str) -> str:
 def rewrapped_tokens(engine, tokens: Sequence[int]) -> list[int] | None:
     """`tokens` re-tokenized with line wraps joined, or None when the text has no wraps.
 
-    Control tokens (the chat template's `<|im_end|>`, which render as no text) stay where they are
-    and the text between them is joined and re-tokenized piece by piece: joined across them, a
-    prompt's last lines ran on into the next turn's role name, so a copy of a pasted function's end
-    drafted 31 tokens past it with no end of turn for the loop to cut at (code-glob.has_magic, the
-    1.5B: 1 of 31 kept)."""
-    out: list[int] = []
+    Wraps are joined in the text between control tokens (the chat template's `<|im_end|>`, which
+    render as no text), never across them, and the control tokens stay in the joined prompt: joined
+    without them, a prompt's last lines ran on into the next turn's role name, so a copy of a pasted
+    function's end drafted 31 tokens past it with no end of turn for the loop to cut at
+    (code-glob.has_magic, the 1.5B: 1 of 31 kept). The whole text is tokenized once (a tokenizer that
+    opens every call with a space, SentencePiece's, adds it once, as to the prompt)."""
+    parts: list[str] = []
     changed = False
     start = 0
     for end in range(len(tokens) + 1):
         if end < len(tokens) and engine.piece(int(tokens[end])):
             continue  # inside a run of text
-        segment = [int(t) for t in tokens[start:end]]
-        text = engine.detokenize(segment)
+        text = engine.detokenize(tokens[start:end])
         joined = join_wraps(text)
-        if joined != text:
-            out.extend(engine.tokenize(joined, add_special=False))
-            changed = True
-        else:
-            out.extend(segment)  # no wraps here: its own tokens
+        changed |= joined != text
+        parts.append(joined)
         if end < len(tokens):
-            out.append(int(tokens[end]))  # the control token itself
+            parts.append(engine.detokenize_special(int(tokens[end])))  # the control token, parsed back below
         start = end + 1
-    return out if changed else None
+    return engine.tokenize("".join(parts), add_special=False, parse_special=True) if changed else None
 
 
 class JoinedPrompt:

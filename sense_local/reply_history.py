@@ -72,6 +72,9 @@ class ReplyHistory:
 
     def __init__(self, store, cap_tokens: int = DEFAULT_CAP_TOKENS):
         self.store = store  # a StoreWriter
+        # one thread adds a reply's vectors: the write runs beside decoding (the next reply may have
+        # started), and a graph built by one thread is the same every time (replays are repeatable)
+        store.add_threads = 1
         self.cap_tokens = cap_tokens
         self._lock = threading.Lock()  # held by the writer while the store changes
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")

@@ -188,7 +188,7 @@ def test_replay_accepts_drafts_exactly_where_they_match_the_recording():
     source = list(range(100, 160))
     output = source[:40] + [5, 6, 7] + source[40:50]  # a copy, an edit, the copy resumed
     task = {"name": "copy", "prompt": [1, 2] + source + [3, 4], "joined": None, "output": output, "eos": True}
-    tokens, forwards, modeled = replay(task, FLATTER, dict(PRIORS))
+    tokens, forwards, modeled, _ = replay(task, FLATTER, dict(PRIORS))
     assert tokens == len(output) and forwards < tokens / 3  # the copy went in long drafts
     assert len(output) / modeled > 2.0  # and paid on this curve
 

@@ -33,6 +33,8 @@ def check_new_store(directory: Path, create: dict | None) -> None:
 class StoreWriter(StoreReader):
     writable = True
 
+    add_threads = 0  # threads adding vectors to the HNSW graph (usearch: 0 = every core)
+
     def __init__(self, directory: Path, manifest: Manifest, index):
         super().__init__(directory, manifest, index)
         self._pending_len = 0  # tokens appended since the last commit
@@ -145,7 +147,7 @@ class StoreWriter(StoreReader):
             raise ValueError(f"{entry.path}: {len(key_states)} key states for {entry.n_tokens} tokens")
         if len(key_states):
             keys = np.arange(entry.start, entry.start + len(key_states), dtype=np.uint64)
-            self.index.add(keys, np.ascontiguousarray(key_states, dtype=np.float32))
+            self.index.add(keys, np.ascontiguousarray(key_states, dtype=np.float32), threads=self.add_threads)
         entry.keyed = True
 
     def remove_document(self, path: str) -> DocEntry | None:

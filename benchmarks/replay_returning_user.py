@@ -1,0 +1,133 @@
+"""The returning user (benchmarks/returning_user.py) replayed without timing noise: the model's greedy
+replies to the 30 conversations and their key states are recorded once, then each method is
+replayed through one speculator whose reply history fills as the conversations go, as the runtime's
+does; a run's time is the sum of c(decode size) on the recorded cost curve (replay_bench.py). Per
+method, over the last third: modeled speedup over `ar` (geometric mean per conversation), tau, and
+drafted / accepted tokens by source; beside it the copying oracle over the prompt and every earlier
+reply (copy_ceiling.py), free and costed.
+
+    python -m benchmarks.replay_returning_user --model default --outputs /tmp/ru.json --methods pld,sense
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.replay_bench import MAX_TOKENS, ReplayEngine, record_keys, recording_of
+from sense_local.bench.chat_tasks import RETURNING_USER
+from sense_local.bench.copy_ceiling import copy_ceiling, costed_ceiling
+from sense_local.chat_template import chat_tokens
+from sense_local.engine import Engine
+from sense_local.errors import SenseError
+from sense_local.generation import GenerationOptions, make_decoder
+from sense_local.registry import resolve_model
+from sense_local.reply_history import ReplyHistory
+from sense_local.speculative.cost import CostCurve, cost_curve_for
+from sense_local.speculative.loop import SpecDecoder
+from sense_local.speculative.methods import get_method
+from sense_local.speculative.speculator import Speculator
+
+LAST_THIRD = 20  # conversations before the measured ones (returning_user.py's)
+
+
+def record(engine: Engine, path: Path) -> dict:
+    tasks = []
+    for i, question in enumerate(RETURNING_USER):
+        prompt = chat_tokens(engine, [{"role": "user", "content": question}])
+        decoder = make_decoder(engine, GenerationOptions(method="ar", max_tokens=MAX_TOKENS))
+        output = [e.token for e in decoder.generate(prompt, MAX_TOKENS) if e.token >= 0]
+        eos = decoder.stats.stop_reason == "eos"
+        end = int(np.argmax(engine.prefill(prompt + output, outputs="last").logits[-1])) if eos else None
+        tasks.append({"name": f"ru-{i}", "kind": "returning", "prompt": prompt, "output": output, "eos": eos,
+                      "eos_token": end, "eog": sorted({int(t) for t in prompt if engine.is_eog(int(t))})})
+        print(f"recorded ru-{i}: {len(output)} tokens", file=sys.stderr, flush=True)
+    data = {"curve": cost_curve_for(engine, measure=True).to_dict(), "tasks": tasks}
+    path.write_text(json.dumps(data))
+    return data
+
+
+def replay_pass(method: str, tasks: list[dict], keys: dict, vocab: Engine, curve: CostCurve, history: bool) -> list[dict]:
+    """One pass of the 30 conversations through one speculator (with a new history when `history`)."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        first = ReplayEngine(recording_of(tasks[0]), 0, keys=np.asarray(keys[tasks[0]["name"]], np.float32), vocab=vocab)
+        speculator = Speculator(first, None, remember_cost=False)
+        if history:
+            speculator.history = ReplyHistory.open(vocab, directory=Path(tmp) / "history")
+        try:
+            for task in tasks:
+                tokens = recording_of(task)
+                engine = ReplayEngine(tokens, tokens[-1] if task["eos"] else max(tokens) + 1,
+                                      frozenset(task.get("eog", ())), keys=np.asarray(keys[task["name"]], np.float32),
+                                      vocab=vocab)
+                speculator.engine = engine
+                decoder = SpecDecoder(engine, method=method, drafter=speculator.drafter_for(get_method(method)), cost=curve)
+                decoder.cost.observe = lambda n_tokens, seconds: None
+                events = [e for e in decoder.generate(task["prompt"], MAX_TOKENS) if e.token >= 0]
+                output = [e.token for e in events]
+                assert output == task["output"][: len(output)], f"{task['name']}: the replay left the recording"
+                speculator.remember(len(task["prompt"]), output)
+                if speculator.history is not None:
+                    speculator.history.flush()
+                s = decoder.stats
+                results.append({"tokens": len(output), "forwards": s.forwards,
+                                "time": sum(curve.cost(k) for k in engine.decodes),
+                                "drafted": dict(s.drafted_by_source),
+                                "accepted": {src: sum(e.source == src for e in events) for src in s.drafted_by_source}})
+        finally:
+            if speculator.history is not None:
+                speculator.history.close()
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="replay_returning_user", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--outputs", type=Path, required=True, help="recorded replies (made if missing)")
+    parser.add_argument("--methods", default="pld,sense")
+    args = parser.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        try:
+            get_method(m)
+        except SenseError as exc:
+            parser.error(str(exc))
+    vocab = Engine(resolve_model(args.model), n_ctx=4096)
+    data = json.loads(args.outputs.read_text()) if args.outputs.exists() else record(vocab, args.outputs)
+    keys_path = args.outputs.with_suffix(".keys.npz")
+    if keys_path.exists():
+        with np.load(keys_path) as saved:
+            keys = {name: saved[name] for name in saved.files}
+    else:
+        keys = record_keys(vocab, data["tasks"], keys_path)
+    curve = CostCurve(tuple(data["curve"]["lengths"]), tuple(data["curve"]["costs"]))
+    tasks = data["tasks"]
+    last = tasks[LAST_THIRD:]
+    earlier = lambda i: [t["output"] for t in tasks[:i]]  # noqa: E731 - the replies before conversation i
+    free = [copy_ceiling(t["prompt"], t["output"], earlier(LAST_THIRD + j)) for j, t in enumerate(last)]
+    costed = [costed_ceiling(t["prompt"], t["output"], curve.effective, earlier(LAST_THIRD + j)) for j, t in enumerate(last)]
+    print(f"cost curve {data['curve']['costs'][:8]}...; last {len(last)} of {len(tasks)} conversations")
+    print(f"{'run':28s} {'over ar':>8s} {'tau':>6s}  drafted / accepted by source")
+    print(f"{'copying oracle (costed)':28s} {statistics.geometric_mean(costed):7.3f}x {statistics.median(free):6.2f}  (tau: free verification)")
+    ar = replay_pass("ar", tasks, keys, vocab, curve, False)[LAST_THIRD:]
+    runs = [(m, h) for m in methods for h in ((True, False) if m.startswith("sense") else (False,))]
+    for method, with_history in runs:
+        res = replay_pass(method, tasks, keys, vocab, curve, with_history)[LAST_THIRD:]
+        speed = statistics.geometric_mean([(a["time"] / a["tokens"]) / (r["time"] / r["tokens"]) for r, a in zip(res, ar)])
+        tau = sum(r["tokens"] for r in res) / sum(r["forwards"] for r in res)
+        sources = sorted({k for r in res for k in r["drafted"]})
+        by_source = ", ".join(f"{k} {sum(r['drafted'].get(k, 0) for r in res)} / {sum(r['accepted'].get(k, 0) for r in res)}"
+                              for k in sources)
+        label = method + (" (history)" if with_history else " (no history)" if method.startswith("sense") else "")
+        print(f"{label:28s} {speed:7.3f}x {tau:6.2f}  {by_source}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

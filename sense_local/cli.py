@@ -7,6 +7,7 @@ import sys
 
 from .cli_args import (THREADS_HELP, add_cache_ram_arg, add_generation_args, add_grounding_args, add_key_layer_arg,
                        add_model_args)
+from .cli_curve import cmd_curve
 from .cli_generate import cmd_ask, cmd_bench, cmd_chat, cmd_generate
 from .cli_history import cmd_history
 from .cli_index import cmd_index
@@ -123,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clear", action="store_true", help="delete every reply history")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("curve", help="show this machine's decode cost curve for a model (what a k-token decode "
+                       "costs in one-token decodes; every draft is sized by it), or --measure it now")
+    add_model_args(p)
+    p.add_argument("--measure", action="store_true", help="measure it now at every size 1..32 and keep it "
+                   "(about a minute for the default model on 2 cores)")
+    p.add_argument("--if-missing", action="store_true",
+                   help="measure only where no measured curve is kept for this model, thread count and llama.cpp")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors and the measuring line")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_curve)
 
     p = sub.add_parser("rpc-worker", help="hold layers of a model for another machine's --rpc (llama.cpp's RPC "
                        "server; no authentication: never on an open network)")

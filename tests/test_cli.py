@@ -135,3 +135,25 @@ def test_cli_defaults_are_read_from_the_library():
     assert (index.dtype, index.commit_every) == (DEFAULT_DTYPE, COMMIT_EVERY)
     assert index.max_file_mb * 2**20 == MAX_FILE_BYTES
     assert parser.parse_args(["rpc-worker"]).port == DEFAULT_PORT
+
+
+def test_curve_is_shown_measured_once_and_is_what_replies_start_from(engine, model_path, tmp_path, monkeypatch):
+    """`sense-local curve`: PRIOR where nothing was measured; --if-missing measures every size 1..32
+    once and keeps it; a second --if-missing finds it without loading the model; replies start from it."""
+    from sense_local.speculative.cost import PRIOR, cost_curve_for
+
+    env = {"SENSE_HOME": str(tmp_path / "home")}
+    model = ["--model", str(model_path)]
+    shown = json.loads(run_cli("curve", *model, "--json", env=env).stdout)
+    assert shown["source"] == "prior" and shown["costs"] == [round(c, 3) for c in PRIOR.costs]
+    measured = run_cli("curve", *model, "--if-missing", "--json", env=env)
+    doc = json.loads(measured.stdout)
+    assert doc["source"] == "measured" and doc["measured_now"] and "measuring" in measured.stderr
+    assert doc["lengths"] == list(range(1, 33)) and doc["costs"][0] == 1.0 and doc["costs"][-1] > 1.5
+    assert all(doc["costs"][int(n) - 1] >= doc["costs"][m - 1] for n, m in doc["padded"].items())  # padding is cheaper
+    again = json.loads(run_cli("curve", *model, "--if-missing", "--json", env=env).stdout)
+    assert not again["measured_now"] and again["costs"] == doc["costs"]  # kept: not measured twice
+    monkeypatch.setenv("SENSE_HOME", env["SENSE_HOME"])
+    assert [round(c, 3) for c in cost_curve_for(engine).costs] == doc["costs"]  # what a reply sizes drafts by
+    bad = run_cli("curve", "--model", "no-such-model", env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "unknown model" in bad.stderr

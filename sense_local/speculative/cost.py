@@ -232,6 +232,14 @@ def _write(path: Path, curve: CostCurve, source: str) -> None:
     tmp.replace(path)
 
 
+def curve_source(engine) -> str:
+    """Where this model's curve on this machine comes from: "measured" (on purpose: `bench`,
+    `sense-local curve`), "learned" (kept from replies' own decodes) or "prior" (nothing yet). Only
+    the engine's identity is read (fingerprint, threads, GPU layers, RPC workers): no decode."""
+    found = _read(_cache_file(engine))
+    return "prior" if found is None else found[1]
+
+
 def cost_curve_known(engine) -> bool:
     """Whether this model's curve was measured or learned here (else generation starts from PRIOR)."""
     return bool(os.environ.get("SENSE_COST_FLAT")) or _cache_file(engine).exists()

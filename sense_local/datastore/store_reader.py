@@ -185,6 +185,7 @@ class StoreReader:
             counts = np.asarray(getattr(matches, "counts", [keys.shape[1]])).reshape(n)
             valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
             positions[:, : keys.shape[1]] = np.where(valid, keys, -1)
+            dist = np.where(valid, dist, 1.0)  # past a query's count the slots hold garbage (NaN at times)
             similarity[:, : keys.shape[1]] = np.where(valid, 1.0 - dist, 0.0)
         return Neighbours(similarity, positions, self._continuations(positions, continuation))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.replay_bench import MAX_TOKENS, ReplayEngine, record_keys, recording_of
+from benchmarks.replay_bench import MAX_TOKENS, ReplayEngine, recorded_keys, recording_of
 from sense_local.bench.chat_tasks import RETURNING_USER
 from sense_local.bench.copy_ceiling import copy_ceiling, costed_ceiling
 from sense_local.chat_template import chat_tokens
@@ -36,7 +36,7 @@ from sense_local.speculative.speculator import Speculator
 LAST_THIRD = 20  # conversations before the measured ones (returning_user.py's)
 
 
-def record(engine: Engine, path: Path) -> dict:
+def record(engine: Engine, model: str, path: Path) -> dict:
     tasks = []
     for i, question in enumerate(RETURNING_USER):
         prompt = chat_tokens(engine, [{"role": "user", "content": question}])
@@ -47,7 +47,8 @@ def record(engine: Engine, path: Path) -> dict:
         tasks.append({"name": f"ru-{i}", "kind": "returning", "prompt": prompt, "output": output, "eos": eos,
                       "eos_token": end, "eog": sorted({int(t) for t in prompt if engine.is_eog(int(t))})})
         print(f"recorded ru-{i}: {len(output)} tokens", file=sys.stderr, flush=True)
-    data = {"curve": cost_curve_for(engine, measure=True).to_dict(), "tasks": tasks}
+    data = {"model": model, "fingerprint": engine.fingerprint, "curve": cost_curve_for(engine, measure=True).to_dict(),
+            "tasks": tasks}
     path.write_text(json.dumps(data))
     return data
 
@@ -71,7 +72,7 @@ def replay_pass(method: str, tasks: list[dict], keys: dict, vocab: Engine, curve
                 decoder.cost.observe = lambda n_tokens, seconds: None
                 events = [e for e in decoder.generate(task["prompt"], MAX_TOKENS) if e.token >= 0]
                 output = [e.token for e in events]
-                assert output == task["output"][: len(output)], f"{task['name']}: the replay left the recording"
+                assert output == task["output"], f"{task['name']}: the replay left the recording"
                 speculator.remember(len(task["prompt"]), output)
                 if speculator.history is not None:
                     speculator.history.flush()
@@ -88,24 +89,27 @@ def replay_pass(method: str, tasks: list[dict], keys: dict, vocab: Engine, curve
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="replay_returning_user", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default=None, help="the model (default: the recording's, else the default model)")
     parser.add_argument("--outputs", type=Path, required=True, help="recorded replies (made if missing)")
     parser.add_argument("--methods", default="pld,sense")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
         try:
-            get_method(m)
+            method = get_method(m)
         except SenseError as exc:
             parser.error(str(exc))
-    vocab = Engine(resolve_model(args.model), n_ctx=4096)
-    data = json.loads(args.outputs.read_text()) if args.outputs.exists() else record(vocab, args.outputs)
-    keys_path = args.outputs.with_suffix(".keys.npz")
-    if keys_path.exists():
-        with np.load(keys_path) as saved:
-            keys = {name: saved[name] for name in saved.files}
-    else:
-        keys = record_keys(vocab, data["tasks"], keys_path)
+        if method.rule != "exact" or method.needs_store:  # one-hot replayed rows; no documents here
+            parser.error(f"--methods: {m} cannot be replayed on these conversations (its rule or its documents)")
+    data = json.loads(args.outputs.read_text()) if args.outputs.exists() else None
+    model = data.get("model", args.model or "default") if data else args.model or "default"
+    if data and args.model and args.model != model:
+        parser.error(f"{args.outputs} was recorded with --model {model}, not {args.model}")
+    vocab = Engine(resolve_model(model), n_ctx=4096)
+    if data and data.get("fingerprint", vocab.fingerprint) != vocab.fingerprint:
+        parser.error(f"{args.outputs} was recorded with another file than {model} resolves to now")
+    data = data or record(vocab, model, args.outputs)
+    keys = recorded_keys(vocab, data["tasks"], args.outputs.with_suffix(".keys.npz"))
     curve = CostCurve(tuple(data["curve"]["lengths"]), tuple(data["curve"]["costs"]))
     tasks = data["tasks"]
     last = tasks[LAST_THIRD:]

@@ -6,34 +6,42 @@ start from the curve kept for the model, its thread count and llama.cpp here: me
 measured curve also knows the sizes ggml's CPU kernels tile well (on the AMD EPYC here the 1.5B's
 c(16) is 8.0 against c(15) 10.0), which the loop pads decodes to: replayed on the 1.5B's recorded
 outputs, drafts sized by the learned, scaled prior lost 4-7% on code edits and 2-3% on grounded and
-chat replies against the measured curve. `scripts/setup` measures the default model's once.
+chat replies against the measured curve. `scripts/run` measures the chat's model's once.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from types import SimpleNamespace
+
+from .errors import SenseError
 
 SHOWN = (2, 4, 8, 16, 32)
 
 
 def cmd_curve(args) -> int:
-    from .cli_config import load_engine, rpc_workers
+    from .cli_config import load_engine
     from .engine import default_threads
     from .model_info import read_model_info
     from .registry import resolve_model
     from .speculative.cost import cost_curve_for, curve_source
 
+    if os.environ.get("SENSE_COST_FLAT"):
+        raise SenseError("SENSE_COST_FLAT is set: every decode is priced as one, no curve is read or kept")
     path = resolve_model(args.model)
-    # the kept curve's key needs no loaded model: a curve measured before is found in milliseconds
-    identity = SimpleNamespace(fingerprint=read_model_info(path).fingerprint, n_threads=args.threads or default_threads(),
-                               n_gpu_layers=args.gpu_layers, rpc_workers=rpc_workers(args))
+    # the kept curve's key needs no loaded model (a curve measured before is found in milliseconds),
+    # but with RPC workers it counts those that took layers: the model is loaded to know them
+    engine = load_engine(args) if args.rpc else None
+    identity = engine or SimpleNamespace(fingerprint=read_model_info(path).fingerprint,
+                                         n_threads=args.threads or default_threads(), n_gpu_layers=args.gpu_layers,
+                                         rpc_workers=())
     source = curve_source(identity)
     measure = args.measure or (args.if_missing and source != "measured")
     seconds = 0.0
     if measure:
-        engine = load_engine(args)
+        engine = engine or load_engine(args)
         print(f"measuring {path.name}'s decode cost at every size 1..32 on {engine.n_threads} threads (once; about "
               "a minute for a 1.5B model on 2 cores)...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()

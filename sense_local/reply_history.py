@@ -178,7 +178,8 @@ class ReplyHistory:
         fresh = type(old)(ndim=old.ndim, metric=self.store.manifest.metric, dtype=self.store.manifest.dtype)
         if len(keys):
             vectors = old.get(keys, dtype=np.float32)
-            fresh.add(keys, np.stack(vectors) if isinstance(vectors, tuple) else vectors.reshape(len(keys), -1))
+            fresh.add(keys, np.stack(vectors) if isinstance(vectors, tuple) else vectors.reshape(len(keys), -1),
+                      threads=self.store.add_threads)
         self.store.index = fresh
 
     # ------------------------------------------------------------------ size and clearing

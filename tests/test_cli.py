@@ -150,9 +150,13 @@ def test_curve_is_shown_measured_once_and_is_what_replies_start_from(engine, mod
     doc = json.loads(measured.stdout)
     assert doc["source"] == "measured" and doc["measured_now"] and "measuring" in measured.stderr
     assert doc["lengths"] == list(range(1, 33)) and doc["costs"][0] == 1.0 and doc["costs"][-1] > 1.5
-    assert all(doc["costs"][int(n) - 1] >= doc["costs"][m - 1] for n, m in doc["padded"].items())  # padding is cheaper
+    kept = next((tmp_path / "home" / "cache" / "cost").glob("*.json"))
+    written = kept.stat().st_mtime_ns
     again = json.loads(run_cli("curve", *model, "--if-missing", "--json", env=env).stdout)
     assert not again["measured_now"] and again["costs"] == doc["costs"]  # kept: not measured twice
+    assert kept.stat().st_mtime_ns == written
+    flat = run_cli("curve", *model, env={**env, "SENSE_COST_FLAT": "1"})
+    assert flat.returncode == 2 and "SENSE_COST_FLAT" in flat.stderr  # no curve to show: said, not faked
     monkeypatch.setenv("SENSE_HOME", env["SENSE_HOME"])
     assert [round(c, 3) for c in cost_curve_for(engine).costs] == doc["costs"]  # what a reply sizes drafts by
     bad = run_cli("curve", "--model", "no-such-model", env=env)

@@ -14,13 +14,13 @@ it. Dropped replies' tokens stay in the append-only token file (4 bytes a token)
 Measured on the 1.5B's real key states (benchmarks/history_search_cost.py, AMD EPYC, 2 cores): a
 k-NN search takes 0.13 ms at 4k vectors and 0.23 ms at 33k, 0.4-0.6% of a 37 ms one-token decode,
 far under 2%; what binds is the write: keeping a 128-token reply (adding its vectors to the HNSW
-graph, saving the index) takes 40 ms at 4k vectors and 187 ms at 33k, growing with the index, and
-33k vectors are 54 MiB on disk and in memory. Hence the default cap of 32,768 tokens.
+graph, saving the index) takes 62 ms at 4k vectors and 234-279 ms at 33k on the one thread it uses
+(40 and 187 ms on both cores), growing with the index, and 33k vectors are 54 MiB on disk and in
+memory. Hence the default cap of 32,768 tokens.
 
-The write runs on a writer thread after the reply, adding the vectors on one thread (about twice
-the time of an add on both cores: 128 random 1536-d vectors into 8k took 310-370 ms against 150-170
-ms), so the next reply's decode keeps a core while it lasts, and the graph, built in one order by
-one thread, is the same every time; a search that finds the writer busy returns nothing at once
+The write runs on a writer thread after the reply, adding the vectors on one thread (1.2-1.5x the
+time on both cores for the 1.5B's key states), so the next reply's decode keeps a core while it
+lasts, and the graph, built in one order by one thread, is the same every time; a search that finds the writer busy returns nothing at once
 rather than wait (the decode never stalls on the history).
 """
 from __future__ import annotations

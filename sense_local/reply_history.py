@@ -18,7 +18,7 @@ graph, saving the index) takes 62 ms at 4k vectors and 234-279 ms at 33k on the 
 (40 and 187 ms on both cores), growing with the index, and 33k vectors are 54 MiB on disk and in
 memory. Hence the default cap of 32,768 tokens.
 
-The write runs on a writer thread after the reply, adding the vectors on one thread (1.2-1.5x the
+The write runs on a writer thread after the reply, adding the vectors on one thread (1.2-1.6x the
 time on both cores for the 1.5B's key states), so the next reply's decode keeps a core while it
 lasts, and the graph, built in one order by one thread, is the same every time; a search that finds the writer busy returns nothing at once
 rather than wait (the decode never stalls on the history).

@@ -146,6 +146,8 @@ def test_curve_is_shown_measured_once_and_is_what_replies_start_from(engine, mod
     model = ["--model", str(model_path)]
     shown = json.loads(run_cli("curve", *model, "--json", env=env).stdout)
     assert shown["source"] == "prior" and shown["costs"] == [round(c, 3) for c in PRIOR.costs]
+    monkeypatch.setenv("SENSE_HOME", env["SENSE_HOME"])
+    assert f"sense-local curve --model {model_path} --measure" in _serve_log(tmp_path / "before.log", model)
     measured = run_cli("curve", *model, "--if-missing", "--json", env=env)
     doc = json.loads(measured.stdout)
     assert doc["source"] == "measured" and doc["measured_now"] and "measuring" in measured.stderr
@@ -157,7 +159,16 @@ def test_curve_is_shown_measured_once_and_is_what_replies_start_from(engine, mod
     assert kept.stat().st_mtime_ns == written
     flat = run_cli("curve", *model, env={**env, "SENSE_COST_FLAT": "1"})
     assert flat.returncode == 2 and "SENSE_COST_FLAT" in flat.stderr  # no curve to show: said, not faked
-    monkeypatch.setenv("SENSE_HOME", env["SENSE_HOME"])
     assert [round(c, 3) for c in cost_curve_for(engine).costs] == doc["costs"]  # what a reply sizes drafts by
+    assert "not measured" not in _serve_log(tmp_path / "after.log", model)  # the server says it only while true
     bad = run_cli("curve", "--model", "no-such-model", env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "unknown model" in bad.stderr
+
+
+def _serve_log(log, model: list[str]) -> str:
+    """What `sense-local serve` says at start (a real server, stopped once it answers /health)."""
+    from served import ServeProcess
+
+    server = ServeProcess(log, *model, "--no-history")
+    server.stop()
+    return server.log_text()

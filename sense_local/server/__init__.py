@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import shlex
 import sys
 
 from ..conversation import Conversation, ConversationConfig
@@ -41,6 +42,7 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
     import uvicorn
 
     from ..embeddings import LazyEmbedder
+    from ..speculative.cost import curve_source
     from .app import build_app
     from .guard import HostPolicy
     from .state import ServerState
@@ -64,6 +66,12 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
         store += f", {conversation.engine.placement.describe()}"
     if conversation.history_note:
         print(f"sense-local serve: {conversation.history_note}", file=sys.stderr)
+    if config.options.method != "ar" and curve_source(conversation.engine) != "measured":
+        flags = "".join(f" --{flag} {shlex.quote(str(value))}" for flag, value in (("model", config.model), ("threads", config.threads),
+                                                                  ("gpu-layers", config.gpu_layers or None)) if value)
+        print(f"sense-local serve: this machine's decode costs for {model_id} are not measured: drafts are sized "
+              f"from a prior and learned as replies go (`sense-local curve{flags} --measure`, about a minute for a "
+              "1.5B model on 2 cores, measures them once)", file=sys.stderr)
     print(f"sense-local serve: {model_id} (method {config.options.method}{store}) on http://{host}:{port}/v1",
           file=sys.stderr, flush=True)
     app = build_app(state, HostPolicy(host, allow_hosts, cors))

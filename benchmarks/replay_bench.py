@@ -78,6 +78,13 @@ class ReplayEngine:
     FROM_MODEL = frozenset({"tokenize", "detokenize", "detokenize_special", "special_mask", "key_layer",
                             "fingerprint", "path", "n_threads", "n_gpu_layers", "rpc_workers"})
 
+    @classmethod
+    def of_task(cls, task: dict, *, keys: np.ndarray | None = None, vocab=None) -> "ReplayEngine":
+        """The model of a recorded task (replay_bench's or replay_returning_user's recording)."""
+        tokens = recording_of(task)
+        return cls(tokens, tokens[-1] if task["eos"] else max(tokens) + 1, frozenset(task.get("eog", ())),
+                   keys=None if keys is None else np.asarray(keys, np.float32), vocab=vocab)
+
     def __getattr__(self, name):
         vocab = self.__dict__.get("vocab")
         if vocab is None or name not in self.FROM_MODEL:
@@ -181,21 +188,24 @@ def record(model: str, suite: str, kinds: list[str], path: Path) -> dict:
             continue
         if task.kind == "docqa-rag":  # the question with passages retrieved, as the bench asks it
             task = with_retrieval(engine, store, task, MAX_TOKENS)
-        prompt = chat_tokens(engine, task.messages())
-        decoder = make_decoder(engine, GenerationOptions(method="ar", max_tokens=MAX_TOKENS))
-        output = [e.token for e in decoder.generate(prompt, MAX_TOKENS) if e.token >= 0]
-        eos = decoder.stats.stop_reason == "eos"
-        # the token that ended the reply (the loop does not emit it): the model's choice after the output
-        end = int(np.argmax(engine.prefill(prompt + output, outputs="last").logits[-1])) if eos else None
-        tasks.append({"name": task.name, "kind": task.kind, "prompt": [int(t) for t in prompt],
-                      "joined": rewrapped_tokens(engine, prompt), "output": [int(t) for t in output],
-                      "eos": eos, "eos_token": end,
-                      "eog": sorted({int(t) for t in prompt if engine.is_eog(int(t))})})
-        print(f"recorded {task.name}: {len(output)} tokens", file=sys.stderr, flush=True)
+        tasks.append(recorded_reply(engine, task.name, task.kind, chat_tokens(engine, task.messages())))
     curve = cost_curve_for(engine, measure=True)
     data = {"model": model, "suite": suite, "curve": curve.to_dict(), "tasks": tasks}
     path.write_text(json.dumps(data))
     return data
+
+
+def recorded_reply(engine: Engine, name: str, kind: str, prompt: list[int], max_tokens: int = MAX_TOKENS) -> dict:
+    """The model's greedy (`ar`) reply to `prompt`, as a recorded task."""
+    decoder = make_decoder(engine, GenerationOptions(method="ar", max_tokens=max_tokens))
+    output = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
+    eos = decoder.stats.stop_reason == "eos"
+    # the token that ended the reply (the loop does not emit it): the model's choice after the output
+    end = int(np.argmax(engine.prefill(prompt + output, outputs="last").logits[-1])) if eos else None
+    print(f"recorded {name}: {len(output)} tokens", file=sys.stderr, flush=True)
+    return {"name": name, "kind": kind, "prompt": [int(t) for t in prompt], "joined": rewrapped_tokens(engine, prompt),
+            "output": [int(t) for t in output], "eos": eos, "eos_token": end,
+            "eog": sorted({int(t) for t in prompt if engine.is_eog(int(t))})}
 
 
 def record_keys(engine: Engine, tasks: list[dict], path: Path) -> dict[str, np.ndarray]:
@@ -245,8 +255,7 @@ def pld_at(rev: str):
 def replay(task: dict, curve: CostCurve, priors: dict[int, float], lookup=pld) -> tuple[int, int, float, float]:
     """(tokens, target forwards, modeled time in one-token decodes, drafting seconds) of pld
     (`lookup`: the module) on one recorded task."""
-    tokens = recording_of(task)
-    engine = ReplayEngine(tokens, tokens[-1] if task["eos"] else max(tokens) + 1, frozenset(task.get("eog", ())))
+    engine = ReplayEngine.of_task(task)
     # the template's end of turn is never part of a learned edit (pld at an older revision: no such rule)
     fixed = {"fixed": engine.is_eog} if "fixed" in inspect.signature(lookup.PromptLookupDrafter).parameters else {}
     drafter = lookup.PromptLookupDrafter(rewrap=lambda tokens: task["joined"], **fixed)
@@ -257,19 +266,40 @@ def replay(task: dict, curve: CostCurve, priors: dict[int, float], lookup=pld) -
 def replay_method(task: dict, curve: CostCurve, method: str, vocab: Engine, keys: np.ndarray, store) -> tuple:
     """The same figures for a registered method (pld, sense, ...), its drafter made as the product
     makes it (a one-off speculator over the task's store), on the recording's key states."""
-    tokens = recording_of(task)
-    engine = ReplayEngine(tokens, tokens[-1] if task["eos"] else max(tokens) + 1, frozenset(task.get("eog", ())),
-                          keys=np.asarray(keys, np.float32), vocab=vocab)
+    engine = ReplayEngine.of_task(task, keys=keys, vocab=vocab)
     speculator = Speculator(engine, store if task["kind"].startswith("docqa") else None, remember_cost=False)
     drafter = speculator.drafter_for(get_method(method))
     return _run(task, engine, SpecDecoder(engine, method=method, drafter=drafter, cost=curve), curve)
 
 
+def replayed_events(task: dict, decoder: SpecDecoder) -> list:
+    """The token events of `decoder` (on a ReplayEngine) replaying the task's reply, checked against it."""
+    if decoder.cost is not None:
+        decoder.cost.observe = lambda n_tokens, seconds: None  # the curve is exact here: nothing to learn
+    events = [e for e in decoder.generate(task["prompt"], MAX_TOKENS) if e.token >= 0]
+    assert [e.token for e in events] == task["output"], f"{task['name']}: the replay left the recording"
+    return events
+
+
 def _run(task: dict, engine: ReplayEngine, decoder: SpecDecoder, curve: CostCurve) -> tuple:
-    decoder.cost.observe = lambda n_tokens, seconds: None  # the curve is exact here: nothing to learn
-    output = [e.token for e in decoder.generate(task["prompt"], MAX_TOKENS) if e.token >= 0]
-    assert output == task["output"], f"{task['name']}: the replay left the recording"
-    return len(output), decoder.stats.forwards, sum(curve.cost(k) for k in engine.decodes), decoder.stats.t_draft
+    tokens = len(replayed_events(task, decoder))
+    return tokens, decoder.stats.forwards, sum(curve.cost(k) for k in engine.decodes), decoder.stats.t_draft
+
+
+def unreplayable(methods: list[str], *, with_documents: bool) -> str | None:
+    """Why one of `methods` cannot be replayed (None: all can): an unknown name; a rule other than
+    exact acceptance (the replayed model's rows are one-hot: nothing else can be judged); a drafter
+    from the documents where the tasks have none."""
+    for m in methods:
+        try:
+            method = get_method(m)
+        except SenseError as exc:
+            return str(exc)
+        if method.rule != "exact":
+            return f"--methods: {m} verifies by its {method.rule} rule, which a replay cannot judge"
+        if method.needs_store and not with_documents:
+            return f"--methods: {m} drafts from the documents: replay it on a docqa kind"
+    return None
 
 
 def recorded_keys(engine: Engine, tasks: list[dict], path: Path) -> dict[str, np.ndarray]:
@@ -298,15 +328,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     methods = [m for m in args.methods.split(",") if m]
-    for m in methods:
-        try:
-            method = get_method(m)
-        except SenseError as exc:
-            parser.error(str(exc))
-        if method.rule != "exact":  # the replayed model's rows are one-hot: only exact acceptance means anything
-            parser.error(f"--methods: {m} verifies by its {method.rule} rule, which a replay cannot judge")
-        if method.needs_store and not any(k.startswith("docqa") for k in kinds):
-            parser.error(f"--methods: {m} drafts from the documents: replay it on a docqa kind")
+    if problem := unreplayable(methods, with_documents=any(k.startswith("docqa") for k in kinds)):
+        parser.error(problem)
     if unknown := set(kinds) - set(KINDS):
         parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
     if args.outputs.exists():

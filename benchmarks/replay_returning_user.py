@@ -17,15 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.replay_bench import MAX_TOKENS, ReplayEngine, recorded_keys, recording_of
+from benchmarks.replay_bench import ReplayEngine, recorded_keys, recorded_reply, replayed_events, unreplayable
 from sense_local.bench.chat_tasks import RETURNING_USER
 from sense_local.bench.copy_ceiling import copy_ceiling, costed_ceiling
 from sense_local.chat_template import chat_tokens
 from sense_local.engine import Engine
-from sense_local.errors import SenseError
-from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.registry import resolve_model
 from sense_local.reply_history import ReplyHistory
 from sense_local.speculative.cost import CostCurve, cost_curve_for
@@ -37,16 +33,8 @@ LAST_THIRD = 20  # conversations before the measured ones (returning_user.py's)
 
 
 def record(engine: Engine, model: str, path: Path) -> dict:
-    tasks = []
-    for i, question in enumerate(RETURNING_USER):
-        prompt = chat_tokens(engine, [{"role": "user", "content": question}])
-        decoder = make_decoder(engine, GenerationOptions(method="ar", max_tokens=MAX_TOKENS))
-        output = [e.token for e in decoder.generate(prompt, MAX_TOKENS) if e.token >= 0]
-        eos = decoder.stats.stop_reason == "eos"
-        end = int(np.argmax(engine.prefill(prompt + output, outputs="last").logits[-1])) if eos else None
-        tasks.append({"name": f"ru-{i}", "kind": "returning", "prompt": prompt, "output": output, "eos": eos,
-                      "eos_token": end, "eog": sorted({int(t) for t in prompt if engine.is_eog(int(t))})})
-        print(f"recorded ru-{i}: {len(output)} tokens", file=sys.stderr, flush=True)
+    tasks = [recorded_reply(engine, f"ru-{i}", "returning", chat_tokens(engine, [{"role": "user", "content": q}]))
+             for i, q in enumerate(RETURNING_USER)]
     data = {"model": model, "fingerprint": engine.fingerprint, "curve": cost_curve_for(engine, measure=True).to_dict(),
             "tasks": tasks}
     path.write_text(json.dumps(data))
@@ -57,22 +45,15 @@ def replay_pass(method: str, tasks: list[dict], keys: dict, vocab: Engine, curve
     """One pass of the 30 conversations through one speculator (with a new history when `history`)."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        first = ReplayEngine(recording_of(tasks[0]), 0, keys=np.asarray(keys[tasks[0]["name"]], np.float32), vocab=vocab)
-        speculator = Speculator(first, None, remember_cost=False)
+        speculator = Speculator(ReplayEngine.of_task(tasks[0], vocab=vocab), None, remember_cost=False)
         if history:
             speculator.history = ReplyHistory.open(vocab, directory=Path(tmp) / "history")
         try:
             for task in tasks:
-                tokens = recording_of(task)
-                engine = ReplayEngine(tokens, tokens[-1] if task["eos"] else max(tokens) + 1,
-                                      frozenset(task.get("eog", ())), keys=np.asarray(keys[task["name"]], np.float32),
-                                      vocab=vocab)
-                speculator.engine = engine
+                engine = speculator.engine = ReplayEngine.of_task(task, keys=keys[task["name"]], vocab=vocab)
                 decoder = SpecDecoder(engine, method=method, drafter=speculator.drafter_for(get_method(method)), cost=curve)
-                decoder.cost.observe = lambda n_tokens, seconds: None
-                events = [e for e in decoder.generate(task["prompt"], MAX_TOKENS) if e.token >= 0]
+                events = replayed_events(task, decoder)
                 output = [e.token for e in events]
-                assert output == task["output"], f"{task['name']}: the replay left the recording"
                 speculator.remember(len(task["prompt"]), output)
                 if speculator.history is not None:
                     speculator.history.flush()
@@ -94,13 +75,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="pld,sense")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    for m in methods:
-        try:
-            method = get_method(m)
-        except SenseError as exc:
-            parser.error(str(exc))
-        if method.rule != "exact" or method.needs_store:  # one-hot replayed rows; no documents here
-            parser.error(f"--methods: {m} cannot be replayed on these conversations (its rule or its documents)")
+    if problem := unreplayable(methods, with_documents=False):
+        parser.error(problem)
     data = json.loads(args.outputs.read_text()) if args.outputs.exists() else None
     model = data.get("model", args.model or "default") if data else args.model or "default"
     if data and args.model and args.model != model:

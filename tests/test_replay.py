@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.replay_bench import record_keys, replay_method
+from benchmarks.replay_bench import record_keys, recorded_reply, replay_method
 from benchmarks.replay_returning_user import replay_pass
 from sense_local.chat_template import chat_tokens
-from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.speculative.cost import CostCurve
 
 # a gentle curve (drafts pay from an estimate of ~0.4): what is tested is where drafts are accepted
@@ -19,13 +18,7 @@ PASSAGE = ("The pass statement is a null operation: when it is executed, nothing
 
 
 def _recorded(engine, name: str, text: str, max_tokens: int = 48) -> dict:
-    prompt = chat_tokens(engine, [{"role": "user", "content": text}])
-    decoder = make_decoder(engine, GenerationOptions(method="ar", max_tokens=max_tokens))
-    output = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
-    eos = decoder.stats.stop_reason == "eos"
-    end = int(np.argmax(engine.prefill(prompt + output, outputs="last").logits[-1])) if eos else None
-    return {"name": name, "kind": "grounded", "prompt": prompt, "output": output, "eos": eos, "eos_token": end,
-            "eog": sorted({t for t in prompt if engine.is_eog(t)})}
+    return recorded_reply(engine, name, "grounded", chat_tokens(engine, [{"role": "user", "content": text}]), max_tokens)
 
 
 def test_sense_replays_on_the_recorded_key_states_and_drafts_the_copy(engine, tmp_path):

@@ -11,7 +11,6 @@ chat replies against the measured curve. `scripts/run` measures the chat's model
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from types import SimpleNamespace
@@ -28,8 +27,6 @@ def cmd_curve(args) -> int:
     from .registry import resolve_model
     from .speculative.cost import cost_curve_for, curve_source
 
-    if os.environ.get("SENSE_COST_FLAT"):
-        raise SenseError("SENSE_COST_FLAT is set: every decode is priced as one, no curve is read or kept")
     path = resolve_model(args.model)
     # the kept curve's key needs no loaded model (a curve measured before is found in milliseconds),
     # but with RPC workers it counts those that took layers: the model is loaded to know them
@@ -38,6 +35,8 @@ def cmd_curve(args) -> int:
                                          n_threads=args.threads or default_threads(), n_gpu_layers=args.gpu_layers,
                                          rpc_workers=())
     source = curve_source(identity)
+    if source == "flat":
+        raise SenseError("SENSE_COST_FLAT is set: every decode is priced as one, no curve is read or kept")
     measure = args.measure or (args.if_missing and source != "measured")
     seconds = 0.0
     if measure:

@@ -20,8 +20,8 @@ memory. Hence the default cap of 32,768 tokens.
 
 The write runs on a writer thread after the reply, adding the vectors on one thread (1.2-1.6x the
 time on both cores for the 1.5B's key states), so the next reply's decode keeps a core while it
-lasts, and the graph, built in one order by one thread, is the same every time; a search that finds the writer busy returns nothing at once
-rather than wait (the decode never stalls on the history).
+lasts, and the graph, built in one order by one thread, is the same every time; a search that finds
+the writer busy returns nothing at once rather than wait (the decode never stalls on the history).
 """
 from __future__ import annotations
 

@@ -66,9 +66,9 @@ def serve(config: ConversationConfig, *, host: str = LOOPBACK, port: int = 8080,
         store += f", {conversation.engine.placement.describe()}"
     if conversation.history_note:
         print(f"sense-local serve: {conversation.history_note}", file=sys.stderr)
-    if config.options.method != "ar" and curve_source(conversation.engine) != "measured":
-        flags = "".join(f" --{flag} {shlex.quote(str(value))}" for flag, value in (("model", config.model), ("threads", config.threads),
-                                                                  ("gpu-layers", config.gpu_layers or None)) if value)
+    if config.options.method != "ar" and curve_source(conversation.engine) in ("prior", "learned"):
+        given = (("model", config.model), ("threads", config.threads), ("gpu-layers", config.gpu_layers or None))
+        flags = "".join(f" --{flag} {shlex.quote(str(value))}" for flag, value in given if value)
         print(f"sense-local serve: this machine's decode costs for {model_id} are not measured: drafts are sized "
               f"from a prior and learned as replies go (`sense-local curve{flags} --measure`, about a minute for a "
               "1.5B model on 2 cores, measures them once)", file=sys.stderr)

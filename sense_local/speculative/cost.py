@@ -234,8 +234,11 @@ def _write(path: Path, curve: CostCurve, source: str) -> None:
 
 def curve_source(engine) -> str:
     """Where this model's curve on this machine comes from: "measured" (on purpose: `bench`,
-    `sense-local curve`), "learned" (kept from replies' own decodes) or "prior" (nothing yet). Only
-    the engine's identity is read (fingerprint, threads, GPU layers, RPC workers): no decode."""
+    `sense-local curve`), "learned" (kept from replies' own decodes), "prior" (nothing yet) or
+    "flat" (SENSE_COST_FLAT: none is read). Only the engine's identity is read (fingerprint,
+    threads, GPU layers, RPC workers): no decode."""
+    if os.environ.get("SENSE_COST_FLAT"):
+        return "flat"
     found = _read(_cache_file(engine))
     return "prior" if found is None else found[1]
 

@@ -8,15 +8,24 @@ with a second client's request between its turns (what Open WebUI sends after ev
 title request naming the conversation in one message). Per turn: the time from sending the request
 to the first content chunk, the server's own prefill time, the prompt's tokens and how many of them
 were reused (`usage.prompt_tokens_details.cached_tokens`). Each conversation gets a fresh server (after
-one warm-up request), so its first turn's prefill is the time to prefill that prompt alone.
+one warm-up request) and a folder of kept states of its own, so its first turn's prefill is the time
+to prefill that prompt alone.
+
+`--reopen` then asks each grounded conversation a fifth question after a restart, as a client does
+when a chat is reopened the next day: the server is stopped, a new one started on the same kept
+states (kv_disk.py), and the whole conversation sent back with the new question; and again on a
+server started with `--cache-disk 0` (every token evaluated). Per conversation: both first-token
+times and their ratio.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -29,6 +38,7 @@ CONVERSATION = [
     "Can one with statement manage several context managers at once?",
     "What happens when __exit__ returns a true value?",
 ]
+REOPENED = "Can a generator function serve as a context manager?"  # asked after a restart (--reopen)
 TITLE_REQUEST = ("Create a concise, 3-5 word title with an emoji for the chat history below.\n\n"
                  "<chat_history>\nUSER: {question}\nASSISTANT: {answer}\n</chat_history>")
 
@@ -46,13 +56,14 @@ def build_store(model: str) -> Path:
 
 
 class Server:
-    def __init__(self, model: str, store: Path, max_tokens: int, extra: list[str]):
+    def __init__(self, model: str, store: Path, max_tokens: int, extra: list[str], states: Path):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sense_local.cli", "serve", "--model", model, "--store", str(store),
              "--port", str(self.port), "--max-tokens", str(max_tokens), "--no-history", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "SENSE_KV_STATES": str(states)})  # kept conversations: this run's own
         deadline = time.time() + 300
         while time.time() < deadline:
             try:
@@ -92,8 +103,9 @@ def turn(client, messages: list[dict], grounded: bool, max_tokens: int) -> dict:
             "prefill_s": sense.get("prefill_s"), "total_s": round(time.perf_counter() - t0, 3)}
 
 
-def conversation(client, grounded: bool, interleaved: bool, max_tokens: int) -> list[dict]:
-    messages, rows = [], []
+def conversation(client, grounded: bool, interleaved: bool, max_tokens: int, messages: list[dict]) -> list[dict]:
+    """The 4 turns (their messages appended to `messages`), a row each."""
+    rows = []
     for i, question in enumerate(CONVERSATION, 1):
         messages.append({"role": "user", "content": question})
         row = turn(client, messages, grounded, max_tokens)
@@ -107,24 +119,43 @@ def conversation(client, grounded: bool, interleaved: bool, max_tokens: int) -> 
 
 
 def run(args) -> dict:
+    store = build_store(args.model)
+    results = {"model": args.model, "max_tokens": args.max_tokens, "modes": {}, "reopened": {}}
+    for mode in args.modes:  # a fresh server and kept states each: no conversation starts from another's
+        grounded, interleaved = mode.startswith("grounded"), mode.endswith("+other")
+        with tempfile.TemporaryDirectory() as states:
+            messages: list[dict] = []
+            with serving(args, store, Path(states)) as client:
+                rows = conversation(client, grounded, interleaved, args.max_tokens, messages)
+            results["modes"][mode] = rows
+            print(f"{mode}: " + ", ".join(f"t{r['turn']} {r['first_token_s']:.2f}s (prefill {r['prefill_s']:.2f}s, "
+                                          f"{r['cached_tokens']}/{r['prompt_tokens']} cached)" for r in rows),
+                  file=sys.stderr)
+            if args.reopen and grounded:
+                messages.append({"role": "user", "content": REOPENED})
+                reopened = {}
+                for label, extra in (("kept state", []), ("--cache-disk 0", ["--cache-disk", "0"])):
+                    with serving(args, store, Path(states), extra) as client:
+                        reopened[label] = turn(client, messages, True, args.max_tokens)
+                results["reopened"][mode] = reopened
+                print(f"{mode} reopened: " + ", ".join(f"{k} {r['first_token_s']:.2f}s ({r['cached_tokens']}/"
+                                                       f"{r['prompt_tokens']} cached)" for k, r in reopened.items()),
+                      file=sys.stderr)
+    return results
+
+
+@contextlib.contextmanager
+def serving(args, store: Path, states: Path, extra: list[str] = ()):
+    """A fresh server (kept conversations in `states`), warmed up: the `openai` client for it."""
     from openai import OpenAI
 
-    store = build_store(args.model)
-    results = {"model": args.model, "max_tokens": args.max_tokens, "modes": {}}
-    for mode in args.modes:  # a fresh server each: no conversation starts from another's states
-        server = Server(args.model, store, args.max_tokens, args.serve_args)
-        try:
-            client = OpenAI(base_url=server.base + "/v1", api_key="none")
-            turn(client, [{"role": "user", "content": "Say hi."}], False, 4)  # warm-up: first decode, caches
-            grounded, interleaved = mode.startswith("grounded"), mode.endswith("+other")
-            rows = conversation(client, grounded, interleaved, args.max_tokens)
-        finally:
-            server.close()
-        results["modes"][mode] = rows
-        print(f"{mode}: " + ", ".join(f"t{r['turn']} {r['first_token_s']:.2f}s (prefill {r['prefill_s']:.2f}s, "
-                                      f"{r['cached_tokens']}/{r['prompt_tokens']} cached)" for r in rows),
-              file=sys.stderr)
-    return results
+    server = Server(args.model, store, args.max_tokens, [*args.serve_args, *extra], states)
+    try:
+        client = OpenAI(base_url=server.base + "/v1", api_key="none")
+        turn(client, [{"role": "user", "content": "Say hi."}], False, 4)  # warm-up: first decode, caches
+        yield client
+    finally:
+        server.close()
 
 
 def table(results: dict) -> str:
@@ -135,6 +166,12 @@ def table(results: dict) -> str:
     lines.append("\nfirst-token time (prompt tokens reused / prompt tokens); turn 1 over its own prefill: "
                  + ", ".join(f"{mode} {rows[0]['first_token_s'] / rows[0]['prefill_s']:.2f}x"
                              for mode, rows in results["modes"].items() if rows[0]["prefill_s"]))
+    for mode, reopened in results.get("reopened", {}).items():
+        kept, cold = reopened["kept state"], reopened["--cache-disk 0"]
+        lines.append(f"{mode}, a fifth question after a restart: {kept['first_token_s']:.2f} s from the kept state "
+                     f"({kept['cached_tokens']}/{kept['prompt_tokens']}) against {cold['first_token_s']:.2f} s "
+                     f"evaluating it all ({cold['cached_tokens']}/{cold['prompt_tokens']}): "
+                     f"{cold['first_token_s'] / kept['first_token_s']:.1f}x sooner")
     return "\n".join(lines)
 
 
@@ -144,6 +181,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--modes", default="grounded,grounded+other,plain,plain+other",
                     help="conversations to hold, in order (grounded|plain, +other: a second client between turns)")
+    ap.add_argument("--reopen", action="store_true",
+                    help="then ask each grounded conversation a fifth question after a restart, "
+                         "from its kept state and without")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("serve_args", nargs="*", help="more `sense-local serve` arguments (after --)")
     args = ap.parse_args(argv)

@@ -85,7 +85,12 @@ def add_key_layer_arg(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_cache_ram_arg(p: argparse.ArgumentParser) -> None:
+    from .kv_disk import DEFAULT_MIB as DISK_MIB
     from .kv_slots import DEFAULT_MIB
+
+    p.add_argument("--cache-disk", type=int, default=None, metavar="MIB",
+                   help=f"disk for chat turns' evaluated prompts, so a conversation reopened in a later run resumes "
+                        f"without a prefill (default {DISK_MIB}; 0: none)")
 
     p.add_argument("--cache-ram", type=int, default=None, metavar="MIB",
                    help=f"RAM for the evaluated prompts of conversations set aside by other requests, resumed "

@@ -11,6 +11,8 @@ def conversation_config(args, **extra):
                                 seed=args.seed or 0, theta=args.theta)
     if getattr(args, "cache_ram", None) is not None:
         extra["cache_ram_mib"] = args.cache_ram
+    if getattr(args, "cache_disk", None) is not None:
+        extra["cache_disk_mib"] = args.cache_disk
     if getattr(args, "no_history", False):
         extra["history"] = False
     return ConversationConfig(model=args.model, n_ctx=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,

@@ -30,7 +30,10 @@ from .grounding.memory import GroundingMemory
 from .grounding.prompt import DEFAULT_BUDGET
 from .grounding.retrieve import DEFAULT_RANKER
 from .grounding.sources import Source
+from .kv_disk import DEFAULT_MIB as DISK_MIB
+from .kv_disk import memory_file
 from .kv_slots import DEFAULT_MIB
+from .prefill_reuse import keep_on_disk
 from .reply_history import LOCAL_OWNER, ReplyHistory
 from .speculative.speculator import Speculator
 from .speculative.types import TARGET, GenerationStats, TokenEvent
@@ -55,12 +58,15 @@ class ConversationConfig:
     ranker: str = DEFAULT_RANKER
     gate: bool = True  # leave the documents out of questions they are not about (grounding/retrieve.py)
     cache_ram_mib: int = DEFAULT_MIB  # saved states of conversations set aside by other requests (kv_slots.py)
+    cache_disk_mib: int = DISK_MIB  # chat turns' states kept on disk for later runs (kv_disk.py)
     history: bool = True  # keep every reply in the model's reply history, which SENSE drafts from (reply_history.py)
     history_owner: str = LOCAL_OWNER  # whose history (a server's: one per API key, reply_history.owner_for_key)
 
     def __post_init__(self):
         if self.cache_ram_mib < 0:
             raise SenseError(f"--cache-ram must be 0 or more MiB (got {self.cache_ram_mib})")
+        if self.cache_disk_mib < 0:
+            raise SenseError(f"--cache-disk must be 0 or more MiB (got {self.cache_disk_mib})")
 
     def replace(self, **changes) -> "ConversationConfig":
         return dataclasses.replace(self, **changes)
@@ -107,7 +113,9 @@ class Conversation:
         self._grounding = GroundedChat(engine, store, ranker=c.ranker, passages=c.passages, budget=c.budget,
                                        gate=c.gate)
         self._plain = GroundedChat(engine, None, budget=c.budget)
-        self._memory = GroundingMemory()  # what earlier questions were grounded with (grounding/memory.py)
+        # what earlier questions were grounded with (grounding/memory.py); on disk beside the states
+        # kept there, so that a conversation reopened in a later run still matches its kept state
+        self._memory = GroundingMemory(path=memory_file() if engine.disk_bytes > 0 else None)
         self._busy = threading.Lock()
         self.speculator = Speculator(engine, store)
         self._decoder = None  # the latest turn's decoder: its stats count live
@@ -134,7 +142,8 @@ class Conversation:
         from .registry import resolve_model
 
         engine = Engine(resolve_model(config.model), n_ctx=config.n_ctx, n_threads=config.threads,
-                        n_gpu_layers=config.gpu_layers, slot_mib=config.cache_ram_mib, rpc=config.rpc)
+                        n_gpu_layers=config.gpu_layers, slot_mib=config.cache_ram_mib, rpc=config.rpc,
+                        disk_mib=config.cache_disk_mib)
         try:
             store = open_store(engine, config.store)
         except BaseException:
@@ -204,7 +213,7 @@ class Conversation:
             if self.history_note:
                 notes, self.history_note = [*notes, self.history_note], None  # told once
             yield Prepared(len(turn.tokens), turn.sources, notes, turn.dropped)
-            for event in self._decode(turn.tokens, options, cancel, progress):
+            for event in self._decode(turn.tokens, options, cancel, progress, keep=True):
                 if isinstance(event, Finished) and turn.grounded is not None:
                     self._memory.remember(question, event.text, turn.grounded)  # for the next turn's prompt
                 yield event
@@ -216,7 +225,7 @@ class Conversation:
             tokens, dropped = fit_chat(self.engine, chat, reply_reserve(self.engine, options), tools=tools)
             notes = [f"left out the {dropped} oldest messages to fit the context"] if dropped else []
             yield Prepared(len(tokens), notes=notes, dropped=dropped)
-            yield from self._decode(tokens, options, cancel, progress)
+            yield from self._decode(tokens, options, cancel, progress, keep=True)
 
     def complete(self, prompt: str | list[int], *, options: GenerationOptions | None = None,
                  cancel: threading.Event | None = None) -> Iterator[ReplyEvent]:
@@ -237,7 +246,11 @@ class Conversation:
         finally:
             self._busy.release()
 
-    def _decode(self, tokens: list[int], options: GenerationOptions, cancel, progress=None) -> Iterator[ReplyEvent]:
+    def _decode(self, tokens: list[int], options: GenerationOptions, cancel, progress=None, *,
+                keep: bool = False) -> Iterator[ReplyEvent]:
+        """The reply to `tokens`; `keep`: a chat turn, whose evaluated state is then kept on disk for
+        a later run (kv_disk.py; raw completions, such as an editor's fill-in-the-middle requests on
+        every keystroke, are not)."""
         decoder = self._decoder = make_decoder(self.engine, options, speculator=self.speculator)
         stop = StopText(options.stop)
         parts: list[str] = []
@@ -264,5 +277,7 @@ class Conversation:
         reason = stats.stop_reason
         finish = ("stop" if stop.stopped or reason == "eos" else "cancelled" if reason == "cancelled" else "length")
         self.speculator.remember(len(tokens), reply)  # written on the history's own thread
+        if keep:
+            keep_on_disk(self.engine)  # for a later run (kv_disk.py), written on its own thread
         yield Finished("".join(parts), stats, finish)
 

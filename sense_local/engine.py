@@ -59,6 +59,7 @@ class Engine(Vocabulary):
         key_layer: int | None | str = "default",
         slot_mib: int = DEFAULT_MIB,
         rpc: str | tuple[str, ...] = (),
+        disk_mib: int = 0,
     ):
         self.path = Path(model_path)
         check_readable_gguf(self.path)
@@ -79,6 +80,7 @@ class Engine(Vocabulary):
         self._ctx = None
         self._cancel = CancelHook()  # the cancel event multi-token decodes poll (see `cancellable`)
         self.slots = KvSlots(slot_mib << 20)  # states of conversations set aside (kv_slots.py)
+        self.disk_bytes, self.disk = disk_mib << 20, None  # conversations kept for later runs (kv_disk.py; 0: none)
         self._make_context(self.resolve_key_layer(key_layer))
         self._batch = TokenBatch(self.n_batch)  # one reusable batch, filled through numpy views
         self._tree_batch: TokenBatch | None = None  # made on the first tree draft

@@ -82,8 +82,8 @@ class KvSlots:
             self._states.pop(0)
 
     def take(self, state: SavedState) -> None:
-        """`state` is live again: it leaves the saved ones."""
-        self._states.remove(state)
+        """`state` is live again: it leaves the saved ones (if it was one)."""
+        self._states = [s for s in self._states if s is not state]
 
     def clear(self) -> None:
         self._states.clear()

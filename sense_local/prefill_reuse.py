@@ -9,6 +9,7 @@ import numpy as np
 
 from . import native
 from .errors import Cancelled
+from .kv_disk import disk_states
 from .kv_slots import SAVE_MIN, SWITCH_MIN, SavedState, common_prefix
 
 llama_cpp = native.llama_cpp
@@ -34,30 +35,58 @@ def prefill(engine, prompt, *, outputs: str = "last", with_keys: bool = False, c
 
 def _resume(engine, head: np.ndarray, with_keys: bool) -> int:
     """How many tokens of `head` (a prompt but its last token) are already evaluated: the live
-    conversation's, or a saved one's brought back when it holds more (kv_slots.py); the live
-    one is saved first when the prompt would throw much of it away."""
+    conversation's, or a saved one's brought back when it holds more (kv_slots.py: in RAM; else
+    kv_disk.py: kept by an earlier run); the live one is saved first when the prompt would throw
+    much of it away."""
     reuse = common_prefix(engine.tokens, head)
     if with_keys:  # positions cached without their key states are evaluated again
         reuse = min(reuse, engine.keys.valid)
     saved, match = engine.slots.best(head, keys=with_keys)
+    disk = disk_states(engine)
+    kept, kept_match = disk.best(head, keys=with_keys) if disk is not None else (None, 0)
+    from_disk = kept is not None and kept_match >= max(reuse, match) + SWITCH_MIN
     switch = saved is not None and match >= reuse + SWITCH_MIN
-    if switch or engine.n_past - reuse >= SAVE_MIN:
+    if switch or from_disk or engine.n_past - reuse >= SAVE_MIN:
         _save_live(engine)
+    if from_disk:
+        state = disk.load(kept)
+        if state is not None and _restore(engine, state):
+            return min(kept_match, engine.n_past)
+        disk.forget(kept)  # unreadable, or refused by llama.cpp: evaluated as if never kept
+        return 0
     if switch:
         return match if _restore(engine, saved) else 0
     return reuse
+
+
+def _live_state(engine) -> SavedState | None:
+    """The live conversation's state (a copy), or None where llama.cpp would not give it."""
+    size = llama_cpp.llama_state_seq_get_size(engine._ctx, 0)
+    data = (ctypes.c_uint8 * size)()
+    if llama_cpp.llama_state_seq_get_data(engine._ctx, data, size, 0) != size:
+        return None
+    keys = engine.keys.copy()
+    return SavedState(list(engine.tokens), data, keys if keys is not None else engine._no_keys)
 
 
 def _save_live(engine) -> None:
     """Set the live conversation's state aside in `slots` (when it has one worth keeping)."""
     if engine.n_past < SAVE_MIN or engine.slots.cap_bytes <= 0:
         return
-    size = llama_cpp.llama_state_seq_get_size(engine._ctx, 0)
-    data = (ctypes.c_uint8 * size)()
-    if llama_cpp.llama_state_seq_get_data(engine._ctx, data, size, 0) != size:
+    state = _live_state(engine)
+    if state is not None:
+        engine.slots.add(state)
+
+
+def keep_on_disk(engine) -> None:
+    """Write the live conversation to disk (kv_disk.py), to be resumed in a later run (when the
+    engine keeps conversations there and this one is worth keeping)."""
+    disk = disk_states(engine)
+    if disk is None or engine.n_past < SAVE_MIN:
         return
-    keys = engine.keys.copy()
-    engine.slots.add(SavedState(list(engine.tokens), data, keys if keys is not None else engine._no_keys))
+    state = _live_state(engine)
+    if state is not None:
+        disk.keep(state)
 
 
 def _restore(engine, saved: SavedState) -> bool:

@@ -45,6 +45,8 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     """Caches and stores go to a per-session temporary home, never the user's."""
     home = tmp_path_factory.getbasetemp() / "sense-home"
     monkeypatch.setenv("SENSE_HOME", str(home))
+    # conversations kept on disk (kv_disk.py) per test: one test's chat must not resume in another's
+    monkeypatch.setenv("SENSE_KV_STATES", str(tmp_path_factory.mktemp("kv-states")))
 
 
 @pytest.fixture

@@ -80,3 +80,8 @@ def test_unknown_method_and_bad_options():
     _assert_clean_error(run_cli("generate", "hi", "--method", "nope"), "unknown method 'nope'", "ar")
     _assert_clean_error(run_cli("generate", "hi", "--max-tokens", "0"), "--max-tokens")
     _assert_clean_error(run_cli("generate", "hi", "--temperature", "-1"), "--temperature")
+
+
+def test_negative_cache_sizes():
+    _assert_clean_error(run_cli("chat", "--plain", "--cache-disk", "-1", stdin=""), "--cache-disk", "-1")
+    _assert_clean_error(run_cli("serve", "--cache-ram", "-2"), "--cache-ram", "-2")

@@ -9,12 +9,18 @@ question and the reply that followed it (what a client sends back, whatever it t
 them), and the next turn puts that message back in its place. Passages already in the context are
 then cited by their number instead of being repeated (prompt.grounded_message).
 
-Only text is kept (a few KB per turn), in a bounded LRU.
+Only text is kept (a few KB per turn), in a bounded LRU; with a `path`, also on disk (one JSON line
+per turn, appended; the file is rewritten with the live turns when it holds twice as many), so a
+conversation reopened in a later run finds its questions as the model saw them, and its state kept
+on disk (kv_disk.py) still matches its prompt.
 """
 from __future__ import annotations
 
+import json
+import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from .sources import Source
 
@@ -37,16 +43,60 @@ class Recalled:
 
 
 class GroundingMemory:
-    def __init__(self, capacity: int = CAPACITY):
+    def __init__(self, capacity: int = CAPACITY, path: Path | None = None):
         self.capacity = capacity
+        self.path = path
         self._turns: OrderedDict[tuple[str, str], GroundedQuestion] = OrderedDict()
+        self._lines = 0  # lines in the file at `path`
+        if path is not None:
+            self._load(path)
 
     def remember(self, question: str, reply: str, grounded: GroundedQuestion) -> None:
+        self._add(question, reply, grounded)
+        if self.path is not None:
+            self._append(question, reply, grounded)
+
+    def _add(self, question: str, reply: str, grounded: GroundedQuestion) -> None:
         key = (question, reply)
         self._turns[key] = grounded
         self._turns.move_to_end(key)
         while len(self._turns) > self.capacity:
             self._turns.popitem(last=False)
+
+    def _load(self, path: Path) -> None:
+        """The turns the file holds (a line that does not read, such as one cut by a crash, is skipped)."""
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return
+        for line in lines:
+            try:
+                t = json.loads(line)
+                grounded = GroundedQuestion(t["content"], tuple(Source(**s) for s in t["defines"]), tuple(t["refers"]))
+                self._add(t["question"], t["reply"], grounded)
+            except (ValueError, KeyError, TypeError):
+                continue
+        self._lines = len(lines)
+
+    @staticmethod
+    def _line(question: str, reply: str, grounded: GroundedQuestion) -> str:
+        return json.dumps({"question": question, "reply": reply, "content": grounded.content,
+                           "defines": [asdict(s) for s in grounded.defines], "refers": list(grounded.refers)}) + "\n"
+
+    def _append(self, question: str, reply: str, grounded: GroundedQuestion) -> None:
+        try:
+            if self._lines >= 2 * self.capacity:  # mostly turns dropped or repeated: the live ones only
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                tmp.write_text("".join(self._line(q, r, g) for (q, r), g in self._turns.items()), encoding="utf-8")
+                os.replace(tmp, self.path)
+                self._lines = len(self._turns)
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(self._line(question, reply, grounded))
+            self._lines += 1
+        except OSError:  # a full or read-only disk: remembered for this run only
+            pass
 
     def recall(self, history: list[dict], skip: int = 0) -> Recalled:
         """`history` with its remembered questions put back, except the `skip` oldest ones (left as

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,13 @@ def cost_curve_file(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(cost, "_cache_file", lambda engine: path)
     monkeypatch.delenv("SENSE_COST_FLAT", raising=False)
     return path
+
+
+def server_env() -> dict:
+    """The environment of a server a test starts: conversations it keeps on disk (kv_disk.py) go to a
+    folder of its own (a module's server starts before any test's own folder is set, and must not
+    resume from another module's server)."""
+    return {**os.environ, "SENSE_KV_STATES": tempfile.mkdtemp(prefix="sense-kv-states-")}
 
 
 def chat(engine, text: str) -> list[int]:

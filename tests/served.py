@@ -14,7 +14,7 @@ from pathlib import Path
 
 import urllib.request
 
-from conftest import ROOT
+from conftest import ROOT, server_env
 
 
 def free_port() -> int:
@@ -37,13 +37,14 @@ class ServeProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.args = ("--port", str(self.port), "--ctx", str(ctx), *args)
         self.log = log
+        self.env = server_env()  # kept across restarts on the same port
         self.proc: subprocess.Popen | None = None
         self.start()
 
     def start(self, timeout: float = 120) -> None:
         with self.log.open("a") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "serve", *self.args], cwd=ROOT,
-                                         env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=err)
+                                         env=self.env, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

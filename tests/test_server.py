@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import ROOT, pydoc_topics_store, run_cli
+from conftest import ROOT, pydoc_topics_store, run_cli, server_env
 
 TOPICS = ["with", "pass", "while", "lambda"]
 KEY = "sk-test-1234"
@@ -56,7 +55,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sense_local.cli", "serve", "--port", str(self.port), "--ctx", "2048", *args],
-            cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:

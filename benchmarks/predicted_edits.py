@@ -3,6 +3,8 @@
 prediction. Decode tok/s of `ar`, `ar` + prediction, `pld`, `pld` + prediction, and llama-server
 (plain and `--spec-type ngram-mod`, which has no prediction input) on the same prompts, one request at
 a time, interleaved per edit; text compared with `ar`'s (identical, or the top-2 gap where they part).
+With --ceiling, also `ar` with `ar`'s own reply as the prediction (benchmarks/predicted_ceiling.py's
+ceiling, measured beside the others).
 """
 from __future__ import annotations
 
@@ -88,8 +90,10 @@ def run(args) -> dict:
             engine.prefill(prompt)  # the prompt's KV is shared by our four runs: decode timed alone
             ref = ours(engine, prompt, "ar", "", args.max_tokens)
             row["ar"] = {"tok_per_s": ref["tok_per_s"], "tokens": len(ref["tokens"])}
-            for name, method, pred in (("ar+prediction", "ar", prediction), ("pld", "pld", ""),
-                                       ("pld+prediction", "pld", prediction)):
+            runs = [("ar+prediction", "ar", prediction), ("pld", "pld", ""), ("pld+prediction", "pld", prediction)]
+            if args.ceiling:  # every draft right: what any prediction can reach on this edit here
+                runs.append(("ar+own reply", "ar", engine.detokenize(ref["tokens"])))
+            for name, method, pred in runs:
                 r = ours(engine, prompt, method, pred, args.max_tokens)
                 row[name] = {"tok_per_s": r["tok_per_s"], "tau": r["tau"], "text": same_as(ref, r["tokens"]),
                              "accepted_prediction": r["accepted_prediction"],
@@ -139,6 +143,8 @@ def edit_bench_parser(description: str) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = edit_bench_parser(__doc__)
     ap.add_argument("--no-peers", dest="peers", action="store_false", help="leave llama-server out")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also run ar with ar's own reply as the prediction (the ceiling, in the same run)")
     args = ap.parse_args(argv)
     t0 = time.time()
     results = run(args)

@@ -4,6 +4,8 @@ stop between (and, through the cancel hook, within)."""
 from __future__ import annotations
 
 import ctypes
+import time
+import weakref
 
 import numpy as np
 
@@ -14,10 +16,15 @@ from .kv_slots import SAVE_MIN, SWITCH_MIN, SavedState, common_prefix
 
 llama_cpp = native.llama_cpp
 
-# Tokens per decode of a prefill that can be cancelled: ~2 s on the 1.5B here (64 tok/s), ~0.4 s on
-# the 135M; a 512-token decode would keep Esc waiting ~8 s on the 1.5B. Measured on a 738-token
-# prompt (1.5B): 64-token decodes made the prefill ~10% slower, 128 and 256 were level with one decode.
+# Tokens per decode of a prefill that can be cancelled. The cancel hook stops a decode within
+# milliseconds, so chunks are there for the progress a front end shows (and a cancelled prefill keeps
+# the chunks it finished): each engine's chunk starts at CANCEL_CHUNK and doubles, up to n_batch,
+# while a chunk takes under half of CHUNK_SECONDS. Small chunks cost a fast model speed: a 1,500-token
+# prompt, paired with llama-server's (AMD EPYC, 2 cores), on the 135M in chunks of 128 / 256 / 512 ran
+# 0.90x / 0.98x / 1.01x its prompt tok/s (one decode: 0.99x); the 1.5B's 128-token chunks take ~1.4 s.
 CANCEL_CHUNK = 128
+CHUNK_SECONDS = 1.0
+_chunks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> its prefill chunk
 
 
 def prefill(engine, prompt, *, outputs: str = "last", with_keys: bool = False, cancel=None, progress=None):
@@ -105,21 +112,30 @@ def _restore(engine, saved: SavedState) -> bool:
 
 
 def _prefill_from(engine, prompt: np.ndarray, reuse: int, outputs: str, with_keys: bool, cancel, progress):
-    """The prompt from `reuse` on; with `cancel`, in CANCEL_CHUNK decodes, each followed by
+    """The prompt from `reuse` on; with `cancel`, in chunks (see CANCEL_CHUNK), each followed by
     progress(tokens evaluated or reused, prompt length) when given (and once before the first:
     a front end can say the prompt is being read before a chunk takes its second)."""
     if cancel is None or outputs != "last":
         return engine.eval(prompt[reuse:], reuse, outputs=outputs, with_keys=with_keys)
-    if progress is not None and len(prompt) - reuse > CANCEL_CHUNK:
+    chunk = prefill_chunk(engine)
+    if progress is not None and len(prompt) - reuse > chunk:
         progress(reuse, len(prompt))
     with engine.cancellable(cancel):
-        while len(prompt) - reuse > CANCEL_CHUNK:
+        while len(prompt) - reuse > chunk:
             if cancel.is_set():
                 raise Cancelled("prefill cancelled")
-            engine.eval(prompt[reuse : reuse + CANCEL_CHUNK], reuse, outputs="last", with_keys=with_keys)
-            reuse += CANCEL_CHUNK
+            began = time.perf_counter()
+            engine.eval(prompt[reuse : reuse + chunk], reuse, outputs="last", with_keys=with_keys)
+            reuse += chunk
+            if time.perf_counter() - began < CHUNK_SECONDS / 2 and chunk < engine.n_batch:
+                chunk = _chunks[engine] = min(2 * chunk, engine.n_batch)
             if progress is not None:
                 progress(reuse, len(prompt))
         if cancel.is_set():
             raise Cancelled("prefill cancelled")
         return engine.eval(prompt[reuse:], reuse, outputs=outputs, with_keys=with_keys)
+
+
+def prefill_chunk(engine) -> int:
+    """Tokens per decode of this engine's next cancellable prefill (see CANCEL_CHUNK)."""
+    return _chunks.get(engine, min(CANCEL_CHUNK, engine.n_batch))

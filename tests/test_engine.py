@@ -161,7 +161,7 @@ def test_a_cancel_stops_the_decode_under_way(engine, monkeypatch):
     from sense_local.errors import Cancelled
 
     prompt = chat(engine, "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 90)
-    monkeypatch.setattr(prefill_reuse, "CANCEL_CHUNK", 10**6)  # one decode for the whole prompt
+    monkeypatch.setattr(prefill_reuse, "prefill_chunk", lambda engine: 10**6)  # one eval for the whole prompt
     engine.reset()
     cancel = threading.Event()
     real_eval = engine.eval
@@ -214,53 +214,83 @@ def test_a_cancel_stops_a_drafts_verification(engine):
     assert len(list(again.generate(prompt, 8))) == 8  # and the engine carries on
 
 
-def test_a_long_prefill_stops_between_chunks_when_cancelled(engine):
-    """Esc during a long prompt: the prefill checks the cancel flag every CANCEL_CHUNK tokens, the
-    decoder ends with stop reason "cancelled", and the chunks evaluated so far are reused next time."""
-    import threading
+def _eval_sizes(engine, monkeypatch, after=None):
+    """Record the size of each engine.eval call (calling after(sizes) when given)."""
+    real_eval, sizes = engine.eval, []
 
-    from sense_local.prefill_reuse import CANCEL_CHUNK
-    from sense_local.speculative.loop import SpecDecoder
-
-    prompt = chat(engine, "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 90)
-    assert len(prompt) > 4 * CANCEL_CHUNK
-    engine.reset()
-    cancel = threading.Event()
-    real_eval = engine.eval
-    calls = []
-
-    def eval_then_cancel(*args, **kw):
-        calls.append(1)
-        out = real_eval(*args, **kw)
-        if len(calls) == 2:
-            cancel.set()  # as if Esc came during the second chunk
+    def recorded(tokens, *args, **kw):
+        sizes.append(len(tokens))
+        out = real_eval(tokens, *args, **kw)
+        if after is not None:
+            after(sizes)
         return out
 
-    engine.eval = eval_then_cancel
-    try:
-        decoder = SpecDecoder(engine, method="ar")
-        events = list(decoder.generate(prompt, 16, cancel=cancel))
-    finally:
-        del engine.eval
-    assert events == [] and decoder.stats.stop_reason == "cancelled"
-    assert engine.n_past == 2 * CANCEL_CHUNK and engine.tokens == list(prompt[: 2 * CANCEL_CHUNK])
+    monkeypatch.setattr(engine, "eval", recorded)
+    return sizes
+
+
+def test_a_long_prefill_stops_between_chunks_when_cancelled(engine, monkeypatch):
+    """Esc during a long prompt: the prefill checks the cancel flag between chunks, the decoder ends
+    with stop reason "cancelled", and the chunks evaluated so far are reused next time."""
+    import threading
+
+    from sense_local.speculative.loop import SpecDecoder
+
+    prompt = chat(engine, "Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 200)
+    assert len(prompt) > 3 * engine.n_batch
+    engine.reset()
+    cancel = threading.Event()
+    sizes = _eval_sizes(engine, monkeypatch, lambda sizes: len(sizes) == 2 and cancel.set())  # Esc in chunk 2
+    decoder = SpecDecoder(engine, method="ar")
+    events = list(decoder.generate(prompt, 16, cancel=cancel))
+    monkeypatch.undo()
+    assert events == [] and decoder.stats.stop_reason == "cancelled" and len(sizes) == 2
+    assert engine.n_past == sum(sizes) and engine.tokens == list(prompt[: sum(sizes)])
     decoder = SpecDecoder(engine, method="ar")
     assert len(list(decoder.generate(prompt, 4))) == 4  # the rest of the prompt, then the reply
 
 
-def test_a_long_prefill_reports_its_progress(engine):
+def test_a_long_prefill_reports_its_progress(engine, monkeypatch):
     import threading
 
-    from sense_local.prefill_reuse import CANCEL_CHUNK
+    from sense_local import prefill_reuse
 
+    monkeypatch.setattr(prefill_reuse, "_chunks", prefill_reuse.weakref.WeakKeyDictionary())  # none learned
     engine.reset()
     prompt = engine.tokenize(PASSAGE * 30)
-    assert len(prompt) > 3 * CANCEL_CHUNK
-    seen = []
+    assert len(prompt) > 3 * prefill_reuse.CANCEL_CHUNK
+    sizes, seen = _eval_sizes(engine, monkeypatch), []
     engine.prefill(prompt, cancel=threading.Event(), progress=lambda done, total: seen.append((done, total)))
     # once before the first chunk (the front end says "reading" at once), then after each chunk
-    assert [d for d, _ in seen] == list(range(0, len(prompt) - 1, CANCEL_CHUNK))[: len(seen)]
-    assert len(seen) >= 3 and all(t == len(prompt) for _, t in seen) and seen[-1][0] < len(prompt)
+    assert [d for d, _ in seen] == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert sizes[0] == prefill_reuse.CANCEL_CHUNK and len(seen) >= 2
+    assert all(t == len(prompt) for _, t in seen) and seen[-1][0] < len(prompt)
     again = []  # reused: nothing is read again, nothing reported
     engine.prefill(prompt, cancel=threading.Event(), progress=lambda done, total: again.append(done))
     assert again == []
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_prefill_chunks_grow_while_they_are_quick(engine, monkeypatch, quick):
+    """A cancellable prefill's chunks double, up to n_batch, while each takes under half of
+    CHUNK_SECONDS (a fast model pays for small decodes), and the size is kept for the next prefill;
+    where chunks are slow they stay at CANCEL_CHUNK."""
+    import threading
+
+    from sense_local import prefill_reuse
+
+    monkeypatch.setattr(prefill_reuse, "_chunks", prefill_reuse.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(prefill_reuse, "CHUNK_SECONDS", 1e6 if quick else 0.0)
+    prompt = engine.tokenize(PASSAGE * 80)
+    assert len(prompt) > 4 * engine.n_batch
+    engine.reset()
+    sizes = _eval_sizes(engine, monkeypatch)
+    engine.prefill(prompt, cancel=threading.Event())
+    first = prefill_reuse.CANCEL_CHUNK
+    want = [first, 2 * first, 4 * first] if quick else [first] * 3
+    assert sizes[:3] == want and sum(sizes) == len(prompt)
+    assert prefill_reuse.prefill_chunk(engine) == (engine.n_batch if quick else first)
+    engine.reset()
+    sizes.clear()
+    engine.prefill(prompt, cancel=threading.Event())
+    assert sizes[0] == (engine.n_batch if quick else first)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -171,12 +172,13 @@ def _time_prefills(engine: Engine, prompt: list[int], peers, reps: int, rows: li
 
 def fresh_prefills(engine: Engine, server, prompt: list[int], reps: int) -> tuple[list[float], list[float]]:
     """Prompt tok/s of `reps` fresh prefills (nothing of the prompt cached), ours and llama-server's,
-    interleaved; a server run that reused a cached prefix or failed is left out."""
+    interleaved; a server run that reused a cached prefix or failed is left out. Ours is evaluated
+    as serve and the TUI evaluate a prompt: cancellable, in chunks (prefill_reuse.py)."""
     ours, theirs = [], []
     for _ in range(reps):
         engine.reset()
         t0 = time.perf_counter()
-        engine.prefill(prompt, outputs="last", with_keys=False)
+        engine.prefill(prompt, outputs="last", with_keys=False, cancel=threading.Event())
         ours.append(len(prompt) / (time.perf_counter() - t0))
         r = server.run(prompt, 1, fresh=True)
         if not r.error and r.prompt_n >= len(prompt) - 1:

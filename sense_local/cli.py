@@ -128,10 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curve", help="show this machine's decode cost curve for a model (what a k-token decode "
                        "costs in one-token decodes; every draft is sized by it), or --measure it now")
     add_model_args(p)
-    p.add_argument("--measure", action="store_true", help="measure it now at every size 1..32 and keep it "
-                   "(about a minute for the default model on 2 cores)")
+    p.add_argument("--measure", action="store_true", help="measure it now at every size 1..32 and every fourth "
+                   "to 64, and keep it (about a minute and a half for the default model on 2 cores)")
     p.add_argument("--if-missing", action="store_true",
-                   help="measure only where no measured curve is kept for this model, thread count and llama.cpp")
+                   help="measure only where no measured curve is kept for this model, thread count and llama.cpp "
+                   "(or one measured before it went to 64)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors and the measuring line")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_curve)

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 from .errors import SenseError
 
-SHOWN = (2, 4, 8, 16, 32)
+SHOWN = (2, 4, 8, 16, 32, 48, 64)
 
 
 def cmd_curve(args) -> int:
@@ -25,7 +25,7 @@ def cmd_curve(args) -> int:
     from .engine import default_threads
     from .model_info import read_model_info
     from .registry import resolve_model
-    from .speculative.cost import cost_curve_for, curve_source
+    from .speculative.cost import PROBE_LENGTHS, cost_curve_for, curve_source
 
     path = resolve_model(args.model)
     # the kept curve's key needs no loaded model (a curve measured before is found in milliseconds),
@@ -37,17 +37,20 @@ def cmd_curve(args) -> int:
     source = curve_source(identity)
     if source == "flat":
         raise SenseError("SENSE_COST_FLAT is set: every decode is priced as one, no curve is read or kept")
-    measure = args.measure or (args.if_missing and source != "measured")
+    kept = cost_curve_for(identity)  # the kept one, or PRIOR
+    # a curve measured before drafts could be 63 tokens long stops at 32: measured again, once
+    short = kept.lengths[-1] < PROBE_LENGTHS[-1]
+    measure = args.measure or (args.if_missing and (source != "measured" or short))
     seconds = 0.0
     if measure:
         engine = engine or load_engine(args)
-        print(f"measuring {path.name}'s decode cost at every size 1..32 on {engine.n_threads} threads (once; about "
-              "a minute for a 1.5B model on 2 cores)...", file=sys.stderr, flush=True)
+        print(f"measuring {path.name}'s decode cost at every size 1..32 and every fourth to 64 on {engine.n_threads} "
+              "threads (once; about a minute and a half for a 1.5B model on 2 cores)...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         curve = cost_curve_for(engine, measure=True)
         seconds, source = time.perf_counter() - t0, "measured"
     else:
-        curve = cost_curve_for(identity)  # the kept one, or PRIOR
+        curve = kept
     threads = identity.n_threads
     padded = {n: curve.padded(n) for n in range(1, curve.lengths[-1] + 1) if curve.padded(n) != n}
     if args.json:
@@ -63,5 +66,5 @@ def cmd_curve(args) -> int:
         runs = ", ".join(f"{n}->{m}" for n, m in padded.items())
         print(f"decodes run at a cheaper longer size: {runs}")
     if source != "measured":
-        print("not measured here: replies learn it as they go (--measure measures it now, about a minute)")
+        print("not measured here: replies learn it as they go (--measure measures it now, about a minute and a half)")
     return 0

@@ -139,7 +139,8 @@ def test_cli_defaults_are_read_from_the_library():
 
 def test_curve_is_shown_measured_once_and_is_what_replies_start_from(engine, model_path, tmp_path, monkeypatch):
     """`sense-local curve`: PRIOR where nothing was measured; --if-missing measures every size 1..32
-    once and keeps it; a second --if-missing finds it without loading the model; replies start from it."""
+    and every fourth to 64 once and keeps it; a second --if-missing finds it without loading the model
+    (one kept from before, measured only to 32, is measured again); replies start from it."""
     from sense_local.speculative.cost import PRIOR, cost_curve_for
 
     env = {"SENSE_HOME": str(tmp_path / "home")}
@@ -151,15 +152,19 @@ def test_curve_is_shown_measured_once_and_is_what_replies_start_from(engine, mod
     measured = run_cli("curve", *model, "--if-missing", "--json", env=env)
     doc = json.loads(measured.stdout)
     assert doc["source"] == "measured" and doc["measured_now"] and "measuring" in measured.stderr
-    assert doc["lengths"] == list(range(1, 33)) and doc["costs"][0] == 1.0 and doc["costs"][-1] > 1.5
+    assert doc["lengths"] == [*range(1, 33), *range(36, 65, 4)] and doc["costs"][0] == 1.0 and doc["costs"][-1] > 1.5
     kept = next((tmp_path / "home" / "cache" / "cost").glob("*.json"))
     written = kept.stat().st_mtime_ns
     again = json.loads(run_cli("curve", *model, "--if-missing", "--json", env=env).stdout)
     assert not again["measured_now"] and again["costs"] == doc["costs"]  # kept: not measured twice
     assert kept.stat().st_mtime_ns == written
+    old = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**old, "lengths": old["lengths"][:32], "costs": old["costs"][:32]}))
+    remeasured = json.loads(run_cli("curve", *model, "--if-missing", "--json", env=env).stdout)
+    assert remeasured["measured_now"] and remeasured["lengths"] == doc["lengths"]  # measured to 32 only: again
     flat = run_cli("curve", *model, env={**env, "SENSE_COST_FLAT": "1"})
     assert flat.returncode == 2 and "SENSE_COST_FLAT" in flat.stderr  # no curve to show: said, not faked
-    assert [round(c, 3) for c in cost_curve_for(engine).costs] == doc["costs"]  # what a reply sizes drafts by
+    assert [round(c, 3) for c in cost_curve_for(engine).costs] == remeasured["costs"]  # what a reply sizes drafts by
     assert "not measured" not in _serve_log(tmp_path / "after.log", model)  # the server says it only while true
     bad = run_cli("curve", "--model", "no-such-model", env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "unknown model" in bad.stderr

@@ -18,6 +18,11 @@ context) measured c(13..16) 8.3 / 8.7 / 9.5 / 7.6 and c(29..32) 13.7 / 14.4 / 14
 of 16 rows costs less than one of 14. So every size 1..32 is measured, and a decode of n rows is
 run at `padded(n)`, the cheapest measured size >= n, its cost the one the policy weighs (rows past
 the draft are filled and ignored).
+
+Past 32, every fourth size to 64 is measured (sizes between are interpolated): a copy known to go on
+pays for longer decodes. The same 1.5B (128 tokens of context) measured c(32) 14.7, c(48) 19.1,
+c(64) 24.6, so a copy verified whole yields 2.25 / 2.56 / 2.65 tokens per one-token decode's time
+(at 900 tokens of context 1.84 / 2.06 / 2.28); llama-server's ngram-mod drafts 48-64 tokens.
 """
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ import numpy as np
 
 from ..paths import cache_dir
 
-PROBE_LENGTHS = tuple(range(1, 33))  # every decode size a draft (at most 31 tokens) can need
+# every decode size a draft of up to 31 tokens can need, then every fourth to the loop's longest
+PROBE_LENGTHS = tuple(range(1, 33)) + tuple(range(36, 65, 4))
 MIN_GAIN = 1.05  # a draft must promise at least this speed ratio over plain decoding
 PAD_MARGIN = 0.03  # a longer decode is run instead only when it costs this much less: not a timing's noise
 LEARNED_AFTER = 24  # multi-token decodes a generation must have counted before its learned curve is kept
@@ -251,7 +257,7 @@ def cost_curve_known(engine) -> bool:
 def cost_curve_for(engine, *, measure: bool = False) -> CostCurve:
     """The engine's cost curve: measured or learned before on this machine, else PRIOR at once.
     measure=True measures it now and keeps it (what `bench` does on every run, ~52 s for the 1.5B on
-    2 cores at every size 1..32, 7.5 s for the 135M, so a curve measured once on a busy machine does not size the drafts of
+    2 cores at every size 1..32 and ~30 s more for 36..64, 7.5 s + ~5 s for the 135M, so a curve measured once on a busy machine does not size the drafts of
     every later run); a reply never waits for that."""
     if os.environ.get("SENSE_COST_FLAT"):
         return FLAT

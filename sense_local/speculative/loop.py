@@ -32,7 +32,9 @@ from .penalties import Penalties, PenaltyState
 from .types import TARGET, CommittedKeys, Draft, Feedback, GenerationStats, TokenEvent, Verdict
 from .verify import AcceptanceRule, top2_gap
 
-MAX_DRAFT = 32
+# the longest draft: decoded with the token before it, 64 rows, the longest size the cost curve
+# measures (cost.py: a copy known to go on pays for long decodes on a CPU too)
+MAX_DRAFT = 63
 
 
 @dataclass

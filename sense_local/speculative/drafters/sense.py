@@ -28,6 +28,7 @@ draft competes the same way: a phrase the model wrote before in another conversa
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -293,9 +294,11 @@ class SenseDrafter(Drafter):
             self._fruit(None)
         self._rivals = []
         limit = min(max_len, self.max_len)
-        lexical = self.lexical.propose(limit) if self.lexical is not None else None
+        lexical = self.lexical.propose(max_len) if self.lexical is not None else None
         if lexical is not None and lexical.key >= self.copy_match_bucket:
-            return lexical  # a copy under way: the n-gram match already knows what follows
+            return lexical  # a copy under way: the n-gram match already knows what follows, as far as the loop allows
+        if lexical is not None and len(lexical.tokens) > limit:  # else as long as the neighbours' drafts
+            lexical = dataclasses.replace(lexical, tokens=lexical.tokens[:limit])
         recalled = self.recall.propose(limit) if self.recall is not None else None
         drafts = [d for d in (self._propose_neighbours(max_len), lexical, recalled) if d is not None]
         if not drafts:

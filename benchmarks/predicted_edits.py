@@ -3,8 +3,8 @@
 prediction. Decode tok/s of `ar`, `ar` + prediction, `pld`, `pld` + prediction, and llama-server
 (plain and `--spec-type ngram-mod`, which has no prediction input) on the same prompts, one request at
 a time, interleaved per edit; text compared with `ar`'s (identical, or the top-2 gap where they part).
-With --ceiling, also `ar` with `ar`'s own reply as the prediction (benchmarks/predicted_ceiling.py's
-ceiling, measured beside the others).
+With --ceiling, also `ar` with `ar`'s own reply as the prediction: every draft right, the ceiling any
+prediction can give on that edit on this machine, measured beside the others.
 """
 from __future__ import annotations
 
@@ -129,19 +129,13 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def edit_bench_parser(description: str) -> argparse.ArgumentParser:
-    """The flags every run over EDITS takes (this bench and predicted_ceiling)."""
-    ap = argparse.ArgumentParser(description=description.split("\n")[0])
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--edits", type=int, default=len(EDITS))
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--json", help="write the figures here")
-    return ap
-
-
-def main(argv=None) -> int:
-    ap = edit_bench_parser(__doc__)
     ap.add_argument("--no-peers", dest="peers", action="store_false", help="leave llama-server out")
     ap.add_argument("--ceiling", action="store_true",
                     help="also run ar with ar's own reply as the prediction (the ceiling, in the same run)")

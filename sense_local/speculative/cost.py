@@ -256,9 +256,9 @@ def cost_curve_known(engine) -> bool:
 
 def cost_curve_for(engine, *, measure: bool = False) -> CostCurve:
     """The engine's cost curve: measured or learned before on this machine, else PRIOR at once.
-    measure=True measures it now and keeps it (what `bench` does on every run, ~52 s for the 1.5B on
-    2 cores at every size 1..32 and ~30 s more for 36..64, 7.5 s + ~5 s for the 135M, so a curve measured once on a busy machine does not size the drafts of
-    every later run); a reply never waits for that."""
+    measure=True measures it now and keeps it (what `bench` does on every run: 87 s for the 1.5B on
+    2 cores, 52 s of it for the sizes 1..32; ~12 s for the 135M), so a curve measured once on a busy
+    machine does not size the drafts of every later run; a reply never waits for that."""
     if os.environ.get("SENSE_COST_FLAT"):
         return FLAT
     path = _cache_file(engine)

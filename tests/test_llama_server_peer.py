@@ -9,7 +9,7 @@ import pytest
 
 from conftest import chat
 from sense_local.bench.llama_server import LlamaServerPeer, server_binary
-from sense_local.bench.runner import NEAR_TIE
+from sense_local.bench.runner import NEAR_TIE, PREFILL_PAIRS, fresh_prefills
 from sense_local.generation import GenerationOptions, make_decoder
 
 COPY = ("Repeat the following text exactly, word for word:\n\n"
@@ -53,6 +53,12 @@ def test_llama_server_decodes_what_our_engine_decodes(binary, engine, model_path
         assert again.prompt_n == len(prompt) and again.prompt_tok_per_s > 0
         cached = peer.run(prompt, 4)
         assert cached.prompt_n < len(prompt)  # its prompt cache on: only the tail again
+        # the bench's paired fresh prefills: `reps` pairs when time is short, up to PREFILL_PAIRS
+        # while they fit, each side evaluating the whole prompt
+        ours, theirs = fresh_prefills(engine, peer, prompt, 2, seconds=0.0)
+        assert len(ours) == len(theirs) == 2 and engine.tokens == list(prompt)
+        ours, theirs = fresh_prefills(engine, peer, prompt, 2, seconds=600.0)
+        assert len(ours) == len(theirs) == PREFILL_PAIRS and min(ours + theirs) > 0
     finally:
         peer.close()
     assert peer.proc is None

@@ -3,6 +3,7 @@ engine, the CLI and the server (the `openai` client's `prediction`)."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import numpy as np
@@ -69,6 +70,27 @@ def test_the_drafter_follows_leaves_and_learns_a_replacement():
     stats = GenerationStats(method="ar")
     drafter.report(stats)
     assert stats.prediction_accepted == 4 and stats.prediction_rejected == 3  # a, b, c, d followed; the x's not
+
+
+def test_a_rename_learned_on_one_token_is_made_in_every_token_that_holds_the_word(engine):
+    """calendar.py's `year` comes as different tokens ("(year", " year", "year" after "("): a rename
+    learned where the output first wrote `yr` is drafted at the others too, and not inside a longer
+    word (`years`)."""
+    source = "def isleap(year):\n    return year % 4 == 0 and (year % 100 != 0)\n# years\n"
+    pred = engine.tokenize(source, add_special=False)
+    k = next(i for i, t in enumerate(pred) if b"year" in engine.piece(t))
+    renamed = engine.tokenize(engine.piece(pred[k]).decode().replace("year", "yr"), add_special=False)
+    output = pred[:k] + renamed + pred[k + 1 : k + 2]  # yr written for year, then the prediction again
+    rest = engine.detokenize(pred[k + 2 :])
+    assert rest.count("year") == 3, "the test's premise: two more occurrences, and `years`"
+    drafter = PredictionDrafter(pred, vocab=engine)
+    drafter.begin([1])
+    drafter.extend(output)
+    assert engine.detokenize(drafter.propose(64).tokens.tolist()) == re.sub(r"\byear\b", "yr", rest)
+    plain = PredictionDrafter(pred)  # token by token only: the other occurrences are other tokens
+    plain.begin([1])
+    plain.extend(output)
+    assert engine.detokenize(plain.propose(64).tokens.tolist()).count("year") >= 2
 
 
 def test_the_drafter_finds_its_place_after_an_insertion():

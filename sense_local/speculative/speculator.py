@@ -56,7 +56,7 @@ class Speculator:
         drafter = method.make_drafter(self) if method.make_drafter else None
         if prediction:  # the predicted text drafts first; the method's drafter where the output leaves it
             predicted = self.engine.tokenize(prediction, add_special=False)
-            drafter = PredictionDrafter(predicted, fallback=drafter)
+            drafter = PredictionDrafter(predicted, fallback=drafter, vocab=self.engine)
         self.drafter = drafter
         return drafter
 

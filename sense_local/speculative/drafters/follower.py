@@ -27,9 +27,10 @@ MAX_SPAN = 3  # source tokens a learned replacement may stand for
 
 
 class Follower:
-    def __init__(self, source: Sequence[int], fixed: Callable[[int], bool] | None = None):
+    def __init__(self, source: Sequence[int], fixed: Callable[[int], bool] | None = None, renames=None):
         self.source = source  # the tokens copied (a list that may grow, or an array)
         self.fixed = fixed  # token -> True for tokens a replacement never involves (None: none such)
+        self.renames = renames  # a WordRenames (renames.py): learned words renamed in any token (None: tokens only)
         self.replaced: dict[tuple[int, ...], tuple[int, ...]] = {}  # source span -> what the output wrote instead
         self.cursor: int | None = None  # the source token the output should produce next (None: lost)
         self.synced = False  # the output is following the source at the cursor
@@ -80,12 +81,14 @@ class Follower:
         return False
 
     def _replacements_at(self, i: int):
-        if not self.replaced:
-            return
-        for n in range(MAX_SPAN, 0, -1):
+        for n in range(MAX_SPAN, 0, -1) if self.replaced else ():
             span = tuple(int(x) for x in self.source[i : i + n])
             if len(span) == n and span in self.replaced:
                 yield span, self.replaced[span]
+        if self.renames is not None and i < len(self.source):
+            renamed = self.renames.renamed(self.source, i)
+            if renamed is not None:
+                yield (int(self.source[i]),), renamed
 
     def _near(self, token: int, output: Sequence[int]) -> bool:
         """Soon after the output left the source, the token found within NEAR tokens of where it
@@ -103,6 +106,8 @@ class Follower:
         instead = tuple(int(x) for x in output[self.left_output : -1])
         if 0 < len(span) <= MAX_SPAN and 0 < len(instead) <= NEAR and not self._involves_fixed(span + instead):
             self.replaced[span] = instead
+            if self.renames is not None:
+                self.renames.learn(self.source, self.left_at, at, instead)
         self.followed_at, self.cursor, self.synced, self.left_at = at, at + 1, True, None
         return True
 

@@ -25,6 +25,7 @@ import numpy as np
 from ..types import CommittedKeys, Draft, Feedback, GenerationStats
 from .base import AcceptanceEstimate, Drafter
 from .follower import Follower
+from .renames import WordRenames
 
 RESYNC_N = 4  # tokens of output matched anywhere in the prediction to find the cursor again
 RESYNC_WINDOW = 48  # shorter matches (2, 3 tokens) count only this close after the cursor
@@ -49,9 +50,12 @@ def _one_pool(bucket: int) -> int:
 class PredictionDrafter(Drafter):
     name = SOURCE
 
-    def __init__(self, prediction: Sequence[int], fallback: Drafter | None = None):
+    def __init__(self, prediction: Sequence[int], fallback: Drafter | None = None, vocab=None):
+        """`vocab`: the target's vocabulary (piece, tokenize), for renames learned as words
+        (renames.py); None: replacements are learned token by token only."""
         self.prediction = np.asarray(prediction, dtype=np.int32)  # [P]
         self.fallback = fallback
+        self.vocab = vocab
         self.needs_keys = fallback is not None and fallback.needs_keys
         self._grams: dict[tuple[int, ...], list[int]] = {}  # n-gram -> positions just after each occurrence
         pred = self.prediction.tolist()
@@ -63,7 +67,8 @@ class PredictionDrafter(Drafter):
 
     def _reset(self) -> None:
         self.output: list[int] = []
-        self.follower = Follower(self.prediction)  # the cursor in the prediction, its learned replacements
+        renames = WordRenames(self.vocab) if self.vocab is not None else None
+        self.follower = Follower(self.prediction, renames=renames)  # the cursor in the prediction, its learned replacements
         self.follower.place(0)
         self.followed = np.zeros(len(self.prediction), dtype=bool)  # [P] prediction tokens the output produced
 

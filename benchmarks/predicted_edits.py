@@ -70,10 +70,17 @@ def ceiling(engine: Engine, prompt: list[int], reply: list[int], max_tokens: int
     reply = [t for t in reply if t >= 0]
     for n in range(1, tries + 1):
         r = ours(engine, prompt, "ar", engine.detokenize(reply), max_tokens)
-        if [t for t in r["tokens"] if t >= 0] == reply:
+        own = [t for t in r["tokens"] if t >= 0]
+        if own == reply:
             break
-        reply = [t for t in r["tokens"] if t >= 0]
+        reply = own
     return r, n
+
+
+def figures(ref: dict, r: dict) -> dict:
+    """A run's row entry: speed, tau, its text against `ar`'s (`ref`), the prediction's counts."""
+    return {"tok_per_s": r["tok_per_s"], "tau": r["tau"], "text": same_as(ref, r["tokens"]),
+            "accepted_prediction": r["accepted_prediction"], "rejected_prediction": r["rejected_prediction"]}
 
 
 def same_as(ref: dict, tokens: list[int]) -> str:
@@ -107,15 +114,10 @@ def run(args) -> dict:
             row["ar"] = {"tok_per_s": ref["tok_per_s"], "tokens": len(ref["tokens"])}
             runs = [("ar+prediction", "ar", prediction), ("pld", "pld", ""), ("pld+prediction", "pld", prediction)]
             for name, method, pred in runs:
-                r = ours(engine, prompt, method, pred, args.max_tokens)
-                row[name] = {"tok_per_s": r["tok_per_s"], "tau": r["tau"], "text": same_as(ref, r["tokens"]),
-                             "accepted_prediction": r["accepted_prediction"],
-                             "rejected_prediction": r["rejected_prediction"]}
+                row[name] = figures(ref, ours(engine, prompt, method, pred, args.max_tokens))
             if args.ceiling:
                 r, tries = ceiling(engine, prompt, ref["tokens"], args.max_tokens)
-                row["ar+own reply"] = {"tok_per_s": r["tok_per_s"], "tau": r["tau"], "text": same_as(ref, r["tokens"]),
-                                       "accepted_prediction": r["accepted_prediction"],
-                                       "rejected_prediction": r["rejected_prediction"], "tries": tries}
+                row["ar+own reply"] = figures(ref, r) | {"tries": tries}
             for name, peer in peers.items():
                 if name.endswith("ngram-mod"):
                     peer.restart()  # its pool must not hold this edit's earlier answer

@@ -181,20 +181,25 @@ def fresh_prefills(engine: Engine, server, prompt: list[int], reps: int,
     swing: on the 135M's code and docqa-rag prompts a pair's ratio ranged 0.92x-1.15x (the median
     of 8: 1.03x-1.05x), and the quick suite's two reps had read 0.82x-0.96x."""
     ours, theirs = [], []
+
+    def our_prefill() -> None:
+        engine.reset()
+        t0 = time.perf_counter()
+        engine.prefill(prompt, outputs="last", with_keys=False, cancel=threading.Event())
+        ours.append(len(prompt) / (time.perf_counter() - t0))
+
+    def their_prefill() -> None:
+        r = server.run(prompt, 1, fresh=True)
+        if not r.error and r.prompt_n >= len(prompt) - 1:
+            theirs.append(r.prompt_tok_per_s)
+
     began = time.perf_counter()
     for i in range(PREFILL_PAIRS):
         if i >= reps and time.perf_counter() - began > seconds * i / (i + 1):
             break  # the next pair would not fit
-        for side in ((0, 1) if i % 2 == 0 else (1, 0)):
-            if side == 0:
-                engine.reset()
-                t0 = time.perf_counter()
-                engine.prefill(prompt, outputs="last", with_keys=False, cancel=threading.Event())
-                ours.append(len(prompt) / (time.perf_counter() - t0))
-            else:
-                r = server.run(prompt, 1, fresh=True)
-                if not r.error and r.prompt_n >= len(prompt) - 1:
-                    theirs.append(r.prompt_tok_per_s)
+        pair = (our_prefill, their_prefill) if i % 2 == 0 else (their_prefill, our_prefill)
+        for prefill in pair:
+            prefill()
     return ours, theirs
 
 

@@ -6,7 +6,9 @@ chat with) take the `default_engine` fixture or pass `--model default`.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,8 +65,10 @@ def cost_curve_file(tmp_path, monkeypatch) -> Path:
 def server_env() -> dict:
     """The environment of a server a test starts: conversations it keeps on disk (kv_disk.py) go to a
     folder of its own (a module's server starts before any test's own folder is set, and must not
-    resume from another module's server)."""
-    return {**os.environ, "SENSE_KV_STATES": tempfile.mkdtemp(prefix="sense-kv-states-")}
+    resume from another module's server); removed when the test run ends."""
+    folder = tempfile.mkdtemp(prefix="sense-kv-states-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return {**os.environ, "SENSE_KV_STATES": folder}
 
 
 def chat(engine, text: str) -> list[int]:

@@ -4,7 +4,8 @@ replayed through one speculator whose reply history fills as the conversations g
 does; a run's time is the sum of c(decode size) on the recorded cost curve (replay_bench.py). Per
 method, over the last third: modeled speedup over `ar` (geometric mean per conversation), tau, and
 drafted / accepted tokens by source; beside it the copying oracle over the prompt and every earlier
-reply (copy_ceiling.py), free and costed.
+reply (copy_ceiling.py), free and costed, and a realizable suffix drafter modeled on the same curve
+(suffix_model.py: SuffixDecoding's vote, its acceptance calibrated on the first two thirds).
 
     python -m benchmarks.replay_returning_user --model default --outputs /tmp/ru.json --methods pld,sense
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from benchmarks.replay_bench import ReplayEngine, recorded_keys, recorded_reply, replayed_events, unreplayable
 from sense_local.bench.chat_tasks import RETURNING_USER
 from sense_local.bench.copy_ceiling import copy_ceiling, costed_ceiling
+from sense_local.bench.suffix_model import calibrate, modeled_speed
 from sense_local.chat_template import chat_tokens
 from sense_local.engine import Engine
 from sense_local.registry import resolve_model
@@ -95,6 +97,10 @@ def main(argv=None) -> int:
     print(f"cost curve {data['curve']['costs'][:8]}...; last {len(last)} of {len(tasks)} conversations")
     print(f"{'run':28s} {'over ar':>8s} {'tau':>6s}  drafted / accepted by source")
     print(f"{'copying oracle (costed)':28s} {statistics.geometric_mean(costed):7.3f}x {statistics.median(free):6.2f}  (tau: free verification)")
+    table = calibrate((t["prompt"], t["output"], earlier(i)) for i, t in enumerate(tasks[:LAST_THIRD]))
+    modeled = [modeled_speed(t["prompt"], t["output"], earlier(LAST_THIRD + j), table, curve.cost) for j, t in enumerate(last)]
+    print(f"{'suffix drafter (modeled)':28s} {statistics.geometric_mean([m[0] for m in modeled]):7.3f}x "
+          f"{statistics.mean([m[1] for m in modeled]):6.2f}  (calibrated on the first {LAST_THIRD})")
     ar = replay_pass("ar", tasks, keys, vocab, curve, False)[LAST_THIRD:]
     runs = [(m, h) for m in methods for h in ((True, False) if m.startswith("sense") else (False,))]
     for method, with_history in runs:

@@ -5,6 +5,7 @@ import pytest
 
 from conftest import chat
 from sense_local.bench.copy_ceiling import copy_ceiling, costed_ceiling
+from sense_local.bench.suffix_model import calibrate, modeled_speed
 from sense_local.bench.tasks import build_tasks
 from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.speculative.rewrap import rewrapped_tokens
@@ -58,3 +59,20 @@ def test_the_costed_ceiling_pays_the_curve_a_copy_is_verified_at():
     assert half == pytest.approx(6 / 3.5)  # one decode of 6 (5 drafted, the 6th its own token): c(6) = 3.5
     assert costed_ceiling([1, 2, 3], [11, 12, 13, 14], lambda k: 1.0) == pytest.approx(1.0)  # nothing to copy
 
+
+
+def test_the_modeled_suffix_drafter_copies_an_earlier_reply_but_never_passes_the_oracle():
+    rng = __import__("random").Random(7)
+    phrase = rng.sample(range(1000, 2000), 40)  # what the user's replies keep saying
+    replies = [(words := rng.sample(range(100, 900), 24))[:12] + phrase + words[12:] for _ in range(4)]
+    prompt = [1, 2, 3]
+    table = calibrate((prompt, reply, replies[:i]) for i, reply in enumerate(replies[:3]))
+    curve = lambda k: 1.0 + 0.3 * (k - 1)  # noqa: E731
+    output = replies[3]
+    with_history = modeled_speed(prompt, output, replies[:3], table, curve)
+    alone = modeled_speed(prompt, output, [], table, curve)
+    assert with_history[0] > 1.2 and with_history[1] > 2  # the phrase is drafted from the history
+    assert alone == (1.0, 1.0)  # nothing in this reply repeats: nothing drafted, nothing paid
+    assert with_history[0] <= costed_ceiling(prompt, output, curve, replies[:3]) + 1e-9
+    # a curve on which a 2-token decode costs two decodes: no draft can pay, none is made
+    assert modeled_speed(prompt, output, replies[:3], table, lambda k: float(k))[0] == 1.0

@@ -93,6 +93,39 @@ def test_a_rename_learned_on_one_token_is_made_in_every_token_that_holds_the_wor
     assert engine.detokenize(plain.propose(64).tokens.tolist()).count("year") >= 2
 
 
+def _renamed_once(engine, source: str, old: str, new: str) -> tuple[list[int], list[int], str]:
+    """(prediction tokens, an output that wrote `new` for `old` in the first token holding it and
+    then went on with the prediction for one token, the prediction's text after that)."""
+    pred = engine.tokenize(source, add_special=False)
+    k = next(i for i, t in enumerate(pred) if old.encode() in engine.piece(t))
+    renamed = engine.tokenize(engine.piece(pred[k]).decode().replace(old, new), add_special=False)
+    return pred, pred[:k] + renamed + pred[k + 1 : k + 2], engine.detokenize(pred[k + 2 :])
+
+
+def test_a_rename_of_a_word_split_over_tokens_is_made_wherever_the_word_occurs(engine):
+    """glob's `root_dir`: the output wrote " base" for " root" before "_dir"; the rename is of the
+    whole word, made where the word comes as other tokens ("=root" "_dir"), not in `root_directory`."""
+    source = "def glob(pathname, *, root_dir=None):\n    return iglob(pathname, root_dir=root_dir)\n# root_directory\n"
+    pred, output, rest = _renamed_once(engine, source, "root", "base")
+    assert not any(b"root_dir" in engine.piece(t) for t in pred), "the test's premise: the word is split"
+    drafter = PredictionDrafter(pred, vocab=engine)
+    drafter.begin([1])
+    drafter.extend(output)
+    assert engine.detokenize(drafter.propose(64).tokens.tolist()) == re.sub(r"\broot_dir\b", "base_dir", rest)
+
+
+def test_a_replacement_is_not_made_inside_a_longer_word(engine):
+    """" month" -> " mon" learned before ", day" is made at the next " month" but not in "monthrange"."""
+    source = "def f(year, month, day):\n    return monthrange(year, month)\n"
+    pred, output, rest = _renamed_once(engine, source, "month", "mon")
+    word = next(t for t in pred if engine.piece(t) == b" month")
+    assert pred.count(word) == 3, "the test's premise: monthrange starts with the same token"
+    drafter = PredictionDrafter(pred, vocab=engine)
+    drafter.begin([1])
+    drafter.extend(output)
+    assert engine.detokenize(drafter.propose(64).tokens.tolist()) == rest.replace("year, month)", "year, mon)")
+
+
 def test_the_drafter_finds_its_place_after_an_insertion():
     pred = list(range(100, 140))
     drafter = PredictionDrafter(pred)

@@ -5,7 +5,9 @@ While the output follows the source, the cursor marks the source token it should
 Where the output leaves it (an edit), the cursor is lost; one token found within NEAR tokens of
 where it left, right after it left, is enough to follow again, and what the output wrote in between
 is learned as a replacement of the source tokens it skipped: after " names" became " items" once,
-every later " names" is drafted as " items" (a rename edits every occurrence). Prompt lookup also
+every later " names" is drafted as " items" (a rename edits every occurrence). With a vocabulary
+(Predicted Outputs) a replacement is made only where a word goes on after it as it did where it was
+learned: " month" -> " mon" learned before ", day" is not made in " month" "range". Prompt lookup also
 forgets a replacement that a verification rejects at its first token (`rejected_at`): an edit
 made once in a prompt being rewritten is not a rename, and must not spoil the rest of the copy.
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from .renames import is_word_byte as _word_byte
+
 NEAR = 4  # one token counts this close after where the output left, this soon after (`near`)
 MAX_SPAN = 3  # source tokens a learned replacement may stand for
 
@@ -32,6 +36,7 @@ class Follower:
         self.fixed = fixed  # token -> True for tokens a replacement never involves (None: none such)
         self.renames = renames  # a WordRenames (renames.py): learned words renamed in any token (None: tokens only)
         self.replaced: dict[tuple[int, ...], tuple[int, ...]] = {}  # source span -> what the output wrote instead
+        self._learned_in_word: dict[tuple[int, ...], bool | None] = {}  # span -> a word went on after it there
         self.cursor: int | None = None  # the source token the output should produce next (None: lost)
         self.synced = False  # the output is following the source at the cursor
         self.pending: list[int] = []  # a learned replacement's tokens still to come before the cursor
@@ -83,12 +88,12 @@ class Follower:
     def _replacements_at(self, i: int):
         for n in range(MAX_SPAN, 0, -1) if self.replaced else ():
             span = tuple(int(x) for x in self.source[i : i + n])
-            if len(span) == n and span in self.replaced:
+            if len(span) == n and span in self.replaced and self._word_goes_on(i + n) == self._learned_in_word.get(span):
                 yield span, self.replaced[span]
         if self.renames is not None and i < len(self.source):
             renamed = self.renames.renamed(self.source, i)
             if renamed is not None:
-                yield (int(self.source[i]),), renamed
+                yield renamed
 
     def _near(self, token: int, output: Sequence[int]) -> bool:
         """Soon after the output left the source, the token found within NEAR tokens of where it
@@ -105,11 +110,20 @@ class Follower:
         span = tuple(int(x) for x in self.source[self.left_at : at])
         instead = tuple(int(x) for x in output[self.left_output : -1])
         if 0 < len(span) <= MAX_SPAN and 0 < len(instead) <= NEAR and not self._involves_fixed(span + instead):
-            self.replaced[span] = instead
-            if self.renames is not None:
-                self.renames.learn(self.source, self.left_at, at, instead)
+            # a rename of words is made by the word (renames.py), wherever the word occurs whole
+            if self.renames is None or not self.renames.learn(self.source, self.left_at, at, instead):
+                self.replaced[span] = instead
+                self._learned_in_word[span] = self._word_goes_on(at)
         self.followed_at, self.cursor, self.synced, self.left_at = at, at + 1, True, None
         return True
+
+    def _word_goes_on(self, i: int) -> bool | None:
+        """Whether source[i] goes on with a word source[i - 1] ends in (None without a vocabulary:
+        every replacement is made wherever its tokens occur)."""
+        if self.renames is None or not 0 < i < len(self.source):
+            return None if self.renames is None else False
+        piece = self.renames.vocab.piece
+        return _word_byte(piece(int(self.source[i - 1]))[-1:]) and _word_byte(piece(int(self.source[i]))[:1])
 
     def _involves_fixed(self, tokens: tuple[int, ...]) -> bool:
         return self.fixed is not None and any(self.fixed(t) for t in tokens)

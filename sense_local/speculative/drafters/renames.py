@@ -8,7 +8,10 @@ and cost one to three one-token decodes before the cursor was found again (tau 6
 reply itself as the prediction gives 25.6). So when a learned replacement renames words (the same
 words in the same order but for identifiers written differently), each such word is renamed in
 every later source token that holds it whole, and that token's text, renamed, is tokenized again
-for the draft.
+for the draft. A word split over tokens is renamed too: glob's `root_dir` is " root" "_dir" after a
+space but "=root" "_dir" after "=", so the rename learned on the first missed the second (a 63-token
+draft rejected at its 49th); the few tokens from the one where the word starts to the one where it
+ends are renamed and tokenized again together (at most MAX_WORD_TOKENS).
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ import re
 from collections.abc import Sequence
 
 WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+MAX_WORD_TOKENS = 4  # source tokens a renamed word may span
 
 
-def _is_word_byte(b: bytes) -> bool:
+def is_word_byte(b: bytes) -> bool:
     return bool(b) and (b.isalnum() or b == b"_")
 
 
@@ -28,49 +32,69 @@ class WordRenames:
     def __init__(self, vocab):
         self.vocab = vocab
         self.words: dict[bytes, bytes] = {}  # identifier in the source -> what the output writes for it
-        self._made: dict[tuple[int, bool, bool], tuple[int, ...] | None] = {}  # (token, word before, word after) -> renamed
+        self._made: dict[tuple, tuple[int, ...] | None] = {}  # (tokens, word before, word after) -> renamed
 
-    def learn(self, source: Sequence[int], start: int, end: int, instead: Sequence[int]) -> None:
+    def learn(self, source: Sequence[int], start: int, end: int, instead: Sequence[int]) -> bool:
         """The output wrote `instead` for source[start:end]: keep the renames it makes (none unless
-        the span starts and ends at word boundaries and both sides hold as many words)."""
+        both sides, taken to the word boundaries around the span, hold as many words). Whether
+        it renamed words."""
         piece = self.vocab.piece
         old = b"".join(piece(int(t)) for t in source[start:end])
         new = b"".join(piece(int(t)) for t in instead)
-        before = piece(int(source[start - 1])) if start > 0 else b""
-        after = piece(int(source[end])) if end < len(source) else b""
-        if (_is_word_byte(old[:1]) and _is_word_byte(before[-1:])) or (_is_word_byte(old[-1:]) and _is_word_byte(after[:1])):
-            return  # the span cuts a word: what it renames is not a whole identifier
+        # a span that cuts a word (" root" -> " base" before "_dir") takes in the source tokens
+        # around it that the word goes on in, on both sides alike
+        for _ in range(MAX_WORD_TOKENS):
+            after = piece(int(source[end])) if end < len(source) else b""
+            if not (is_word_byte(old[-1:]) and is_word_byte(after[:1])):
+                break
+            old, new, end = old + after, new + after, end + 1
+        for _ in range(MAX_WORD_TOKENS):
+            before = piece(int(source[start - 1])) if start > 0 else b""
+            if not (is_word_byte(old[:1]) and is_word_byte(before[-1:])):
+                break
+            old, new, start = before + old, before + new, start - 1
+        if (is_word_byte(old[:1]) and is_word_byte(before[-1:])) or (is_word_byte(old[-1:]) and is_word_byte(after[:1])):
+            return False  # the word goes on further than that: not a rename of identifiers
         a, b = WORD.findall(old), WORD.findall(new)
         if not a or len(a) != len(b) or WORD.sub(b"", old) != WORD.sub(b"", new):
-            return  # not the same text but for identifiers
+            return False  # not the same text but for identifiers
         pairs = {x: y for x, y in zip(a, b) if x != y}
         if pairs and all(self.words.get(x, y) == y for x, y in pairs.items()):
             self.words.update(pairs)
             self._made.clear()
+            return True
+        return False
 
-    def renamed(self, source: Sequence[int], i: int) -> tuple[int, ...] | None:
-        """source[i] with the learned renames made (its tokens), or None where it holds none whole."""
+    def renamed(self, source: Sequence[int], i: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """(source tokens from i, those tokens with the learned renames made) for the fewest tokens
+        from i that hold whole a renamed word starting in source[i]; None where no such word starts."""
         if not self.words:
             return None
         piece = self.vocab.piece
-        token = int(source[i])
-        word_before = i > 0 and _is_word_byte(piece(int(source[i - 1]))[-1:])
-        word_after = i + 1 < len(source) and _is_word_byte(piece(int(source[i + 1]))[:1])
-        key = (token, word_before, word_after)
-        if key not in self._made:
-            self._made[key] = self._rename(piece(token), word_before, word_after)
-        return self._made[key]
+        word_before = i > 0 and is_word_byte(piece(int(source[i - 1]))[-1:])
+        for k in range(1, min(MAX_WORD_TOKENS, len(source) - i) + 1):
+            span = tuple(int(t) for t in source[i : i + k])
+            word_after = i + k < len(source) and is_word_byte(piece(int(source[i + k]))[:1])
+            key = (span, word_before, word_after)
+            if key not in self._made:
+                self._made[key] = self._rename([piece(t) for t in span], word_before, word_after)
+            if self._made[key] is not None:
+                return span, self._made[key]
+        return None
 
-    def _rename(self, text: bytes, word_before: bool, word_after: bool) -> tuple[int, ...] | None:
-        out, at, changed = [], 0, False
+    def _rename(self, pieces: list[bytes], word_before: bool, word_after: bool) -> tuple[int, ...] | None:
+        """The pieces' text with every renamed word it holds whole made, tokenized; None unless one
+        of them starts in the first piece."""
+        text = b"".join(pieces)
+        out, at, starts_here = [], 0, False
         for m in WORD.finditer(text):
             new = self.words.get(m.group())
             cut = (m.start() == 0 and word_before) or (m.end() == len(text) and word_after)
             if new is None or cut:
                 continue
             out += [text[at : m.start()], new]
-            at, changed = m.end(), True
-        if not changed:
+            at, starts_here = m.end(), starts_here or m.start() < len(pieces[0])
+        if not starts_here:
             return None
         renamed = (b"".join(out) + text[at:]).decode("utf-8", errors="ignore")
         tokens = tuple(int(t) for t in self.vocab.tokenize(renamed, add_special=False))

@@ -2,7 +2,10 @@
 the copy oracle (sense_local/bench/copy_ceiling.py) priced on the run's own measured cost curve,
 over `ar`'s recorded output of each task (prompts rebuilt as the bench builds them, docqa-rag's
 with passages from the bench store). It tells a bar that asks more than copying can give on this
-CPU from a drafter's shortfall.
+CPU from a drafter's shortfall. Beside it, a realizable copier modeled on the same outputs and curve
+(sense_local/bench/suffix_model.py: the longest suffix match in the prompt and the output so far,
+its occurrences' continuations voted, acceptance calibrated on the kind's other tasks): what a
+drafter that does not know the output gets from the same copying.
 
     python -m benchmarks.cost_ceiling RUN.json [--model default]
 """
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from sense_local.bench.copy_ceiling import costed_ceiling
 from sense_local.bench.stores import bench_store, with_retrieval
+from sense_local.bench.suffix_model import calibrate, modeled_speed
 from sense_local.bench.tasks import build_tasks
 from sense_local.chat_template import chat_tokens
 from sense_local.engine import Engine
@@ -40,17 +44,24 @@ def main(argv=None) -> int:
     tasks = {t.name: t for t in build_tasks(data["suite"])}
     per_kind: dict[str, list[float]] = {}
     print(f"cost curve c(k): {dict(zip(curve.lengths, curve.costs))}")
+    seen = []  # (kind, prompt, output, copy sources): the documents left out (too slow to scan per position)
     for row in ar_rows:
         task = tasks[row["task"]]
         if task.kind == "docqa-rag":
             task = with_retrieval(engine, store, task, data["max_tokens"])
         prompt = chat_tokens(engine, task.messages())
-        sources = [rewrapped_tokens(engine, prompt) or [], store.token_array]
-        speed = costed_ceiling(prompt, row["output_ids"], curve.effective, sources)
+        joined = rewrapped_tokens(engine, prompt) or []
+        speed = costed_ceiling(prompt, row["output_ids"], curve.effective, [joined, store.token_array])
         per_kind.setdefault(task.kind, []).append(speed)
+        seen.append((task.kind, prompt, row["output_ids"], [joined] if joined else []))
         print(f"{task.name:34s} {speed:5.2f}x ar  (copy ceiling tau {row.get('copy_ceiling')})", flush=True)
+    modeled: dict[str, list[float]] = {}
+    for i, (kind, prompt, output, sources) in enumerate(seen):
+        table = calibrate((p, out, src) for j, (k, p, out, src) in enumerate(seen) if k == kind and j != i)
+        modeled.setdefault(kind, []).append(modeled_speed(prompt, output, sources, table, curve.effective)[0])
+    print(f"{'kind':34s} {'oracle':>7s}  {'suffix drafter (modeled)':>24s}  (medians over ar)")
     for kind, speeds in per_kind.items():
-        print(f"{kind:34s} {statistics.median(speeds):5.2f}x ar  (median)")
+        print(f"{kind:34s} {statistics.median(speeds):6.2f}x  {statistics.median(modeled[kind]):23.2f}x")
     engine.close()
     return 0
 

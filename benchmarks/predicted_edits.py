@@ -5,7 +5,10 @@ prediction. Decode tok/s of `ar`, `ar` + prediction, `pld`, `pld` + prediction, 
 a time, interleaved per edit; text compared with `ar`'s (identical, or the top-2 gap where they part).
 With --ceiling, also `ar` with the reply itself as the prediction (`ar`'s, or where a run verified in
 batches parts from it at a near-tie, that run's own): every draft right, the ceiling any prediction
-can give on that edit on this machine, measured beside the others.
+can give on that edit on this machine, measured beside the others. And two oracles priced on the
+engine's cost curve (copy_ceiling.costed_ceiling, no model run), for what the file as the
+prediction can give: one copying `ar`'s reply from the prompt and the prediction (it knows where
+to copy from but not the edits), one copying the reply from itself (it knows the edits too).
 """
 from __future__ import annotations
 
@@ -18,10 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sense_local.bench.copy_ceiling import costed_ceiling
 from sense_local.bench.runner import first_divergence
 from sense_local.engine import Engine
 from sense_local.generation import GenerationOptions, make_decoder, prompt_tokens
 from sense_local.registry import resolve_model
+from sense_local.speculative.cost import cost_curve_for
+
+ORACLES = "oracles"  # a row's modeled figures (not a run)
 
 # (module, where the span starts, the edit): whole top-level definitions from there, 40-150 lines
 EDITS = [
@@ -102,6 +109,7 @@ def run(args) -> dict:
         peers = {name: LlamaServerPeer(binary, path, spec_type=spec, n_ctx=args.ctx, n_threads=engine.n_threads)
                  for name, spec in (("llama-server", None), ("llama-server ngram-mod", "ngram-mod"))}
     rows = []
+    curve = cost_curve_for(engine) if args.ceiling else None
     try:
         for module, first, instruction in EDITS[: args.edits]:
             code = source_span(module, first)
@@ -118,6 +126,11 @@ def run(args) -> dict:
             if args.ceiling:
                 r, tries = ceiling(engine, prompt, ref["tokens"], args.max_tokens)
                 row["ar+own reply"] = figures(ref, r) | {"tries": tries}
+                reply = [t for t in ref["tokens"] if t >= 0]
+                row[ORACLES] = {
+                    "copy prompt+prediction": costed_ceiling(prompt, reply, curve.effective,
+                                                             [engine.tokenize(prediction, add_special=False)]),
+                    "own reply": costed_ceiling([], reply, curve.effective, [reply])}
             for name, peer in peers.items():
                 if name.endswith("ngram-mod"):
                     peer.restart()  # its pool must not hold this edit's earlier answer
@@ -126,7 +139,7 @@ def run(args) -> dict:
             rows.append(row)
             print(f"{row['edit'][:48]:48s} " + " ".join(
                 f"{k} {row[k]['tok_per_s'] / max(row['ar']['tok_per_s'], 1e-9):.2f}x"
-                for k in row if isinstance(row[k], dict) and k != "ar"), file=sys.stderr)
+                for k in row if isinstance(row[k], dict) and k not in ("ar", ORACLES)), file=sys.stderr)
     finally:
         for peer in peers.values():
             peer.close()
@@ -135,7 +148,7 @@ def run(args) -> dict:
 
 
 def summary(rows: list[dict]) -> dict:
-    names = [k for k in rows[0] if isinstance(rows[0][k], dict) and k != "ar"] if rows else []
+    names = [k for k in rows[0] if isinstance(rows[0][k], dict) and k not in ("ar", ORACLES)] if rows else []
     out = {}
     def geomean(name: str, base: str) -> float:
         ratios = [r[name]["tok_per_s"] / r[base]["tok_per_s"] for r in rows if r[base]["tok_per_s"] > 0]
@@ -146,6 +159,9 @@ def summary(rows: list[dict]) -> dict:
                      "identical": sum(r[name].get("text") == "identical" for r in rows)}
         if "llama-server" in rows[0]:
             out[name]["geomean_vs_llama_server"] = geomean(name, "llama-server")
+    for oracle in rows[0].get(ORACLES, {}) if rows else ():
+        values = [r[ORACLES][oracle] for r in rows]
+        out[f"modeled: {oracle}"] = {"geomean_vs_ar": round(float(np.exp(np.mean(np.log(values)))), 3)}
     return out
 
 

@@ -54,10 +54,10 @@ def _continuations(sources: Iterable[np.ndarray], suffix: np.ndarray, limit: int
     return found
 
 
-def suffix_draft(live: np.ndarray, history: Sequence[np.ndarray], limit: int = MAX_DRAFT) -> SuffixDraft:
+def suffix_draft(live: np.ndarray, sources: Sequence[np.ndarray], limit: int = MAX_DRAFT) -> SuffixDraft:
     """The draft after `live` [p] (prompt and output so far): the longest suffix found in live's own
-    past or the history, its occurrences' most frequent continuation."""
-    sources = [live[:-1], *history]  # live[:-1]: an occurrence of the suffix must have something after it
+    past or the sources, its occurrences' most frequent continuation."""
+    sources = [live[:-1], *sources]  # live[:-1]: an occurrence of the suffix must have something after it
     for n in range(min(MAX_MATCH, len(live) - 1), 0, -1):
         conts = _continuations(sources, live[-n:], limit)
         if conts:
@@ -87,13 +87,14 @@ def _accepted(draft: Sequence[int], upcoming: Sequence[int]) -> int:
 
 
 def calibrate(conversations: Iterable[tuple[Sequence[int], Sequence[int], Sequence[Sequence[int]]]]) -> dict:
-    """Per-token acceptance by key, from (prompt, output, earlier replies) triples: at every output
-    position the whole draft is checked, each token counted while those before it were right."""
+    """Per-token acceptance by key, from (prompt, output, sources) triples (sources: further token
+    streams copied from, e.g. earlier replies): at every output position the whole draft is
+    checked, each token counted while those before it were right."""
     hits = defaultdict(lambda: [0, 0])  # key -> [accepted, tried]
-    for prompt, output, history in conversations:
+    for prompt, output, sources in conversations:
         out = np.asarray(output, np.int64)
         stream = np.concatenate([np.asarray(prompt, np.int64), out])
-        hist = [np.asarray(h, np.int64) for h in history]
+        hist = [np.asarray(h, np.int64) for h in sources]
         for i in range(1, len(out)):
             d = suffix_draft(stream[: len(prompt) + i], hist)
             right = _accepted(d.tokens, out[i:])
@@ -104,15 +105,16 @@ def calibrate(conversations: Iterable[tuple[Sequence[int], Sequence[int], Sequen
     return {k: (a + 1) / (n + 2) for k, (a, n) in hits.items()}  # Laplace: one hit, one miss unseen
 
 
-def modeled_speed(prompt: Sequence[int], output: Sequence[int], history: Sequence[Sequence[int]],
+def modeled_speed(prompt: Sequence[int], output: Sequence[int], sources: Sequence[Sequence[int]],
                   table: dict, cost: Callable[[int], float]) -> tuple[float, float]:
-    """(speed over plain decoding, tau) of the drafter on one reply, a decode of k tokens costing
-    cost(k) one-token decodes; counted as costed_ceiling counts (the prefill's token free)."""
+    """(speed over plain decoding, tau) of the drafter on one reply copying from the live stream
+    and `sources`, a decode of k tokens costing cost(k) one-token decodes; counted as
+    costed_ceiling counts (the prefill's token free)."""
     out = np.asarray(output, np.int64)
     if len(out) < 2:
         return 1.0, float(len(out))
     stream = np.concatenate([np.asarray(prompt, np.int64), out])
-    hist = [np.asarray(h, np.int64) for h in history]
+    hist = [np.asarray(h, np.int64) for h in sources]
     i, time, forwards = 1, 0.0, 1
     while i < len(out):
         d = suffix_draft(stream[: len(prompt) + i], hist)

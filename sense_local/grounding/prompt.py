@@ -8,6 +8,7 @@ passage that does not fit whole is cut at a line break.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,9 @@ INSTRUCTION_ABOVE = (
     "Cite the passages you use like [1]. If they do not contain the answer, say so."
 )
 ALSO_ABOVE = "Passages given above that also apply: {numbers}."
+# What follows a passage in the message: the next passage's header, the list of passages above, or
+# the question. A copy of a passage ends there (speculative/copy_stops.py): group 1 starts the next part.
+AFTER_PASSAGE = re.compile(rb"\n\n(\[\d+\] |" + re.escape(ALSO_ABOVE.split("{")[0].encode()) + rb"|Question: )")
 
 
 def grounded_message(engine, question: str, hits: list[PassageHit], budget: int = DEFAULT_BUDGET,

@@ -11,6 +11,7 @@ from .drafters.base import Drafter
 from .drafters.pld import PromptLookupDrafter
 from .drafters.rest import RestDrafter
 from .drafters.sense import SenseDrafter
+from .copy_stops import copy_stops
 from .rewrap import rewrapped_tokens
 
 RECALL = "history-ngram"  # SENSE's exact n-gram drafts from the reply history (the neighbours' are "history")
@@ -40,7 +41,8 @@ register(Method("ar", "plain autoregressive decoding (no drafts)", None))
 def _lookup(s: Speculator) -> PromptLookupDrafter:
     special = s.engine.special_mask  # [V] the template's control and end-of-generation tokens
     return PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(s.engine, tokens),
-                               fixed=lambda token: bool(special[token]))
+                               fixed=lambda token: bool(special[token]),
+                               stops=lambda tokens: copy_stops(s.engine, tokens))
 
 
 def _sense(s: Speculator, *, context: bool = True, docs: bool = True, tree: bool = False,

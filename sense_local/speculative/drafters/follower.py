@@ -31,8 +31,10 @@ MAX_SPAN = 3  # source tokens a learned replacement may stand for
 
 
 class Follower:
-    def __init__(self, source: Sequence[int], fixed: Callable[[int], bool] | None = None, renames=None):
+    def __init__(self, source: Sequence[int], fixed: Callable[[int], bool] | None = None, renames=None,
+                 stops: frozenset[int] = frozenset()):
         self.source = source  # the tokens copied (a list that may grow, or an array)
+        self.stops = stops  # source positions a draft never copies (copy_stops.py: what follows a passage)
         self.fixed = fixed  # token -> True for tokens a replacement never involves (None: none such)
         self.renames = renames  # a WordRenames (renames.py): learned words renamed in any token (None: tokens only)
         self.replaced: dict[tuple[int, ...], tuple[int, ...]] = {}  # source span -> what the output wrote instead
@@ -58,6 +60,10 @@ class Follower:
         """The output's newest token (already appended to `output`): whether it goes on with the
         source (at the cursor, through a replacement, or found again near where the output left)."""
         self.followed_at = None
+        if self.synced and not self.pending and self.cursor in self.stops:
+            self.lose()  # the copy ended with its passage: what follows is found again, not followed
+            self.run = 0
+            return False
         if self.synced and self._follow(token):
             self.run += 1
             return True
@@ -137,7 +143,7 @@ class Follower:
             out, i = [], start
         drafted = []
         n = len(self.source)
-        while len(out) < max_len and i < n:
+        while len(out) < max_len and i < n and i not in self.stops:
             for span, instead in self._replacements_at(i):
                 drafted.append((len(out), span))
                 out.extend(instead)

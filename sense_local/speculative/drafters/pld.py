@@ -65,14 +65,16 @@ class PromptLookupDrafter(Drafter):
     name = "pld"
 
     def __init__(self, max_n: int = MAX_N, rewrap: Callable[[Sequence[int]], list[int] | None] | None = None,
-                 fixed: Callable[[int], bool] | None = None):
+                 fixed: Callable[[int], bool] | None = None, stops: Callable[[Sequence[int]], list[int]] | None = None):
         self.max_n = max_n
         self.rewrap = rewrap  # prompt tokens -> the prompt with line wraps joined (None: no wraps)
+        self.stops = stops  # prompt tokens -> where a copy of them stops (copy_stops.py; None: nowhere)
         self.fixed = fixed  # token -> True for the template's control tokens, never part of a learned edit
         self.context: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}  # n-gram -> start of its latest continuation
         self._recent: dict[tuple[int, ...], list[int]] = {}  # max_n-gram -> starts of its last CANDIDATES
         self.estimate = AcceptanceEstimate(PRIORS)
+        self._stops = np.zeros(0, np.int64)  # [s] ascending context positions a copy stops before
         self.follower = Follower(self.context, fixed)  # where in the context the output is copying from
 
     def begin(self, prompt: Sequence[int]) -> None:
@@ -83,7 +85,11 @@ class PromptLookupDrafter(Drafter):
         joined = self.rewrap(prompt) if self.rewrap is not None else None
         if joined:
             self._index_tokens(joined)  # last: the most recent place, followed unless the raw one matches further
-        self.follower = Follower(self.context, self.fixed)
+        stops = []
+        if self.stops is not None:
+            stops = self.stops(prompt) + [len(prompt) + i for i in (self.stops(joined) if joined else [])]
+        self._stops = np.asarray(stops, np.int64)  # [s] ascending
+        self.follower = Follower(self.context, self.fixed, stops=frozenset(stops))
 
     def extend(self, tokens: Sequence[int]) -> None:
         for t in tokens:
@@ -147,6 +153,9 @@ class PromptLookupDrafter(Drafter):
                     m = match_length(ctx, other)
                     if m > match:
                         start, match = other, m
+            before = int(np.searchsorted(self._stops, start, side="left")) - 1  # the last stop before start
+            if before >= 0 and start - match <= self._stops[before]:  # the match crosses it: the copy
+                match = start - int(self._stops[before])  # before it ended there, count from the stop on
             if start < len(ctx):
                 return start, match
         return None

@@ -243,3 +243,29 @@ def test_a_follow_up_that_repeats_the_answer_drafts_at_least_as_well_with_sense_
         engine.reset()  # the session's engine: no saved conversation state is left to later tests
     assert runs["pld"][1] > 1.5  # the follow-up is a copy that prompt lookup drafts
     assert runs["sense"][1] >= runs["pld"][1] - 0.1, runs
+
+
+def test_a_reply_that_copies_little_gets_short_drafts_from_its_live_context(engine):
+    """The neighbours' drafts are cut to FEW_TOKENS while under COPY_RATE of the reply came in a copy
+    (their keys look the same on copy and chat kinds); a reply copying its prompt drafts them whole.
+    The search is stood in for (one neighbour, eight tokens after it): the cut is what is tested."""
+    from sense_local.speculative.drafters.pld import PromptLookupDrafter
+    from sense_local.speculative.drafters.sense import FEW_TOKENS, SOURCES, SenseDrafter
+
+    conts = np.arange(21, 29, dtype=np.int32)[None, :]  # [1, 8] what followed the one neighbour
+
+    def drafter() -> SenseDrafter:
+        d = SenseDrafter(engine, use_context=True, rewrap=False, lexical=PromptLookupDrafter())
+        d._query = lambda: (0, np.zeros(1, np.float32))
+        d._proposals = lambda *args: (conts, np.array([0.95]), np.array([2]), np.array([SOURCES.index("context")]))
+        return d
+
+    prompt = list(range(100, 140))
+    copying, fresh = drafter(), drafter()
+    for d, reply in ((copying, prompt[:20]), (fresh, list(range(300, 320)))):
+        d.begin(prompt)
+        for token in reply:  # step by step, as the loop goes: propose, then the token written
+            d.propose(8)
+            d.extend([token])
+    assert copying._propose_neighbours(63).tokens.tolist() == conts[0].tolist()
+    assert fresh._propose_neighbours(63).tokens.tolist() == conts[0, :FEW_TOKENS].tolist()

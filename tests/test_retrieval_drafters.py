@@ -123,7 +123,7 @@ def test_sense_drafts_through_a_line_wrap_of_the_prompt(engine):
 
 
 def test_backoff_pauses_a_fruitless_source_and_fruit_ends_the_pause():
-    from sense_local.speculative.drafters.sense import IDLE_STEPS, Backoff
+    from sense_local.speculative.drafters.backoff import IDLE_STEPS, Backoff
 
     b = Backoff(max_pause=8)
     pattern = []

@@ -37,6 +37,7 @@ from ...key_cache import KeyStateCache
 from ..context_store import ContextStore
 from ..rewrap import JoinedPrompt
 from ..types import CommittedKeys, Draft, Feedback
+from .backoff import Backoff
 from .base import AcceptanceEstimate, Drafter
 from .trie import best_first_tree, continuations, heaviest_path
 
@@ -66,7 +67,6 @@ def new_estimate() -> AcceptanceEstimate:
     return AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]))
 
 
-IDLE_STEPS = 3  # searches of a source that bore no fruit in a row before it pauses
 MAX_PAUSE = {"context": 16, "docs": 32, "history": 32}  # steps; a pause doubles from 2 while pauses end with no fruit
 COPYING = 4  # a context neighbour this many tokens in lexical agreement: a copy under way, no store searched
 HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens occurred before
@@ -91,38 +91,6 @@ def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) ->
     idx = positions[:, None] - np.arange(len(recent))[None, :]  # [m, LEXICAL]
     same = (idx >= 0) & (stream[np.maximum(idx, 0)] == recent[None, :])
     return np.cumprod(same, axis=1).sum(axis=1)
-
-
-class Backoff:
-    """Pauses one source's searches while they bear no fruit. In free writing neighbours rarely
-    propose anything accepted, and a search costs ~1.5% (live context) to ~5% (document store) of a
-    one-token decode here: after IDLE_STEPS fruitless searches the source sits out 2, 4, ... up to
-    `max_pause` steps; a search whose draft gets a token accepted ends the backoff."""
-
-    def __init__(self, max_pause: int):
-        self.max_pause = max_pause
-        self.reset()
-
-    def reset(self) -> None:
-        self.idle = 0  # fruitless searches in a row
-        self.pause = 2  # length of the next pause
-        self.skip = 0  # steps left in the current pause
-
-    def due(self) -> bool:
-        """Whether to search this step (a step in a pause is counted off)."""
-        if self.skip > 0:
-            self.skip -= 1
-            return False
-        return True
-
-    def result(self, fruit: bool) -> None:
-        if fruit:
-            self.idle, self.pause = 0, 2
-            return
-        self.idle += 1
-        if self.idle >= IDLE_STEPS:
-            self.idle, self.skip = 0, self.pause
-            self.pause = min(self.max_pause, self.pause * 2)
 
 
 class SenseDrafter(Drafter):

@@ -25,14 +25,21 @@ from ..speculative.drafters.trie import continuations
 from ..speculative.loop import MAX_DRAFT  # the loop's longest draft
 
 
-def _longest_agreement(source: np.ndarray, recent: np.ndarray, upcoming: np.ndarray) -> int:
-    """Longest prefix of `upcoming` [u] that follows some occurrence of `recent` [a] in `source`."""
-    a, u = len(recent), len(upcoming)
-    if u == 0 or len(source) <= a:
-        return 0
-    ends = np.flatnonzero(source[a - 1 : -1] == recent[-1]) + a - 1  # last index of each candidate
+def occurrence_ends(source: np.ndarray, recent: np.ndarray) -> np.ndarray:
+    """[m] the last index of each occurrence of `recent` [a] in `source` that has a token after it."""
+    a = len(recent)
+    if len(source) <= a:
+        return np.zeros(0, np.int64)
+    ends = np.flatnonzero(source[a - 1 : -1] == recent[-1]) + a - 1
     for back in range(1, a):
         ends = ends[source[ends - back] == recent[-1 - back]]
+    return ends
+
+
+def _longest_agreement(source: np.ndarray, recent: np.ndarray, upcoming: np.ndarray) -> int:
+    """Longest prefix of `upcoming` [u] that follows some occurrence of `recent` [a] in `source`."""
+    u = len(upcoming)
+    ends = occurrence_ends(source, recent) if u else np.zeros(0, np.int64)
     if len(ends) == 0:
         return 0
     cont = continuations(source, ends + 1, u)  # [m, u] the continuation after each occurrence

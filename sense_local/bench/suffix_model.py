@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..speculative.loop import MAX_DRAFT  # the loop's longest draft
+from .copy_ceiling import occurrence_ends
 
 MAX_MATCH = 16  # longest suffix looked up
 MATCH_BUCKETS = (3, 5, 8, 12)  # suffix match length: 1-2 | 3-4 | 5-7 | 8-11 | 12+
@@ -43,15 +44,7 @@ class SuffixDraft:
 
 def _continuations(sources: Iterable[np.ndarray], suffix: np.ndarray, limit: int) -> list[np.ndarray]:
     """What follows each occurrence of `suffix` in the sources (at most `limit` tokens each, never empty)."""
-    n, found = len(suffix), []
-    for seq in sources:
-        if len(seq) <= n:
-            continue
-        ends = np.flatnonzero(seq[n - 1 : -1] == suffix[-1]) + n - 1
-        for back in range(1, n):
-            ends = ends[seq[ends - back] == suffix[-1 - back]]
-        found.extend(seq[e + 1 : e + 1 + limit] for e in ends)
-    return found
+    return [seq[e + 1 : e + 1 + limit] for seq in sources for e in occurrence_ends(seq, suffix)]
 
 
 def suffix_draft(live: np.ndarray, sources: Sequence[np.ndarray], limit: int = MAX_DRAFT) -> SuffixDraft:

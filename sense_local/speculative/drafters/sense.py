@@ -73,7 +73,7 @@ HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens 
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 COPY_MATCH_BUCKET = 4  # the lexical drafter's match bucket from which a copy is under way (8+ tokens)
 # A reply that copies little draws little from its live context and documents: while under COPY_RATE
-# of its tokens so far came in a copy (the lexical drafter's run of 4 or more), their drafts are cut
+# of its tokens so far came in a copy (the lexical drafter's run of COPY_RUN or more), their drafts are cut
 # to FEW_TOKENS. Their keys do not tell the two apart: on the 1.5B's quick suite, drafts keyed (sim
 # < 0.9, 2-3 tokens lexical, run 1-3) kept 45 of 75 tokens on the copy kinds and 0 of 40 on the chat
 # kinds, ~15 tokens each where c(16) is 5.7. Replayed (1.5B recordings, this EPYC's curve): quick
@@ -83,6 +83,7 @@ COPY_MATCH_BUCKET = 4  # the lexical drafter's match bucket from which a copy is
 # learn across replies; the returning user 1.029x -> 1.026x modeled, with the Intel VM's curve 1.178x
 # -> 1.182x).
 COPY_RATE = 0.2
+COPY_RUN = 4  # the lexical drafter's run (tokens copied in a row) from which a token came in a copy
 FEW_TOKENS = 2
 
 
@@ -172,7 +173,7 @@ class SenseDrafter(Drafter):
         for d in self._competitors:
             d.extend(tokens)
         self._written += len(tokens)
-        if self.lexical is not None and self.lexical.run >= 4:
+        if self.lexical is not None and self.lexical.run >= COPY_RUN:
             self._copied += len(tokens)
         self._extend_own(tokens)
 

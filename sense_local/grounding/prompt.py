@@ -25,9 +25,11 @@ INSTRUCTION_ABOVE = (
     "Cite the passages you use like [1]. If they do not contain the answer, say so."
 )
 ALSO_ABOVE = "Passages given above that also apply: {numbers}."
+QUESTION = "Question: "  # what the question follows the passages under
 # What follows a passage in the message: the next passage's header, the list of passages above, or
 # the question. A copy of a passage ends there (speculative/copy_stops.py): group 1 starts the next part.
-AFTER_PASSAGE = re.compile(rb"\n\n(\[\d+\] |" + re.escape(ALSO_ABOVE.split("{")[0].encode()) + rb"|Question: )")
+AFTER_PASSAGE = re.compile(rb"\n\n(\[\d+\] |" + re.escape(ALSO_ABOVE.split("{")[0].encode()) + rb"|"
+                           + re.escape(QUESTION.encode()) + rb")")
 
 
 def grounded_message(engine, question: str, hits: list[PassageHit], budget: int = DEFAULT_BUDGET,
@@ -65,7 +67,7 @@ def grounded_message(engine, question: str, hits: list[PassageHit], budget: int 
         parts = [INSTRUCTION_ABOVE.format(numbers=above)]
     else:
         return question, [], ()
-    return "\n\n".join(parts) + f"\n\nQuestion: {question}", sources, tuple(refers)
+    return "\n\n".join(parts) + f"\n\n{QUESTION}{question}", sources, tuple(refers)
 
 
 def _cut(engine, text: str, max_tokens: int) -> str:

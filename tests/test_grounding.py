@@ -62,6 +62,30 @@ def test_a_keyword_question_finds_its_topic(engine, store):
     assert "with.txt" in [Path(h.passage.path).name for h in hits]
 
 
+@pytest.mark.parametrize("ranker", ["fused", "bm25", "hidden"])
+def test_a_paragraph_two_files_hold_is_retrieved_once(engine, tmp_path, ranker):
+    """Two copies of one note (a file copied into another folder) are one passage's text: the k
+    passages given are k different texts, the next one filling the place of the copy."""
+    docs = tmp_path / "docs"
+    (docs / "copy").mkdir(parents=True)
+    note = ("The kiln in the back room is fired on Tuesdays only. Glazed pieces wait on the left "
+            "shelf, bisque on the right; nobody opens the kiln above 200 degrees.\n")
+    (docs / "kiln.txt").write_text(note)
+    (docs / "copy" / "kiln.txt").write_text(note)
+    (docs / "log.txt").write_text("Kiln log: the March firing reached 1,240 degrees and cracked two bowls.\n")
+    (docs / "rules.txt").write_text("Studio rules: sweep the floor by the kiln and wash brushes before you leave.\n")
+    index_paths(engine, tmp_path / "store", [docs])
+    store = DocumentStore.open(tmp_path / "store", fingerprint=engine.fingerprint)
+    retriever = PassageRetriever(engine, store, ranker)
+    question = "On which day is the kiln fired?"
+    hits = retriever.search(question, 3, gate=False)
+    texts = [" ".join(h.passage.text.split()) for h in hits]
+    assert len(hits) == 3 and len(set(texts)) == 3, texts
+    assert texts.count(" ".join(note.split())) == 1
+    by_rank = retriever.by_keys(question, 20) if ranker == "hidden" else retriever.bm25(question, 20)
+    assert sum(" ".join(h.passage.text.split()) == " ".join(note.split()) for h in by_rank) == 2  # both copies ranked
+
+
 def test_every_question_is_labelled_with_a_real_topic_and_answer():
     from pydoc_data.topics import topics
 

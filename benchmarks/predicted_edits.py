@@ -150,9 +150,12 @@ def run(args) -> dict:
 def summary(rows: list[dict]) -> dict:
     names = [k for k in rows[0] if isinstance(rows[0][k], dict) and k not in ("ar", ORACLES)] if rows else []
     out = {}
+
+    def geomean_of(values) -> float:
+        return round(float(np.exp(np.mean(np.log(np.maximum(values, 1e-9))))), 3)
+
     def geomean(name: str, base: str) -> float:
-        ratios = [r[name]["tok_per_s"] / r[base]["tok_per_s"] for r in rows if r[base]["tok_per_s"] > 0]
-        return round(float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-9))))), 3)
+        return geomean_of([r[name]["tok_per_s"] / r[base]["tok_per_s"] for r in rows if r[base]["tok_per_s"] > 0])
 
     for name in names:
         out[name] = {"geomean_vs_ar": geomean(name, "ar"),
@@ -160,8 +163,7 @@ def summary(rows: list[dict]) -> dict:
         if "llama-server" in rows[0]:
             out[name]["geomean_vs_llama_server"] = geomean(name, "llama-server")
     for oracle in rows[0].get(ORACLES, {}) if rows else ():
-        values = [r[ORACLES][oracle] for r in rows]
-        out[f"modeled: {oracle}"] = {"geomean_vs_ar": round(float(np.exp(np.mean(np.log(values)))), 3)}
+        out[f"modeled: {oracle}"] = {"geomean_vs_ar": geomean_of([r[ORACLES][oracle] for r in rows])}
     return out
 
 

@@ -272,11 +272,12 @@ def replay_method(task: dict, curve: CostCurve, method: str, vocab: Engine, keys
     return _run(task, engine, SpecDecoder(engine, method=method, drafter=drafter, cost=curve), curve)
 
 
-def replayed_events(task: dict, decoder: SpecDecoder) -> list:
-    """The token events of `decoder` (on a ReplayEngine) replaying the task's reply, checked against it."""
+def replayed_events(task: dict, decoder: SpecDecoder, max_tokens: int = MAX_TOKENS) -> list:
+    """The token events of `decoder` (on a ReplayEngine) replaying the task's reply (recorded with
+    `max_tokens`), checked against it."""
     if decoder.cost is not None:
         decoder.cost.observe = lambda n_tokens, seconds: None  # the curve is exact here: nothing to learn
-    events = [e for e in decoder.generate(task["prompt"], MAX_TOKENS) if e.token >= 0]
+    events = [e for e in decoder.generate(task["prompt"], max_tokens) if e.token >= 0]
     assert [e.token for e in events] == task["output"], f"{task['name']}: the replay left the recording"
     return events
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 from benchmarks.predicted_edits import EDITS, edit_prompt, source_span
-from benchmarks.replay_bench import ReplayEngine
+from benchmarks.replay_bench import ReplayEngine, recorded_reply, replayed_events
 from sense_local.bench.copy_ceiling import costed_ceiling
 from sense_local.engine import Engine
-from sense_local.generation import GenerationOptions, make_decoder, prompt_tokens
+from sense_local.generation import prompt_tokens
 from sense_local.registry import resolve_model
 from sense_local.speculative.cost import PRIOR, CostCurve, cost_curve_for
 from sense_local.speculative.loop import MAX_DRAFT, SpecDecoder
@@ -35,12 +34,8 @@ def record(engine: Engine, path: Path) -> dict:
     tasks = []
     for module, first, instruction in EDITS:
         text, prediction = edit_prompt(source_span(module, first), instruction)
-        prompt = prompt_tokens(engine, text)
-        decoder = make_decoder(engine, GenerationOptions(method="ar", max_tokens=MAX_TOKENS))
-        output = [e.token for e in decoder.generate(prompt, MAX_TOKENS) if e.token >= 0]
-        tasks.append({"name": module, "kind": "edit", "prompt": prompt, "output": output, "prediction": prediction,
-                      "eos": decoder.stats.stop_reason == "eos", "eog": [], "joined": []})
-        print(f"recorded {module}: {len(output)} tokens", file=sys.stderr, flush=True)
+        task = recorded_reply(engine, module, "edit", prompt_tokens(engine, text), MAX_TOKENS)
+        tasks.append(task | {"prediction": prediction})
     data = {"tasks": tasks, "curve": cost_curve_for(engine, measure=True).to_dict()}
     path.write_text(json.dumps(data))
     return data
@@ -62,10 +57,8 @@ def replayed_speed(task: dict, method: str, prediction: str | None, curve: CostC
     engine = ReplayEngine.of_task(task, vocab=vocab)
     drafter = Speculator(engine, None, remember_cost=False).drafter_for(get_method(method), prediction)
     decoder = SpecDecoder(engine, method=method, drafter=drafter, cost=curve)
-    decoder.cost.observe = lambda n_tokens, seconds: None  # the curve is exact here
-    got = [e.token for e in decoder.generate(task["prompt"], MAX_TOKENS) if e.token >= 0]
-    assert got == task["output"], f"{task['name']}: the replay left the recording"
-    return (len(got) - 1) / sum(curve.cost(k) for k in engine.decodes), len(got) / decoder.stats.forwards
+    n = len(replayed_events(task, decoder, MAX_TOKENS))
+    return (n - 1) / sum(curve.cost(k) for k in engine.decodes), n / decoder.stats.forwards
 
 
 def main(argv=None) -> int:

@@ -20,8 +20,8 @@ def copy_stops(engine, tokens: Sequence[int]) -> list[int]:
     """Indices of the tokens in `tokens` that start the part after a passage (the token holding its
     first byte); a draft copying `tokens` stops before each."""
     pieces = [engine.piece(int(t)) for t in tokens]
-    text = b"".join(pieces)
-    if not AFTER_PASSAGE.search(text):
+    starts = [m.start(1) for m in AFTER_PASSAGE.finditer(b"".join(pieces))]  # byte offsets of the next parts
+    if not starts:
         return []
     ends = np.cumsum([len(p) for p in pieces])  # [n] byte offset where each token ends
-    return sorted({int(np.searchsorted(ends, m.start(1), side="right")) for m in AFTER_PASSAGE.finditer(text)})
+    return sorted({int(i) for i in np.searchsorted(ends, starts, side="right")})

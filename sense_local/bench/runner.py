@@ -2,7 +2,10 @@
 
 Per task the prompt is prefilled once; every run then starts from the same KV state (the engine
 re-evaluates only the prompt's last token), so runs differ only in how they decode. Repetitions are
-interleaved (rep 1 of every method, then rep 2, ...) so drift on a shared machine hits all alike.
+interleaved (rep 1 of every method and peer, then rep 2, ...), every second one in reverse order
+(ABBA), so a steady drift of a shared machine's speed favours none of them: in one fixed order `ar`
+ran first and plain llama-server fourth, and the 135M's quick suite had `ar` at 0.93x-0.99x
+llama-server's decode speed by kind; in this order 0.95x-1.03x (two runs an hour apart).
 """
 from __future__ import annotations
 
@@ -87,12 +90,11 @@ def run_task(
     outs: dict[str, list] = {m: [] for m in methods}
     peer_outs: dict[str, list] = {p.name: [] for p in peers}
     for rep in range(max([reps] + [peer_reps[p.name] for p in peers])):
-        if rep < reps:
-            for m in methods:
-                outs[m].append(_decode(engine, prompt, m, max_tokens, store, free_verification))
-        for p in peers:
-            if rep < peer_reps[p.name]:
-                peer_outs[p.name].append(p.run(prompt, max_tokens))
+        runs = [(outs[m], lambda m=m: _decode(engine, prompt, m, max_tokens, store, free_verification))
+                for m in methods if rep < reps]
+        runs += [(peer_outs[p.name], lambda p=p: p.run(prompt, max_tokens)) for p in peers if rep < peer_reps[p.name]]
+        for results, run in runs if rep % 2 == 0 else reversed(runs):  # ABBA: a steady drift favours no one
+            results.append(run())
     ar_tokens, ar_stats = outs["ar"][0]
     ar = ArReference(ar_tokens, ar_stats, statistics.median(s.tok_per_s for _, s in outs["ar"]),
                      engine.detokenize(ar_tokens))

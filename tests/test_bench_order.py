@@ -1,0 +1,36 @@
+"""The bench's run order: repetitions interleaved, every second one reversed (ABBA), so a steady drift
+of the machine's speed favours neither our methods nor the peers. Our methods decode for real on the
+135M; the peer is a recorder standing in for llama-server (tests/test_llama_server_peer.py runs that)."""
+from __future__ import annotations
+
+from sense_local.bench import runner
+from sense_local.bench.peers import PeerResult
+from sense_local.bench.tasks import Task
+
+
+class _RecordingPeer:
+    def __init__(self, name: str, log: list[str]):
+        self.name, self.log = name, log
+
+    def run(self, prompt, max_tokens):
+        self.log.append(self.name)
+        return PeerResult([1, 2, 3], "", 0.01, forwards=3)
+
+
+def test_every_second_repetition_runs_in_reverse_order(engine, monkeypatch):
+    log: list[str] = []
+    decode = runner._decode
+
+    def logged(engine, prompt, m, *args):
+        log.append(m)
+        return decode(engine, prompt, m, *args)
+
+    monkeypatch.setattr(runner, "_decode", logged)
+    peers = [_RecordingPeer("llama-server", log), _RecordingPeer("llama-server-ngram-mod", log)]
+    task = Task("order", "open", "Name three colours.")
+    rows = runner.run_task(engine, task, ["ar", "pld"], peers, 4, {p.name: 4 for p in peers}, max_tokens=6)
+    forward = ["ar", "pld", "llama-server", "llama-server-ngram-mod"]
+    assert log == forward + forward[::-1] + forward + forward[::-1]
+    assert {r.method for r in rows} == set(forward)
+    ar = next(r for r in rows if r.method == "ar")
+    assert ar.tokens > 0 and ar.identical_to_ar

@@ -33,4 +33,4 @@ def test_every_second_repetition_runs_in_reverse_order(engine, monkeypatch):
     assert log == forward + forward[::-1] + forward + forward[::-1]
     assert {r.method for r in rows} == set(forward)
     ar = next(r for r in rows if r.method == "ar")
-    assert ar.tokens > 0 and ar.identical_to_ar
+    assert ar.tokens > 0 and ar.tok_per_s > 0  # the reversed repetitions still give every method its speed

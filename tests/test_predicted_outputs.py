@@ -12,6 +12,7 @@ import pytest
 
 from conftest import run_cli
 from sense_local.generation import GenerationOptions, make_decoder, prompt_tokens
+from sense_local.speculative.cost import PRIOR
 from sense_local.speculative.drafters.prediction import PredictionDrafter
 from sense_local.speculative.types import Feedback, GenerationStats
 
@@ -153,9 +154,21 @@ def test_a_reply_that_kept_to_its_prediction_drafts_long_again_after_an_edit():
     drafter.extend(pred[65:66])  # and back at once (a replacement of pred[64])
     after_edit = drafter.propose(16)
     assert after_edit.key == first.key  # the same run bucket as the reply's first draft ...
-    assert after_edit.acceptance > first.acceptance + 0.1  # ... but what the reply showed counts
+    assert 1 - after_edit.acceptance < (1 - first.acceptance) / 2  # ... but what the reply showed counts
     drafter.begin([1])
     assert drafter.propose(16).acceptance == pytest.approx(first.acceptance)
+
+
+def test_a_prediction_is_drafted_long_from_the_reply_s_first_token():
+    """A prediction is what the reply will mostly repeat: its first draft is sized as a copy under
+    way on the prior cost curve, not as a chance match (0.6 drafted 2 tokens, so a reply that
+    repeats its file spent its first decodes at 2-4 rows)."""
+    pred = list(range(100, 200))
+    drafter = PredictionDrafter(pred)
+    drafter.begin([1])
+    draft = drafter.propose(31)
+    assert list(draft.tokens[:3]) == pred[:3]
+    assert PRIOR.best_length(draft.acceptance, len(draft.tokens)) >= 15
 
 
 def test_generate_predict_reads_a_file_and_reports_the_counts(tmp_path):

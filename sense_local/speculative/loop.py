@@ -29,7 +29,8 @@ from .drafters.base import Drafter
 from .grammar import Grammar, GrammarState, verify_constrained
 from .logprobs import TokenLogprob, token_logprob
 from .penalties import Penalties, PenaltyState
-from .types import TARGET, CommittedKeys, Draft, Feedback, GenerationStats, TokenEvent, Verdict
+from .top_tokens import top_tokens
+from .types import TARGET, CommittedKeys, Draft, Feedback, GenerationStats, RowCandidates, TokenEvent, Verdict
 from .verify import AcceptanceRule, top2_gap
 
 # the longest draft: decoded with the token before it, 64 rows, the longest size the cost curve
@@ -89,6 +90,11 @@ class SpecDecoder:
         self._last_logprob: TokenLogprob | None = None  # of the token the next loop turn emits
         # trees only for greedy decoding whose rows depend on nothing but the tokens before them
         self.chains_only = grammar is not None or self.penalties is not None or logprobs is not None
+        # each row's likeliest next tokens for a drafter that recycles them, where its first is what
+        # the target emits there (greedy, unconstrained) and its likeliest drafts could pay
+        self.candidates = (drafter.candidates if drafter is not None and drafter.candidates
+                           and self.rule.temperature == 0 and not self.chains_only
+                           and self.cost.best_length(drafter.candidate_rate, 1) > 0 else 0)
 
     def generate(
         self,
@@ -158,7 +164,7 @@ class SpecDecoder:
                 stats.stop_reason = "cancelled"
                 return
             step_emitted = 0
-            for row, (tok, soft) in enumerate(self._accept(step)):
+            for row, (tok, soft, source) in enumerate(self._accept(step)):
                 if eng.is_eog(tok):
                     stats.stop_reason = "eos"
                     return
@@ -167,7 +173,7 @@ class SpecDecoder:
                 stats.accepted += 1  # counted as emitted, so events and stats agree
                 self._emitted(tok)
                 stats.soft_accepted += int(soft)
-                yield TokenEvent(tok, detok.push(tok), step.draft.source, soft, self._logprob(step.raw[row], tok))
+                yield TokenEvent(tok, detok.push(tok), source, soft, self._logprob(step.raw[row], tok))
                 if stats.tokens >= max_tokens:
                     stats.stop_reason = "length"
                     return
@@ -186,6 +192,7 @@ class SpecDecoder:
         self._shadow = None
         if self.drafter is not None:
             self.drafter.begin(prompt)
+            self._hand_candidates(prompt[-1:], [prompt[-2] if len(prompt) > 1 else -1], out.logits[-1:])
         if self.keyed:  # the prompt's key states: evaluated now, or kept from an earlier prefill
             rows = self.engine.committed_keys(len(prompt))
             if rows is not None:
@@ -237,7 +244,23 @@ class SpecDecoder:
             self.cost.observe(self._rows, dt)
         if self.keyed:
             self.drafter.add_keys(CommittedKeys(start, keys))
+        if self.candidates:
+            before = self.engine.tokens[start - 1] if start > 0 else -1
+            if draft is None:
+                self._hand_candidates([last], [before], raw)
+            else:
+                tokens = np.concatenate(([last], draft.tokens))
+                parents = np.arange(-1, len(draft.tokens) - 1) if draft.parents is None else draft.parents
+                self._hand_candidates(tokens, np.concatenate(([before], tokens[parents + 1])), raw)
         return _Step(proposal, draft, verdict, logits, raw)
+
+    def _hand_candidates(self, tokens, previous, rows: np.ndarray) -> None:
+        """Each decoded row's likeliest next tokens to a drafter that recycles them: tokens [m] the
+        tokens the rows read, previous [m] the tokens before those, rows [m, V] their logits."""
+        if self.candidates:
+            top = top_tokens(rows, self.candidates)
+            self.drafter.add_candidates(RowCandidates(np.asarray(tokens, np.int32), np.asarray(previous, np.int32),
+                                                      top, np.take_along_axis(rows, top, 1)))
 
     def _draft(self, left: int) -> tuple[Draft | None, Draft | None]:
         """(what the drafter proposed, the part of it worth verifying); a proposal not worth
@@ -317,8 +340,9 @@ class SpecDecoder:
             return verify_constrained(logits, draft, self.rule, self._gstate, self.rng)
         return self.rule(logits, draft, self.rng, support=support)
 
-    def _accept(self, step: _Step) -> list[tuple[int, bool]]:
-        """The accepted draft tokens with their soft flags; the drafter learns how its draft fared."""
+    def _accept(self, step: _Step) -> list[tuple[int, bool, str]]:
+        """The accepted draft tokens with their soft flags and sources; the drafter learns how its
+        draft fared."""
         draft, verdict = step.draft, step.verdict
         if draft is None:
             return []
@@ -326,17 +350,19 @@ class SpecDecoder:
         self.stats.steps_with_draft += 1
         self.stats.drafted += len(draft.tokens)
         by_source = self.stats.drafted_by_source
-        by_source[draft.source] = by_source.get(draft.source, 0) + len(draft.tokens)
+        for src in (draft.source,) * len(draft.tokens) if draft.sources is None else draft.sources:
+            by_source[src] = by_source.get(src, 0) + 1
         if verdict.path is None:
             self.drafter.update(Feedback(draft, n))
-            accepted = draft.tokens[:n].tolist()
+            nodes = list(range(n))
         else:  # the path drafted what it accepted, and one token more where it had a child
             at = int(verdict.path[-1]) if n else -1
-            self.drafter.update(Feedback(draft, n, n + int((draft.parents == at).any())))
-            accepted = draft.tokens[verdict.path].tolist()
+            self.drafter.update(Feedback(draft, n, n + int((draft.parents == at).any()), path=verdict.path))
+            nodes = verdict.path.tolist()
+        accepted = draft.tokens[nodes].tolist()
         self.drafter.extend(accepted)
         soft = verdict.soft.tolist() if verdict.soft is not None else [False] * n
-        return list(zip(accepted, soft))
+        return [(tok, s, draft.source_of(i)) for tok, s, i in zip(accepted, soft, nodes)]
 
     def _next_token(self, step: _Step) -> tuple[int, str]:
         """The token after the accepted part: the target's own, or under the soft rule the

@@ -9,6 +9,7 @@ here, never on the engine, the store or in module globals:
   * the document store's n-gram index (REST), made on first use for the store in use,
   * SENSE's buffers: the key states of the committed positions, which the loop hands over
     (`Drafter.add_keys`), and the live context store searched with them,
+  * the recycle table (drafters/recycle.py): the target's likeliest next tokens after each token,
   * the reply history (reply_history.py): the model's earlier replies to this user, which SENSE
     searches as a third source; every finished reply is handed to it (`remember`). How well its
     drafts are accepted is learned over the conversation's replies (`history_estimates`).
@@ -23,6 +24,7 @@ from .context_store import ContextStore
 from .cost import CurveMemory
 from .drafters.base import Drafter
 from .drafters.prediction import PredictionDrafter
+from .drafters.recycle import RecycleTable
 from .drafters.rest import new_estimate as rest_estimate
 from .drafters.sense import new_estimate as sense_estimate
 from .verify import SoftOptions, SoftVerifier
@@ -43,6 +45,7 @@ class Speculator:
         self._keys: KeyStateCache | None = None
         self._context: ContextStore | None = None
         self._history_estimates: tuple | None = None  # SENSE's neighbours', its n-gram recall's
+        self._recycle: RecycleTable | None = None
 
     def use_store(self, store) -> None:
         """Retrieve from `store` (or none) from the next reply on (the same store: nothing changes)."""
@@ -104,6 +107,12 @@ class Speculator:
         if self._keys is None:
             self._keys = KeyStateCache(self.engine.n_embd, self.engine.n_ctx)
         return self._keys
+
+    def recycle_table(self) -> RecycleTable:
+        """The target's recycled candidates (Token Recycling), kept over the conversation's replies."""
+        if self._recycle is None:
+            self._recycle = RecycleTable(self.engine.n_vocab)
+        return self._recycle
 
     def context_store(self) -> ContextStore:
         """SENSE's live context store (reset every reply)."""

@@ -23,15 +23,20 @@ class Draft:
     key: object = None  # drafter-private handle returned in Feedback (e.g. which n-gram matched)
     parents: np.ndarray | None = None  # [k] int32 parent node of each node (-1 = root); None: a chain
     path_probs: np.ndarray | None = None  # [k] float estimated P(root..node all accepted); trees only
+    sources: tuple[str, ...] | None = None  # [k] each node's source where they differ (None: all `source`)
+
+    def source_of(self, node: int) -> str:
+        return self.source if self.sources is None else self.sources[node]
 
     def first(self, n: int) -> "Draft":
         """The draft cut to its first n tokens (nodes); a tree that is a single path becomes a chain."""
+        sources = None if self.sources is None else self.sources[:n]
         if self.parents is None:
-            return Draft(self.tokens[:n], self.source, self.acceptance, self.key)
+            return Draft(self.tokens[:n], self.source, self.acceptance, self.key, sources=sources)
         parents = self.parents[:n]
         if np.array_equal(parents, np.arange(-1, n - 1)):
-            return Draft(self.tokens[:n], self.source, self.acceptance, self.key)
-        return Draft(self.tokens[:n], self.source, self.acceptance, self.key, parents, self.path_probs[:n])
+            return Draft(self.tokens[:n], self.source, self.acceptance, self.key, sources=sources)
+        return Draft(self.tokens[:n], self.source, self.acceptance, self.key, parents, self.path_probs[:n], sources)
 
     def main_path(self) -> "Draft":
         """A tree's most probable path as a chain (a chain is returned as it is)."""
@@ -42,7 +47,8 @@ class Draft:
             if p == at:
                 nodes.append(i)
                 at = i
-        return Draft(self.tokens[nodes], self.source, self.acceptance, self.key)
+        sources = None if self.sources is None else tuple(self.sources[i] for i in nodes)
+        return Draft(self.tokens[nodes], self.source, self.acceptance, self.key, sources=sources)
 
 
 @dataclass
@@ -54,6 +60,18 @@ class CommittedKeys:
 
     start: int  # position of the first row
     rows: np.ndarray  # [m, n_embd] float32
+
+
+@dataclass
+class RowCandidates:
+    """The target's likeliest next tokens at the rows of a decode, handed by the loop to a drafter
+    that recycles them (`Drafter.add_candidates`; Token Recycling): row i read token tokens[i] after
+    previous[i] and ranked top[i] as what comes next, its own greedy choice first."""
+
+    tokens: np.ndarray  # [m] int32 the token each row read
+    previous: np.ndarray  # [m] int32 the token before it (-1: unknown)
+    top: np.ndarray  # [m, K] int32 the row's K likeliest next tokens, likeliest first
+    logits: np.ndarray  # [m, K] float32 their logits
 
 
 @dataclass
@@ -81,6 +99,7 @@ class Feedback:
     draft: Draft
     accepted: int
     drafted: int = -1  # -1: len(draft.tokens)
+    path: np.ndarray | None = None  # [accepted] int the accepted nodes from the root down (trees only)
 
     def __post_init__(self):
         if self.drafted < 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from ..types import CommittedKeys, Draft, Feedback, GenerationStats
+from ..types import CommittedKeys, Draft, Feedback, GenerationStats, RowCandidates
 
 
 class Drafter(ABC):
@@ -13,11 +13,15 @@ class Drafter(ABC):
     Lifecycle per generation: `begin(prompt)`, then repeatedly `propose()` -> loop verifies ->
     `update(feedback)` and `extend(tokens)` with everything emitted (accepted + target's token).
     A drafter that `needs_keys` is also handed the key states of every committed position
-    (`add_keys`: the prompt's after `begin`, then each decode's): it never reads the engine.
+    (`add_keys`: the prompt's after `begin`, then each decode's), and one that wants `candidates`
+    the target's likeliest next tokens at every row of each decode (`add_candidates`): it never
+    reads the engine.
     """
 
     name: str = "drafter"
     needs_keys: bool = False  # True: the loop asks the target for key states on every decode
+    candidates: int = 0  # K > 0: the loop hands over each decoded row's K likeliest next tokens,
+    candidate_rate: float = 0.0  # where a draft accepted at this rate (its best) pays on the cost curve
 
     @abstractmethod
     def begin(self, prompt: Sequence[int]) -> None: ...
@@ -34,6 +38,9 @@ class Drafter(ABC):
 
     def add_keys(self, keys: CommittedKeys) -> None:  # noqa: B027 - drafters that need_keys
         """Key states of committed positions (views: copy what is kept)."""
+
+    def add_candidates(self, candidates: RowCandidates) -> None:  # noqa: B027 - drafters with `candidates`
+        """The likeliest next tokens at each row of the latest decode (greedy rows only)."""
 
     def report(self, stats: GenerationStats) -> None:  # noqa: B027 - optional hook
         """Add the drafter's own figures to a finished generation's statistics."""

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..types import CommittedKeys, Draft, Feedback, GenerationStats
+from ..types import CommittedKeys, Draft, Feedback, GenerationStats, RowCandidates
 from .base import AcceptanceEstimate, Drafter
 from .follower import Follower
 from .renames import WordRenames
@@ -64,6 +64,8 @@ class PredictionDrafter(Drafter):
         self.fallback = fallback
         self.vocab = vocab
         self.needs_keys = fallback is not None and fallback.needs_keys
+        self.candidates = fallback.candidates if fallback is not None else 0
+        self.candidate_rate = fallback.candidate_rate if fallback is not None else 0.0
         self._grams: dict[tuple[int, ...], list[int]] = {}  # n-gram -> positions just after each occurrence
         pred = self.prediction.tolist()
         for n in range(2, RESYNC_N + 1):
@@ -114,6 +116,10 @@ class PredictionDrafter(Drafter):
     def add_keys(self, keys: CommittedKeys) -> None:
         if self.fallback is not None:
             self.fallback.add_keys(keys)
+
+    def add_candidates(self, candidates: RowCandidates) -> None:
+        if self.fallback is not None:
+            self.fallback.add_candidates(candidates)
 
     def _resync(self) -> None:
         """Find the cursor again from the output's last tokens (see the module's note)."""

@@ -29,16 +29,17 @@ draft competes the same way: a phrase the model wrote before in another conversa
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ...key_cache import KeyStateCache
 from ..context_store import ContextStore
 from ..rewrap import JoinedPrompt
-from ..types import CommittedKeys, Draft, Feedback
+from ..types import CommittedKeys, Draft, Feedback, RowCandidates
 from .backoff import Backoff
 from .base import AcceptanceEstimate, Drafter
+from .recycle import CANDIDATE_RATE, TOP_K, Graft, GrowthCap, RecycleTable, base_feedback, recycled_tree
 from .trie import best_first_tree, continuations, heaviest_path
 
 SIM_BUCKETS = (0.9, 0.98)  # similarity of the best agreeing neighbour: < 0.9 | 0.9-0.98 | >= 0.98
@@ -105,7 +106,8 @@ class SenseDrafter(Drafter):
                  tree: bool = False, max_branches: int = 4, rewrap: bool = True, name: str = "sense",
                  lexical: Drafter | None = None, keys: KeyStateCache | None = None,
                  context: ContextStore | None = None, history=None, recall: Drafter | None = None,
-                 history_estimate: AcceptanceEstimate | None = None):
+                 history_estimate: AcceptanceEstimate | None = None,
+                 recycle: Callable[[], RecycleTable] | None = None):
         if not use_context and docs is None:
             raise ValueError("SENSE needs the live context, a document store, or both")
         self.stores = {name: store for name, store in (("docs", docs), ("history", history)) if store is not None}
@@ -141,6 +143,13 @@ class SenseDrafter(Drafter):
         self._competitors = [d for d in (lexical, recall) if d is not None]  # drafters whose drafts compete with ours
         self.copy_match_bucket = COPY_MATCH_BUCKET
         self._rivals: list[Draft] = []  # the latest proposal's losing drafts: scored on the next token
+        # the target's recycled candidates (recycle.py; the table made on first use): a tree around
+        # the winning draft (tree drafts only)
+        self.recycle = recycle if tree else None
+        self.cap = GrowthCap()
+        self.candidates = TOP_K if self.recycle is not None else 0
+        self.candidate_rate = CANDIDATE_RATE
+        self._handed = False  # the loop hands this reply's rows over: only then are they recycled
 
     def begin(self, prompt: Sequence[int]) -> None:
         for d in self._competitors:
@@ -155,6 +164,7 @@ class SenseDrafter(Drafter):
             b.reset()
         self._searched = []
         self._rivals = []
+        self._handed = False
         self._joined = JoinedPrompt(self.vocab, prompt) if self.rewrap and self.context is not None else None
         if self._joined is not None:
             j = self._joined.tokens.tolist()
@@ -162,6 +172,11 @@ class SenseDrafter(Drafter):
         if self.context is not None:
             self.context.reset()
         self.keys.truncate(0)  # the prompt's come next (add_keys)
+
+    def add_candidates(self, candidates: RowCandidates) -> None:
+        if self.recycle is not None:
+            self.recycle().add(candidates)
+            self._handed = True
 
     def add_keys(self, keys: CommittedKeys) -> None:
         if keys.start <= self.keys.valid:  # rows after a gap are not kept (nor then searched), as by the engine
@@ -287,11 +302,13 @@ class SenseDrafter(Drafter):
             lexical = dataclasses.replace(lexical, tokens=lexical.tokens[:limit])
         recalled = self.recall.propose(limit) if self.recall is not None else None
         drafts = [d for d in (self._propose_neighbours(max_len), lexical, recalled) if d is not None]
-        if not drafts:
-            return None
         drafts.sort(key=_value, reverse=True)  # stable: on a tie the neighbours' draft, then the live context's
         self._rivals = drafts[1:]
-        return drafts[0]
+        best = drafts[0] if drafts else None
+        if self._handed and self.ctx:  # the target's own candidates beside it and after it
+            return recycled_tree(self.recycle(), self.ctx[-1], min(max_len, self.cap.nodes), base=best,
+                                 previous=self.ctx[-2] if len(self.ctx) > 1 else -1)
+        return best
 
     def _propose_neighbours(self, max_len: int) -> Draft | None:
         search_context = self.context is not None and (self.backoff["context"].due() or self._repeating())
@@ -361,6 +378,12 @@ class SenseDrafter(Drafter):
         return self.history_estimate if key[0] == HISTORY else self.estimate
 
     def update(self, feedback: Feedback) -> None:
+        if isinstance(feedback.draft.key, Graft):  # the recycled nodes learn from the rows (add_candidates)
+            self.cap.verified(feedback)
+            feedback = base_feedback(feedback)
+            if feedback is None:
+                self._run = 0
+                return
         drafted = feedback.drafted
         if feedback.draft.source in SOURCES:
             self._estimate(feedback.draft.key).observe(feedback.draft.key, drafted, feedback.accepted)

@@ -2,10 +2,11 @@
 path (or its most probable nodes)."""
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 import numpy as np
+
+from .best_first import grow_best_first
 
 
 def continuations(stream: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
@@ -99,42 +100,11 @@ def best_first_tree(conts: np.ndarray, weights: np.ndarray, acceptance: float, m
     trie = build_trie(conts, weights, max_nodes)
     if not trie.token or trie.total <= 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
-    chosen, probs, new_id = _most_probable_nodes(trie, acceptance, max_nodes, max_branches)
-    return (
-        np.asarray([trie.token[i] for i in chosen], np.int32),
-        np.asarray([new_id[trie.parent[i]] for i in chosen], np.int32),
-        np.asarray(probs, np.float32),
-    )
 
+    def children(node, path_prob: float):
+        at = -1 if node is None else node
+        parent_mass = trie.total if at < 0 else trie.mass[at]
+        return [(path_prob * acceptance * trie.mass[c] / parent_mass, c, trie.token[c], c) for c in trie.children[at]]
 
-def _most_probable_nodes(trie: Trie, acceptance: float, max_nodes: int, max_branches: int):
-    """(the chosen nodes in best-first order, their path probabilities, node -> index among the
-    chosen, -1 -> -1)."""
-    par, mass = trie.parent, trie.mass
-
-    def prob(node: int, parent_prob: float) -> float:
-        parent_mass = trie.total if par[node] < 0 else mass[par[node]]
-        return parent_prob * acceptance * mass[node] / parent_mass
-
-    heap = [(-prob(c, 1.0), c) for c in trie.children[-1]]
-    heapq.heapify(heap)
-    chosen: list[int] = []
-    new_id: dict[int, int] = {-1: -1}
-    n_children = {-1: 0}  # chosen children per chosen node (by new id)
-    probs: list[float] = []
-    leaves = 0
-    while heap and len(chosen) < max_nodes:
-        neg_p, node = heapq.heappop(heap)
-        parent = par[node]
-        adds_leaf = parent < 0 or n_children[new_id[parent]] > 0  # else it extends a leaf
-        if adds_leaf and leaves >= max_branches:
-            continue
-        leaves += int(adds_leaf)
-        new_id[node] = len(chosen)
-        n_children[new_id[parent]] += 1
-        n_children[len(chosen)] = 0
-        chosen.append(node)
-        probs.append(-neg_p)
-        for c in trie.children[node]:
-            heapq.heappush(heap, (-prob(c, -neg_p), c))
-    return chosen, probs, new_id
+    tokens, parents, probs, _ = grow_best_first(children, max_nodes, max_branches)
+    return tokens, parents, probs

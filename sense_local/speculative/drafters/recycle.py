@@ -1,0 +1,235 @@
+"""Token Recycling (Luo et al., ACL 2025): the target's own candidates, kept and drafted again.
+
+Every decode ranks the whole vocabulary at every row it computes, the rows of rejected drafts
+included, and all but the chosen token are thrown away. The recycle table keeps, for each token,
+the K likeliest next tokens the target gave the last time a row read that token (an adjacency
+matrix of V x K token ids, 4.9 MB for a 152k vocabulary at K = 8), and how often the target's next
+token was at each rank of the row it found there (decayed counts). A draft is the tree grown from
+the last chosen token through the table, most probable node first, a node's path probability its
+parent's times its rank's hit rate.
+
+It drafts alone (method `recycle`) or grafted onto another drafter's draft (SENSE's): the other
+draft's nodes keep their estimates, the table adds alternatives beside them (at the share their
+estimates leave) and continues after their ends, the token after an accepted run. On a CPU's cost
+curve only a likely first token pays (c(2) 1.5-1.9), so the table's ~50% top-1 drafts rarely go;
+where verification is cheap (a GPU; `--free-verification`) the trees fill the decode.
+
+The table outlives a reply: the conversation's speculator keeps it (speculator.py).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...tree_layout import MAX_BRANCHES
+from ..types import Draft, Feedback, RowCandidates
+from .base import Drafter
+from .best_first import grow_best_first
+
+SOURCE = "recycle"
+TOP_K = 8  # candidates kept per token
+# How sure the target was when it ranked an entry, its first candidate's logit over its second's:
+# 0-1 | 1-2 | 2-4 | 4-8 | 8+. The rank hit rates are kept per bucket: an entry written where the
+# target was sure is right again far more often (the end of a word, a keyword's space).
+MARGIN_BUCKETS = (1.0, 2.0, 4.0, 8.0)
+# P(the target's next token is at rank r of the entry for the token read), before any row is seen
+RANK_PRIOR = (0.5, 0.12, 0.06, 0.04, 0.03, 0.02, 0.015, 0.01)
+PRIOR_WEIGHT = 20.0  # rows the prior counts as
+# The best rate its drafts are accepted at: the 1.5B's surest pair entries' first candidates (0.6-0.7
+# in the first runs). On the AMD EPYC's curve (c(2) 1.9) a draft at that rate does not pay, so the
+# loop hands over no rows there and nothing is recycled (no cost either); on the Intel VM's (c(2)
+# 1.5), a GPU's or under --free-verification it does.
+CANDIDATE_RATE = 0.7
+DECAY = 0.999  # per row seen: the estimate follows the text's kind over a few hundred tokens
+
+
+PAIR_SLOTS = 1 << 18  # entries keyed by the last two tokens (hashed; a newer pair takes an older's slot)
+# A tree is grown to at most twice the nodes the loop verified of the last one (and at least
+# GROW_MIN): where the cost curve cuts trees to a few nodes, growing 63 would cost ~0.3 ms a step.
+GROW_MIN = 8
+
+
+class RecycleTable:
+    """The target's K likeliest next tokens after each token and after each pair of tokens, as last
+    seen, how sure it was, and each rank's hit rate by kind of entry (pair or token) and sureness."""
+
+    def __init__(self, n_vocab: int, k: int = TOP_K):
+        self.n_vocab = n_vocab
+        self.next = np.full((n_vocab, k), -1, np.int32)  # [V, K] token ids, likeliest first (-1: unseen)
+        self.sure = np.zeros(n_vocab, np.int8)  # [V] the entry's margin bucket
+        self.pair_key = np.full(PAIR_SLOTS, -1, np.int64)  # [S] previous * V + token of the slot's pair
+        self.pair_next = np.full((PAIR_SLOTS, k), -1, np.int32)  # [S, K]
+        self.pair_sure = np.zeros(PAIR_SLOTS, np.int8)  # [S]
+        buckets = len(MARGIN_BUCKETS) + 1
+        self.hits = np.zeros((2, buckets, k), np.float64)  # [token|pair, B, K] decayed rows whose next token was at rank r
+        self.seen = np.zeros((2, buckets), np.float64)  # [token|pair, B] decayed rows that found such an entry
+
+    @property
+    def k(self) -> int:
+        return self.next.shape[1]
+
+    def _slots(self, previous: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = previous.astype(np.int64) * self.n_vocab + tokens
+        return keys, (keys * 0x9E3779B1 >> 7) % PAIR_SLOTS
+
+    def add(self, candidates: RowCandidates) -> None:
+        """Learn from a decode's rows: score the entry a draft would have used at each row (the
+        pair's where there is one, else the token's) against the target's choice there (the row's
+        first candidate), then keep the row's candidates as both entries."""
+        tokens, previous, top = candidates.tokens, candidates.previous, candidates.top[:, : self.k]
+        keys, slots = self._slots(np.maximum(previous, 0), tokens)
+        has_pair = (previous >= 0) & (self.pair_key[slots] == keys)
+        old = np.where(has_pair[:, None], self.pair_next[slots], self.next[tokens])  # [m, K]
+        bucket = np.where(has_pair, self.pair_sure[slots], self.sure[tokens])
+        known = old[:, 0] >= 0
+        if known.any():
+            hit = (old[known] == top[known, :1]).astype(np.float64)  # [m', K] at most one 1 per row
+            kind = has_pair[known].astype(np.int64)
+            self.hits *= DECAY ** len(hit)
+            self.seen *= DECAY ** len(hit)
+            np.add.at(self.hits, (kind, bucket[known]), hit)
+            np.add.at(self.seen, (kind, bucket[known]), 1.0)
+        margin = candidates.logits[:, 0] - candidates.logits[:, 1] if top.shape[1] > 1 else np.zeros(len(top))
+        sure = np.searchsorted(MARGIN_BUCKETS, margin, side="right").astype(np.int8)
+        self.next[tokens] = top
+        self.sure[tokens] = sure
+        with_pair = previous >= 0
+        self.pair_key[slots[with_pair]] = keys[with_pair]
+        self.pair_next[slots[with_pair]] = top[with_pair]
+        self.pair_sure[slots[with_pair]] = sure[with_pair]
+
+    def entry(self, previous: int, token: int) -> tuple[list[int], int, int]:
+        """(the candidates after `token` read after `previous` (-1: unknown), the entry's kind
+        (0 token, 1 pair), its sureness bucket)."""
+        if previous >= 0:
+            key = previous * self.n_vocab + token
+            slot = (key * 0x9E3779B1 >> 7) % PAIR_SLOTS
+            if self.pair_key[slot] == key:
+                return self.pair_next[slot].tolist(), 1, int(self.pair_sure[slot])
+        return self.next[token].tolist(), 0, int(self.sure[token])
+
+    def rank_probs(self) -> np.ndarray:
+        """[2, B, K] P(the next token is at rank r of an entry of kind k and sureness b), non-increasing in r."""
+        prior = np.asarray(RANK_PRIOR[: self.k] + (0.0,) * max(0, self.k - len(RANK_PRIOR)))
+        probs = (self.hits + prior * PRIOR_WEIGHT) / (self.seen[..., None] + PRIOR_WEIGHT)
+        return np.minimum.accumulate(probs, axis=2)  # a later rank never above an earlier one
+
+
+@dataclass
+class Graft:
+    """The key of a draft the table grew around another drafter's: which nodes are that draft's."""
+
+    base: Draft | None  # the other drafter's draft (None: the table's alone)
+    base_node: np.ndarray  # [n] the base draft's node index of each node, -1 for the table's own
+
+
+def recycled_tree(table: RecycleTable, last: int, max_nodes: int, base: Draft | None = None,
+                  max_branches: int = MAX_BRANCHES, previous: int = -1) -> Draft | None:
+    """The tree grown after `last` (read after `previous`; -1: unknown) from the table, around
+    `base` (a chain or tree of another drafter, whose nodes keep their path probabilities); None
+    when it has no node."""
+    probs = table.rank_probs().tolist()  # [2][B][K]
+    if base is not None:
+        b_tokens = base.tokens.tolist()
+        b_parents = list(range(-1, len(b_tokens) - 1)) if base.parents is None else base.parents.tolist()
+        b_probs = (np.minimum(base.acceptance, 0.999) ** np.arange(1, len(b_tokens) + 1)
+                   if base.path_probs is None else base.path_probs).tolist()
+        b_children: dict[int, list[int]] = {}
+        for i, p in enumerate(b_parents):
+            b_children.setdefault(p, []).append(i)
+
+    def recycled(before: int, token: int, path_prob: float, exclude: set[int]):
+        found, kind, sure = table.entry(before, token)
+        p = probs[kind][sure]
+        return [(path_prob * p[r], (1, r), t, ("r", token, t)) for r, t in enumerate(found)
+                if t >= 0 and t not in exclude]
+
+    def children(handle, path_prob: float):
+        if handle is None:
+            handle = ("b", -1) if base is not None else ("r", previous, last)
+        if handle[0] == "r":
+            return recycled(handle[1], handle[2], path_prob, set())
+        at = handle[1]
+        own = b_children.get(at, [])  # the base's children: their own estimates
+        mine = [(b_probs[i], (0, i), b_tokens[i], ("b", i)) for i in own]
+        left = max(0.0, 1.0 - sum(b_probs[i] for i in own) / path_prob)  # the share the base leaves
+        token = last if at < 0 else b_tokens[at]
+        before = previous if at < 0 else last if b_parents[at] < 0 else b_tokens[b_parents[at]]
+        return mine + recycled(before, token, path_prob * left, {b_tokens[i] for i in own})
+
+    tokens, parents, path_probs, handles = grow_best_first(children, max_nodes, max_branches)
+    if len(tokens) == 0:
+        return None
+    base_node = np.asarray([h[1] if h[0] == "b" else -1 for h in handles], np.int32)
+    sources = tuple(base.source_of(int(i)) if i >= 0 else SOURCE for i in base_node) if base is not None else None
+    source = base.source if base is not None and base_node[0] >= 0 else SOURCE
+    if sources is not None and all(s == source for s in sources):
+        sources = None
+    # a chain's estimate where only its main path is verified (sampling): the base's, else the first node's
+    acceptance = base.acceptance if base is not None else float(path_probs[0])
+    return Draft(tokens, source, acceptance, Graft(base, base_node), parents, path_probs, sources)
+
+
+def base_feedback(feedback: Feedback) -> Feedback | None:
+    """How the base draft of a recycled tree fared: its nodes form the start of every path, so it
+    accepted the path's first base nodes and drafted one more where it had a child verified there.
+    None: no node of it was verified."""
+    draft, graft = feedback.draft, feedback.draft.key
+    base_node = graft.base_node[: len(draft.tokens)]
+    if graft.base is None or not (base_node >= 0).any():
+        return None
+    path = feedback.path.tolist() if feedback.path is not None else list(range(feedback.accepted))
+    parents = draft.parents if draft.parents is not None else np.arange(-1, len(draft.tokens) - 1)
+    accepted = 0
+    while accepted < len(path) and base_node[path[accepted]] >= 0:
+        accepted += 1
+    at = path[accepted - 1] if accepted else -1
+    drafted = accepted + int(((parents == at) & (base_node >= 0)).any())
+    return Feedback(graft.base, accepted, drafted)
+
+
+class GrowthCap:
+    """How many nodes the next tree is grown to: what the loop verified of the last ones, doubled."""
+
+    def __init__(self):
+        self.nodes = 1 << 10
+
+    def verified(self, feedback: Feedback) -> None:
+        self.nodes = max(GROW_MIN, 2 * len(feedback.draft.tokens))
+
+
+class RecycleDrafter(Drafter):
+    """Token Recycling alone: the table's tree after the last token (`recycle`)."""
+
+    name = SOURCE
+    candidates = TOP_K
+    candidate_rate = CANDIDATE_RATE
+
+    def __init__(self, table: RecycleTable):
+        self.table = table
+        self.recent = [-1, -1]  # the last two tokens (-1: none)
+        self.handed = False  # the loop hands this reply's rows over (it drafts only then)
+        self.cap = GrowthCap()
+
+    def begin(self, prompt: Sequence[int]) -> None:
+        self.recent = [-1, -1]
+        self.handed = False
+        self.extend(prompt[-2:])
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        self.recent = (self.recent + [int(t) for t in tokens[-2:]])[-2:]
+
+    def add_candidates(self, candidates: RowCandidates) -> None:
+        self.table.add(candidates)
+        self.handed = True
+
+    def propose(self, max_len: int) -> Draft | None:
+        before, last = self.recent
+        if last < 0 or not self.handed:
+            return None
+        return recycled_tree(self.table, last, min(max_len, self.cap.nodes), previous=before)
+
+    def update(self, feedback: Feedback) -> None:
+        self.cap.verified(feedback)

@@ -1,0 +1,140 @@
+"""Token Recycling: the target's own top candidates kept per token and per pair of tokens, drafted
+again as trees (drafters/recycle.py), alone and grafted around SENSE's drafts; the loop hands each
+decoded row's candidates over only where such drafts can pay."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import chat
+from sense_local.bench.runner import NEAR_TIE, first_divergence
+from sense_local.generation import GenerationOptions, make_decoder
+from sense_local.speculative.cost import FLAT, CostCurve
+from sense_local.speculative.drafters.recycle import SOURCE, RecycleDrafter, RecycleTable, base_feedback, recycled_tree
+from sense_local.speculative.loop import SpecDecoder
+from sense_local.speculative.top_tokens import top_tokens
+from sense_local.speculative.types import Draft, Feedback, RowCandidates
+
+
+@pytest.mark.parametrize("vocab", [151936, 49152, 1001, 37])
+def test_top_tokens_are_each_row_s_likeliest_in_order(vocab):
+    rng = np.random.default_rng(vocab)
+    logits = (rng.standard_normal((6, vocab)) * 3).astype(np.float32)
+    logits[2, vocab - 1] = 50.0  # the likeliest in the tail that no group divides
+    logits[3, :8] += 30.0  # the likeliest crowded into neighbouring ids
+    want = np.argsort(-logits, axis=1, kind="stable")[:, :8]
+    assert top_tokens(logits, 8).tolist() == want.tolist()
+
+
+def rows(tokens, previous, top, logits):
+    return RowCandidates(np.asarray(tokens, np.int32), np.asarray(previous, np.int32),
+                         np.asarray(top, np.int32), np.asarray(logits, np.float32))
+
+
+def test_the_table_keeps_pair_and_token_entries_and_scores_the_one_a_draft_would_use():
+    table = RecycleTable(100, k=4)
+    table.add(rows([5], [4], [[9, 8, 7, 6]], [[5.0, 1.0, 0.0, -1.0]]))  # margin 4: bucket 3
+    assert table.entry(4, 5) == ([9, 8, 7, 6], 1, 3)  # the pair's own entry
+    assert table.entry(3, 5) == ([9, 8, 7, 6], 0, 3)  # another pair: the token's
+    assert table.entry(-1, 6) == ([-1, -1, -1, -1], 0, 0)  # never read
+    before = table.rank_probs()
+    # 5 read after 4 again, where the target chose 8: the pair entry had it at rank 1
+    table.add(rows([5], [4], [[8, 9, 1, 2]], [[0.5, 0.4, 0.0, -1.0]]))
+    assert table.seen[1, 3] == 1 and table.hits[1, 3].tolist() == [0, 1, 0, 0]
+    assert table.seen[0].sum() == 0
+    # 5 read after 2 (no such pair): the token's entry, now [8, 9, 1, 2], had the choice 2 at rank 3
+    table.add(rows([5], [2], [[2, 3, 4, 1]], [[3.0, 0.0, 0.0, 0.0]]))
+    assert table.seen[0, 0] == 1 and table.hits[0, 0].tolist() == [0, 0, 0, 1]  # margin 0.1: bucket 0
+    probs = table.rank_probs()
+    assert probs[1, 3, 1] > before[1, 3, 1] and probs[1, 3, 0] < before[1, 3, 0]
+    assert np.all(np.diff(probs, axis=2) <= 0)  # a later rank is never likelier
+
+
+def sure_table() -> RecycleTable:
+    """1 -> 2 -> 3 -> 4 with sure entries (margin 10), 1 -> 7 second; every row learned once."""
+    table = RecycleTable(50, k=4)
+    table.add(rows([1, 2, 3, 4], [0, 1, 2, 3], [[2, 7, 8, 9], [3, 10, 11, 12], [4, 13, 14, 15], [5, 16, 17, 18]],
+                   [[20.0, 10.0, 0.0, 0.0]] * 4))
+    return table
+
+
+def test_a_recycled_tree_is_grown_most_probable_first_through_the_table():
+    tokens, parents, probs = (lambda d: (d.tokens.tolist(), d.parents.tolist(), d.path_probs))(
+        recycled_tree(sure_table(), 1, 12, previous=0, max_branches=3))
+    assert tokens[:3] == [2, 3, 4] and parents[:3] == [-1, 0, 1]  # the first candidates' chain
+    assert parents[tokens.index(5)] == 2 and parents[tokens.index(7)] == -1  # on, and the second beside it
+    assert all(p < i for i, p in enumerate(parents))
+    assert np.all(np.diff(probs) <= 1e-7)
+    has_child = np.zeros(len(tokens), bool)
+    has_child[[p for p in parents if p >= 0]] = True
+    assert (~has_child).sum() <= 3
+    assert recycled_tree(RecycleTable(50, k=4), 1, 12) is None  # an empty table drafts nothing
+
+
+def test_a_graft_keeps_the_base_draft_and_recycles_beside_and_after_it():
+    base = Draft(np.array([2, 3], np.int32), "pld", 0.9)  # agrees with the table's chain
+    draft = recycled_tree(sure_table(), 1, 20, base=base, previous=0)
+    assert draft.tokens[:2].tolist() == [2, 3] and draft.path_probs[:2] == pytest.approx([0.9, 0.81])
+    assert draft.source == "pld" and draft.sources[:2] == ("pld", "pld")
+    after = draft.tokens.tolist().index(4)  # the token after the base's end comes from the table
+    assert draft.parents[after] == 1 and draft.sources[after] == SOURCE
+    assert draft.path_probs[after] < 0.81
+    alternative = draft.tokens.tolist().index(7)  # the table's second candidate beside the base's first
+    assert draft.parents[alternative] == -1 and draft.path_probs[alternative] < 0.1
+    # how the base fared: its nodes start every path
+    whole = Feedback(draft, 3, 3, path=np.array([0, 1, after]))
+    assert (lambda f: (f.draft is base, f.accepted, f.drafted))(base_feedback(whole)) == (True, 2, 2)
+    beside = Feedback(draft, 1, 1, path=np.array([alternative]))
+    assert (lambda f: (f.accepted, f.drafted))(base_feedback(beside)) == (0, 1)
+    alone = recycled_tree(sure_table(), 1, 6, previous=0)
+    assert base_feedback(Feedback(alone, 2, 2, path=np.array([0, 1]))) is None
+
+
+class Recorder(RecycleDrafter):
+    def __init__(self, table):
+        super().__init__(table)
+        self.seen: list[tuple[int, int]] = []  # (token read, the target's next) of every handed row
+
+    def add_candidates(self, candidates):
+        super().add_candidates(candidates)
+        self.seen += zip(candidates.tokens.tolist(), candidates.top[:, 0].tolist())
+
+
+def test_the_loop_hands_every_row_s_candidates_and_recycled_trees_are_accepted(engine):
+    prompt = chat(engine, "Count from 1 to 40, separated by commas.")
+    ar = make_decoder(engine, GenerationOptions(method="ar", max_tokens=90), record_gaps=True)
+    want = [e.token for e in ar.generate(prompt, 90) if e.token >= 0]
+    drafter = Recorder(RecycleTable(engine.n_vocab))
+    dec = SpecDecoder(engine, method="recycle", drafter=drafter, cost=FLAT)
+    events = [e for e in dec.generate(prompt, 90) if e.token >= 0]
+    out = [e.token for e in events]
+    at = first_divergence(out, want)
+    if at is not None:
+        assert ar.stats.top2_gaps[at] < NEAR_TIE
+    # every emitted token was the first candidate of the row that read the token before it
+    pairs = set(drafter.seen)
+    assert all((a, b) in pairs for a, b in zip([prompt[-1]] + out[:-1], out))
+    recycled = sum(e.source == SOURCE for e in events)
+    assert recycled >= 20 and dec.stats.tau > 1.5  # ", " and the digits come round again
+    assert dec.stats.drafted_by_source[SOURCE] == dec.stats.drafted
+
+
+def test_no_rows_are_handed_where_a_recycled_draft_cannot_pay(engine):
+    steep = CostCurve((1, 2, 64), (1.0, 2.0, 40.0))  # a 2-row decode costs two: a draft at 0.7 never pays
+    drafter = Recorder(RecycleTable(engine.n_vocab))
+    dec = SpecDecoder(engine, method="recycle", drafter=drafter, cost=steep)
+    list(dec.generate(chat(engine, "Count from 1 to 20, separated by commas."), 30))
+    assert drafter.seen == [] and dec.stats.drafted == 0
+
+
+def test_sense_grafts_recycled_candidates_under_free_verification(engine):
+    prompt = chat(engine, "List the days of the week, one per line, then list them again in reverse.")
+    ar = make_decoder(engine, GenerationOptions(method="ar", max_tokens=80), record_gaps=True)
+    want = [e.token for e in ar.generate(prompt, 80) if e.token >= 0]
+    dec = make_decoder(engine, GenerationOptions(method="sense", max_tokens=80, free_verification=True))
+    events = [e for e in dec.generate(prompt, 80) if e.token >= 0]
+    at = first_divergence([e.token for e in events], want)
+    if at is not None:
+        assert ar.stats.top2_gaps[at] < NEAR_TIE
+    assert sum(e.source == SOURCE for e in events) >= 5
+    assert dec.stats.drafted_by_source.get(SOURCE, 0) > 0

@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--free-verification", action="store_true",
                    help="size drafts as if verifying k tokens cost as much as one (as on a GPU with a small "
                         "model): shows how far each drafter's drafts go; speed is then not this machine's best")
+    p.add_argument("--one-runtime", action="store_true",
+                   help="run the tasks in order through one runtime per method, as a server or the chat app keeps "
+                        "one (what a method keeps across replies, the recycle table, carries on; llama-server's "
+                        "n-gram pools likewise); needs --reps 1")
     p.add_argument("--theta-sweep", action="store_true",
                    help="run ar, sense and sense-soft at several theta values: the speed/quality trade-off")
     p.add_argument("--json", dest="json_file", help="write the results as JSON to this file")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import chat
+from conftest import chat, run_cli
 from sense_local.bench.runner import NEAR_TIE, first_divergence
 from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.speculative.cost import FLAT, CostCurve
@@ -138,3 +138,38 @@ def test_sense_grafts_recycled_candidates_under_free_verification(engine):
         assert ar.stats.top2_gaps[at] < NEAR_TIE
     assert sum(e.source == SOURCE for e in events) >= 5
     assert dec.stats.drafted_by_source.get(SOURCE, 0) > 0
+
+
+def test_trees_are_grown_small_only_after_the_loop_cut_one():
+    table = sure_table()
+    drafter = RecycleDrafter(table)
+    drafter.begin([0, 1])
+    drafter.add_candidates(rows([1], [0], [[2, 7, 8, 9]], [[20.0, 10.0, 0.0, 0.0]]))
+    whole = drafter.propose(63)
+    assert len(whole.tokens) > 8
+    drafter.update(Feedback(whole, 0))  # verified whole: the next is grown as large
+    assert len(drafter.propose(63).tokens) == len(whole.tokens)
+    drafter.update(Feedback(whole.first(2), 0))  # the loop verified 2 of it: grow 8 next
+    assert len(drafter.propose(63).tokens) == 8
+
+
+def test_one_runtime_carries_the_recycle_table_from_task_to_task(engine):
+    from sense_local.bench import runner
+    from sense_local.bench.tasks import Task
+
+    runtimes: dict = {}
+    first = Task("one", "open", "Count from 1 to 30, separated by commas.")
+    runner.run_task(engine, first, ["ar", "recycle"], [], 1, {}, max_tokens=60, free_verification=True, runtimes=runtimes)
+    table = runtimes["recycle"].recycle_table()
+    learned = table.seen.sum()
+    assert learned > 20 and "ar" in runtimes  # every method has its runtime; the table learned the count
+    second = Task("two", "open", "Count from 31 to 50, separated by commas.")
+    rows = runner.run_task(engine, second, ["ar", "recycle"], [], 1, {}, max_tokens=60, free_verification=True,
+                           runtimes=runtimes)
+    assert runtimes["recycle"].recycle_table() is table and table.seen.sum() > learned
+    assert next(r for r in rows if r.method == "recycle").tau > 1.5  # the second count drafts from the first's rows
+
+
+def test_one_runtime_wants_one_repetition():
+    proc = run_cli("bench", "--model", "test", "--one-runtime", "--reps", "2", "--kinds", "open")
+    assert proc.returncode != 0 and "--one-runtime" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -23,6 +23,7 @@ from ..generation import GenerationOptions, make_decoder
 from ..registry import resolve_model
 from ..speculative.methods import METHODS
 from ..speculative.rewrap import rewrapped_tokens
+from ..speculative.speculator import Speculator
 from ..speculative.types import GenerationStats
 from .copy_ceiling import copy_ceiling
 from .llama_server import PEER_NAMES as SERVER_PEERS, PEER_PREFIX, SPEC_TYPES, LlamaServerPeer, server_binary
@@ -80,17 +81,20 @@ class ArReference:
 
 def run_task(
     engine: Engine, task: Task, methods, peers, reps: int, peer_reps: dict[str, int], max_tokens: int, store=None,
-    free_verification: bool = False,
+    free_verification: bool = False, runtimes: dict | None = None,
 ) -> list[RunRow]:
     """All runs of one task. `store` (docqa tasks) is given to every method; methods that need a
-    store are skipped without one. free_verification: drafts sized on a flat cost curve."""
+    store are skipped without one. free_verification: drafts sized on a flat cost curve.
+    runtimes: each method's speculator kept across tasks (made here on first use; None: a new one
+    every reply)."""
     prompt = chat_tokens(engine, task.messages())
     engine.prefill(prompt, outputs="keys", with_keys=True)  # key states too: SENSE reads the prompt's
     methods = [m for m in methods if store is not None or not METHODS[parse_method(m)[0]].needs_store]
     outs: dict[str, list] = {m: [] for m in methods}
     peer_outs: dict[str, list] = {p.name: [] for p in peers}
     for rep in range(max([reps] + [peer_reps[p.name] for p in peers])):
-        runs = [(outs[m], lambda m=m: _decode(engine, prompt, m, max_tokens, store, free_verification))
+        runs = [(outs[m], lambda m=m: _decode(engine, prompt, m, max_tokens, store, free_verification,
+                                              None if runtimes is None else _runtime(runtimes, engine, m, store)))
                 for m in methods if rep < reps]
         runs += [(peer_outs[p.name], lambda p=p: p.run(prompt, max_tokens)) for p in peers if rep < peer_reps[p.name]]
         for results, run in runs if rep % 2 == 0 else reversed(runs):  # ABBA: a steady drift favours no one
@@ -106,11 +110,20 @@ def run_task(
     return rows
 
 
-def _decode(engine: Engine, prompt: list[int], m: str, max_tokens: int, store, free_verification: bool):
+def _runtime(runtimes: dict, engine: Engine, m: str, store) -> Speculator:
+    """Method `m`'s speculator of this run, retrieving from `store` from this reply on."""
+    if m not in runtimes:
+        runtimes[m] = Speculator(engine, store, remember_cost=False)
+    runtimes[m].use_store(store)
+    return runtimes[m]
+
+
+def _decode(engine: Engine, prompt: list[int], m: str, max_tokens: int, store, free_verification: bool,
+            speculator: Speculator | None = None):
     """One run of method spec `m` from the prefilled prompt: (its tokens, its GenerationStats)."""
     name, theta = parse_method(m)
     options = GenerationOptions(method=name, max_tokens=max_tokens, theta=theta, free_verification=free_verification)
-    decoder = make_decoder(engine, options, store=store, record_gaps=(m == "ar"))
+    decoder = make_decoder(engine, options, store=store, record_gaps=(m == "ar"), speculator=speculator)
     tokens = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
     return tokens, decoder.stats
 
@@ -207,12 +220,15 @@ def fresh_prefills(engine: Engine, server, prompt: list[int], reps: int,
 
 def _run_tasks(engine, tasks, methods, peers, peer_reps, max_tokens, store, args) -> list[RunRow]:
     rows: list[RunRow] = []
+    runtimes = {} if args.one_runtime else None
+    for peer in peers if args.one_runtime else ():
+        peer.fresh_per_request = False  # its n-gram pool fills across the tasks
     for i, task in enumerate(tasks, 1):
         task_store = store if task.kind.startswith("docqa") else None
         # REST retrieves from the documents; with the passages already in the prompt it has no part
         task_methods = [m for m in methods if not (task.kind == "docqa-rag" and parse_method(m)[0] == "rest")]
         task_rows = run_task(engine, task, task_methods, peers, args.reps, peer_reps,
-                             max_tokens, task_store, args.free_verification)
+                             max_tokens, task_store, args.free_verification, runtimes)
         rows.extend(task_rows)
         brief = ", ".join(f"{r.method} {r.tok_per_s:.0f} tok/s tau {r.tau:.2f}" for r in task_rows if r.method in methods or r.method.startswith(PEER_PREFIX))
         print(f"[{i}/{len(tasks)}] {task.name}: {brief}", file=sys.stderr)
@@ -270,6 +286,8 @@ def _method_names(args) -> tuple[list[str], list[str]]:
         args.reps = 1 if args.suite == "quick" else 3
     if args.reps < 1:
         raise SenseError("--reps must be at least 1")
+    if getattr(args, "one_runtime", False) and args.reps != 1:
+        raise SenseError("--one-runtime runs each task once through the runtime: use --reps 1")
     return names, ["ar"] + [n for n in names if parse_method(n)[0] in METHODS and n != "ar"]
 
 
@@ -307,6 +325,7 @@ def _results(engine: Engine, path, args, peer_reps: dict, max_tokens: int, secon
         "peer_reps": peer_reps,
         "max_tokens": max_tokens,
         "free_verification": args.free_verification,
+        "one_runtime": args.one_runtime,
         "seconds": seconds,
         "runs": [asdict(r) for r in rows],
         "summary": summary,
@@ -325,4 +344,5 @@ def _print_report(summary: dict, curve, tasks: list[Task], args, peers: list, pe
         peer_note = f"peers on every task, reps: {peer_counts}, "
     print(f"({len(tasks)} tasks, {args.reps} interleaved reps, {peer_note}"
           f"{seconds} s; store: {store.n_vectors if store else 0} vectors"
-          + ("; drafts sized as if verification were free" if args.free_verification else "") + ")")
+          + ("; drafts sized as if verification were free" if args.free_verification else "")
+          + ("; one runtime per method across the tasks" if args.one_runtime else "") + ")")

@@ -46,9 +46,10 @@ DECAY = 0.999  # per row seen: the estimate follows the text's kind over a few h
 
 
 PAIR_SLOTS = 1 << 18  # entries keyed by the last two tokens (hashed; a newer pair takes an older's slot)
-# A tree is grown to at most twice the nodes the loop verified of the last one (and at least
-# GROW_MIN): where the cost curve cuts trees to a few nodes, growing 63 would cost ~0.3 ms a step.
+# Where the loop cut the last tree, the next is grown to at most twice the nodes it verified (and
+# at least GROW_MIN): where the cost curve cuts trees to a few nodes, growing 63 costs ~0.3 ms a step.
 GROW_MIN = 8
+UNCUT = 1 << 10  # no cap: the loop verified the whole of the last tree
 
 
 class RecycleTable:
@@ -191,13 +192,20 @@ def base_feedback(feedback: Feedback) -> Feedback | None:
 
 
 class GrowthCap:
-    """How many nodes the next tree is grown to: what the loop verified of the last ones, doubled."""
+    """How many nodes the next tree is grown to: no cap while the loop verifies whole trees, else
+    what it verified of the last one, doubled."""
 
     def __init__(self):
-        self.nodes = 1 << 10
+        self.nodes = UNCUT
+        self.grown = 0  # nodes of the latest tree proposed
+
+    def tree(self, draft: Draft | None) -> Draft | None:
+        self.grown = 0 if draft is None else len(draft.tokens)
+        return draft
 
     def verified(self, feedback: Feedback) -> None:
-        self.nodes = max(GROW_MIN, 2 * len(feedback.draft.tokens))
+        n = len(feedback.draft.tokens)
+        self.nodes = UNCUT if n >= self.grown else max(GROW_MIN, 2 * n)
 
 
 class RecycleDrafter(Drafter):
@@ -229,7 +237,7 @@ class RecycleDrafter(Drafter):
         before, last = self.recent
         if last < 0 or not self.handed:
             return None
-        return recycled_tree(self.table, last, min(max_len, self.cap.nodes), previous=before)
+        return self.cap.tree(recycled_tree(self.table, last, min(max_len, self.cap.nodes), previous=before))
 
     def update(self, feedback: Feedback) -> None:
         self.cap.verified(feedback)

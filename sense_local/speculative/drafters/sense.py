@@ -143,8 +143,7 @@ class SenseDrafter(Drafter):
         self._competitors = [d for d in (lexical, recall) if d is not None]  # drafters whose drafts compete with ours
         self.copy_match_bucket = COPY_MATCH_BUCKET
         self._rivals: list[Draft] = []  # the latest proposal's losing drafts: scored on the next token
-        # the target's recycled candidates (recycle.py; the table made on first use): a tree around
-        # the winning draft (tree drafts only)
+        # the target's recycled candidates (recycle.py; the table made on first use), trees only
         self.recycle = recycle if tree else None
         self.cap = GrowthCap()
         self.candidates = TOP_K if self.recycle is not None else 0
@@ -306,8 +305,9 @@ class SenseDrafter(Drafter):
         self._rivals = drafts[1:]
         best = drafts[0] if drafts else None
         if self._handed and self.ctx:  # the target's own candidates beside it and after it
-            return recycled_tree(self.recycle(), self.ctx[-1], min(max_len, self.cap.nodes), base=best,
-                                 previous=self.ctx[-2] if len(self.ctx) > 1 else -1)
+            before = self.ctx[-2] if len(self.ctx) > 1 else -1
+            tree = recycled_tree(self.recycle(), self.ctx[-1], min(max_len, self.cap.nodes), base=best, previous=before)
+            return self.cap.tree(tree)
         return best
 
     def _propose_neighbours(self, max_len: int) -> Draft | None:

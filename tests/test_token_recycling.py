@@ -33,28 +33,36 @@ def rows(tokens, previous, top, logits):
 
 def test_the_table_keeps_pair_and_token_entries_and_scores_the_one_a_draft_would_use():
     table = RecycleTable(100, k=4)
-    table.add(rows([5], [4], [[9, 8, 7, 6]], [[5.0, 1.0, 0.0, -1.0]]))  # margin 4: bucket 3
-    assert table.entry(4, 5) == ([9, 8, 7, 6], 1, 3)  # the pair's own entry
-    assert table.entry(3, 5) == ([9, 8, 7, 6], 0, 3)  # another pair: the token's
+    table.add(rows([5], [4], [[9, 8, 7, 6]], [[5.0, 1.0, 0.0, -1.0]]))  # margin 4: bucket 3, grade 3 * 4
+    assert table.entry(4, 5) == ([9, 8, 7, 6], 1, 12)  # the pair's own entry
+    assert table.entry(3, 5) == ([9, 8, 7, 6], 0, 12)  # another pair: the token's
     assert table.entry(-1, 6) == ([-1, -1, -1, -1], 0, 0)  # never read
     before = table.rank_probs()
     # 5 read after 4 again, where the target chose 8: the pair entry had it at rank 1
     table.add(rows([5], [4], [[8, 9, 1, 2]], [[0.5, 0.4, 0.0, -1.0]]))
-    assert table.seen[1, 3] == 1 and table.hits[1, 3].tolist() == [0, 1, 0, 0]
+    assert table.seen[1, 12] == 1 and table.hits[1, 12].tolist() == [0, 1, 0, 0]
     assert table.seen[0].sum() == 0
     # 5 read after 2 (no such pair): the token's entry, now [8, 9, 1, 2], had the choice 2 at rank 3
     table.add(rows([5], [2], [[2, 3, 4, 1]], [[3.0, 0.0, 0.0, 0.0]]))
-    assert table.seen[0, 0] == 1 and table.hits[0, 0].tolist() == [0, 0, 0, 1]  # margin 0.1: bucket 0
+    assert table.seen[0, 0] == 1 and table.hits[0, 0].tolist() == [0, 0, 0, 1]  # margin 0.1, new: grade 0
     probs = table.rank_probs()
-    assert probs[1, 3, 1] > before[1, 3, 1] and probs[1, 3, 0] < before[1, 3, 0]
+    assert probs[1, 12, 1] > before[1, 12, 1] and probs[1, 12, 0] < before[1, 12, 0]
     assert np.all(np.diff(probs, axis=2) <= 0)  # a later rank is never likelier
+    # the same first candidate written again and again: the entry is confirmed, up to 3 times
+    grades = []
+    for _ in range(5):
+        table.add(rows([7], [6], [[1, 2, 3, 4]], [[9.0, 0.0, 0.0, 0.0]]))  # margin 9: bucket 4
+        grades.append(table.entry(6, 7)[2])
+    assert grades == [16, 17, 18, 19, 19]
+    assert table.rank_probs()[1, 19, 0] > table.rank_probs()[1, 16, 0]  # confirmed entries are believed more
 
 
 def sure_table() -> RecycleTable:
-    """1 -> 2 -> 3 -> 4 with sure entries (margin 10), 1 -> 7 second; every row learned once."""
+    """1 -> 2 -> 3 -> 4 with sure entries (margin 10), 1 -> 7 second; every row seen four times."""
     table = RecycleTable(50, k=4)
-    table.add(rows([1, 2, 3, 4], [0, 1, 2, 3], [[2, 7, 8, 9], [3, 10, 11, 12], [4, 13, 14, 15], [5, 16, 17, 18]],
-                   [[20.0, 10.0, 0.0, 0.0]] * 4))
+    for _ in range(4):
+        table.add(rows([1, 2, 3, 4], [0, 1, 2, 3], [[2, 7, 8, 9], [3, 10, 11, 12], [4, 13, 14, 15], [5, 16, 17, 18]],
+                       [[20.0, 10.0, 0.0, 0.0]] * 4))
     return table
 
 

@@ -30,18 +30,25 @@ from .best_first import grow_best_first
 
 SOURCE = "recycle"
 TOP_K = 8  # candidates kept per token
-# How sure the target was when it ranked an entry, its first candidate's logit over its second's:
-# 0-1 | 1-2 | 2-4 | 4-8 | 8+. The rank hit rates are kept per bucket: an entry written where the
-# target was sure is right again far more often (the end of a word, a keyword's space).
+# An entry's grade: how sure the target was when it wrote it (its first candidate's logit over its
+# second's: 0-1 | 1-2 | 2-4 | 4-8 | 8+) and how many writes in a row before it had the same first
+# candidate (0 | 1 | 2 | 3+). Rank hit rates are kept per grade. On the 1.5B's plain replies to the
+# quick suite's chat kinds and the returning user (4,000 rows, one runtime): a pair entry's first
+# candidate was right 0.19-0.50 of the time when new (by margin), 0.82 when confirmed twice, 0.91-0.97
+# three times or more; a token entry's 0.10-0.31 when new.
 MARGIN_BUCKETS = (1.0, 2.0, 4.0, 8.0)
-# P(the target's next token is at rank r of the entry for the token read), before any row is seen
-RANK_PRIOR = (0.5, 0.12, 0.06, 0.04, 0.03, 0.02, 0.015, 0.01)
+STABLE = 4  # stability levels: 0, 1, 2, 3+ confirmations
+# P(the target's next token is at rank r of the entry for the token read), before any row is seen:
+# the first rank's by stability (the measures above), the others' shared
+FIRST_PRIOR = (0.3, 0.55, 0.8, 0.9)
+RANK_PRIOR = (0.12, 0.06, 0.04, 0.03, 0.02, 0.015, 0.01)
 PRIOR_WEIGHT = 20.0  # rows the prior counts as
-# The best rate its drafts are accepted at: the 1.5B's surest pair entries' first candidates (0.6-0.7
-# in the first runs). On the AMD EPYC's curve (c(2) 1.9) a draft at that rate does not pay, so the
-# loop hands over no rows there and nothing is recycled (no cost either); on the Intel VM's (c(2)
-# 1.5), a GPU's or under --free-verification it does.
-CANDIDATE_RATE = 0.7
+# The rate its likeliest drafts are accepted at: the 1.5B's confirmed pair entries' first candidates
+# (~0.9). On the AMD EPYC's curve (c(2) 1.9) a token at that rate does not pay, so the loop hands over
+# no rows there and nothing is recycled (no cost either; modeled on the rows above, chains of them
+# would gain 1% on the returning user); on the Intel VM's (c(2) 1.5: modeled 1.067x on the returning
+# user), a GPU's or under --free-verification it does.
+CANDIDATE_RATE = 0.9
 DECAY = 0.999  # per row seen: the estimate follows the text's kind over a few hundred tokens
 
 
@@ -54,18 +61,18 @@ UNCUT = 1 << 10  # no cap: the loop verified the whole of the last tree
 
 class RecycleTable:
     """The target's K likeliest next tokens after each token and after each pair of tokens, as last
-    seen, how sure it was, and each rank's hit rate by kind of entry (pair or token) and sureness."""
+    seen, each entry's grade, and each rank's hit rate by kind of entry (pair or token) and grade."""
 
     def __init__(self, n_vocab: int, k: int = TOP_K):
         self.n_vocab = n_vocab
         self.next = np.full((n_vocab, k), -1, np.int32)  # [V, K] token ids, likeliest first (-1: unseen)
-        self.sure = np.zeros(n_vocab, np.int8)  # [V] the entry's margin bucket
+        self.grade = np.zeros(n_vocab, np.int8)  # [V] margin bucket * STABLE + stability
         self.pair_key = np.full(PAIR_SLOTS, -1, np.int64)  # [S] previous * V + token of the slot's pair
         self.pair_next = np.full((PAIR_SLOTS, k), -1, np.int32)  # [S, K]
-        self.pair_sure = np.zeros(PAIR_SLOTS, np.int8)  # [S]
-        buckets = len(MARGIN_BUCKETS) + 1
-        self.hits = np.zeros((2, buckets, k), np.float64)  # [token|pair, B, K] decayed rows whose next token was at rank r
-        self.seen = np.zeros((2, buckets), np.float64)  # [token|pair, B] decayed rows that found such an entry
+        self.pair_grade = np.zeros(PAIR_SLOTS, np.int8)  # [S]
+        grades = (len(MARGIN_BUCKETS) + 1) * STABLE
+        self.hits = np.zeros((2, grades, k), np.float64)  # [token|pair, G, K] decayed rows whose next token was at rank r
+        self.seen = np.zeros((2, grades), np.float64)  # [token|pair, G] decayed rows that found such an entry
 
     @property
     def k(self) -> int:
@@ -83,37 +90,45 @@ class RecycleTable:
         keys, slots = self._slots(np.maximum(previous, 0), tokens)
         has_pair = (previous >= 0) & (self.pair_key[slots] == keys)
         old = np.where(has_pair[:, None], self.pair_next[slots], self.next[tokens])  # [m, K]
-        bucket = np.where(has_pair, self.pair_sure[slots], self.sure[tokens])
+        grade = np.where(has_pair, self.pair_grade[slots], self.grade[tokens])
         known = old[:, 0] >= 0
         if known.any():
             hit = (old[known] == top[known, :1]).astype(np.float64)  # [m', K] at most one 1 per row
             kind = has_pair[known].astype(np.int64)
             self.hits *= DECAY ** len(hit)
             self.seen *= DECAY ** len(hit)
-            np.add.at(self.hits, (kind, bucket[known]), hit)
-            np.add.at(self.seen, (kind, bucket[known]), 1.0)
+            np.add.at(self.hits, (kind, grade[known]), hit)
+            np.add.at(self.seen, (kind, grade[known]), 1.0)
         margin = candidates.logits[:, 0] - candidates.logits[:, 1] if top.shape[1] > 1 else np.zeros(len(top))
-        sure = np.searchsorted(MARGIN_BUCKETS, margin, side="right").astype(np.int8)
+        sure = np.searchsorted(MARGIN_BUCKETS, margin, side="right") * STABLE  # [m] the new grades, stability 0
+
+        def confirmed(first: np.ndarray, grades: np.ndarray) -> np.ndarray:  # the stability the new entries keep
+            return np.where(first == top[:, 0], np.minimum(grades % STABLE + 1, STABLE - 1), 0)
+
+        token_grade = sure + confirmed(self.next[tokens, 0], self.grade[tokens])
+        pair_grade = sure + np.where(has_pair, confirmed(self.pair_next[slots, 0], self.pair_grade[slots]), 0)
         self.next[tokens] = top
-        self.sure[tokens] = sure
+        self.grade[tokens] = token_grade
         with_pair = previous >= 0
         self.pair_key[slots[with_pair]] = keys[with_pair]
         self.pair_next[slots[with_pair]] = top[with_pair]
-        self.pair_sure[slots[with_pair]] = sure[with_pair]
+        self.pair_grade[slots[with_pair]] = pair_grade[with_pair]
 
     def entry(self, previous: int, token: int) -> tuple[list[int], int, int]:
         """(the candidates after `token` read after `previous` (-1: unknown), the entry's kind
-        (0 token, 1 pair), its sureness bucket)."""
+        (0 token, 1 pair), its grade)."""
         if previous >= 0:
             key = previous * self.n_vocab + token
             slot = (key * 0x9E3779B1 >> 7) % PAIR_SLOTS
             if self.pair_key[slot] == key:
-                return self.pair_next[slot].tolist(), 1, int(self.pair_sure[slot])
-        return self.next[token].tolist(), 0, int(self.sure[token])
+                return self.pair_next[slot].tolist(), 1, int(self.pair_grade[slot])
+        return self.next[token].tolist(), 0, int(self.grade[token])
 
     def rank_probs(self) -> np.ndarray:
-        """[2, B, K] P(the next token is at rank r of an entry of kind k and sureness b), non-increasing in r."""
-        prior = np.asarray(RANK_PRIOR[: self.k] + (0.0,) * max(0, self.k - len(RANK_PRIOR)))
+        """[2, G, K] P(the next token is at rank r of an entry of kind k and grade g), non-increasing in r."""
+        others = (RANK_PRIOR + (0.0,) * self.k)[: self.k - 1]
+        first = np.tile(FIRST_PRIOR, self.hits.shape[1] // STABLE)  # [G]
+        prior = np.concatenate([first[:, None], np.broadcast_to(others, (len(first), self.k - 1))], axis=1)  # [G, K]
         probs = (self.hits + prior * PRIOR_WEIGHT) / (self.seen[..., None] + PRIOR_WEIGHT)
         return np.minimum.accumulate(probs, axis=2)  # a later rank never above an earlier one
 
@@ -142,8 +157,8 @@ def recycled_tree(table: RecycleTable, last: int, max_nodes: int, base: Draft | 
             b_children.setdefault(p, []).append(i)
 
     def recycled(before: int, token: int, path_prob: float, exclude: set[int]):
-        found, kind, sure = table.entry(before, token)
-        p = probs[kind][sure]
+        found, kind, grade = table.entry(before, token)
+        p = probs[kind][grade]
         return [(path_prob * p[r], (1, r), t, ("r", token, t)) for r, t in enumerate(found)
                 if t >= 0 and t not in exclude]
 

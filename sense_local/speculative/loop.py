@@ -219,7 +219,8 @@ class SpecDecoder:
         shadow, self._shadow = self._shadow, None
         if shadow is not None:
             hit = int(shadow.tokens[0] == token)
-            self.drafter.update(Feedback(Draft(shadow.tokens[:1], shadow.source, shadow.acceptance, shadow.key), hit))
+            first = Draft(shadow.tokens[:1], shadow.source, shadow.acceptance, shadow.key, sources=shadow.sources and shadow.sources[:1])
+            self.drafter.update(Feedback(first, hit, first_token=token))
 
     def _stop_reason(self, max_tokens: int, cancel) -> str:
         if self.stats.tokens >= max_tokens:
@@ -258,9 +259,11 @@ class SpecDecoder:
         """Each decoded row's likeliest next tokens to a drafter that recycles them: tokens [m] the
         tokens the rows read, previous [m] the tokens before those, rows [m, V] their logits."""
         if self.candidates:
+            t0 = time.perf_counter()
             top = top_tokens(rows, self.candidates)
             self.drafter.add_candidates(RowCandidates(np.asarray(tokens, np.int32), np.asarray(previous, np.int32),
                                                       top, np.take_along_axis(rows, top, 1)))
+            self.stats.t_draft += time.perf_counter() - t0  # drafting's work, though after the decode
 
     def _draft(self, left: int) -> tuple[Draft | None, Draft | None]:
         """(what the drafter proposed, the part of it worth verifying); a proposal not worth
@@ -274,8 +277,8 @@ class SpecDecoder:
         if proposal is not None:
             if proposal.parents is not None and (self.rule.temperature > 0 or self.chains_only):
                 proposal = proposal.main_path()  # sampling, grammars, penalties and logprobs verify chains only
+            proposal = proposal.to_end(self.engine.is_eog)
             if proposal.parents is None:
-                proposal = self._to_end(proposal)
                 k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
                 if k > 0:  # the decode runs padded: the proposal's own tokens fill what they can of it
                     k = min(self.cost.padded(k + 1) - 1, len(proposal.tokens))
@@ -287,17 +290,6 @@ class SpecDecoder:
                 self._shadow = proposal
         self.stats.t_draft += time.perf_counter() - td
         return proposal, draft
-
-    def _to_end(self, proposal: Draft) -> Draft:
-        """A chain cut after its first end-of-generation token: nothing after it can be emitted.
-        A copy of a prompt's last lines runs on into the chat template's closing tokens and the
-        reply's own start; drafted whole (31 tokens at a copy's 0.99 estimate), the last step of a
-        reply that ends its copy verified 31 tokens to keep 1 (code-shlex.quote, the 1.5B)."""
-        is_eog = self.engine.is_eog
-        for i, t in enumerate(proposal.tokens.tolist()):
-            if is_eog(t):
-                return proposal.first(i + 1) if i + 1 < len(proposal.tokens) else proposal
-        return proposal
 
     def _verify(self, last: int, draft: Draft | None):
         """One target decode: (its rows [1 + k, V], the rows judged [1 + k, V], the verdict, the key
@@ -352,14 +344,14 @@ class SpecDecoder:
         by_source = self.stats.drafted_by_source
         for src in (draft.source,) * len(draft.tokens) if draft.sources is None else draft.sources:
             by_source[src] = by_source.get(src, 0) + 1
+        nodes = list(range(n)) if verdict.path is None else verdict.path.tolist()
+        accepted = draft.tokens[nodes].tolist()
+        first = accepted[0] if n else verdict.next_token  # the target's token after the last chosen one
         if verdict.path is None:
-            self.drafter.update(Feedback(draft, n))
-            nodes = list(range(n))
+            self.drafter.update(Feedback(draft, n, first_token=first))
         else:  # the path drafted what it accepted, and one token more where it had a child
             at = int(verdict.path[-1]) if n else -1
-            self.drafter.update(Feedback(draft, n, n + int((draft.parents == at).any()), path=verdict.path))
-            nodes = verdict.path.tolist()
-        accepted = draft.tokens[nodes].tolist()
+            self.drafter.update(Feedback(draft, n, n + int((draft.parents == at).any()), path=verdict.path, first_token=first))
         self.drafter.extend(accepted)
         soft = verdict.soft.tolist() if verdict.soft is not None else [False] * n
         return [(tok, s, draft.source_of(i)) for tok, s, i in zip(accepted, soft, nodes)]

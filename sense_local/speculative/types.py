@@ -38,6 +38,27 @@ class Draft:
             return Draft(self.tokens[:n], self.source, self.acceptance, self.key, sources=sources)
         return Draft(self.tokens[:n], self.source, self.acceptance, self.key, parents, self.path_probs[:n], sources)
 
+    def to_end(self, is_eog) -> "Draft":
+        """The draft without what follows an end-of-generation token (nothing after one can be
+        emitted): a chain cut after its first, a tree without the nodes below one. A copy of a
+        prompt's last lines runs on into the chat template's closing tokens and the reply's own
+        start; drafted whole (31 tokens at a copy's 0.99 estimate), the last step of a reply that
+        ends its copy verified 31 tokens to keep 1 (code-shlex.quote, the 1.5B)."""
+        stops = [is_eog(t) for t in self.tokens.tolist()]
+        if self.parents is None:
+            return next((self.first(i + 1) for i, stop in enumerate(stops) if stop and i + 1 < len(stops)), self)
+        dead = np.zeros(len(stops), bool)  # below an end-of-generation node
+        for i, p in enumerate(self.parents.tolist()):
+            dead[i] = p >= 0 and (dead[p] or stops[p])
+        if not dead.any():
+            return self
+        keep = np.flatnonzero(~dead)
+        index = np.full(len(stops) + 1, -1, np.int32)  # old parent (+1) -> new parent; -1 stays the root
+        index[keep + 1] = np.arange(len(keep))
+        sources = None if self.sources is None else tuple(self.sources[i] for i in keep)
+        return Draft(self.tokens[keep], self.source, self.acceptance, self.key, index[self.parents[keep] + 1],
+                     self.path_probs[keep], sources)
+
     def main_path(self) -> "Draft":
         """A tree's most probable path as a chain (a chain is returned as it is)."""
         if self.parents is None:
@@ -100,6 +121,7 @@ class Feedback:
     accepted: int
     drafted: int = -1  # -1: len(draft.tokens)
     path: np.ndarray | None = None  # [accepted] int the accepted nodes from the root down (trees only)
+    first_token: int = -1  # the target's token right after the last chosen one (-1: unknown)
 
     def __post_init__(self):
         if self.drafted < 0:

@@ -85,8 +85,18 @@ class RecycleTable:
     def add(self, candidates: RowCandidates) -> None:
         """Learn from a decode's rows: score the entry a draft would have used at each row (the
         pair's where there is one, else the token's) against the target's choice there (the row's
-        first candidate), then keep the row's candidates as both entries."""
-        tokens, previous, top = candidates.tokens, candidates.previous, candidates.top[:, : self.k]
+        first candidate), then keep the row's candidates as both entries. Rows reading a token an
+        earlier row of the decode read go in a later round, so each sees the entry the one before wrote."""
+        rows = np.arange(len(candidates.tokens))
+        while len(rows):
+            _, first = np.unique(candidates.tokens[rows], return_index=True)
+            now = rows[np.sort(first)]
+            self._add(candidates.tokens[now], candidates.previous[now], candidates.top[now, : self.k],
+                      candidates.logits[now])
+            rows = np.setdiff1d(rows, now, assume_unique=True)
+
+    def _add(self, tokens: np.ndarray, previous: np.ndarray, top: np.ndarray, logits: np.ndarray) -> None:
+        """add() for rows that read distinct tokens."""
         keys, slots = self._slots(np.maximum(previous, 0), tokens)
         has_pair = (previous >= 0) & (self.pair_key[slots] == keys)
         old = np.where(has_pair[:, None], self.pair_next[slots], self.next[tokens])  # [m, K]
@@ -99,7 +109,7 @@ class RecycleTable:
             self.seen *= DECAY ** len(hit)
             np.add.at(self.hits, (kind, grade[known]), hit)
             np.add.at(self.seen, (kind, grade[known]), 1.0)
-        margin = candidates.logits[:, 0] - candidates.logits[:, 1] if top.shape[1] > 1 else np.zeros(len(top))
+        margin = logits[:, 0] - logits[:, 1] if top.shape[1] > 1 else np.zeros(len(top))
         sure = np.searchsorted(MARGIN_BUCKETS, margin, side="right") * STABLE  # [m] the new grades, stability 0
 
         def confirmed(first: np.ndarray, grades: np.ndarray) -> np.ndarray:  # the stability the new entries keep
@@ -170,7 +180,7 @@ def recycled_tree(table: RecycleTable, last: int, max_nodes: int, base: Draft | 
         at = handle[1]
         own = b_children.get(at, [])  # the base's children: their own estimates
         mine = [(b_probs[i], (0, i), b_tokens[i], ("b", i)) for i in own]
-        left = max(0.0, 1.0 - sum(b_probs[i] for i in own) / path_prob)  # the share the base leaves
+        left = max(0.0, 1.0 - sum(b_probs[i] for i in own) / path_prob) if path_prob > 0 else 0.0  # the base's leftover
         token = last if at < 0 else b_tokens[at]
         before = previous if at < 0 else last if b_parents[at] < 0 else b_tokens[b_parents[at]]
         return mine + recycled(before, token, path_prob * left, {b_tokens[i] for i in own})
@@ -179,6 +189,8 @@ def recycled_tree(table: RecycleTable, last: int, max_nodes: int, base: Draft | 
     if len(tokens) == 0:
         return None
     base_node = np.asarray([h[1] if h[0] == "b" else -1 for h in handles], np.int32)
+    if base is not None and (base_node >= 0).all():  # the table added nothing: the base as it was
+        return base.first(len(tokens))
     sources = tuple(base.source_of(int(i)) if i >= 0 else SOURCE for i in base_node) if base is not None else None
     source = base.source if base is not None and base_node[0] >= 0 else SOURCE
     if sources is not None and all(s == source for s in sources):
@@ -191,11 +203,18 @@ def recycled_tree(table: RecycleTable, last: int, max_nodes: int, base: Draft | 
 def base_feedback(feedback: Feedback) -> Feedback | None:
     """How the base draft of a recycled tree fared: its nodes form the start of every path, so it
     accepted the path's first base nodes and drafted one more where it had a child verified there.
-    None: no node of it was verified."""
+    Where no node of it was verified, its first token is scored against the target's (as the loop
+    scores a draft it did not verify). None: no base, or nothing known."""
     draft, graft = feedback.draft, feedback.draft.key
     base_node = graft.base_node[: len(draft.tokens)]
-    if graft.base is None or not (base_node >= 0).any():
+    if graft.base is None:
         return None
+    if not (base_node >= 0).any():
+        if feedback.first_token < 0:
+            return None
+        base = graft.base
+        first = Draft(base.tokens[:1], base.source, base.acceptance, base.key)
+        return Feedback(first, int(base.tokens[0] == feedback.first_token), first_token=feedback.first_token)
     path = feedback.path.tolist() if feedback.path is not None else list(range(feedback.accepted))
     parents = draft.parents if draft.parents is not None else np.arange(-1, len(draft.tokens) - 1)
     accepted = 0

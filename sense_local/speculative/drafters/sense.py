@@ -382,7 +382,6 @@ class SenseDrafter(Drafter):
             self.cap.verified(feedback)
             feedback = base_feedback(feedback)
             if feedback is None:
-                self._run = 0
                 return
         drafted = feedback.drafted
         if feedback.draft.source in SOURCES:

@@ -72,9 +72,10 @@ register(Method("rest", "REST: longest suffix match in the documents' tokens",
 # SENSE competes its neighbours' drafts with the exact n-gram match of the same context (the
 # lexical drafter), so it is never shorter than prompt lookup where the text is a copy (issue 18).
 # It grafts the target's recycled candidates (Token Recycling) around and after its draft where the cost
-# curve lets such drafts pay (not on the AMD EPYC's: there it is the same as without them); the
-# 1.5B under --free-verification, chat kinds: tau 2.25 / 1.62 / 1.05 / 2.23 / 2.53 with them, 1.37 /
-# 1.19 / 1.00 / 1.31 / 1.35 without (chat, qa, translate, math, summary; one run).
+# curve lets such drafts pay (c(2) under ~1.71: not on this AMD EPYC's measured curve, where it is the
+# same as without them; the prior curve a fresh install starts from, c(2) 1.5, opens it until the
+# machine's own is learned); the 1.5B under --free-verification, chat kinds: README, "Where
+# verification is cheap".
 register(Method("sense", "SENSE: key-state neighbours in the live context and the documents (if loaded), "
                 "tree drafts, with the exact n-gram match competing and the target's recycled candidates "
                 "grafted where verification is cheap",

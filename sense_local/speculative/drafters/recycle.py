@@ -43,12 +43,12 @@ STABLE = 4  # stability levels: 0, 1, 2, 3+ confirmations
 FIRST_PRIOR = (0.3, 0.55, 0.8, 0.9)
 RANK_PRIOR = (0.12, 0.06, 0.04, 0.03, 0.02, 0.015, 0.01)
 PRIOR_WEIGHT = 20.0  # rows the prior counts as
-# The rate its likeliest drafts are accepted at: the 1.5B's confirmed pair entries' first candidates
-# (~0.9). On the AMD EPYC's curve (c(2) 1.9) a token at that rate does not pay, so the loop hands over
-# no rows there and nothing is recycled (no cost either; modeled on the rows above, chains of them
-# would gain 1% on the returning user); on the Intel VM's (c(2) 1.5: modeled 1.067x on the returning
-# user), a GPU's or under --free-verification it does.
-CANDIDATE_RATE = 0.9
+# The loop hands rows over where a one-token draft accepted at this rate pays (c(2) under ~1.71).
+# Chains of confirmed pair entries (right ~0.9 of the time) modeled on the rows above, on the
+# returning user: 1.067x on the Intel VM's curve (c(2) 1.5), 1.01x on the AMD EPYC's (c(2) 1.8-1.9),
+# where the table's own work (~0.1-0.3 ms a step) would eat that: so not there (and no cost either).
+# A GPU's curve and --free-verification open it.
+CANDIDATE_RATE = 0.8
 DECAY = 0.999  # per row seen: the estimate follows the text's kind over a few hundred tokens
 
 

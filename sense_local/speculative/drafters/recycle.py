@@ -1,18 +1,19 @@
 """Token Recycling (Luo et al., ACL 2025): the target's own candidates, kept and drafted again.
 
 Every decode ranks the whole vocabulary at every row it computes, the rows of rejected drafts
-included, and all but the chosen token are thrown away. The recycle table keeps, for each token,
-the K likeliest next tokens the target gave the last time a row read that token (an adjacency
-matrix of V x K token ids, 4.9 MB for a 152k vocabulary at K = 8), and how often the target's next
-token was at each rank of the row it found there (decayed counts). A draft is the tree grown from
-the last chosen token through the table, most probable node first, a node's path probability its
-parent's times its rank's hit rate.
+included, and all but the chosen token are thrown away. The recycle table keeps, for each token and
+for each pair of tokens, the K likeliest next tokens the target gave the last time a row read it
+(V x K token ids for the tokens, 4.9 MB for a 152k vocabulary at K = 8; 2^18 hashed slots for the
+pairs, 10 MB), each entry's grade (how sure the target was, how often the entry was confirmed), and
+how often the target's next token was at each rank of the entry it found, per kind and grade
+(decayed counts). A draft is the tree grown from the last chosen token through the table, most
+probable node first, a node's path probability its parent's times its rank's hit rate.
 
 It drafts alone (method `recycle`) or grafted onto another drafter's draft (SENSE's): the other
 draft's nodes keep their estimates, the table adds alternatives beside them (at the share their
-estimates leave) and continues after their ends, the token after an accepted run. On a CPU's cost
-curve only a likely first token pays (c(2) 1.5-1.9), so the table's ~50% top-1 drafts rarely go;
-where verification is cheap (a GPU; `--free-verification`) the trees fill the decode.
+estimates leave) and continues after their ends, the token after an accepted run. The loop hands
+rows over only where such drafts can pay (CANDIDATE_RATE): a GPU's curve, `--free-verification`,
+a CPU whose c(2) is under ~1.71; there the trees fill the decode.
 
 The table outlives a reply: the conversation's speculator keeps it (speculator.py).
 """
@@ -156,7 +157,7 @@ def recycled_tree(table: RecycleTable, last: int, max_nodes: int, base: Draft | 
     """The tree grown after `last` (read after `previous`; -1: unknown) from the table, around
     `base` (a chain or tree of another drafter, whose nodes keep their path probabilities); None
     when it has no node."""
-    probs = table.rank_probs().tolist()  # [2][B][K]
+    probs = table.rank_probs().tolist()  # [2][G][K]
     if base is not None:
         b_tokens = base.tokens.tolist()
         b_parents = list(range(-1, len(b_tokens) - 1)) if base.parents is None else base.parents.tolist()

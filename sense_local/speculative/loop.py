@@ -219,8 +219,7 @@ class SpecDecoder:
         shadow, self._shadow = self._shadow, None
         if shadow is not None:
             hit = int(shadow.tokens[0] == token)
-            first = Draft(shadow.tokens[:1], shadow.source, shadow.acceptance, shadow.key, sources=shadow.sources and shadow.sources[:1])
-            self.drafter.update(Feedback(first, hit, first_token=token))
+            self.drafter.update(Feedback(shadow.first(1), hit, first_token=token))
 
     def _stop_reason(self, max_tokens: int, cancel) -> str:
         if self.stats.tokens >= max_tokens:

@@ -60,6 +60,11 @@ GROW_MIN = 8
 UNCUT = 1 << 10  # no cap: the loop verified the whole of the last tree
 
 
+def _slot(key):
+    """The pair slot of key = previous * V + token (an int or an int64 array)."""
+    return (key * 0x9E3779B1 >> 7) % PAIR_SLOTS
+
+
 class RecycleTable:
     """The target's K likeliest next tokens after each token and after each pair of tokens, as last
     seen, each entry's grade, and each rank's hit rate by kind of entry (pair or token) and grade."""
@@ -74,6 +79,9 @@ class RecycleTable:
         grades = (len(MARGIN_BUCKETS) + 1) * STABLE
         self.hits = np.zeros((2, grades, k), np.float64)  # [token|pair, G, K] decayed rows whose next token was at rank r
         self.seen = np.zeros((2, grades), np.float64)  # [token|pair, G] decayed rows that found such an entry
+        others = (RANK_PRIOR + (0.0,) * k)[: k - 1]
+        first = np.tile(FIRST_PRIOR, grades // STABLE)  # [G]
+        self.prior = np.concatenate([first[:, None], np.broadcast_to(others, (grades, k - 1))], axis=1)  # [G, K]
 
     @property
     def k(self) -> int:
@@ -81,7 +89,7 @@ class RecycleTable:
 
     def _slots(self, previous: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = previous.astype(np.int64) * self.n_vocab + tokens
-        return keys, (keys * 0x9E3779B1 >> 7) % PAIR_SLOTS
+        return keys, _slot(keys)
 
     def add(self, candidates: RowCandidates) -> None:
         """Learn from a decode's rows: score the entry a draft would have used at each row (the
@@ -130,17 +138,14 @@ class RecycleTable:
         (0 token, 1 pair), its grade)."""
         if previous >= 0:
             key = previous * self.n_vocab + token
-            slot = (key * 0x9E3779B1 >> 7) % PAIR_SLOTS
+            slot = _slot(key)
             if self.pair_key[slot] == key:
                 return self.pair_next[slot].tolist(), 1, int(self.pair_grade[slot])
         return self.next[token].tolist(), 0, int(self.grade[token])
 
     def rank_probs(self) -> np.ndarray:
         """[2, G, K] P(the next token is at rank r of an entry of kind k and grade g), non-increasing in r."""
-        others = (RANK_PRIOR + (0.0,) * self.k)[: self.k - 1]
-        first = np.tile(FIRST_PRIOR, self.hits.shape[1] // STABLE)  # [G]
-        prior = np.concatenate([first[:, None], np.broadcast_to(others, (len(first), self.k - 1))], axis=1)  # [G, K]
-        probs = (self.hits + prior * PRIOR_WEIGHT) / (self.seen[..., None] + PRIOR_WEIGHT)
+        probs = (self.hits + self.prior * PRIOR_WEIGHT) / (self.seen[..., None] + PRIOR_WEIGHT)
         return np.minimum.accumulate(probs, axis=2)  # a later rank never above an earlier one
 
 
@@ -214,8 +219,7 @@ def base_feedback(feedback: Feedback) -> Feedback | None:
         if feedback.first_token < 0:
             return None
         base = graft.base
-        first = Draft(base.tokens[:1], base.source, base.acceptance, base.key)
-        return Feedback(first, int(base.tokens[0] == feedback.first_token), first_token=feedback.first_token)
+        return Feedback(base.first(1), int(base.tokens[0] == feedback.first_token), first_token=feedback.first_token)
     path = feedback.path.tolist() if feedback.path is not None else list(range(feedback.accepted))
     parents = draft.parents if draft.parents is not None else np.arange(-1, len(draft.tokens) - 1)
     accepted = 0

@@ -15,6 +15,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+from . import plain_layout
 from .errors import SenseError
 
 SHOWN = (2, 4, 8, 16, 32, 48, 64)
@@ -38,6 +39,7 @@ def cmd_curve(args) -> int:
     if source == "flat":
         raise SenseError("SENSE_COST_FLAT is set: every decode is priced as one, no curve is read or kept")
     kept = cost_curve_for(identity)  # the kept one, or PRIOR
+    layout = plain_layout.verdict(identity) if args.gpu_layers == 0 and not args.rpc else 0.0
     # a curve measured before drafts could be 63 tokens long stops at 32: measured again, once
     short = kept.lengths[-1] < PROBE_LENGTHS[-1]
     measure = args.measure or (args.if_missing and (source != "measured" or short))
@@ -51,12 +53,16 @@ def cmd_curve(args) -> int:
         seconds, source = time.perf_counter() - t0, "measured"
     else:
         curve = kept
+    layout_found = None  # a verdict measured now (plain_layout.py): with the curve, or where it is missing
+    if measure or (args.if_missing and layout is None):
+        engine = engine or load_engine(args)
+        layout_found = plain_layout.measure(engine)
     threads = identity.n_threads
     padded = {n: curve.padded(n) for n in range(1, curve.lengths[-1] + 1) if curve.padded(n) != n}
     if args.json:
         print(json.dumps({"model": path.name, "threads": threads, "source": source,
                           "measured_now": measure, "seconds": round(seconds, 1), **curve.to_dict(),
-                          "padded": padded}))
+                          "padded": padded, "prompt_layout": layout_found}))
         return 0
     if args.quiet:
         return 0
@@ -67,4 +73,6 @@ def cmd_curve(args) -> int:
         print(f"decodes run at a cheaper longer size: {runs}")
     if source != "measured":
         print("not measured here: replies learn it as they go (--measure measures it now, about a minute and a half)")
+    if layout_found is not None:
+        print(plain_layout.describe(layout_found))
     return 0

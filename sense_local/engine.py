@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import native, prefill_reuse, side_pass
+from . import native, plain_layout, prefill_reuse, side_pass
 from .cancel_hook import CancelHook
+from .chunked_eval import eval_chunks
 from .errors import Cancelled, ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
 from .key_cache import KeyStateCache
@@ -26,6 +27,7 @@ from .key_source import KeySource
 from .kv_slots import DEFAULT_MIB, KvSlots
 from .model_info import check_readable_gguf, read_model_info
 from .model_load import load_model
+from .plain_layout import PLAIN_MIN
 from .token_batch import TokenBatch, context_params
 from .tree_layout import MAX_BRANCHES, MAX_TREE, TREE_SEQ0, PendingTree, tree_layout
 from .vocabulary import Vocabulary
@@ -79,6 +81,7 @@ class Engine(Vocabulary):
         self.key_source: KeySource | None = None  # the context's (key_source.py)
         self._ctx = None
         self._cancel = CancelHook()  # the cancel event multi-token decodes poll (see `cancellable`)
+        self._plain, self._plain_checked = None, False  # the plain layout (`plain_layout`), not yet looked for
         self.slots = KvSlots(slot_mib << 20)  # states of conversations set aside (kv_slots.py)
         self.disk_bytes, self.disk = disk_mib << 20, None  # conversations kept for later runs (kv_disk.py; 0: none)
         self._make_context(self.resolve_key_layer(key_layer))
@@ -103,6 +106,7 @@ class Engine(Vocabulary):
         if self._ctx:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
+        self.forget_plain_layout()  # its key source reads the old key layer
         source = KeySource.make(key_layer, self.n_embd, max(self.n_batch, MAX_TREE + 1), tapped=tapped,
                                 model_path=self.path)
         cparams = context_params(n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
@@ -184,53 +188,47 @@ class Engine(Vocabulary):
             self.truncate(start)
         if with_keys:
             self._want_keys()
-        self.key_source.switch(self._ctx, with_keys)
+        # a long run wanting one row of logits reads faster on the plain layout, where there is one
+        on = self.plain_layout() if outputs != "all" and k >= PLAIN_MIN else None
+        on = on or self
+        if on is not self:
+            on.take(self, start)
+        on.key_source.switch(on._ctx, with_keys)
         all_rows = outputs == "all" or (with_keys and self.key_layer is None)  # embeddings on: every row is an output
-        earlier, last_m = self._eval_chunks(tokens, start, outputs, with_keys, all_rows)
+        earlier, last_m = eval_chunks(self, on, tokens, start, outputs, with_keys, all_rows)
         del self.tokens[start:]
         self.tokens.extend(tokens.tolist())
-        out = self._views(last_m if all_rows else 1, last_m if with_keys else 0)
+        if on is not self:
+            on.give(self)
+        out = on._views(last_m if all_rows else 1, last_m if with_keys else 0)
         if outputs == "last":
             return EvalOutput(out.logits[-1:], out.keys[-1:])
         if outputs == "keys":
-            key_rows = [o.keys for o in earlier] + [out.keys]
+            key_rows = [keys for _, keys in earlier] + [out.keys]
             return EvalOutput(out.logits[-1:], np.concatenate(key_rows) if earlier else out.keys)
         if earlier:
             return EvalOutput(
-                logits=np.concatenate([o.logits for o in earlier] + [out.logits]),
-                keys=np.concatenate([o.keys for o in earlier] + [out.keys]),
+                logits=np.concatenate([logits for logits, _ in earlier] + [out.logits]),
+                keys=np.concatenate([keys for _, keys in earlier] + [out.keys]),
             )
         return out
 
-    def _eval_chunks(self, tokens: np.ndarray, start: int, outputs: str, with_keys: bool, all_rows: bool):
-        """Decode `tokens` in n_batch chunks at positions start..: (copies of the outputs of every
-        chunk but the last, when wanted; the last chunk's size, whose outputs stay in the buffers)."""
-        k = len(tokens)
-        earlier: list[EvalOutput] = []
-        self.keys.truncate(start)
-        keep_keys = with_keys and self.keys.valid == start
-        for off in range(0, k, self.n_batch):
-            m = min(self.n_batch, k - off)
-            last_chunk = off + m == k
-            self._batch.fill(tokens[off : off + m], start + off)
-            self._batch.logits[:m] = 1 if all_rows else 0
-            if last_chunk:
-                self._batch.logits[m - 1] = 1
-            rc = self._decode(self._batch)
-            if rc != 0:  # drop whatever earlier chunks committed, keep the state consistent
-                llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
-                del self.tokens[start:]
-                self.keys.truncate(start)
-                if rc == 2 and self._cancel.requested():
-                    raise Cancelled("decode cancelled")
-                raise RuntimeError(f"llama_decode failed with code {rc}")
-            if keep_keys:
-                self.keys.write(start + off, self._views(m, m).keys)
-            if not last_chunk and outputs != "last":  # the next decode overwrites the buffers: copy
-                view = self._views(m if all_rows else 1, m if with_keys else 0)
-                logits = view.logits.copy() if outputs == "all" else view.logits[:0]
-                earlier.append(EvalOutput(logits, view.keys.copy()))
-        return earlier, m
+    def plain_layout(self):
+        """The weights in the file's own layout with a context of their own, where this engine reads
+        prompts faster on them (plain_layout.py), opened on first use; else None."""
+        if not self._plain_checked:
+            self._plain_checked = True
+            self._plain = plain_layout.open_for(self)
+        return self._plain
+
+    def forget_plain_layout(self) -> None:
+        """Close the plain layout (a new key layer, a new verdict): the next long decode opens it again."""
+        if self._plain is not None:
+            if self._hidden_pass is not None:  # it may run on the plain layout's weights
+                self._hidden_pass.close()
+                self._hidden_pass = None
+            self._plain.close()
+        self._plain, self._plain_checked = None, False
 
     def eval_tree(self, root: int, tokens: np.ndarray, parents: np.ndarray, *, with_keys: bool = True) -> EvalOutput:
         """Decode the last chosen token `root` (committed at n_past) and a draft tree after it in one
@@ -376,6 +374,9 @@ class Engine(Vocabulary):
         if getattr(self, "_hidden_pass", None) is not None:
             self._hidden_pass.close()
             self._hidden_pass = None
+        if getattr(self, "_plain", None) is not None:
+            self._plain.close()
+            self._plain = None
         for name in ("_batch", "_tree_batch"):
             if getattr(self, name, None) is not None:
                 getattr(self, name).free()

@@ -10,10 +10,12 @@ from .model_info import read_model_info
 llama_cpp = native.llama_cpp
 
 
-def load_model(path: Path, rpc, gpu_layers: int):
-    """(llama.cpp model, its placement across RPC workers or None); ModelError where it cannot load."""
+def load_model(path: Path, rpc, gpu_layers: int, *, repack: bool = True):
+    """(llama.cpp model, its placement across RPC workers or None); ModelError where it cannot load.
+    repack=False keeps the CPU's weights in the file's own layout (plain_layout.py)."""
     mparams = llama_cpp.llama_model_default_params()
     mparams.n_gpu_layers = gpu_layers
+    mparams.use_extra_bufts = repack
     placement = _place_on_workers(path, rpc, gpu_layers) if rpc else None
     held = placement.apply(mparams) if placement else None  # the devices array must outlive the load
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)

@@ -50,8 +50,9 @@ def hidden_pass(engine, n_ctx: int):
     if held is None or held.n_ctx < n_ctx:
         if held is not None:
             held.close()
+        plain = engine.plain_layout()  # long runs read faster there, where the engine has one
         held = engine._hidden_pass = HiddenPass(
-            engine._model, engine.n_embd, n_ctx=n_ctx, n_batch=engine.n_batch, n_threads=engine.n_threads,
+            plain.model if plain is not None else engine._model, engine.n_embd, n_ctx=n_ctx, n_batch=engine.n_batch, n_threads=engine.n_threads,
             layer=engine.key_layer,
         )
     return held if held.available else None

@@ -153,10 +153,17 @@ def test_curve_is_shown_measured_once_and_is_what_replies_start_from(engine, mod
     doc = json.loads(measured.stdout)
     assert doc["source"] == "measured" and doc["measured_now"] and "measuring" in measured.stderr
     assert doc["lengths"] == [*range(1, 33), *range(36, 65, 4)] and doc["costs"][0] == 1.0 and doc["costs"][-1] > 1.5
-    kept = next((tmp_path / "home" / "cache" / "cost").glob("*.json"))
+    assert doc["prompt_layout"]["plain_tok_s"] > 0  # which weight layout reads prompts faster, with it
+    kept = next(p for p in (tmp_path / "home" / "cache" / "cost").glob("*.json") if not p.stem.endswith("-layout"))
+    verdict = kept.with_name(kept.stem + "-layout.json")
+    assert json.loads(verdict.read_text()) == doc["prompt_layout"]
     written = kept.stat().st_mtime_ns
     again = json.loads(run_cli("curve", *model, "--if-missing", "--json", env=env).stdout)
     assert not again["measured_now"] and again["costs"] == doc["costs"]  # kept: not measured twice
+    assert again["prompt_layout"] is None  # nor the verdict
+    verdict.unlink()
+    layout_only = json.loads(run_cli("curve", *model, "--if-missing", "--json", env=env).stdout)
+    assert not layout_only["measured_now"] and layout_only["prompt_layout"]["repacked_tok_s"] > 0  # missing: measured
     assert kept.stat().st_mtime_ns == written
     old = json.loads(kept.read_text())
     kept.write_text(json.dumps({**old, "lengths": old["lengths"][:32], "costs": old["costs"][:32]}))

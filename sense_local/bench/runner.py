@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from .. import plain_layout
 from ..chat_template import chat_tokens
 from ..engine import Engine
 from ..errors import SenseError
@@ -252,6 +253,8 @@ def run_bench_cli(args) -> int:
     from ..speculative.cost import cost_curve_for
 
     curve = cost_curve_for(engine, measure=True)  # drafts are sized by the measured curve, not a prior
+    layout = plain_layout.measure(engine)  # and prompts read on the layout that reads them faster
+    print(plain_layout.describe(layout), file=sys.stderr, flush=True)
     store = None
     if any(t.kind == "docqa-rag" for t in tasks) or (any(t.kind == "docqa" for t in tasks) and any(m != "ar" for m in methods)):
         store = bench_store(engine, args.suite)
@@ -265,6 +268,7 @@ def run_bench_cli(args) -> int:
                 p.close()
     summary = summarise(rows)
     doc = _results(engine, path, args, peer_reps, max_tokens, round(time.perf_counter() - t0, 1), rows, summary, curve)
+    doc["prompt_layout"] = layout
     _print_report(summary, curve, tasks, args, peers, peer_reps, doc["seconds"], store)
     if args.json_file:
         with open(args.json_file, "w") as f:

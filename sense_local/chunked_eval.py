@@ -1,0 +1,44 @@
+"""A run of tokens decoded in n_batch chunks on one of the engine's contexts: its own, or the plain
+layout's (plain_layout.py), which holds the same conversation and hands it back after."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import native
+from .errors import Cancelled
+
+llama_cpp = native.llama_cpp
+
+
+def eval_chunks(engine, on, tokens: np.ndarray, start: int, outputs: str, with_keys: bool, all_rows: bool):
+    """Decode `tokens` at positions start.. on context holder `on` (the engine or its plain layout:
+    `_batch`, `_mem`, `_decode`, `_views`) in n_batch chunks, writing the engine's key-state cache:
+    (copies of the outputs of every chunk but the last, when wanted; the last chunk's size, whose
+    outputs stay in `on`'s buffers)."""
+    k = len(tokens)
+    earlier = []
+    engine.keys.truncate(start)
+    keep_keys = with_keys and engine.keys.valid == start
+    batch = on._batch
+    for off in range(0, k, engine.n_batch):
+        m = min(engine.n_batch, k - off)
+        last_chunk = off + m == k
+        batch.fill(tokens[off : off + m], start + off)
+        batch.logits[:m] = 1 if all_rows else 0
+        if last_chunk:
+            batch.logits[m - 1] = 1
+        rc = on._decode(batch)
+        if rc != 0:  # drop whatever earlier chunks committed, keep the state consistent
+            llama_cpp.llama_memory_seq_rm(on._mem, 0, start, -1)
+            del engine.tokens[start:]
+            engine.keys.truncate(start)
+            if rc == 2 and engine._cancel.requested():
+                raise Cancelled("decode cancelled")
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        if keep_keys:
+            engine.keys.write(start + off, on._views(m, m).keys)
+        if not last_chunk and outputs != "last":  # the next decode overwrites the buffers: copy
+            view = on._views(m if all_rows else 1, m if with_keys else 0)
+            logits = view.logits.copy() if outputs == "all" else view.logits[:0]
+            earlier.append((logits, view.keys.copy()))
+    return earlier, m

@@ -56,14 +56,14 @@ def build_store(model: str) -> Path:
 
 
 class Server:
-    def __init__(self, model: str, store: Path, max_tokens: int, extra: list[str], states: Path):
+    def __init__(self, model: str, store: Path, max_tokens: int, extra: list[str], states: Path, env: dict | None = None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sense_local.cli", "serve", "--model", model, "--store", str(store),
              "--port", str(self.port), "--max-tokens", str(max_tokens), "--no-history", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "SENSE_KV_STATES": str(states)})  # kept conversations: this run's own
+            env={**os.environ, "SENSE_KV_STATES": str(states), **(env or {})})  # kept conversations: this run's own
         deadline = time.time() + 300
         while time.time() < deadline:
             try:
@@ -118,14 +118,23 @@ def conversation(client, grounded: bool, interleaved: bool, max_tokens: int, mes
     return rows
 
 
+LAYOUTS = {"plain": "1", "repacked": "0"}  # --layouts: SENSE_PLAIN_LAYOUT for the server (plain_layout.py)
+
+
 def run(args) -> dict:
     store = build_store(args.model)
     results = {"model": args.model, "max_tokens": args.max_tokens, "modes": {}, "reopened": {}}
-    for mode in args.modes:  # a fresh server and kept states each: no conversation starts from another's
+    runs = [(mode, None) for mode in args.modes]
+    if args.layouts:  # each conversation on each weight layout, the order alternating from one to the next
+        runs = [(mode, layout) for i, mode in enumerate(args.modes)
+                for layout in (args.layouts if i % 2 == 0 else args.layouts[::-1])]
+    for mode, layout in runs:  # a fresh server and kept states each: no conversation starts from another's
         grounded, interleaved = mode.startswith("grounded"), mode.endswith("+other")
+        env = {"SENSE_PLAIN_LAYOUT": LAYOUTS[layout]} if layout else None
+        mode = f"{mode} [{layout}]" if layout else mode
         with tempfile.TemporaryDirectory() as states:
             messages: list[dict] = []
-            with serving(args, store, Path(states)) as client:
+            with serving(args, store, Path(states), env=env) as client:
                 rows = conversation(client, grounded, interleaved, args.max_tokens, messages)
             results["modes"][mode] = rows
             print(f"{mode}: " + ", ".join(f"t{r['turn']} {r['first_token_s']:.2f}s (prefill {r['prefill_s']:.2f}s, "
@@ -135,7 +144,7 @@ def run(args) -> dict:
                 messages.append({"role": "user", "content": REOPENED})
                 reopened = {}
                 for label, extra in (("kept state", []), ("--cache-disk 0", ["--cache-disk", "0"])):
-                    with serving(args, store, Path(states), extra) as client:
+                    with serving(args, store, Path(states), extra, env=env) as client:
                         reopened[label] = turn(client, messages, True, args.max_tokens)
                 results["reopened"][mode] = reopened
                 print(f"{mode} reopened: " + ", ".join(f"{k} {r['first_token_s']:.2f}s ({r['cached_tokens']}/"
@@ -145,11 +154,12 @@ def run(args) -> dict:
 
 
 @contextlib.contextmanager
-def serving(args, store: Path, states: Path, extra: list[str] = ()):
-    """A fresh server (kept conversations in `states`), warmed up: the `openai` client for it."""
+def serving(args, store: Path, states: Path, extra: list[str] = (), env: dict | None = None):
+    """A fresh server (kept conversations in `states`, `env` added to its environment), warmed up:
+    the `openai` client for it."""
     from openai import OpenAI
 
-    server = Server(args.model, store, args.max_tokens, [*args.serve_args, *extra], states)
+    server = Server(args.model, store, args.max_tokens, [*args.serve_args, *extra], states, env)
     try:
         client = OpenAI(base_url=server.base + "/v1", api_key="none")
         turn(client, [{"role": "user", "content": "Say hi."}], False, 4)  # warm-up: first decode, caches
@@ -184,10 +194,17 @@ def main(argv=None) -> int:
     ap.add_argument("--reopen", action="store_true",
                     help="then ask each grounded conversation a fifth question after a restart, "
                          "from its kept state and without")
+    ap.add_argument("--layouts", default="",
+                    help="plain,repacked: hold each conversation on both weight layouts (plain_layout.py), "
+                         "the order alternating; default: the server's own choice")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("serve_args", nargs="*", help="more `sense-local serve` arguments (after --)")
     args = ap.parse_args(argv)
     args.modes = args.modes.split(",")
+    args.layouts = [x for x in args.layouts.split(",") if x]
+    unknown = [x for x in args.layouts if x not in LAYOUTS]
+    if unknown:
+        ap.error(f"unknown layout {unknown[0]!r} (plain, repacked)")
     results = run(args)
     print(table(results))
     if args.json:

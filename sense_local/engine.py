@@ -27,7 +27,6 @@ from .key_source import KeySource
 from .kv_slots import DEFAULT_MIB, KvSlots
 from .model_info import check_readable_gguf, read_model_info
 from .model_load import load_model
-from .plain_layout import PLAIN_MIN
 from .token_batch import TokenBatch, context_params
 from .tree_layout import MAX_BRANCHES, MAX_TREE, TREE_SEQ0, PendingTree, tree_layout
 from .vocabulary import Vocabulary
@@ -92,6 +91,7 @@ class Engine(Vocabulary):
         self._no_keys = np.zeros((0, self.n_embd), dtype=np.float32)  # [0, n_embd]
         self.keys = KeyStateCache(self.n_embd, self.n_ctx)  # key state of each committed position
         self.tokens: list[int] = []  # committed tokens in the KV cache (len == n_past)
+        self.plain_layout()  # where wanted, opened now (0.3-0.5 s): a first long prompt must not wait for it
 
     @property
     def rpc_workers(self) -> tuple[str, ...]:
@@ -189,7 +189,7 @@ class Engine(Vocabulary):
         if with_keys:
             self._want_keys()
         # a long run wanting one row of logits reads faster on the plain layout, where there is one
-        on = self.plain_layout() if outputs != "all" and k >= PLAIN_MIN else None
+        on = self.plain_layout() if plain_layout.runs_there(k, outputs) else None
         on = on or self
         if on is not self:
             on.take(self, start)

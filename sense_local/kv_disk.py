@@ -17,7 +17,6 @@ cannot be read is removed and the prompt is evaluated as if it were not there.
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import threading
@@ -121,8 +120,7 @@ class DiskStates:
             with np.load(path) as z:
                 tokens = z["tokens"].astype(np.int32).tolist()
                 keys = np.ascontiguousarray(z["keys"], np.float32)
-                raw = z["state"]
-            data = (ctypes.c_uint8 * len(raw)).from_buffer_copy(raw)
+                data = np.ascontiguousarray(z["state"], np.uint8)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
             self._forget(path)
             return None
@@ -174,7 +172,7 @@ class DiskStates:
             self.directory.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 np.savez(f, tokens=tokens, n_keys=np.array([len(state.keys)]), keys=np.asarray(state.keys, np.float32),
-                         state=np.frombuffer(state.data, np.uint8))  # n_keys: read without the keys themselves
+                         state=state.data)  # n_keys: read without the keys themselves
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

@@ -28,7 +28,7 @@ SWITCH_MIN = 32  # a saved state is restored when it holds this many more of the
 @dataclass
 class SavedState:
     tokens: list[int]  # the sequence's committed tokens
-    data: ctypes.Array  # its state as llama_state_seq_get_data wrote it
+    data: np.ndarray  # [n] uint8: its state as llama_state_seq_get_data wrote it
     keys: np.ndarray  # [n_keys, n_embd] key states of its first n_keys positions (a copy)
 
     @property
@@ -38,6 +38,11 @@ class SavedState:
     def common(self, prompt: np.ndarray) -> int:
         """Leading tokens of `prompt` this state holds."""
         return common_prefix(self.tokens, prompt)
+
+
+def byte_pointer(data: np.ndarray):
+    """`data` (uint8, contiguous) as the uint8_t * llama.cpp's state calls take."""
+    return data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
 
 
 def common_prefix(held: Sequence[int], prompt: np.ndarray) -> int:

@@ -7,15 +7,17 @@ reads a 1,500-token prompt at 156 tok/s repacked, 233 plain (1.5x); llama-server
 engine whose measured verdict (`measure`, kept beside the cost curve) says the plain layout reads
 prompts at least GAIN times faster loads the GGUF once more with repacking off (memory-mapped: 0.3 s,
 pages shared with the file's) with a context of its own, and a decode of PLAIN_MIN tokens or more that
-wants one row of logits (a prompt, a passage, a new turn) runs there: the conversation's KV entries
-are copied in where that context lacks them and back after (`llama_state_seq_get_data` /
-`set_data`: 2-3 ms each way for 1,500 tokens of the 1.5B). Same model, other kernels: a greedy reply
+wants one row of logits (a prompt, a passage, a new turn), or of ALL_MIN or more that wants them all
+(a long draft verified), runs there: the conversation's KV entries are copied in where that context
+lacks them and back after (`llama_state_seq_get_data` / `set_data`: 2-3 ms each way for 1,500 tokens
+of the 1.5B). The 1.5B's cost curve at 512 tokens of context, copies included, alternated in one
+process: c(32) 9.5 -> 8.4, c(48) 13.6 -> 10.8, c(64) 16.5 -> 11.9 (18.4 -> 13.9 in a second pair);
+c(16) and shorter the same, so those stay on the repacked weights. Same model, other kernels: a greedy reply
 after either prefill parts from the other's only at near-ties (top-2 gap 0.15 on a README summary).
 `SENSE_PLAIN_LAYOUT=0` never loads it, `=1` always does (tests; a model nothing is repacked for).
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import time
@@ -25,7 +27,7 @@ import numpy as np
 from . import native
 from .errors import ModelError, SenseError
 from .key_source import KeySource
-from .kv_slots import common_prefix
+from .kv_slots import byte_pointer, common_prefix
 from .model_load import load_model
 from .token_batch import TokenBatch, context_params
 
@@ -35,6 +37,14 @@ GAIN = 1.1  # the plain layout is used where it read the probe at least this muc
 PROBE_TOKENS = 256  # what the verdict times, on each layout (the quickest of PROBE_REPS)
 PROBE_REPS = 3
 MEMORY_MARGIN = 512 << 20  # free memory wanted beyond the file's size before a second copy is mapped
+ALL_MIN: int | None = 32  # decodes wanting every row's logits (a draft verified) this long run there too (None: never)
+
+
+def runs_there(k: int, outputs: str) -> bool:
+    """Does a decode of k tokens wanting `outputs` (engine.eval's) run on the plain layout, where there is one?"""
+    if outputs == "all":
+        return ALL_MIN is not None and k >= ALL_MIN
+    return k >= PLAIN_MIN
 
 
 class PlainLayout:
@@ -88,7 +98,7 @@ class PlainLayout:
         size = llama_cpp.llama_state_seq_get_size(source, 0)
         if len(self._state) < size:
             self._state = np.empty(size, np.uint8)  # not a ctypes array: making one of 43 MB takes 0.12 s
-        data = self._state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        data = byte_pointer(self._state)
         if llama_cpp.llama_state_seq_get_data(source, data, size, 0) != size:
             raise RuntimeError("llama.cpp did not give a sequence's state")
         llama_cpp.llama_memory_seq_rm(target_mem, 0, -1, -1)

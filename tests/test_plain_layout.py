@@ -154,3 +154,37 @@ def test_the_1_5b_reads_a_prompt_on_its_plain_layout_as_the_same_model(monkeypat
     (plain, _), (own, gaps) = replies["1"], replies["0"]
     parted = next((i for i, (a, b) in enumerate(zip(plain, own)) if a != b), None)
     assert parted is None or gaps[parted] < 0.25, (parted, gaps[parted] if parted is not None else None)
+
+
+def test_a_long_draft_verified_on_the_plain_layout_matches_and_pld_stays_lossless(model_path, monkeypatch):
+    """Decodes wanting every row's logits run there from ALL_MIN tokens (a draft verified): the same
+    rows as on the engine's context, and `ar` and `pld` with long drafts (a flat curve) write the
+    replies they write without it."""
+    from sense_local.bench.tasks import build_tasks
+    from sense_local.generation import GenerationOptions, make_decoder
+
+    task = next(t for t in build_tasks("quick") if t.kind == "code")
+    monkeypatch.setenv("SENSE_COST_FLAT", "1")  # drafts as long as the copy: verifications of 32+ rows
+    seen = {}
+    for flag in ("1", "0"):
+        engine = _engine(model_path, monkeypatch, flag)
+        try:
+            prompt = chat(engine, task.prompt)
+            engine.prefill(prompt)
+            rows = engine.eval(prompt[-48:], len(prompt) - 48, outputs="all", with_keys=True)
+            seen[flag] = [rows.logits.copy(), rows.keys.copy()]
+            assert engine.tokens == prompt
+            replies = {}
+            for method in ("ar", "pld"):
+                decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=96))
+                replies[method] = [e.token for e in decoder.generate(prompt, 96) if e.token >= 0]
+                if method == "pld":
+                    assert decoder.stats.accepted >= 32  # long copies were verified
+            seen[flag].append(replies)
+            if flag == "1":
+                assert len(engine._plain.tokens) >= len(prompt)
+        finally:
+            engine.close()
+    np.testing.assert_array_equal(seen["1"][0], seen["0"][0])
+    np.testing.assert_array_equal(seen["1"][1], seen["0"][1])
+    assert seen["1"][2] == seen["0"][2]

@@ -188,9 +188,8 @@ class Engine(Vocabulary):
             self.truncate(start)
         if with_keys:
             self._want_keys()
-        # a long run wanting one row of logits reads faster on the plain layout, where there is one
-        on = self.plain_layout() if plain_layout.runs_there(k, outputs) else None
-        on = on or self
+        # long runs (a prompt, a long draft verified) go faster on the plain layout, where there is one
+        on = (self.plain_layout() if plain_layout.runs_there(k, outputs) else None) or self
         if on is not self:
             on.take(self, start)
         on.key_source.switch(on._ctx, with_keys)
@@ -215,7 +214,7 @@ class Engine(Vocabulary):
 
     def plain_layout(self):
         """The weights in the file's own layout with a context of their own, where this engine reads
-        prompts faster on them (plain_layout.py), opened on first use; else None."""
+        prompts faster on them (plain_layout.py; opened with the engine, again after a forget), or None."""
         if not self._plain_checked:
             self._plain_checked = True
             self._plain = plain_layout.open_for(self)

@@ -158,10 +158,10 @@ def verdict(engine) -> float | None:
 def measure(engine) -> dict | None:
     """Time PROBE_TOKENS-token decodes on the engine's context and on a plain layout, alternating
     (the quickest of PROBE_REPS each), keep their ratio as this model's verdict here and return what
-    was measured (None for an engine with layers off the CPU: nothing is repacked for those). The
-    engine's committed tokens are left as they were."""
-    if engine.n_gpu_layers != 0 or engine.placement is not None:
-        return None
+    was measured (None for an engine with layers off the CPU, where nothing is repacked, or without
+    the memory for a second copy). The engine's committed tokens are left as they were."""
+    if engine.n_gpu_layers != 0 or engine.placement is not None or not _memory_for(engine):
+        return None  # nothing repacked off the CPU; no room for a second copy: no verdict, no plain layout
     plain = PlainLayout(engine)
     try:
         rng = np.random.default_rng(0)
@@ -188,7 +188,7 @@ def measure(engine) -> dict | None:
 def describe(found: dict | None) -> str:
     """One line on a verdict: how fast each layout read the probe, and whether prompts use the plain one."""
     if found is None:
-        return "prompt reading: the layers are not on the CPU (one layout)"
+        return "prompt reading: one weight layout (layers off the CPU, or no memory for a second copy)"
     ratio = found["plain_over_repacked"]
     use = f"used for runs of {PLAIN_MIN}+ tokens" if ratio >= GAIN else f"not used (under {GAIN}x)"
     return (f"prompt reading: {found['plain_tok_s']:.0f} tok/s on the weights' plain layout, "

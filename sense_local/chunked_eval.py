@@ -2,12 +2,21 @@
 layout's (plain_layout.py), which holds the same conversation and hands it back after."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import native
 from .errors import Cancelled
 
 llama_cpp = native.llama_cpp
+
+
+@dataclass
+class EvalOutput:
+    logits: np.ndarray  # [k, n_vocab] float32, view valid until the next eval
+    keys: np.ndarray  # [k, n_embd] float32 key states, view valid until the next eval
+    reused: int = 0  # prefill: prompt tokens whose KV entries were kept, not evaluated again
 
 
 def eval_chunks(engine, on, tokens: np.ndarray, start: int, outputs: str, with_keys: bool, all_rows: bool):
@@ -40,5 +49,5 @@ def eval_chunks(engine, on, tokens: np.ndarray, start: int, outputs: str, with_k
         if not last_chunk and outputs != "last":  # the next decode overwrites the buffers: copy
             view = on._views(m if all_rows else 1, m if with_keys else 0)
             logits = view.logits.copy() if outputs == "all" else view.logits[:0]
-            earlier.append((logits, view.keys.copy()))
+            earlier.append(EvalOutput(logits, view.keys.copy()))
     return earlier, m

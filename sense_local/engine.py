@@ -11,14 +11,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import native, plain_layout, prefill_reuse, side_pass
 from .cancel_hook import CancelHook
-from .chunked_eval import eval_chunks
+from .chunked_eval import EvalOutput, eval_chunks
 from .errors import Cancelled, ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
 from .key_cache import KeyStateCache
@@ -32,13 +31,6 @@ from .tree_layout import MAX_BRANCHES, MAX_TREE, TREE_SEQ0, PendingTree, tree_la
 from .vocabulary import Vocabulary
 
 llama_cpp = native.llama_cpp
-
-
-@dataclass
-class EvalOutput:
-    logits: np.ndarray  # [k, n_vocab] float32, view valid until the next eval
-    keys: np.ndarray  # [k, n_embd] float32 key states, view valid until the next eval
-    reused: int = 0  # prefill: prompt tokens whose KV entries were kept, not evaluated again
 
 
 def default_threads() -> int:
@@ -203,12 +195,12 @@ class Engine(Vocabulary):
         if outputs == "last":
             return EvalOutput(out.logits[-1:], out.keys[-1:])
         if outputs == "keys":
-            key_rows = [keys for _, keys in earlier] + [out.keys]
+            key_rows = [o.keys for o in earlier] + [out.keys]
             return EvalOutput(out.logits[-1:], np.concatenate(key_rows) if earlier else out.keys)
         if earlier:
             return EvalOutput(
-                logits=np.concatenate([logits for logits, _ in earlier] + [out.logits]),
-                keys=np.concatenate([keys for _, keys in earlier] + [out.keys]),
+                logits=np.concatenate([o.logits for o in earlier] + [out.logits]),
+                keys=np.concatenate([o.keys for o in earlier] + [out.keys]),
             )
         return out
 

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from . import native
+from .chunked_eval import EvalOutput
 from .errors import ModelError, SenseError
 from .key_source import KeySource
 from .kv_slots import byte_pointer, common_prefix
@@ -111,9 +112,7 @@ class PlainLayout:
         self.key_source.before_decode()
         return self._cancel.decode(self._ctx, batch)
 
-    def _views(self, n_logits: int, n_keys: int):
-        from .engine import EvalOutput
-
+    def _views(self, n_logits: int, n_keys: int) -> EvalOutput:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_logits, self.n_vocab))
         if n_keys == 0:
             return EvalOutput(logits, np.zeros((0, self.n_embd), np.float32))

@@ -44,6 +44,10 @@ def cmd_curve(args) -> int:
     short = kept.lengths[-1] < PROBE_LENGTHS[-1]
     measure = args.measure or (args.if_missing and (source != "measured" or short))
     seconds = 0.0
+    layout_found = None  # a verdict measured now (plain_layout.py): with the curve (first: the curve prices
+    if measure or (args.if_missing and layout is None):  # decodes where they run), or where it is missing
+        engine = engine or load_engine(args)
+        layout_found = plain_layout.measure(engine)
     if measure:
         engine = engine or load_engine(args)
         print(f"measuring {path.name}'s decode cost at every size 1..32 and every fourth to 64 on {engine.n_threads} "
@@ -53,10 +57,6 @@ def cmd_curve(args) -> int:
         seconds, source = time.perf_counter() - t0, "measured"
     else:
         curve = kept
-    layout_found = None  # a verdict measured now (plain_layout.py): with the curve, or where it is missing
-    if measure or (args.if_missing and layout is None):
-        engine = engine or load_engine(args)
-        layout_found = plain_layout.measure(engine)
     threads = identity.n_threads
     padded = {n: curve.padded(n) for n in range(1, curve.lengths[-1] + 1) if curve.padded(n) != n}
     if args.json:

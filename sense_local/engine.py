@@ -182,8 +182,8 @@ class Engine(Vocabulary):
             self._want_keys()
         # long runs (a prompt, a long draft verified) go faster on the plain layout, where there is one
         on = (self.plain_layout() if plain_layout.runs_there(k, outputs) else None) or self
-        if on is not self:
-            on.take(self, start)
+        if on is not self and not on.take(self, start):
+            on = self  # llama.cpp would not hand the conversation over: decoded here
         on.key_source.switch(on._ctx, with_keys)
         all_rows = outputs == "all" or (with_keys and self.key_layer is None)  # embeddings on: every row is an output
         earlier, last_m = eval_chunks(self, on, tokens, start, outputs, with_keys, all_rows)

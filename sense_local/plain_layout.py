@@ -59,39 +59,47 @@ class PlainLayout:
         except ModelError:
             llama_cpp.llama_model_free(self.model)
             raise
-        cparams = context_params(n_ctx=engine.n_ctx, n_batch=engine.n_batch, n_threads=engine.n_threads)
-        cparams.n_seq_max = 1
-        if engine._flash_attn is not None:
-            cparams.flash_attn_type = 1 if engine._flash_attn else 0
-        self.key_source.configure(cparams)
-        self._ctx = llama_cpp.llama_init_from_model(self.model, cparams)
-        if not self._ctx:
-            llama_cpp.llama_model_free(self.model)
-            raise ModelError(f"{engine.path}: llama.cpp could not create a context on the plain layout")
-        self._mem = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = TokenBatch(engine.n_batch)
+        self._ctx, self._batch = None, None
+        try:
+            cparams = context_params(n_ctx=engine.n_ctx, n_batch=engine.n_batch, n_threads=engine.n_threads)
+            cparams.n_seq_max = 1
+            if engine._flash_attn is not None:
+                cparams.flash_attn_type = 1 if engine._flash_attn else 0
+            self.key_source.configure(cparams)
+            self._ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+            if not self._ctx:
+                raise ModelError(f"{engine.path}: llama.cpp could not create a context on the plain layout")
+            self._mem = llama_cpp.llama_get_memory(self._ctx)
+            self._batch = TokenBatch(engine.n_batch)
+        except BaseException:
+            self.close()  # nothing half-made stays behind
+            raise
         self._cancel = engine._cancel  # a cancel stops a decode here as on the engine's context
         self.n_vocab, self.n_embd = engine.n_vocab, engine.n_embd
         self.tokens: list[int] = []  # what sequence 0 holds here
         self._state = np.empty(0, np.uint8)  # a sequence's state on its way between the contexts
 
-    def take(self, engine, start: int) -> None:
+    def take(self, engine, start: int) -> bool:
         """Hold the engine's first `start` tokens (all its context holds), copying its KV entries
-        over unless they are here already."""
+        over unless they are here already; False where llama.cpp would not (nothing held then)."""
         if common_prefix(self.tokens, np.asarray(engine.tokens[:start], np.int32)) == start:
             llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
             del self.tokens[start:]
-            return
+            return True
         self.tokens = []
-        self._copy(engine._ctx, self._ctx, self._mem)
+        try:
+            self._copy(engine._ctx, self._ctx, self._mem)
+        except RuntimeError:
+            return False
         self.tokens = list(engine.tokens[:start])
+        return True
 
     def give(self, engine) -> None:
         """The engine's context gets this one's sequence (the tokens just decoded here included)."""
         try:
             self._copy(self._ctx, engine._ctx, engine._mem)
         except RuntimeError:
-            engine.reset()  # its sequence is gone: the next prompt is read whole
+            engine.truncate(0)  # its sequence is gone: the next prompt is read whole (saved ones stay)
             raise
         self.tokens = list(engine.tokens)
 
@@ -159,8 +167,11 @@ def measure(engine) -> dict | None:
     (the quickest of PROBE_REPS each), keep their ratio as this model's verdict here and return what
     was measured (None for an engine with layers off the CPU, where nothing is repacked, or without
     the memory for a second copy). The engine's committed tokens are left as they were."""
-    if engine.n_gpu_layers != 0 or engine.placement is not None or not _memory_for(engine):
-        return None  # nothing repacked off the CPU; no room for a second copy: no verdict, no plain layout
+    if engine.n_gpu_layers != 0 or engine.placement is not None or engine.n_past + PROBE_TOKENS > engine.n_ctx:
+        return None  # nothing repacked off the CPU (or no room in the context to time it): no verdict
+    engine.forget_plain_layout()  # one second copy at a time
+    if not _memory_for(engine):
+        return None
     plain = PlainLayout(engine)
     try:
         rng = np.random.default_rng(0)
@@ -179,8 +190,11 @@ def measure(engine) -> dict | None:
              "plain_tok_s": round(speeds["plain"], 1), "repacked_tok_s": round(speeds["repacked"], 1)}
     path = _verdict_file(engine)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(found))
-    engine.forget_plain_layout()  # opened again, or not, by the new verdict
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(found))
+    os.replace(tmp, path)  # a server reading it never sees half a file
+    engine.forget_plain_layout()
+    engine.plain_layout()  # opened again, or not, by the new verdict
     return found
 
 
@@ -217,8 +231,9 @@ def _verdict_file(engine):
 
 
 def _memory_for(engine) -> bool:
-    """Is there memory for the file mapped a second time and a second KV cache (f16 keys and values
-    of n_ctx tokens: 117 MB for the 1.5B at 4,096), by MemAvailable (True where unknown)?"""
+    """Is there memory for the file mapped a second time, a second KV cache (f16 keys and values of
+    n_ctx tokens: 117 MB for the 1.5B at 4,096) and the buffer a state is copied through, by
+    MemAvailable (True where unknown)?"""
     try:
         with open("/proc/meminfo") as f:
             available = next(int(line.split()[1]) << 10 for line in f if line.startswith("MemAvailable:"))
@@ -227,5 +242,5 @@ def _memory_for(engine) -> bool:
     model = engine._model
     n_head, n_head_kv = llama_cpp.llama_model_n_head(model), llama_cpp.llama_model_n_head_kv(model)
     kv_row = engine.n_embd * n_head_kv // max(1, n_head)  # keys (or values) per token and layer
-    kv_bytes = engine.n_ctx * engine.n_layer * 2 * kv_row * 2
-    return available >= engine.path.stat().st_size + kv_bytes + MEMORY_MARGIN
+    kv_bytes = engine.n_ctx * engine.n_layer * 2 * kv_row * 2  # and as much again for the copy buffer
+    return available >= engine.path.stat().st_size + 2 * kv_bytes + MEMORY_MARGIN

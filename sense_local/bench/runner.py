@@ -252,9 +252,9 @@ def run_bench_cli(args) -> int:
     peers = _open_peers(path, engine, names, args)
     from ..speculative.cost import cost_curve_for
 
+    layout = plain_layout.measure(engine)  # prompts read on the layout that reads them faster; first, as
+    print(plain_layout.describe(layout), file=sys.stderr, flush=True)  # the curve prices where decodes run
     curve = cost_curve_for(engine, measure=True)  # drafts are sized by the measured curve, not a prior
-    layout = plain_layout.measure(engine)  # and prompts read on the layout that reads them faster
-    print(plain_layout.describe(layout), file=sys.stderr, flush=True)
     store = None
     if any(t.kind == "docqa-rag" for t in tasks) or (any(t.kind == "docqa" for t in tasks) and any(m != "ar" for m in methods)):
         store = bench_store(engine, args.suite)

@@ -19,6 +19,23 @@ class EvalOutput:
     reused: int = 0  # prefill: prompt tokens whose KV entries were kept, not evaluated again
 
 
+class ContextHolder:
+    """What decodes on a llama.cpp context need of its holder (the engine, its plain layout), which
+    has `_ctx`, `key_source`, `_cancel`, `n_vocab`, `n_embd` and `_no_keys` ([0, n_embd])."""
+
+    def _decode(self, batch) -> int:
+        self.key_source.before_decode()
+        return self._cancel.decode(self._ctx, batch)
+
+    def _views(self, n_logits: int, n_keys: int) -> EvalOutput:
+        """Views of the last decode's output rows: logits [n_logits, n_vocab] and the key states of
+        its last n_keys rows (key_source.py)."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_logits, self.n_vocab))
+        if n_keys == 0:
+            return EvalOutput(logits=logits, keys=self._no_keys)
+        return EvalOutput(logits=logits, keys=self.key_source.rows(self._ctx, n_logits, n_keys, self.n_embd))
+
+
 def eval_chunks(engine, on, tokens: np.ndarray, start: int, outputs: str, with_keys: bool, all_rows: bool):
     """Decode `tokens` at positions start.. on context holder `on` (the engine or its plain layout:
     `_batch`, `_mem`, `_decode`, `_views`) in n_batch chunks, writing the engine's key-state cache:

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import native, plain_layout, prefill_reuse, side_pass
 from .cancel_hook import CancelHook
-from .chunked_eval import EvalOutput, eval_chunks
+from .chunked_eval import ContextHolder, EvalOutput, eval_chunks
 from .errors import Cancelled, ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
 from .key_cache import KeyStateCache
@@ -37,7 +37,7 @@ def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-class Engine(Vocabulary):
+class Engine(Vocabulary, ContextHolder):
     """A loaded GGUF model with one sequence of committed tokens in its KV cache."""
 
     def __init__(
@@ -294,18 +294,6 @@ class Engine(Vocabulary):
     def cancellable(self, cancel):
         """Inside, multi-token decodes poll `cancel` (cancel_hook.py)."""
         return self._cancel.cancellable(cancel)
-
-    def _decode(self, batch: TokenBatch) -> int:
-        self.key_source.before_decode()
-        return self._cancel.decode(self._ctx, batch)
-
-    def _views(self, n_logits: int, n_keys: int) -> EvalOutput:
-        """Views of the last decode's output rows: logits [n_logits, n_vocab] and the key states of
-        its last n_keys rows (key_source.py)."""
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_logits, self.n_vocab))
-        if n_keys == 0:
-            return EvalOutput(logits=logits, keys=self._no_keys)
-        return EvalOutput(logits=logits, keys=self.key_source.rows(self._ctx, n_logits, n_keys, self.n_embd))
 
     @property
     def n_past(self) -> int:

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from . import native
-from .chunked_eval import EvalOutput
+from .chunked_eval import ContextHolder
 from .errors import ModelError, SenseError
 from .key_source import KeySource
 from .kv_slots import byte_pointer, common_prefix
@@ -48,7 +48,7 @@ def runs_there(k: int, outputs: str) -> bool:
     return k >= PLAIN_MIN
 
 
-class PlainLayout:
+class PlainLayout(ContextHolder):
     """A context on the plain-layout weights whose sequence 0 mirrors a start of the engine's."""
 
     def __init__(self, engine):
@@ -76,6 +76,7 @@ class PlainLayout:
             raise
         self._cancel = engine._cancel  # a cancel stops a decode here as on the engine's context
         self.n_vocab, self.n_embd = engine.n_vocab, engine.n_embd
+        self._no_keys = engine._no_keys  # [0, n_embd]
         self.tokens: list[int] = []  # what sequence 0 holds here
         self._state = np.empty(0, np.uint8)  # a sequence's state on its way between the contexts
 
@@ -114,17 +115,6 @@ class PlainLayout:
         if llama_cpp.llama_state_seq_set_data(target, data, size, 0) != size:
             llama_cpp.llama_memory_seq_rm(target_mem, 0, -1, -1)
             raise RuntimeError("llama.cpp refused a sequence's state from the plain layout")
-
-    # what chunked_eval.eval_chunks asks of a context holder
-    def _decode(self, batch: TokenBatch) -> int:
-        self.key_source.before_decode()
-        return self._cancel.decode(self._ctx, batch)
-
-    def _views(self, n_logits: int, n_keys: int) -> EvalOutput:
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_logits, self.n_vocab))
-        if n_keys == 0:
-            return EvalOutput(logits, np.zeros((0, self.n_embd), np.float32))
-        return EvalOutput(logits, self.key_source.rows(self._ctx, n_logits, n_keys, self.n_embd))
 
     def close(self) -> None:
         if getattr(self, "_batch", None) is not None:

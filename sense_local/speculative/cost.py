@@ -79,6 +79,35 @@ class CostCurve:
         a = min(acceptance, 0.999)
         return self.best_size(a ** np.arange(1, max_len + 1), min_gain)
 
+    def best_chain_size(self, path_probs: np.ndarray, acceptance: float) -> int:
+        """Draft length for a chain whose tokens differ in how sure they are: path_probs [k], where
+        a token the drafter doubts (its own chance under `acceptance`, the chain's usual) lowers
+        the product from there on.
+
+        Tokens per decode is the wrong measure here. Stopping just before the first doubtful token
+        resolves it for nearly nothing (the decode's own next token is the target's choice there),
+        and the decodes after it run at the chain's usual rate; drafting through it risks the
+        whole decode on it. So the lengths from the first doubt on are weighed at the rate the
+        usual chain reaches (r): the one with the most expected tokens less r times its cost wins
+        (a length short of the doubt would leave it for a later decode). Copy's edit (the 1.5B):
+        its first `cls`, in the request's words and so doubtful at one half, one token into a
+        sure 63: 63 verified for 1 (c(64) 13.5) where stopping there costs c(2) 1.8."""
+        n_max = min(len(path_probs), self.lengths[-1] - 1)
+        if n_max <= 0:
+            return 0
+        path = np.asarray(path_probs[:n_max], dtype=float)
+        own = path / np.concatenate(([1.0], path[:-1]))  # [n] each token's chance, the one before accepted
+        doubts = np.flatnonzero(own < min(acceptance, 0.999) - 1e-9)
+        if len(doubts) == 0:
+            return self.best_size(path)
+        usual = min(acceptance, 0.999) ** np.arange(1, n_max + 1)
+        rate = float(np.max((1.0 + np.cumsum(usual)) / self._effective[1 : n_max + 1]))
+        first = int(doubts[0])
+        sizes = np.arange(first, n_max + 1)  # draft lengths from the doubt on
+        expected = 1.0 + np.concatenate(([0.0], np.cumsum(path)))[sizes]
+        value = expected - rate * self._effective[sizes]  # c(k + 1) for a draft of k
+        return int(sizes[int(np.argmax(value))])
+
     def best_size(self, path_probs: np.ndarray, min_gain: float = MIN_GAIN, padded: bool = True) -> int:
         """How many of a draft's first nodes to verify: path_probs [k] are the nodes' chances of
         being accepted (a^i for a chain), non-increasing, so a draft of n nodes yields
@@ -183,6 +212,9 @@ class OnlineCost:
 
     def padded(self, n: int) -> int:
         return self.curve.padded(n)
+
+    def best_chain_size(self, path_probs: np.ndarray, acceptance: float) -> int:
+        return self.curve.best_chain_size(path_probs, acceptance)
 
     def best_tree_size(self, path_probs: np.ndarray) -> int:
         return self.curve.best_size(path_probs, padded=False)

@@ -278,7 +278,8 @@ class SpecDecoder:
                 proposal = proposal.main_path()  # sampling, grammars, penalties and logprobs verify chains only
             proposal = proposal.to_end(self.engine.is_eog)
             if proposal.parents is None:
-                k = self.cost.best_length(proposal.acceptance, len(proposal.tokens))
+                k = (self.cost.best_length(proposal.acceptance, len(proposal.tokens)) if proposal.path_probs is None
+                     else self.cost.best_chain_size(proposal.path_probs, proposal.acceptance))
                 if k > 0:  # the decode runs padded: the proposal's own tokens fill what they can of it
                     k = min(self.cost.padded(k + 1) - 1, len(proposal.tokens))
             else:

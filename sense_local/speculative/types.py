@@ -22,7 +22,8 @@ class Draft:
     acceptance: float  # drafter's estimate of P(next draft token accepted | previous accepted)
     key: object = None  # drafter-private handle returned in Feedback (e.g. which n-gram matched)
     parents: np.ndarray | None = None  # [k] int32 parent node of each node (-1 = root); None: a chain
-    path_probs: np.ndarray | None = None  # [k] float estimated P(root..node all accepted); trees only
+    path_probs: np.ndarray | None = None  # [k] float estimated P(root..node all accepted); a tree's, or a
+    # chain's whose tokens differ in how sure they are (None: a chain of `acceptance` ** i)
     sources: tuple[str, ...] | None = None  # [k] each node's source where they differ (None: all `source`)
 
     def source_of(self, node: int) -> str:
@@ -32,7 +33,8 @@ class Draft:
         """The draft cut to its first n tokens (nodes); a tree that is a single path becomes a chain."""
         sources = None if self.sources is None else self.sources[:n]
         if self.parents is None:
-            return Draft(self.tokens[:n], self.source, self.acceptance, self.key, sources=sources)
+            probs = None if self.path_probs is None else self.path_probs[:n]
+            return Draft(self.tokens[:n], self.source, self.acceptance, self.key, None, probs, sources)
         parents = self.parents[:n]
         if np.array_equal(parents, np.arange(-1, n - 1)):
             return Draft(self.tokens[:n], self.source, self.acceptance, self.key, sources=sources)

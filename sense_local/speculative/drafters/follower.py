@@ -46,7 +46,10 @@ class Follower:
         self.left_output = 0  # the output's length then (the departing token's index)
         self.followed_at: int | None = None  # the source position the latest `step` followed (None: none)
         self.run = 0  # source tokens followed in a row: a replacement's go on with it, a return after an edit restarts it at 1
-        self._drafted: list[tuple[int, tuple[int, ...]]] = []  # (index in the latest `ahead`, span) of its replacements
+        self._drafted: list[tuple[int, tuple[int, ...], int]] = []  # (index in the latest `ahead`, span, source position) of its replacements
+        self.declined: Callable[[int], bool] | None = None  # source position -> draft it as it is, no replacement
+        self._declined: list[tuple[int, int]] = []  # (index in the latest `ahead`, source position) of those declined
+        self.ahead_positions: list[int] = []  # [len(latest ahead)] the source position each of its tokens copies (-1: none)
 
     def place(self, cursor: int, run: int = 0) -> None:
         """The output follows the source from `cursor` on (found by the caller, with `run` tokens
@@ -115,7 +118,11 @@ class Follower:
             return False
         span = tuple(int(x) for x in self.source[self.left_at : at])
         instead = tuple(int(x) for x in output[self.left_output : -1])
-        if 0 < len(span) <= MAX_SPAN and 0 < len(instead) <= NEAR and not self._involves_fixed(span + instead):
+        if not span and 0 < len(instead) <= NEAR and self.renames is not None and self.left_at > 0:
+            # an insertion ("(y" "1" written "(y" "r" "1"): a rename of words if it falls inside one,
+            # learned with the token before it, which the output wrote too
+            self.renames.learn(self.source, self.left_at - 1, at, (int(self.source[self.left_at - 1]),) + instead)
+        elif 0 < len(span) <= MAX_SPAN and 0 < len(instead) <= NEAR and not self._involves_fixed(span + instead):
             # a rename of words is made by the word (renames.py), wherever the word occurs whole
             if self.renames is None or not self.renames.learn(self.source, self.left_at, at, instead):
                 self.replaced[span] = instead
@@ -136,29 +143,46 @@ class Follower:
 
     def ahead(self, max_len: int, start: int | None = None) -> list[int]:
         """The source from the cursor (or from `start`, with no pending tokens) with the
-        replacements learned so far made: what the output should write next."""
+        replacements learned so far made (but where `declined`): what the output should write next."""
         if start is None:
             out, i = list(self.pending[:max_len]), self.cursor
         else:
             out, i = [], start
-        drafted = []
+        drafted, declined = [], []
+        positions = [-1] * len(out)  # the source position each token copies (-1: a replacement's)
         n = len(self.source)
         while len(out) < max_len and i < n and i not in self.stops:
-            for span, instead in self._replacements_at(i):
-                drafted.append((len(out), span))
+            made = next(iter(self._replacements_at(i)), None)
+            if made is not None and self.declined is not None and self.declined(i):
+                declined.append((len(out), i))
+                made = None
+            if made is not None:
+                span, instead = made
+                drafted.append((len(out), span, i))
                 out.extend(instead)
+                positions.extend([-1] * len(instead))
                 i += len(span)
-                break
             else:
                 out.append(int(self.source[i]))
+                positions.append(i)
                 i += 1
-        self._drafted = drafted
+        self._drafted, self._declined, self.ahead_positions = drafted, declined, positions[:max_len]
         return out[:max_len]
+
+    @property
+    def replaced_in_ahead(self) -> list[tuple[int, int]]:
+        """Where in the latest `ahead` a learned replacement starts: (index into it, source position)."""
+        return [(at, i) for at, _, i in self._drafted]
+
+    @property
+    def declined_in_ahead(self) -> list[tuple[int, int]]:
+        """Where the latest `ahead` kept the source's token for a replacement it declined: (index, source position)."""
+        return list(self._declined)
 
     def rejected_at(self, index: int) -> None:
         """A verification rejected the latest `ahead`'s token at `index`: a replacement made there
         was wrong here, and is forgotten."""
-        for at, span in self._drafted:
+        for at, span, _ in self._drafted:
             if at == index:
                 self.replaced.pop(span, None)
         self._drafted = []

@@ -12,6 +12,10 @@ for the draft. A word split over tokens is renamed too: glob's `root_dir` is " r
 space but "=root" "_dir" after "=", so the rename learned on the first missed the second (a 63-token
 draft rejected at its 49th); the few tokens from the one where the word starts to the one where it
 ends are renamed and tokenized again together (at most MAX_WORD_TOKENS).
+
+A numbered family is renamed alike: where calendar's `leapdays(y1, y2)` became `(yr1, yr2)` under
+"rename year to yr", `y1` -> `yr1` learned means `y2` -> `yr2` (and `year` -> `yr`, `year1` ->
+`yr1`): a word that is a renamed word or stem and a number is renamed with the number kept.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import re
 from collections.abc import Sequence
 
 WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+NUMBERED = re.compile(rb"(.*?[A-Za-z_])([0-9]+)")  # a word that ends in a number: (stem, number)
 MAX_WORD_TOKENS = 4  # source tokens a renamed word may span
 
 
@@ -32,6 +37,7 @@ class WordRenames:
     def __init__(self, vocab):
         self.vocab = vocab
         self.words: dict[bytes, bytes] = {}  # identifier in the source -> what the output writes for it
+        self.stems: dict[bytes, bytes] = {}  # stem of a renamed numbered word -> the output's stem
         self._made: dict[tuple, tuple[int, ...] | None] = {}  # (tokens, word before, word after) -> renamed
 
     def learn(self, source: Sequence[int], start: int, end: int, instead: Sequence[int]) -> bool:
@@ -61,9 +67,26 @@ class WordRenames:
         pairs = {x: y for x, y in zip(a, b) if x != y}
         if pairs and all(self.words.get(x, y) == y for x, y in pairs.items()):
             self.words.update(pairs)
+            for x, y in pairs.items():
+                mx, my = NUMBERED.fullmatch(x), NUMBERED.fullmatch(y)
+                if mx and my and mx.group(2) == my.group(2):
+                    self.stems.setdefault(mx.group(1), my.group(1))
             self._made.clear()
             return True
         return False
+
+    def _word_for(self, word: bytes) -> bytes | None:
+        """What the output writes for `word`: a learned rename, or a numbered word's whose stem
+        (or the word without its number) was renamed; None: the word is kept."""
+        new = self.words.get(word)
+        if new is None and (m := NUMBERED.fullmatch(word)):
+            stem = self.words.get(m.group(1), self.stems.get(m.group(1)))
+            new = None if stem is None else stem + m.group(2)
+        if new is None and b"_" in word.strip(b"_"):  # snake_case: its renamed parts renamed
+            parts = word.split(b"_")
+            renamed = [self.words.get(p, p) if p else p for p in parts]
+            new = b"_".join(renamed) if renamed != parts else None
+        return new
 
     def renamed(self, source: Sequence[int], i: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """(source tokens from i, those tokens with the learned renames made) for the fewest tokens
@@ -88,7 +111,7 @@ class WordRenames:
         text = b"".join(pieces)
         out, at, starts_here = [], 0, False
         for m in WORD.finditer(text):
-            new = self.words.get(m.group())
+            new = self._word_for(m.group())
             cut = (m.start() == 0 and word_before) or (m.end() == len(text) and word_after)
             if new is None or cut:
                 continue

@@ -12,9 +12,10 @@ import pytest
 
 from conftest import run_cli
 from sense_local.generation import GenerationOptions, make_decoder, prompt_tokens
-from sense_local.speculative.cost import PRIOR
+from sense_local.speculative.cost import PRIOR, CostCurve
 from sense_local.speculative.drafters.prediction import PredictionDrafter
-from sense_local.speculative.types import Feedback, GenerationStats
+from sense_local.speculative.drafters.prose import prose_bytes
+from sense_local.speculative.types import Draft, Feedback, GenerationStats
 
 CODE = textwrap.dedent('''\
     def mean(values):
@@ -125,6 +126,125 @@ def test_a_replacement_is_not_made_inside_a_longer_word(engine):
     drafter.begin([1])
     drafter.extend(output)
     assert engine.detokenize(drafter.propose(64).tokens.tolist()) == rest.replace("year, month)", "year, mon)")
+
+
+def _edited_up_to(engine, source: str, old: str, new: str) -> tuple[list[int], list[int], str]:
+    """(prediction tokens, an output that wrote the prediction with its first `old` written `new`
+    up to a token boundary just after it and then one more prediction token, the prediction's text
+    after that): the reply's own tokenizing of the edit, however it splits."""
+    pred = engine.tokenize(source, add_special=False)
+    end, at, k = source.index(old) + len(old), 0, 0
+    while at < end:
+        at += len(engine.piece(pred[k]))
+        k += 1
+    edited = engine.tokenize(source[:at].replace(old, new, 1), add_special=False)
+    return pred, edited + pred[k : k + 1], engine.detokenize(pred[k + 1 :])
+
+
+def test_a_rename_inside_a_word_renames_its_numbered_family(engine):
+    """calendar's `leapdays(y1, y2)` under "rename year to yr": the reply wrote `yr1` for `y1` (an
+    insertion inside the word: nothing of the prediction skipped) and then `yr2` for `y2`: a learned
+    `y1` -> `yr1` is drafted as `yr1` again and makes `y2` `yr2`, but leaves `y` and `by1` alone."""
+    source = "def leapdays(y1, y2):\n    y1 -= 1\n    y2 -= 1\n    return y2 - y1 + by1(y)\n"
+    pred, output, rest = _edited_up_to(engine, source, "y1", "yr1")
+    drafter = PredictionDrafter(pred, vocab=engine)
+    drafter.begin([1])
+    drafter.extend(output)
+    expected = re.sub(r"\by([12])\b", r"yr\1", rest)
+    assert expected != rest and "by1(y)" in expected
+    assert engine.detokenize(drafter.propose(64).tokens.tolist()) == expected
+
+
+def test_a_renamed_word_is_renamed_as_a_part_of_snake_case_names(engine):
+    """fnmatch's `pat` renamed `pattern`: the reply wrote `pattern_str` for `pat_str` too."""
+    source = "def translate(pat):\n    pat_str = str(pat)\n    return _pat_cache(pat_str), path\n"
+    pred, output, rest = _edited_up_to(engine, source, "(pat", "(pattern")
+    drafter = PredictionDrafter(pred, vocab=engine)
+    drafter.begin([1])
+    drafter.extend(output)
+    expected = re.sub(r"(?<![A-Za-z0-9])pat(?![A-Za-z0-9])", "pattern", rest)
+    assert "pattern_str" in expected and "_pattern_cache" in expected and "path" in expected
+    assert engine.detokenize(drafter.propose(64).tokens.tolist()) == expected
+
+
+def _follow(drafter, output: list[int], curve=PRIOR) -> list[tuple[int, list[int], int]]:
+    """Drive `drafter` as the loop would over a reply that is `output` (drafts sized on `curve`,
+    verified greedily against the output): (where, the draft verified, how many were accepted)."""
+    drafts, at = [], 0
+    while at < len(output):
+        proposal, n = drafter.propose(64), 0
+        if proposal is not None:
+            k = (curve.best_length(proposal.acceptance, len(proposal.tokens)) if proposal.path_probs is None
+                 else curve.best_chain_size(proposal.path_probs, proposal.acceptance))
+            draft = proposal.first(max(k, 1))  # a draft not worth a decode is scored as the loop's shadow
+            while n < len(draft.tokens) and at + n < len(output) and draft.tokens[n] == output[at + n]:
+                n += 1
+            drafter.update(Feedback(draft, n))
+            drafts.append((at, draft.tokens.tolist(), n) if k else (at, [], 0))
+            n = n if k else 0
+        drafter.extend(output[at : at + n + 1])
+        at += n + 1
+    return drafts
+
+
+def test_renames_a_reply_keeps_out_of_its_docstrings_are_drafted_kept_there(engine):
+    """bisect's edit (the 1.5B): `lo` renamed `low` in the code, kept in every docstring. Once the
+    reply has kept the word in prose, drafts keep it there and still rename it in code: the second
+    function is drafted with no draft rejected."""
+    body = 'def {f}(a, lo, hi):\n    """Search a[lo:hi] from lo."""\n    return g(a, lo, hi)\n\n\n'
+    source = body.format(f="left") + body.format(f="right")
+    reply = source.replace(", lo", ", low").replace("(a, lo", "(a, low")
+    assert reply.count("low") == 4 and reply.count("[lo:") == 2, "the test's premise"
+    pred, output = engine.tokenize(source, add_special=False), engine.tokenize(reply, add_special=False)
+    drafter = PredictionDrafter(pred, vocab=engine)
+    drafter.begin([1])
+    drafts = _follow(drafter, output)
+    second = len(engine.tokenize(reply[: reply.index("def right")], add_special=False))
+    assert any(n < len(tokens) for at, tokens, n in drafts if at < second)  # the first function taught it
+    late = [(at, tokens, n) for at, tokens, n in drafts if at + len(tokens) > second]
+    assert late and all(n == len(tokens) or at + n == len(output) for at, tokens, n in late)
+    assert drafter.habits.chance(b"lo", "prose") == (0.0, True)
+    assert drafter.habits.chance(b"lo", "code") == (1.0, True)
+
+
+def test_a_draft_stops_before_the_first_word_the_request_names(engine):
+    """Where the request names a word of the file's code, its first occurrence is where the edit
+    is likely: the first draft stops just before it (the decode's own next token is the reply's
+    choice there), and once the reply has passed the word drafts run through it."""
+    code = "def fnmatch(name, pat):\n    name = normcase(name)\n    pat = normcase(pat)\n    return match(name, pat)\n"
+    request = f"Rename the parameter pat to pattern everywhere, in one code block.\n```python\n{code}```"
+    pred = engine.tokenize(code, add_special=False)
+    drafter = PredictionDrafter(pred, vocab=engine)
+    drafter.begin(engine.tokenize(request, add_special=False))
+    assert drafter.mentions.named == {b"pat"}  # not `in` (a keyword), nor the code's other words
+    first = next(i for i, t in enumerate(pred) if engine.piece(t).strip() == b"pat")
+    draft = drafter.propose(31)
+    assert PRIOR.best_chain_size(draft.path_probs, draft.acceptance) == first
+    drafter.update(Feedback(draft.first(first), first))
+    drafter.extend(pred[: first + 1])  # the reply kept `pat` there
+    after = drafter.propose(31)
+    assert after.path_probs is None and PRIOR.best_length(after.acceptance, len(after.tokens)) > first
+
+
+def test_a_draft_is_sized_to_stop_before_a_doubtful_rename():
+    """A chain's tokens can differ in how sure they are: a rename the reply made half the time,
+    deep in a long sure copy, caps the decode near it on a CPU curve; a sure one does not."""
+    cpu = CostCurve((1, 2, 4, 8, 16, 32, 64), (1.0, 1.8, 2.5, 4.1, 6.0, 9.8, 13.5))
+    sure = np.full(63, 0.995)
+    doubtful = sure.copy()
+    doubtful[20] = 0.3
+    assert cpu.best_chain_size(np.cumprod(sure), 0.995) == 63
+    assert cpu.best_chain_size(np.cumprod(doubtful), 0.995) == 20  # stopped just before it
+    draft = Draft(np.arange(63, dtype=np.int32), "prediction", 0.995, path_probs=np.cumprod(doubtful))
+    assert np.array_equal(draft.first(10).path_probs, np.cumprod(doubtful)[:10])
+
+
+def test_prose_is_comments_and_strings():
+    text = b'x = f(a)  # a is kept\ns = "a b" + \'c\\\' d\'\ndef g():\n    """Docs of a."""\n    return a  // no\n/* a */ b\n'
+    prose = prose_bytes(text)
+    marked = "".join("^" if p else " " for p in prose)
+    spans = [text[m.start() : m.end()] for m in re.finditer(r"\^+", marked)]
+    assert spans == [b"# a is kept", b'"a b"', b"'c\\' d'", b'"""Docs of a."""', b"// no", b"/* a */"]
 
 
 def test_the_drafter_finds_its_place_after_an_insertion():

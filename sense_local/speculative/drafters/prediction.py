@@ -25,6 +25,9 @@ import numpy as np
 from ..types import CommittedKeys, Draft, Feedback, GenerationStats, RowCandidates
 from .base import AcceptanceEstimate, Drafter
 from .follower import Follower
+from .mentions import Mentions, word_starts
+from .prose import prose_tokens
+from .rename_habits import RenameHabits
 from .renames import WordRenames
 
 RESYNC_N = 4  # tokens of output matched anywhere in the prediction to find the cursor again
@@ -44,6 +47,21 @@ SOURCE = "prediction"
 # first draft is wasted, then the pooled estimate falls).
 RUN_BUCKETS = (2, 4, 8, 16, 32)
 PRIORS = {b: p for b, p in enumerate((0.9, 0.9, 0.9, 0.9, 0.95, 0.99))}
+# A draft's tokens are not all as sure. Where it makes a learned rename, or keeps a word it has
+# learned a rename of, the reply may choose otherwise (rename_habits.py); where the request names
+# a word, its first occurrence may be the edit (mentions.py). Such doubtful tokens have their own
+# estimates, learned from this reply, and the draft's path probabilities (the running product of its
+# tokens' estimates) size it on the cost curve (CostCurve.best_chain_size): it runs long through
+# plain copy and stops before a doubtful token unless drafting through it pays. Replayed on a
+# recording of the ten edits on this EPYC's curve (benchmarks/replay_predicted.py), `ar` + prediction
+# over `ar`: 2.829x before; 3.024x with the renames of numbered and snake_case words (renames.py) and
+# of a word edited inside (follower.py) and the habits kept per kind; 3.154x with the request's
+# words; 3.232x with the habits kept per word (bisect 2.49x -> 3.64x, calendar 1.73x -> 2.96x,
+# fnmatch 3.09x -> 4.27x); on the Intel VM's curve 3.513x -> 3.759x. With another edit's file as
+# the prediction 0.987x -> 0.983x.
+NAMED = "named"  # the first code occurrence of a word the request names (mentions.py)
+NAMED_PRIOR = 0.5  # P(the reply edits it there)
+NAMED_WEIGHT = 2.0
 
 
 def _one_pool(bucket: int) -> int:
@@ -72,6 +90,12 @@ class PredictionDrafter(Drafter):
             for end in range(n, len(pred) + 1):
                 self._grams.setdefault(tuple(pred[end - n : end]), []).append(end)
         self.estimate = AcceptanceEstimate(PRIORS, pool=_one_pool)
+        self.habits = RenameHabits()
+        pieces = [vocab.piece(t) for t in pred] if vocab is not None else None
+        self.prose = prose_tokens(pieces) if pieces is not None else np.zeros(len(pred), dtype=bool)  # [P] in comments, strings
+        self.words = word_starts(pieces) if pieces is not None else [None] * len(pred)  # [P] the identifier starting in each
+        self.mentions = Mentions(pieces, self.words, self.prose) if pieces is not None else None  # words the request names
+        self.named_estimate = AcceptanceEstimate({NAMED: NAMED_PRIOR}, weight=NAMED_WEIGHT)
         self._reset()
 
     def _reset(self) -> None:
@@ -79,7 +103,9 @@ class PredictionDrafter(Drafter):
         renames = WordRenames(self.vocab) if self.vocab is not None else None
         self.follower = Follower(self.prediction, renames=renames)  # the cursor in the prediction, its learned replacements
         self.follower.place(0)
+        self.follower.declined = self._declines
         self.followed = np.zeros(len(self.prediction), dtype=bool)  # [P] prediction tokens the output produced
+        self._passed = 0  # prediction tokens before this one the output has gone past
 
     @property
     def cursor(self) -> int | None:
@@ -97,6 +123,10 @@ class PredictionDrafter(Drafter):
     def begin(self, prompt: Sequence[int]) -> None:
         self._reset()
         self.estimate.reset()
+        self.habits.reset()
+        self.named_estimate.reset()
+        if self.mentions is not None:
+            self.mentions.begin([self.vocab.piece(int(t)) for t in prompt])
         if self.fallback is not None:
             self.fallback.begin(prompt)
 
@@ -110,6 +140,10 @@ class PredictionDrafter(Drafter):
                     self.followed[f.followed_at] = True
                 continue
             self._resync()
+        if self.mentions is not None and f.cursor is not None:
+            for i in range(self._passed, f.cursor):
+                self.mentions.passed(i)
+            self._passed = max(self._passed, f.cursor)
         if self.fallback is not None:
             self.fallback.extend(tokens)
 
@@ -145,7 +179,19 @@ class PredictionDrafter(Drafter):
         if f.synced and (f.pending or f.cursor < len(self.prediction)):
             key = int(np.searchsorted(RUN_BUCKETS, self.run, side="right"))
             tokens = np.asarray(f.ahead(max_len), dtype=np.int32)
-            return Draft(tokens=tokens, source=SOURCE, acceptance=self.estimate.get(key), key=key)
+            acceptance = self.estimate.get(key)
+            probs = np.full(len(tokens), acceptance)  # [k] each token's chance, the one before it accepted
+            renamed = tuple((at, self.words[i], self._kind(i)) for at, i in f.replaced_in_ahead)  # where it renames
+            declined = tuple((at, self.words[i], self._kind(i)) for at, i in f.declined_in_ahead)  # where it keeps a word
+            for made, marks in ((True, renamed), (False, declined)):
+                for at, word, kind in marks:
+                    p, sure = self.habits.chance(word, kind)
+                    if not sure:
+                        probs[at] = p if made else 1.0 - p
+            named = self._first_named(f.ahead_positions)  # and where a word the request names comes first
+            probs[list(named)] = 1.0 - self.named_estimate.get(NAMED)
+            return Draft(tokens=tokens, source=SOURCE, acceptance=acceptance, key=(key, renamed, declined, named),
+                         path_probs=np.cumprod(probs) if (probs < acceptance).any() else None)
         return self.fallback.propose(max_len) if self.fallback is not None else None
 
     def update(self, feedback: Feedback) -> None:
@@ -153,7 +199,44 @@ class PredictionDrafter(Drafter):
             if self.fallback is not None:
                 self.fallback.update(feedback)
             return
-        self.estimate.observe(feedback.draft.key, feedback.drafted, feedback.accepted)
+        bucket, renamed, declined, named = feedback.draft.key
+        n, failed = feedback.accepted, feedback.accepted < feedback.drafted
+        doubtful = 0  # the draft's renames, kept words and named words verified, and whether it failed at one
+        failed_at_doubt = False
+        marks = [(True, renamed), (False, declined), (False, tuple((at, None, NAMED) for at in named))]
+        for made, at_words in marks:
+            for at, word, kind in at_words:
+                if at < n or (failed and at == n):
+                    edited = made == (at < n)  # a made rename accepted, or a kept word rejected
+                    if kind == NAMED:
+                        self.named_estimate.observe(NAMED, 1, int(edited))
+                    else:
+                        self.habits.observe(word, kind, edited)
+                    doubtful += at < n
+                    failed_at_doubt |= at == n
+        plain_ok = n - doubtful
+        self.estimate.observe(bucket, plain_ok + (failed and not failed_at_doubt), plain_ok)
+
+    def _first_named(self, positions: list[int]) -> tuple[int, ...]:
+        """Indices into a draft (its tokens' prediction positions) of the first occurrence of each
+        named word the reply has not yet passed."""
+        if self.mentions is None:
+            return ()
+        seen, out = set(), []
+        for at, i in enumerate(positions):
+            word = self.mentions.doubtful(i) if i >= 0 else None
+            if word is not None and word not in seen:
+                seen.add(word)
+                out.append(at)
+        return tuple(out)
+
+    def _kind(self, i: int) -> str:
+        return "prose" if self.prose[i] else "code"
+
+    def _declines(self, i: int) -> bool:
+        """Whether a draft keeps the prediction's word at i rather than make a learned rename: where
+        this reply has mostly kept this word, or words of its kind (prose or code), it met before."""
+        return self.habits.chance(self.words[i], self._kind(i))[0] < 0.5
 
     def report(self, stats: GenerationStats) -> None:
         accepted = int(self.followed.sum())

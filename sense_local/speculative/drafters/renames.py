@@ -15,7 +15,9 @@ ends are renamed and tokenized again together (at most MAX_WORD_TOKENS).
 
 A numbered family is renamed alike: where calendar's `leapdays(y1, y2)` became `(yr1, yr2)` under
 "rename year to yr", `y1` -> `yr1` learned means `y2` -> `yr2` (and `year` -> `yr`, `year1` ->
-`yr1`): a word that is a renamed word or stem and a number is renamed with the number kept.
+`yr1`): a word that is a renamed word or stem and a number is renamed with the number kept. And a
+renamed word is renamed where it is a part of a snake_case name: fnmatch's reply, renaming `pat` to
+`pattern`, wrote `pattern_str` for `pat_str` (`_pat` becomes `_pattern`; `path` stays).
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ class WordRenames:
         if new is None and (m := NUMBERED.fullmatch(word)):
             stem = self.words.get(m.group(1), self.stems.get(m.group(1)))
             new = None if stem is None else stem + m.group(2)
-        if new is None and b"_" in word.strip(b"_"):  # snake_case: its renamed parts renamed
+        if new is None and b"_" in word:  # snake_case (or _private): its renamed parts renamed
             parts = word.split(b"_")
             renamed = [self.words.get(p, p) if p else p for p in parts]
             new = b"_".join(renamed) if renamed != parts else None

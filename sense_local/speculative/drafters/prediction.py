@@ -13,6 +13,12 @@ is learned as a replacement of the prediction tokens it skipped, and later draft
 occurrence). While lost, the method's own drafter (if any) proposes, so text the edit added can
 still be copied from the prompt.
 
+Not every draft token is as sure as the copy around it: where a draft makes a learned rename, keeps
+a word the reply renamed elsewhere, or meets a word the request names for the first time, the reply
+may choose otherwise. Those tokens carry their own estimates, learned from the reply
+(rename_habits.py, mentions.py), and the draft's path probabilities let the loop stop it just
+before one where drafting through does not pay (CostCurve.best_chain_size).
+
 OpenAI's usage fields come from the alignment: `accepted_prediction_tokens` are the prediction
 tokens the output followed, `rejected_prediction_tokens` the rest of the prediction.
 """

@@ -87,11 +87,13 @@ class CostCurve:
         Tokens per decode is the wrong measure here. Stopping just before the first doubtful token
         resolves it for nearly nothing (the decode's own next token is the target's choice there),
         and the decodes after it run at the chain's usual rate; drafting through it risks the
-        whole decode on it. So the lengths from the first doubt on are weighed at the rate the
-        usual chain reaches (r): the one with the most expected tokens less r times its cost wins
-        (a length short of the doubt would leave it for a later decode). Copy's edit (the 1.5B):
-        its first `cls`, in the request's words and so doubtful at one half, one token into a
-        sure 63: 63 verified for 1 (c(64) 13.5) where stopping there costs c(2) 1.8."""
+        whole decode on it. So where the usual chain would reach the doubt, the lengths from the
+        doubt on are weighed at the rate the usual chain reaches (r): the one with the most expected
+        tokens less r times its cost wins (a length short of the doubt would leave it for a later
+        decode). Where the usual chain would stop short of it anyway, it is sized as that chain.
+        Copy's edit (the 1.5B): its first `cls`, in the request's words and so doubtful at one
+        half, one token into a sure 63: 63 verified for 1 (c(64) 13.5) where stopping there costs
+        c(2) 1.8."""
         n_max = min(len(path_probs), self.lengths[-1] - 1)
         if n_max <= 0:
             return 0
@@ -100,9 +102,11 @@ class CostCurve:
         doubts = np.flatnonzero(own < min(acceptance, 0.999) - 1e-9)
         if len(doubts) == 0:
             return self.best_size(path)
-        usual = min(acceptance, 0.999) ** np.arange(1, n_max + 1)
-        rate = float(np.max((1.0 + np.cumsum(usual)) / self._effective[1 : n_max + 1]))
         first = int(doubts[0])
+        usual = min(acceptance, 0.999) ** np.arange(1, n_max + 1)
+        if (short := self.best_size(usual)) < first:
+            return short  # the usual chain stops before the doubt (or does not pay at all)
+        rate = float(np.max((1.0 + np.cumsum(usual)) / self._effective[1 : n_max + 1]))
         sizes = np.arange(first, n_max + 1)  # draft lengths from the doubt on
         expected = 1.0 + np.concatenate(([0.0], np.cumsum(path)))[sizes]
         value = expected - rate * self._effective[sizes]  # c(k + 1) for a draft of k

@@ -13,7 +13,8 @@ file in the prompt and again as the prediction, so what the prompt says besides 
 a prediction that is not the prompt's file, e.g. the reply a ceiling measurement replays, names
 little). Python's keywords are never named (a request "in one code block" does not make `for x in
 y` doubtful). A prompt that holds the file twice names every word once; the estimate of how often
-a named word is edited (prediction.py) then soon falls, and with it the doubt.
+a named word is edited (prediction.py, learned also where a draft stopped before one and the
+target's own next token chose) then soon falls, and with it the doubt.
 """
 from __future__ import annotations
 
@@ -26,16 +27,18 @@ import numpy as np
 from .renames import WORD
 
 # Words a request says in English that are also keywords of the code ("in one code block" and
-# `for x in y`): never named. Python's, the language most edited here (others' collide less).
-KEYWORDS = {w.encode() for w in keyword.kwlist + keyword.softkwlist}
+# `for x in y`): never named. Python's, the language most edited here (others' collide less); not
+# its soft keywords (`type`, `match`, `case`), which are names too.
+KEYWORDS = {w.encode() for w in keyword.kwlist}
 
 
 def word_starts(pieces: Sequence[bytes]) -> list[bytes | None]:
     """[len(pieces)] the identifier that starts in each token (its first, where several do; None: none)."""
     words: list[bytes | None] = [None] * len(pieces)
     starts = np.cumsum([0] + [len(p) for p in pieces])  # [P + 1] byte offset of each token
-    for m in WORD.finditer(b"".join(pieces)):
-        i = int(np.searchsorted(starts, m.start(), side="right")) - 1
+    found = list(WORD.finditer(b"".join(pieces)))
+    tokens = np.searchsorted(starts, [m.start() for m in found], side="right") - 1  # the token each starts in
+    for i, m in zip(tokens.tolist(), found):
         if words[i] is None:
             words[i] = m.group()
     return words

@@ -44,8 +44,8 @@ SOURCE = "prediction"
 # with its match length: a long run is a copy under way, a fresh one may be a chance match. The
 # priors are where the estimates start; each generation's verifications move them, and the loop's
 # cost curve sizes the draft from them. Unlike prompt lookup's chance matches, a prediction is what
-# the client says the reply will mostly repeat, so a run is believed from its first token: 0.9 up to
-# 15 tokens (on the prior curve a first draft of 15 tokens, where 0.6 drafted 2). Replayed on three
+# the client says the reply will mostly repeat, so a run is believed from its first token: first
+# 0.9 up to 15 tokens (on the prior curve a first draft of 15 tokens, where 0.6 drafted 2). Replayed on three
 # recordings of predicted_edits.py's ten edits (benchmarks/replay_predicted.py), from 0.6 / 0.7 / 0.8
 # for runs of 0-1 / 2-3 / 4-7: `ar` + prediction 2.128x -> 2.259x, 2.386x -> 2.589x, 2.633x -> 2.793x
 # `ar` on this EPYC's curves, 3.055x -> 3.148x and 3.660x -> 3.799x on the Intel VM's (0.85: 2.196x,
@@ -55,7 +55,10 @@ SOURCE = "prediction"
 # is usually a word the request names, and the draft stops before it). Replayed: 3.232x -> 3.332x
 # (shlex 4.29x -> 4.73x, heapq 2.45x -> 2.74x, string 1.22x -> 1.34x, no edit lower), the Intel
 # VM's curve 3.759x -> 3.766x; another edit's file as the prediction 0.983x -> 0.954x (its first
-# draft of 63 wasted).
+# draft of 63 wasted). After a review's mends (a rename's doubt put on its first token unlike the
+# file's, a doubt's outcome learned where a draft stopped just before it, a draft the usual chain
+# keeps short of a doubt sized as that chain): 3.280x (calendar 2.96x -> 2.73x: a 63-token draft now
+# meets the reply's own `month` -> `mon`), Intel 3.772x, another file as the prediction 0.957x.
 RUN_BUCKETS = (2, 4, 8, 16, 32)
 PRIORS = {b: p for b, p in enumerate((0.99, 0.99, 0.99, 0.99, 0.99, 0.99))}
 # A draft's tokens are not all as sure. Where it makes a learned rename, or keeps a word it has
@@ -117,6 +120,7 @@ class PredictionDrafter(Drafter):
         self.follower.declined = self._declines
         self.followed = np.zeros(len(self.prediction), dtype=bool)  # [P] prediction tokens the output produced
         self._passed = 0  # prediction tokens before this one the output has gone past
+        self._awaiting: list[tuple] = []  # doubts a draft stopped just before: (output position, made, word, kind, token)
 
     @property
     def cursor(self) -> int | None:
@@ -146,6 +150,8 @@ class PredictionDrafter(Drafter):
         for t in tokens:
             t = int(t)
             self.output.append(t)
+            if self._awaiting:
+                self._settle(len(self.output) - 1, t)
             if f.step(t, self.output):
                 if f.followed_at is not None:
                     self.followed[f.followed_at] = True
@@ -191,42 +197,65 @@ class PredictionDrafter(Drafter):
             key = int(np.searchsorted(RUN_BUCKETS, self.run, side="right"))
             tokens = np.asarray(f.ahead(max_len), dtype=np.int32)
             acceptance = self.estimate.get(key)
+            doubts = self._doubts(tokens)
             probs = np.full(len(tokens), acceptance)  # [k] each token's chance, the one before it accepted
-            renamed = tuple((at, self.words[i], self._kind(i)) for at, i in f.replaced_in_ahead)  # where it renames
-            declined = tuple((at, self.words[i], self._kind(i)) for at, i in f.declined_in_ahead)  # where it keeps a word
-            for made, marks in ((True, renamed), (False, declined)):
-                for at, word, kind in marks:
-                    p, sure = self.habits.chance(word, kind)
-                    if not sure:
-                        probs[at] = p if made else 1.0 - p
-            named = self._first_named(f.ahead_positions)  # and where a word the request names comes first
-            probs[list(named)] = 1.0 - self.named_estimate.get(NAMED)
-            return Draft(tokens=tokens, source=SOURCE, acceptance=acceptance, key=(key, renamed, declined, named),
+            for at, made, word, kind, _ in doubts:
+                probs[at] = self._chance(made, word, kind, acceptance)
+            return Draft(tokens=tokens, source=SOURCE, acceptance=acceptance, key=(key, doubts, len(self.output)),
                          path_probs=np.cumprod(probs) if (probs < acceptance).any() else None)
         return self.fallback.propose(max_len) if self.fallback is not None else None
+
+    def _doubts(self, tokens: np.ndarray) -> tuple[tuple[int, bool, bytes | None, str, int], ...]:
+        """The draft's tokens where the reply may choose otherwise: (index, whether the draft makes
+        an edit there, the word, its kind: code / prose / NAMED, the draft's token), one per index:
+        where it makes a learned rename or keeps a word it has one for (at the first token told
+        apart from the other choice), and the first occurrence of each word the request names."""
+        f, marks = self.follower, {}
+        for made, places in ((True, f.replaced_in_ahead), (False, f.declined_in_ahead)):
+            for at, i in places:
+                marks.setdefault(at, (made, self.words[i], self._kind(i)))
+        for at in self._first_named(f.ahead_positions):
+            marks.setdefault(at, (False, None, NAMED))
+        return tuple((at, made, word, kind, int(tokens[at])) for at, (made, word, kind) in sorted(marks.items())
+                     if at < len(tokens))
+
+    def _chance(self, made: bool, word: bytes | None, kind: str, acceptance: float) -> float:
+        """P(the reply writes the draft's token at a doubt)."""
+        if kind == NAMED:
+            return 1.0 - self.named_estimate.get(NAMED)
+        p, sure = self.habits.chance(word, kind)
+        return acceptance if sure else (p if made else 1.0 - p)
+
+    def _learn(self, word: bytes | None, kind: str, edited: bool) -> None:
+        if kind == NAMED:
+            self.named_estimate.observe(NAMED, 1, int(edited))
+        else:
+            self.habits.observe(word, kind, edited)
 
     def update(self, feedback: Feedback) -> None:
         if feedback.draft.source != SOURCE:
             if self.fallback is not None:
                 self.fallback.update(feedback)
             return
-        bucket, renamed, declined, named = feedback.draft.key
+        bucket, doubts, start = feedback.draft.key
         n, failed = feedback.accepted, feedback.accepted < feedback.drafted
-        doubtful = 0  # the draft's renames, kept words and named words verified, and whether it failed at one
-        failed_at_doubt = False
-        marks = [(True, renamed), (False, declined), (False, tuple((at, None, NAMED) for at in named))]
-        for made, at_words in marks:
-            for at, word, kind in at_words:
-                if at < n or (failed and at == n):
-                    edited = made == (at < n)  # a made rename accepted, or a kept word rejected
-                    if kind == NAMED:
-                        self.named_estimate.observe(NAMED, 1, int(edited))
-                    else:
-                        self.habits.observe(word, kind, edited)
-                    doubtful += at < n
-                    failed_at_doubt |= at == n
+        doubtful, failed_at_doubt = 0, False  # doubts verified, and whether the draft failed at one
+        for at, made, word, kind, token in doubts:
+            if at < n or (failed and at == n):
+                self._learn(word, kind, edited=made == (at < n))  # a made edit accepted, or a kept word rejected
+                doubtful += at < n
+                failed_at_doubt |= at == n
+            elif at == n:  # the draft stopped just before it: the target's next token decides (extend)
+                self._awaiting.append((start + at, made, word, kind, token))
         plain_ok = n - doubtful
         self.estimate.observe(bucket, plain_ok + (failed and not failed_at_doubt), plain_ok)
+
+    def _settle(self, position: int, token: int) -> None:
+        """The output's token at `position` decides the doubts a draft stopped just before."""
+        for at, made, word, kind, drafted in self._awaiting:
+            if at == position:
+                self._learn(word, kind, edited=(token == drafted) == made)
+        self._awaiting = [d for d in self._awaiting if d[0] > position]
 
     def _first_named(self, positions: list[int]) -> tuple[int, ...]:
         """Indices into a draft (its tokens' prediction positions) of the first occurrence of each

@@ -17,7 +17,8 @@ A numbered family is renamed alike: where calendar's `leapdays(y1, y2)` became `
 "rename year to yr", `y1` -> `yr1` learned means `y2` -> `yr2` (and `year` -> `yr`, `year1` ->
 `yr1`): a word that is a renamed word or stem and a number is renamed with the number kept. And a
 renamed word is renamed where it is a part of a snake_case name: fnmatch's reply, renaming `pat` to
-`pattern`, wrote `pattern_str` for `pat_str` (`_pat` becomes `_pattern`; `path` stays).
+`pattern`, wrote `pattern_str` for `pat_str` (`_pat` becomes `_pattern`; `path` and dunder names,
+`__name__` under a rename of `name`, stay).
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ class WordRenames:
         if new is None and (m := NUMBERED.fullmatch(word)):
             stem = self.words.get(m.group(1), self.stems.get(m.group(1)))
             new = None if stem is None else stem + m.group(2)
-        if new is None and b"_" in word:  # snake_case (or _private): its renamed parts renamed
+        if new is None and b"_" in word and not word.startswith(b"__"):  # snake_case, _private: renamed parts (not __dunders__)
             parts = word.split(b"_")
             renamed = [self.words.get(p, p) if p else p for p in parts]
             new = b"_".join(renamed) if renamed != parts else None

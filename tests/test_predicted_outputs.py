@@ -298,6 +298,19 @@ def test_a_prediction_is_drafted_long_from_the_reply_s_first_token():
     assert PRIOR.best_length(draft.acceptance, len(draft.tokens)) >= 15
 
 
+def test_a_prediction_the_prompt_does_not_hold_is_drafted_cautiously(engine):
+    """The file a request pastes and asks to edit is believed from the reply's first token; a
+    prediction the prompt does not hold may be anything: its first draft is shorter."""
+    pred = engine.tokenize(PREDICTION, add_special=False)
+    first = {}
+    for name, request in (("held", EDIT), ("other", "Explain what a hash table is, in two sentences.")):
+        drafter = PredictionDrafter(pred, vocab=engine)
+        drafter.begin(engine.tokenize(request, add_special=False))
+        draft = drafter.propose(31)
+        first[name] = PRIOR.best_length(draft.acceptance, len(draft.tokens))
+    assert first["held"] > first["other"] > 0
+
+
 def test_generate_predict_reads_a_file_and_reports_the_counts(tmp_path):
     path = tmp_path / "stats.py"
     path.write_text(PREDICTION)

@@ -79,3 +79,15 @@ def test_a_replacement_never_involves_the_templates_control_tokens():
         d.extend(BODY)  # the function copied again, up to its end
         draft = d.propose(3).tokens.tolist()
         assert draft == ([NL, FENCE, END] if fixed else [NL, FENCE, PY])
+
+
+def test_a_rename_that_adds_to_a_word_is_doubted_where_it_adds():
+    """` x` renamed ` x` `_coord`: a draft making it and one keeping the word differ only at the
+    token after ` x`, so that is where the doubt is (on ` x` a reply that renamed would look as if
+    it had kept the word)."""
+    f = Follower([1, 2, 3, 4])
+    f.place(0)
+    f.replaced[(2,)] = (2, 9)
+    assert f.ahead(8) == [1, 2, 9, 3, 4] and f.replaced_in_ahead == [(2, 1)]
+    f.declined = lambda i: True
+    assert f.ahead(8) == [1, 2, 3, 4] and f.declined_in_ahead == [(2, 1)]

@@ -197,7 +197,7 @@ def test_renames_a_reply_keeps_out_of_its_docstrings_are_drafted_kept_there(engi
     assert reply.count(", low,") == 4 and reply.count("[lo:") == 2 and "loww" not in reply, "the test's premise"
     pred, output = engine.tokenize(source, add_special=False), engine.tokenize(reply, add_special=False)
     drafter = PredictionDrafter(pred, vocab=engine)
-    drafter.begin([1])
+    drafter.begin(pred)  # the prompt holds the file, as a request to edit it does
     drafts = _follow(drafter, output)
     second = len(engine.tokenize(reply[: reply.index("def right")], add_special=False))
     assert any(n < len(tokens) for at, tokens, n in drafts if at < second)  # the first function taught it

@@ -104,8 +104,8 @@ class CostCurve:
             return self.best_size(path)
         first = int(doubts[0])
         usual = min(acceptance, 0.999) ** np.arange(1, n_max + 1)
-        if (short := self.best_size(usual)) < first:
-            return short  # the usual chain stops before the doubt (or does not pay at all)
+        if (short := self.best_size(usual)) < first or short == 0:
+            return short  # the usual chain stops before the doubt, or does not pay at all
         rate = float(np.max((1.0 + np.cumsum(usual)) / self._effective[1 : n_max + 1]))
         sizes = np.arange(first, n_max + 1)  # draft lengths from the doubt on
         expected = 1.0 + np.concatenate(([0.0], np.cumsum(path)))[sizes]

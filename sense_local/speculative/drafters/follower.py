@@ -161,11 +161,11 @@ class Follower:
         while len(out) < max_len and i < n and i not in self.stops:
             made = next(iter(self._replacements_at(i)), None)
             if made is not None and self._declines(i):
-                declined.append((len(out) + _shared(*made, len(made[0])), i))  # where the kept word parts from it
+                declined.append((len(out) + _shared(*made), i))  # where the kept word parts from the rename
                 made = None
             if made is not None:
                 span, instead = made
-                drafted.append((len(out), span, i, len(out) + _shared(span, instead, len(instead))))
+                drafted.append((len(out), span, i, len(out) + _shared(span, instead)))
                 out.extend(instead)
                 positions.extend([-1] * len(instead))
                 i += len(span)
@@ -179,7 +179,8 @@ class Follower:
     @property
     def replaced_in_ahead(self) -> list[tuple[int, int]]:
         """Where in the latest `ahead` a learned replacement is first told from the source's own tokens
-        (its first token unlike the source's): (index into it, source position)."""
+        (where a draft holding it is first told from one holding the source's tokens): (index
+        into it, source position)."""
         return [(doubt, i) for _, _, i, doubt in self._drafted]
 
     @property
@@ -197,9 +198,10 @@ class Follower:
         self._drafted = []
 
 
-def _shared(a: tuple[int, ...], b: tuple[int, ...], n: int) -> int:
-    """How many leading tokens a and b share, at most n - 1 (an index into the one of length n)."""
+def _shared(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """How many leading tokens a and b share: where a draft holding either first tells them apart
+    (where one is the other and more, the token after the shorter: ` x` kept or ` x` `_coord`)."""
     k = 0
-    while k < min(len(a), len(b), n - 1) and a[k] == b[k]:
+    while k < min(len(a), len(b)) and a[k] == b[k]:
         k += 1
     return k

@@ -30,7 +30,6 @@ from .renames import WORD
 # `for x in y`): never named. Python's, the language most edited here (others' collide less); not
 # its soft keywords (`type`, `match`, `case`), which are names too.
 KEYWORDS = {w.encode() for w in keyword.kwlist}
-HELD = 0.8  # of the prediction's words' occurrences, the share a prompt holding it has
 
 
 def word_starts(pieces: Sequence[bytes]) -> list[bytes | None]:
@@ -53,7 +52,6 @@ class Mentions:
         self.word_at = [None if p else w for w, p in zip(words, prose)]  # [P] the identifier starting in each code token
         self.named: set[bytes] = set()  # words of the request that the prediction's code has
         self.met: set[bytes] = set()  # of those, the ones the reply has passed
-        self.held = True  # the prompt holds the prediction (HELD of its words), read by `begin`
 
     def begin(self, prompt_pieces: Sequence[bytes]) -> None:
         """Read the request from the prompt's tokens' bytes."""
@@ -62,8 +60,6 @@ class Mentions:
         code = {w for w in self.word_at if w is not None}
         self.named = {w for w in code if in_prompt[w] > in_prediction[w]} - KEYWORDS
         self.met = set()
-        total = sum(in_prediction.values())  # whether the prompt holds the prediction: the file it pastes
-        self.held = total == 0 or sum(min(n, in_prompt[w]) for w, n in in_prediction.items()) >= HELD * total
 
     def doubtful(self, position: int) -> bytes | None:
         """The named word starting at the prediction's token `position` that the reply has not yet

@@ -62,8 +62,9 @@ SOURCE = "prediction"
 # 0.987x again with NOT_HELD_PRIORS below (the edits' own predictions are held: 3.280x unchanged).
 RUN_BUCKETS = (2, 4, 8, 16, 32)
 PRIORS = {b: p for b, p in enumerate((0.99, 0.99, 0.99, 0.99, 0.99, 0.99))}
-# A prediction the prompt does not hold (mentions.py: under HELD of its words there) is not the
-# file the request pastes and edits: its runs start where they started before, a first draft of 15.
+# A prediction the prompt does not hold (under HELD of its RESYNC_N-grams there) is not the file
+# the request pastes and edits: its runs start where they started before, a first draft of 15.
+HELD = 0.5
 NOT_HELD_PRIORS = {b: p for b, p in enumerate((0.9, 0.9, 0.9, 0.9, 0.95, 0.99))}
 # A draft's tokens are not all as sure. Where it makes a learned rename, or keeps a word it has
 # learned a rename of, the reply may choose otherwise (rename_habits.py); where the request names
@@ -125,6 +126,7 @@ class PredictionDrafter(Drafter):
         self.followed = np.zeros(len(self.prediction), dtype=bool)  # [P] prediction tokens the output produced
         self._passed = 0  # prediction tokens before this one the output has gone past
         self._awaiting: list[tuple] = []  # doubts a draft stopped just before: (output position, made, word, kind, token)
+        self._learned: set[int] = set()  # output positions whose doubt was learned (a shadow's may recur in the next draft)
 
     @property
     def cursor(self) -> int | None:
@@ -143,8 +145,7 @@ class PredictionDrafter(Drafter):
         self._reset()
         if self.mentions is not None:
             self.mentions.begin([self.vocab.piece(int(t)) for t in prompt])
-        held = self.mentions is None or self.mentions.held
-        self.estimate = AcceptanceEstimate(PRIORS if held else NOT_HELD_PRIORS, pool=_one_pool)
+        self.estimate = AcceptanceEstimate(PRIORS if self._held_in(prompt) else NOT_HELD_PRIORS, pool=_one_pool)
         self.habits.reset()
         self.named_estimate.reset()
         if self.fallback is not None:
@@ -231,7 +232,11 @@ class PredictionDrafter(Drafter):
         p, sure = self.habits.chance(word, kind)
         return acceptance if sure else (p if made else 1.0 - p)
 
-    def _learn(self, word: bytes | None, kind: str, edited: bool) -> None:
+    def _learn(self, position: int, word: bytes | None, kind: str, edited: bool) -> None:
+        """What the reply did at a doubt, at its output `position` (learned once there)."""
+        if position in self._learned:
+            return
+        self._learned.add(position)
         if kind == NAMED:
             self.named_estimate.observe(NAMED, 1, int(edited))
         else:
@@ -247,7 +252,7 @@ class PredictionDrafter(Drafter):
         doubtful, failed_at_doubt = 0, False  # doubts verified, and whether the draft failed at one
         for at, made, word, kind, token in doubts:
             if at < n or (failed and at == n):
-                self._learn(word, kind, edited=made == (at < n))  # a made edit accepted, or a kept word rejected
+                self._learn(start + at, word, kind, edited=made == (at < n))  # a made edit accepted, or a kept word rejected
                 doubtful += at < n
                 failed_at_doubt |= at == n
             elif at == n:  # the draft stopped just before it: the target's next token decides (extend)
@@ -259,8 +264,17 @@ class PredictionDrafter(Drafter):
         """The output's token at `position` decides the doubts a draft stopped just before."""
         for at, made, word, kind, drafted in self._awaiting:
             if at == position:
-                self._learn(word, kind, edited=(token == drafted) == made)
+                self._learn(position, word, kind, edited=(token == drafted) == made)
         self._awaiting = [d for d in self._awaiting if d[0] > position]
+
+    def _held_in(self, prompt: Sequence[int]) -> bool:
+        """Whether the prompt holds the prediction: HELD of its RESYNC_N-grams occur there (the file
+        a request pastes and asks to edit, however its edges tokenize in the prompt)."""
+        n = RESYNC_N
+        grams = {tuple(prompt[i : i + n]) for i in range(len(prompt) - n + 1)}
+        pred = self.prediction.tolist()
+        total = len(pred) - n + 1
+        return total <= 0 or sum(tuple(pred[i : i + n]) in grams for i in range(total)) >= HELD * total
 
     def _first_named(self, positions: list[int]) -> tuple[int, ...]:
         """Indices into a draft (its tokens' prediction positions) of the first occurrence of each

@@ -20,13 +20,13 @@ import numpy as np
 
 _STRINGS_AND_HASH = [
     rb'"""[\s\S]*?(?:"""|\Z)', rb"'''[\s\S]*?(?:'''|\Z)",  # triple-quoted, to the closing quotes
-    rb'"(?:\\.|[^"\\\n])*(?:"|(?=\n)|\Z)', rb"'(?:\\.|[^'\\\n])*(?:'|(?=\n)|\Z)",  # one line
+    rb'"(?:\\[\s\S]|[^"\\\n])*(?:"|(?=\n)|\Z)', rb"'(?:\\[\s\S]|[^'\\\n])*(?:'|(?=\n)|\Z)",  # one line
     rb"#[^\n]*",
 ]
 _C_COMMENTS = [rb"//[^\n]*", rb"/\*[\s\S]*?(?:\*/|\Z)"]
 PYTHON_PROSE = re.compile(b"|".join(_STRINGS_AND_HASH))
 OTHER_PROSE = re.compile(b"|".join(_C_COMMENTS + _STRINGS_AND_HASH))
-LOOKS_LIKE_PYTHON = re.compile(rb"^[ \t]*(?:def |class |import |from \S+ import |@\w)", re.M)
+LOOKS_LIKE_PYTHON = re.compile(rb"^[ \t]*(?:def \w+\(|class \w+\s*[(:]|from [\w.]+ import |import [\w.]+[ \t]*$)", re.M)
 
 
 def prose_bytes(text: bytes) -> np.ndarray:

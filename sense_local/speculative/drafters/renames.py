@@ -85,7 +85,7 @@ class WordRenames:
         if new is None and (m := NUMBERED.fullmatch(word)):
             stem = self.words.get(m.group(1), self.stems.get(m.group(1)))
             new = None if stem is None else stem + m.group(2)
-        if new is None and b"_" in word and not word.startswith(b"__"):  # snake_case, _private: renamed parts (not __dunders__)
+        if new is None and b"_" in word and not (word.startswith(b"__") and word.endswith(b"__")):  # snake_case, not __dunders__
             parts = word.split(b"_")
             renamed = [self.words.get(p, p) if p else p for p in parts]
             new = b"_".join(renamed) if renamed != parts else None

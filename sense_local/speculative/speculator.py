@@ -23,6 +23,7 @@ from ..key_cache import KeyStateCache
 from .context_store import ContextStore
 from .cost import CurveMemory
 from .drafters.base import Drafter
+from .drafters.pasted_code import PastedCode
 from .drafters.prediction import PredictionDrafter
 from .drafters.recycle import RecycleTable
 from .drafters.rest import new_estimate as rest_estimate
@@ -60,6 +61,8 @@ class Speculator:
         if prediction:  # the predicted text drafts first; the method's drafter where the output leaves it
             predicted = self.engine.tokenize(prediction, add_special=False)
             drafter = PredictionDrafter(predicted, fallback=drafter, vocab=self.engine)
+        elif method.name == "pld" and drafter is not None:  # a pasted code block: an implicit prediction
+            drafter = PastedCode(drafter, vocab=self.engine)
         self.drafter = drafter
         return drafter
 

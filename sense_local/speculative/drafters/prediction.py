@@ -94,9 +94,13 @@ def _one_pool(bucket: int) -> int:
 class PredictionDrafter(Drafter):
     name = SOURCE
 
-    def __init__(self, prediction: Sequence[int], fallback: Drafter | None = None, vocab=None):
+    def __init__(self, prediction: Sequence[int], fallback: Drafter | None = None, vocab=None,
+                 believed: bool = True):
         """`vocab`: the target's vocabulary (piece, tokenize), for renames learned as words
-        (renames.py); None: replacements are learned token by token only."""
+        (renames.py); None: replacements are learned token by token only. `believed`: a client's
+        prediction, believed from the first token where the prompt holds it; False: an implicit
+        one (pasted_code.py), whose runs start as a prediction the prompt does not hold."""
+        self.believed = believed
         self.prediction = np.asarray(prediction, dtype=np.int32)  # [P]
         self.fallback = fallback
         self.vocab = vocab
@@ -145,7 +149,8 @@ class PredictionDrafter(Drafter):
         self._reset()
         if self.mentions is not None:
             self.mentions.begin([self.vocab.piece(int(t)) for t in prompt])
-        self.estimate = AcceptanceEstimate(PRIORS if self._held_in(prompt) else NOT_HELD_PRIORS, pool=_one_pool)
+        believed = self.believed and self._held_in(prompt)
+        self.estimate = AcceptanceEstimate(PRIORS if believed else NOT_HELD_PRIORS, pool=_one_pool)
         self.habits.reset()
         self.named_estimate.reset()
         if self.fallback is not None:

@@ -18,6 +18,7 @@ SOURCE_STYLES = {
     "docs": "bold #e0b3ff on #35214a",
     "rest": "bold #e0b3ff on #35214a",  # REST's drafts come from the documents too
     "pld": "bold #9be89b on #173d22",
+    "prediction": "bold #9be89b on #173d22",  # a code block pasted in the prompt, followed as a prediction
     "history": "bold #ffc48a on #4a2c12",  # the model's earlier replies (reply_history.py)
     "history-ngram": "bold #ffc48a on #4a2c12",  # ... matched word for word
     "soft": "italic #ffd27f on #4a3a10",

@@ -180,7 +180,8 @@ def _follow(drafter, output: list[int], curve=PRIOR) -> list[tuple[int, list[int
             draft = proposal.first(max(k, 1))  # a draft not worth a decode is scored as the loop's shadow
             while n < len(draft.tokens) and at + n < len(output) and draft.tokens[n] == output[at + n]:
                 n += 1
-            drafter.update(Feedback(draft, n))
+            verified = k > 0 and at + n < len(output)  # a shadow's next token is not known yet
+            drafter.update(Feedback(draft, n, next_token=output[at + n] if verified else -1))
             drafts.append((at, draft.tokens.tolist(), n) if k else (at, [], 0))
             n = n if k else 0
         drafter.extend(output[at : at + n + 1])
@@ -221,7 +222,7 @@ def test_a_draft_stops_before_the_first_word_the_request_names(engine):
     first = next(i for i, t in enumerate(pred) if engine.piece(t).strip() == b"pat")
     draft = drafter.propose(31)
     assert PRIOR.best_chain_size(draft.path_probs, draft.acceptance) == first
-    drafter.update(Feedback(draft.first(first), first))
+    drafter.update(Feedback(draft.first(first), first, next_token=pred[first]))
     drafter.extend(pred[: first + 1])  # the reply kept `pat` there: the decode's own next token
     assert drafter.named_estimate.get(NAMED) < NAMED_PRIOR  # learned, though no draft held the word
     after = drafter.propose(31)

@@ -348,10 +348,11 @@ class SpecDecoder:
         accepted = draft.tokens[nodes].tolist()
         first = accepted[0] if n else verdict.next_token  # the target's token after the last chosen one
         if verdict.path is None:
-            self.drafter.update(Feedback(draft, n, first_token=first))
+            self.drafter.update(Feedback(draft, n, first_token=first, next_token=verdict.next_token))
         else:  # the path drafted what it accepted, and one token more where it had a child
             at = int(verdict.path[-1]) if n else -1
-            self.drafter.update(Feedback(draft, n, n + int((draft.parents == at).any()), path=verdict.path, first_token=first))
+            self.drafter.update(Feedback(draft, n, n + int((draft.parents == at).any()), path=verdict.path,
+                                         first_token=first, next_token=verdict.next_token))
         self.drafter.extend(accepted)
         soft = verdict.soft.tolist() if verdict.soft is not None else [False] * n
         return [(tok, s, draft.source_of(i)) for tok, s, i in zip(accepted, soft, nodes)]

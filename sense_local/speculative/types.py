@@ -124,6 +124,7 @@ class Feedback:
     drafted: int = -1  # -1: len(draft.tokens)
     path: np.ndarray | None = None  # [accepted] int the accepted nodes from the root down (trees only)
     first_token: int = -1  # the target's token right after the last chosen one (-1: unknown)
+    next_token: int = -1  # the token emitted right after the accepted part (-1: not known yet, a shadow's)
 
     def __post_init__(self):
         if self.drafted < 0:

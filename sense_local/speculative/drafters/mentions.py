@@ -50,15 +50,15 @@ class Mentions:
         (word_starts), `prose`: [P] bool, its tokens in comments and strings."""
         self.text = b"".join(pieces)
         self.word_at = [None if p else w for w, p in zip(words, prose)]  # [P] the identifier starting in each code token
+        self._in_prediction = Counter(WORD.findall(self.text))  # how often the prediction says each word
+        self._code = {w for w in self.word_at if w is not None}  # the words its code has
         self.named: set[bytes] = set()  # words of the request that the prediction's code has
         self.met: set[bytes] = set()  # of those, the ones the reply has passed
 
     def begin(self, prompt_pieces: Sequence[bytes]) -> None:
         """Read the request from the prompt's tokens' bytes."""
         in_prompt = Counter(WORD.findall(b"".join(prompt_pieces)))
-        in_prediction = Counter(WORD.findall(self.text))
-        code = {w for w in self.word_at if w is not None}
-        self.named = {w for w in code if in_prompt[w] > in_prediction[w]} - KEYWORDS
+        self.named = {w for w in self._code if in_prompt[w] > self._in_prediction[w]} - KEYWORDS
         self.met = set()
 
     def doubtful(self, position: int) -> bytes | None:

@@ -28,7 +28,7 @@ MIN_LINES = 3  # a block shorter than this is a snippet, not a file to rewrite
 
 def last_code_block(vocab, prompt: Sequence[int]) -> str | None:
     """The prompt's last fenced code block, fences included (None: none of MIN_LINES lines)."""
-    text = b"".join(vocab.piece(int(t)) for t in prompt[-TAIL_TOKENS:]).decode("utf-8", errors="replace")
+    text = vocab.detokenize(prompt[-TAIL_TOKENS:])
     blocks = list(FENCE.finditer(text))
     if not blocks or blocks[-1].group(1).count("\n") < MIN_LINES:
         return None

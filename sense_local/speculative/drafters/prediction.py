@@ -129,8 +129,6 @@ class PredictionDrafter(Drafter):
         self.follower.declined = self._declines
         self.followed = np.zeros(len(self.prediction), dtype=bool)  # [P] prediction tokens the output produced
         self._passed = 0  # prediction tokens before this one the output has gone past
-        self._awaiting: list[tuple] = []  # doubts a draft stopped just before: (output position, made, word, kind, token)
-        self._learned: set[int] = set()  # output positions whose doubt was learned (a shadow's may recur in the next draft)
 
     @property
     def cursor(self) -> int | None:
@@ -161,8 +159,6 @@ class PredictionDrafter(Drafter):
         for t in tokens:
             t = int(t)
             self.output.append(t)
-            if self._awaiting:
-                self._settle(len(self.output) - 1, t)
             if f.step(t, self.output):
                 if f.followed_at is not None:
                     self.followed[f.followed_at] = True
@@ -212,7 +208,7 @@ class PredictionDrafter(Drafter):
             probs = np.full(len(tokens), acceptance)  # [k] each token's chance, the one before it accepted
             for at, made, word, kind, _ in doubts:
                 probs[at] = self._chance(made, word, kind, acceptance)
-            return Draft(tokens=tokens, source=SOURCE, acceptance=acceptance, key=(key, doubts, len(self.output)),
+            return Draft(tokens=tokens, source=SOURCE, acceptance=acceptance, key=(key, doubts),
                          path_probs=np.cumprod(probs) if (probs < acceptance).any() else None)
         return self.fallback.propose(max_len) if self.fallback is not None else None
 
@@ -237,11 +233,8 @@ class PredictionDrafter(Drafter):
         p, sure = self.habits.chance(word, kind)
         return acceptance if sure else (p if made else 1.0 - p)
 
-    def _learn(self, position: int, word: bytes | None, kind: str, edited: bool) -> None:
-        """What the reply did at a doubt, at its output `position` (learned once there)."""
-        if position in self._learned:
-            return
-        self._learned.add(position)
+    def _learn(self, word: bytes | None, kind: str, edited: bool) -> None:
+        """What the reply did at a doubt."""
         if kind == NAMED:
             self.named_estimate.observe(NAMED, 1, int(edited))
         else:
@@ -252,25 +245,19 @@ class PredictionDrafter(Drafter):
             if self.fallback is not None:
                 self.fallback.update(feedback)
             return
-        bucket, doubts, start = feedback.draft.key
+        bucket, doubts = feedback.draft.key
         n, failed = feedback.accepted, feedback.accepted < feedback.drafted
         doubtful, failed_at_doubt = 0, False  # doubts verified, and whether the draft failed at one
         for at, made, word, kind, token in doubts:
             if at < n or (failed and at == n):
-                self._learn(start + at, word, kind, edited=made == (at < n))  # a made edit accepted, or a kept word rejected
+                self._learn(word, kind, edited=made == (at < n))  # a made edit accepted, or a kept word rejected
                 doubtful += at < n
                 failed_at_doubt |= at == n
-            elif at == n:  # the draft stopped just before it: the target's next token decides (extend)
-                self._awaiting.append((start + at, made, word, kind, token))
+            elif at == n and feedback.next_token >= 0:  # the draft stopped just before it: the next token decides
+                self._learn(word, kind, edited=(feedback.next_token == token) == made)
+            # (a shadow's doubt just past its one token comes again at the next draft's start)
         plain_ok = n - doubtful
         self.estimate.observe(bucket, plain_ok + (failed and not failed_at_doubt), plain_ok)
-
-    def _settle(self, position: int, token: int) -> None:
-        """The output's token at `position` decides the doubts a draft stopped just before."""
-        for at, made, word, kind, drafted in self._awaiting:
-            if at == position:
-                self._learn(position, word, kind, edited=(token == drafted) == made)
-        self._awaiting = [d for d in self._awaiting if d[0] > position]
 
     def _held_in(self, prompt: Sequence[int]) -> bool:
         """Whether the prompt holds the prediction: HELD of its RESYNC_N-grams occur there (the file

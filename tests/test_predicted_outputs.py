@@ -313,21 +313,22 @@ def test_a_prediction_the_prompt_does_not_hold_is_drafted_cautiously(engine):
     assert first["held"] > first["other"] > 0
 
 
-def test_a_pasted_code_block_is_prompt_lookup_s_implicit_prediction(engine):
-    """An edit request with the code pasted is Predicted Outputs without the field: `pld` drafts
-    the block through the prediction drafter (its renames and doubts), changes nothing, and
-    reports no prediction counts; a short snippet or no block leaves prompt lookup alone."""
+@pytest.mark.parametrize("method", ["pld", "sense"])
+def test_a_pasted_code_block_is_an_implicit_prediction(engine, method):
+    """An edit request with the code pasted is Predicted Outputs without the field: each drafting
+    method drafts the block through the prediction drafter (its renames and doubts), changes
+    nothing, and reports no prediction counts; a short snippet or no block leaves the method alone."""
     assert last_code_block(engine, engine.tokenize(EDIT, add_special=False)).endswith("```")
     assert last_code_block(engine, engine.tokenize("Why does `x = 1` fail?\n```python\nx = 1\n```", add_special=False)) is None
     prompt = prompt_tokens(engine, EDIT)
     plain, plain_stats = decode(engine, GenerationOptions(method="ar", max_tokens=120), prompt)
-    pasted, stats = decode(engine, GenerationOptions(method="pld", max_tokens=120), prompt)
+    pasted, stats = decode(engine, GenerationOptions(method=method, max_tokens=120), prompt)
     tie = np.flatnonzero(np.asarray(plain_stats.top2_gaps) < 0.25)
     n = int(tie[0]) + 1 if len(tie) else len(plain)
     assert pasted[:n] == plain[:n]
     assert stats.drafted_by_source.get("prediction", 0) > 0 and stats.accepted > 0
     assert stats.prediction_accepted == stats.prediction_rejected == 0
-    _, other = decode(engine, GenerationOptions(method="pld", max_tokens=40), prompt_tokens(engine, "Name three colours."))
+    _, other = decode(engine, GenerationOptions(method=method, max_tokens=40), prompt_tokens(engine, "Name three colours."))
     assert "prediction" not in other.drafted_by_source
 
 

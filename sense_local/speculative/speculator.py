@@ -61,7 +61,7 @@ class Speculator:
         if prediction:  # the predicted text drafts first; the method's drafter where the output leaves it
             predicted = self.engine.tokenize(prediction, add_special=False)
             drafter = PredictionDrafter(predicted, fallback=drafter, vocab=self.engine)
-        elif method.name == "pld" and drafter is not None:  # a pasted code block: an implicit prediction
+        elif drafter is not None:  # a pasted code block: an implicit prediction, whichever method drafts
             drafter = PastedCode(drafter, vocab=self.engine)
         self.drafter = drafter
         return drafter

@@ -200,6 +200,6 @@ def test_history_drafts_learn_across_replies_and_are_counted_by_source(engine, h
     neighbours_estimate, _ = conversation.speculator.history_estimates()
     history_keys = [k for k in neighbours_estimate.successes if k[0] == 2 or (k[0] == "pool" and k[1][0] == 2)]
     assert history_keys and len(history_keys) == len(neighbours_estimate.successes)
-    assert conversation.speculator.drafter_for(METHODS["sense"]).history_estimate is neighbours_estimate
+    assert conversation.speculator.drafter_for(METHODS["sense"]).inner.history_estimate is neighbours_estimate
     by_source = again.stats.drafted_by_source
     assert sum(by_source.values()) == again.stats.drafted and by_source.get("history", 0) >= sources.get("history", 1)

@@ -76,7 +76,7 @@ def test_a_conversation_keeps_one_speculator_and_lends_its_buffers(engine):
     for question in ("Say: one two three four five.", "Say: six seven eight nine ten."):
         events = list(conv.reply([{"role": "user", "content": question}], options=options))
         assert isinstance(events[-1], Finished)
-        drafters.append(speculator.drafter)
+        drafters.append(speculator.drafter.inner)  # the method's own drafter (PastedCode wraps every one)
     assert conv.speculator is speculator and drafters[0] is not drafters[1]  # a new drafter each reply ...
     first, second = drafters
     assert first.keys is second.keys is speculator.key_states()  # ... in the speculator's buffers

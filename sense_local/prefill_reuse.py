@@ -18,9 +18,12 @@ llama_cpp = native.llama_cpp
 # Tokens per decode of a prefill that can be cancelled. The cancel hook stops a decode within
 # milliseconds, so chunks are there for the progress a front end shows (and a cancelled prefill keeps
 # the chunks it finished): each engine's chunk starts at CANCEL_CHUNK and doubles, up to n_batch,
-# while a chunk takes under half of CHUNK_SECONDS. Small chunks cost a fast model speed: a 1,500-token
-# prompt, paired with llama-server's (AMD EPYC, 2 cores), on the 135M in chunks of 128 / 256 / 512 ran
-# 0.90x / 0.98x / 1.01x its prompt tok/s (one decode: 0.99x); the 1.5B's 128-token chunks take ~1.4 s.
+# while a chunk takes under CHUNK_SECONDS (so a chunk takes at most about twice that). Small chunks
+# cost a fast model speed: a 1,500-token prompt, paired with llama-server's (AMD EPYC, 2 cores), on
+# the 135M in chunks of 128 / 256 / 512 ran 0.90x / 0.98x / 1.01x its prompt tok/s (one decode:
+# 0.99x); on the Intel VM (half the speed) the quick suite's 273-443-token prompts, 6 paired reps,
+# ran 0.84x / 0.85x / 1.00x (median of 7), and its 256-token chunks took ~0.8 s, so growing only
+# under half a second kept them there. The 1.5B's 128-token chunks take ~1-1.4 s and stay.
 CANCEL_CHUNK = 128
 CHUNK_SECONDS = 1.0
 _chunks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> its prefill chunk
@@ -126,7 +129,7 @@ def _prefill_from(engine, prompt: np.ndarray, reuse: int, outputs: str, with_key
             began = time.perf_counter()
             engine.eval(prompt[reuse : reuse + chunk], reuse, outputs="last", with_keys=with_keys)
             reuse += chunk
-            if time.perf_counter() - began < CHUNK_SECONDS / 2 and chunk < engine.n_batch:
+            if time.perf_counter() - began < CHUNK_SECONDS and chunk < engine.n_batch:
                 chunk = _chunks[engine] = min(2 * chunk, engine.n_batch)
             if progress is not None:
                 progress(reuse, len(prompt))

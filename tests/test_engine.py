@@ -272,7 +272,7 @@ def test_a_long_prefill_reports_its_progress(engine, monkeypatch):
 
 @pytest.mark.parametrize("quick", [True, False])
 def test_prefill_chunks_grow_while_they_are_quick(engine, monkeypatch, quick):
-    """A cancellable prefill's chunks double, up to n_batch, while each takes under half of
+    """A cancellable prefill's chunks double, up to n_batch, while each takes under
     CHUNK_SECONDS (a fast model pays for small decodes), and the size is kept for the next prefill;
     where chunks are slow they stay at CANCEL_CHUNK."""
     import threading

@@ -54,6 +54,10 @@ def test_a_reply_is_kept_with_its_key_states_and_drafts_the_same_answer_in_a_new
     size = history.size()
     assert (size.replies, size.tokens, size.vectors) == (1, len(tokens), len(tokens) - 1)
     assert np.array_equal(history.token_array[: len(tokens)], tokens)
+    # the replies' n-grams go down to one token: a token written once finds what followed it
+    k = next(i for i in range(len(tokens) - 2) if tokens.count(tokens[i]) == 1)
+    conts, n = history.lookup(np.array([max(tokens) + 1, tokens[k]], np.int32), length=2)
+    assert n == 1 and conts.tolist() == [tokens[k + 1 : k + 3]]
 
     # a new conversation (the earlier reply is not in its context) asked the same: drafted from the history
     again, again_tokens, sources = _turn(_with_history(engine, history), QUESTION)

@@ -25,6 +25,23 @@ def test_ngram_index_finds_longest_match_within_live_documents():
     assert idx.lookup(np.array([42, 43]), length=3)[1] == 0
 
 
+def test_rest_drafts_the_matches_vote_and_is_less_sure_where_they_disagree():
+    from sense_local.speculative.drafters.rest import RECENCY, RestDrafter
+
+    # "1 2" was followed by 3 4 5 twice, and by 3 9 most recently
+    stream = np.array([1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 9, 8], np.int32)
+    drafter = RestDrafter(None, index=NgramIndex(stream, sizes=(2,)))
+    drafter.begin([7, 1, 2])
+    draft = drafter.propose(8)
+    assert draft.tokens[:3].tolist() == [3, 4, 5]  # the two older matches outvote the newest ...
+    a = draft.acceptance
+    assert draft.path_probs[0] == pytest.approx(a)  # every match agrees on 3
+    older = RECENCY + RECENCY**2  # ... whose vote weighs more than each of theirs
+    assert draft.path_probs[1] == pytest.approx(a * a * older / (1 + older), rel=1e-5)
+    assert draft.path_probs[1] < a * a  # where the matches part, the draft is less sure than the estimate
+    assert draft.path_probs[2] == pytest.approx(draft.path_probs[1] * a, rel=1e-5)  # and agree again after
+
+
 def test_heaviest_path_follows_weight_and_stops_at_branches():
     conts = np.array([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 7, -1], [5, 6, -1, -1]], np.int32)
     tokens, fractions, members = heaviest_path(conts, np.array([1.0, 1.0, 1.0, 0.5]), 8)

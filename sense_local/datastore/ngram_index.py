@@ -39,11 +39,11 @@ class NgramIndex:
             self.tables[n] = (h[order], (order + n).astype(np.int64))  # position just after the n-gram
 
     @classmethod
-    def of_store(cls, store) -> "NgramIndex":
+    def of_store(cls, store, sizes=NGRAM_SIZES) -> "NgramIndex":
         """A document store's token stream, its live documents as the spans."""
         docs = sorted(store.manifest.documents.values(), key=lambda d: d.start)
         tokens = store.tokens(0, store.manifest.n_tokens)
-        return cls(tokens, np.array([[d.start, d.end] for d in docs] or [[0, len(tokens)]]))
+        return cls(tokens, np.array([[d.start, d.end] for d in docs] or [[0, len(tokens)]]), sizes)
 
     def lookup(self, context: np.ndarray, max_matches: int = 32, length: int = 10):
         """Continuations [m, length] (-1 padded at document ends) after the longest n-gram of the

@@ -1,9 +1,16 @@
 """REST baseline: lexical retrieval over the document store's tokens.
 
 The longest suffix of the context (16 down to 2 tokens) is matched exactly in the document token
-stream; the continuations of the matches are merged into a trie and its most frequent path is the
-draft. It exists to show what navigating by key states adds over surface matching. Its drafts'
-source is "rest" (SENSE's from the same documents: "docs").
+stream; the continuations of the matches are merged into a trie and its most voted path is the
+draft (a newer match's vote weighs more), each token's estimate scaled by its share of the vote.
+It exists to show what navigating by key states adds over surface matching. Its drafts' source is
+"rest" (SENSE's from the same documents: "docs").
+
+SENSE drafts from the reply history's tokens with it too (`history-ngram`, down to 1-token
+matches there: reply_history.py). Replayed on the 1.5B's returning user (benchmarks/
+replay_returning_user.py, this Intel VM's curve): `sense` 1.288x -> 1.309x modeled with the vote
+shares, 1.316x with 1-token matches too, 1.324x with newer matches weighing more (1.312x with that
+but no 1-token matches).
 """
 from __future__ import annotations
 
@@ -16,8 +23,9 @@ from ..types import Draft, Feedback
 from .base import AcceptanceEstimate, Drafter
 from .trie import heaviest_path
 
-MATCH_BUCKETS = (3, 4, 8, 12)  # matched suffix length: 2 | 3 | 4-7 | 8-11 | 12+
-PRIORS = {b: (0.3, 0.4, 0.55, 0.7, 0.8)[b] for b in range(len(MATCH_BUCKETS) + 1)}
+MATCH_BUCKETS = (2, 3, 4, 8, 12)  # matched suffix length: 1 (the reply history's) | 2 | 3 | 4-7 | 8-11 | 12+
+PRIORS = {b: (0.15, 0.3, 0.4, 0.55, 0.7, 0.8)[b] for b in range(len(MATCH_BUCKETS) + 1)}
+RECENCY = 0.9  # a match's vote, per newer match after it: the latest occurrences say most of what comes next
 
 
 SOURCE = "rest"
@@ -51,11 +59,15 @@ class RestDrafter(Drafter):
         conts, n = self.index.lookup(np.asarray(self.ctx[-16:], np.int32), length=min(max_len, self.max_len))
         if n == 0:
             return None
-        tokens, _, _ = heaviest_path(conts, np.ones(len(conts)), min(max_len, self.max_len))
+        votes = RECENCY ** np.arange(len(conts))[::-1]  # [m] continuations oldest first (lookup's order)
+        tokens, shares, _ = heaviest_path(conts, votes, min(max_len, self.max_len))
         if len(tokens) == 0:
             return None
         key = int(np.searchsorted(MATCH_BUCKETS, n, side="right"))
-        return Draft(tokens=tokens, source=self.source, acceptance=self.estimate.get(key), key=key)
+        a = self.estimate.get(key)
+        # a token the matches disagree on is less sure: each one's vote share scales its estimate
+        return Draft(tokens=tokens, source=self.source, acceptance=a, key=key,
+                     path_probs=np.cumprod(a * shares.astype(np.float64)))
 
     def update(self, feedback: Feedback) -> None:
         self.estimate.observe(feedback.draft.key, feedback.drafted, feedback.accepted)

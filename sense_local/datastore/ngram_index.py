@@ -47,7 +47,9 @@ class NgramIndex:
 
     def lookup(self, context: np.ndarray, max_matches: int = 32, length: int = 10):
         """Continuations [m, length] (-1 padded at document ends) after the longest n-gram of the
-        context's suffix found in the stream, and that n (0 when nothing matched)."""
+        context's suffix found in the stream, and that n (0 when nothing matched). The rows are
+        the latest `max_matches` matches in stream order, oldest first (drafters/rest.py weighs
+        newer ones more)."""
         context = np.asarray(context, np.int32)
         for n, (hashes, after) in self.tables.items():
             if len(context) < n:

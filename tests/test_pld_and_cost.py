@@ -141,6 +141,22 @@ def test_pooled_estimate_shares_what_one_key_learned():
     assert pooled.get((0, 1)) > 0.9
 
 
+def test_pooled_estimate_counts_a_keys_own_evidence_once():
+    """A key's pool is the prior it is shrunk towards: the pool's share of the key's own drafts is
+    left out, so one lucky draft moves a key alone in its pool no further than an unpooled key."""
+    from sense_local.speculative.drafters.base import AcceptanceEstimate
+
+    priors = {(s, x): 0.25 for s in range(2) for x in range(2)}
+    pooled = AcceptanceEstimate(priors, pool=lambda key: key[1])
+    alone = AcceptanceEstimate(priors)
+    for est in (pooled, alone):
+        est.observe((0, 1), 3, 3)
+    assert abs(pooled.get((0, 1)) - alone.get((0, 1))) < 1e-9
+    assert pooled.get((1, 1)) > 0.25  # a neighbour in the pool still learns from it
+    pooled.observe((1, 1), 3, 0)  # the neighbour's miss pulls the first key's pool down
+    assert pooled.get((0, 1)) < alone.get((0, 1))
+
+
 def test_free_verification_drafts_every_proposal_in_full(engine):
     """--free-verification sizes drafts on a flat curve: nothing is held back for cost, so on the
     same prompt it verifies at least as many draft tokens as the measured curve lets through."""

@@ -72,10 +72,16 @@ class AcceptanceEstimate:
         return (s + prior * self.weight) / (s + f + self.weight)
 
     def get(self, key) -> float:
-        """The key's estimate; with a pool, shrunk towards its pool's (itself shrunk to the prior)."""
+        """The key's estimate; with a pool, shrunk towards its pool's (itself shrunk to the prior).
+        The pool's prior for a key leaves out the key's own share (as far as the decays allow):
+        counted in both, one lucky draft moved a key alone in its pool twice as far (SENSE's
+        context estimate 0.25 -> 0.58 after one 3-token hit)."""
         a0 = self.priors[key]
         if self.pool is not None:
-            a0 = self._smoothed(("pool", self.pool(key)), a0)
+            pool = ("pool", self.pool(key))
+            s = max(0.0, self.successes.get(pool, 0.0) - self.successes.get(key, 0.0))
+            f = max(0.0, self.failures.get(pool, 0.0) - self.failures.get(key, 0.0))
+            a0 = (s + a0 * self.weight) / (s + f + self.weight)
         return self._smoothed(key, a0)
 
     def observe(self, key, drafted: int, accepted: int) -> None:

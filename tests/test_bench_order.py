@@ -3,8 +3,11 @@ of the machine's speed favours neither our methods nor the peers. Our methods de
 135M; the peer is a recorder standing in for llama-server (tests/test_llama_server_peer.py runs that)."""
 from __future__ import annotations
 
+import statistics
+
 from sense_local.bench import runner
 from sense_local.bench.peers import PeerResult
+from sense_local.bench.summary import rep_spread
 from sense_local.bench.tasks import Task
 
 
@@ -34,3 +37,11 @@ def test_every_second_repetition_runs_in_reverse_order(engine, monkeypatch):
     assert {r.method for r in rows} == set(forward)
     ar = next(r for r in rows if r.method == "ar")
     assert ar.tokens > 0 and ar.tok_per_s > 0  # the reversed repetitions still give every method its speed
+    for row in rows:  # every rep's speed is kept beside the median the row reports
+        assert len(row.tok_per_s_reps) == 4 and all(s > 0 for s in row.tok_per_s_reps)
+        assert abs(statistics.median(row.tok_per_s_reps) - row.tok_per_s) < 0.02
+    spread = rep_spread(rows)
+    assert set(spread) == set(forward)
+    assert spread["llama-server"] == 0.0  # the recorder takes the same time every rep
+    one_rep = runner.run_task(engine, task, ["ar"], [], 1, {}, max_tokens=6)
+    assert rep_spread(one_rep) == {}  # one rep: nothing to compare

@@ -27,5 +27,6 @@ class RunRow:
     answer_ok: bool | None = None  # docqa tasks with a known answer string
     copy_ceiling: float | None = None  # ar: tau of the copying oracle on ar's output (copy_ceiling.py)
     tau_reps: list[float] | None = None  # each rep's tau, in rep order
+    tok_per_s_reps: list[float] | None = None  # each rep's tok/s, in rep order (summary.rep_spread)
     prefill_tok_per_s: float | None = None  # ar and plain llama-server: a fresh prefill's speed, median over reps
     output_ids: list[int] | None = None  # the first rep's tokens (compare runs of two commits: --json)

@@ -32,7 +32,7 @@ from .peers import LlamaCppPeer
 from .quality import chrf, contains_answer, mean_logprob
 from .rows import NEAR_TIE, RunRow  # noqa: F401  NEAR_TIE: the tests read it from here
 from .stores import bench_store, with_retrieval
-from .summary import format_table, summarise
+from .summary import format_table, rep_spread, summarise
 from .tasks import KINDS, Task, build_tasks
 
 LLAMACPP_PEERS = ("peer-llamacpp", "peer-llamacpp-pld")  # llama-cpp-python's create_completion (slower than both)
@@ -140,6 +140,7 @@ def _method_row(engine: Engine, task: Task, prompt: list[int], m: str, runs: lis
         task.name, task.kind, m, stats.tokens, stats.forwards, statistics.median(taus), round(speed, 2),
         round(speed / ar.speed, 3), at is None, None if gap is None else round(gap, 4),
         stats.drafted, stats.accepted, soft_accepted=stats.soft_accepted, tau_reps=taus, output_ids=list(tokens),
+        tok_per_s_reps=[round(s.tok_per_s, 2) for _, s in runs],
     )
     if m == "ar":
         sources = [rewrapped_tokens(engine, prompt) or [], store.token_array if store is not None else []]
@@ -172,6 +173,7 @@ def _peer_row(task: Task, name: str, runs: list, ar: ArReference) -> RunRow:
         round(speed, 2), round(speed / ar.speed, 3), identical, None if gap is None else round(gap, 4),
         first.drafted, first.accepted, error=errors[0] if errors else None, tau_reps=taus or None,
         output_ids=list(first.tokens) if name.startswith(PEER_PREFIX) and ok else None,
+        tok_per_s_reps=[round(r.tok_per_s, 2) for r in ok] or None,
     )
 
 
@@ -269,7 +271,7 @@ def run_bench_cli(args) -> int:
     summary = summarise(rows)
     doc = _results(engine, path, args, peer_reps, max_tokens, round(time.perf_counter() - t0, 1), rows, summary, curve)
     doc["prompt_layout"] = layout
-    _print_report(summary, curve, tasks, args, peers, peer_reps, doc["seconds"], store)
+    _print_report(summary, rows, curve, tasks, args, peers, peer_reps, doc["seconds"], store)
     if args.json_file:
         with open(args.json_file, "w") as f:
             json.dump(doc, f, indent=1)
@@ -333,13 +335,18 @@ def _results(engine: Engine, path, args, peer_reps: dict, max_tokens: int, secon
         "seconds": seconds,
         "runs": [asdict(r) for r in rows],
         "summary": summary,
+        "rep_spread": rep_spread(rows),
         "cost_curve": curve.to_dict(),
     }
 
 
-def _print_report(summary: dict, curve, tasks: list[Task], args, peers: list, peer_reps: dict, seconds: float,
-                  store) -> None:
+def _print_report(summary: dict, rows: list[RunRow], curve, tasks: list[Task], args, peers: list, peer_reps: dict,
+                  seconds: float, store) -> None:
     print(format_table(summary))
+    spread = rep_spread(rows)
+    if spread:
+        print("rep to rep, one method on one task (median over tasks of |a rep's tok/s over the first's - 1|): "
+              + ", ".join(f"{m} {100 * v:.1f}%" for m, v in spread.items()))
     print("cost of a k-token decode in one-token decodes, c(k): "
           + ", ".join(f"c({k})={c:.1f}" for k, c in zip(curve.lengths, curve.costs) if k in (2, 4, 8, 16, 32)))
     peer_note = ""

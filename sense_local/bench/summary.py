@@ -52,6 +52,19 @@ def summarise(rows: list[RunRow]) -> dict:
     return summary
 
 
+def rep_spread(rows: list[RunRow]) -> dict[str, float]:
+    """The bench's own resolution: per method, the median over tasks of how far a later rep's tok/s
+    strayed from the first's on the same task (|later / first - 1|, the largest where more than
+    two reps ran). A per-kind bar finer than this is decided by the machine's noise, not the
+    method. Methods with one rep (or none timed) are left out."""
+    spread: dict[str, list[float]] = {}
+    for r in rows:
+        speeds = [s for s in (r.tok_per_s_reps or []) if s > 0]
+        if len(speeds) >= 2:
+            spread.setdefault(r.method, []).append(max(abs(s / speeds[0] - 1.0) for s in speeds[1:]))
+    return {m: round(statistics.median(v), 4) for m, v in spread.items()}
+
+
 def format_table(summary: dict) -> str:
     server = any("vs_llama_server" in s for kinds in summary.values() for s in kinds.values())
     lines = [f"{'method':<26} {'kind':<9} {'tau':>6} {'speedup':>8} {'tok/s':>7} {'ident.':>7} {'fail':>5} {'gap>=.25':>8}"

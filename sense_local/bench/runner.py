@@ -271,7 +271,7 @@ def run_bench_cli(args) -> int:
     summary = summarise(rows)
     doc = _results(engine, path, args, peer_reps, max_tokens, round(time.perf_counter() - t0, 1), rows, summary, curve)
     doc["prompt_layout"] = layout
-    _print_report(summary, rows, curve, tasks, args, peers, peer_reps, doc["seconds"], store)
+    _print_report(summary, doc["rep_spread"], curve, tasks, args, peers, peer_reps, doc["seconds"], store)
     if args.json_file:
         with open(args.json_file, "w") as f:
             json.dump(doc, f, indent=1)
@@ -340,11 +340,10 @@ def _results(engine: Engine, path, args, peer_reps: dict, max_tokens: int, secon
     }
 
 
-def _print_report(summary: dict, rows: list[RunRow], curve, tasks: list[Task], args, peers: list, peer_reps: dict,
-                  seconds: float, store) -> None:
+def _print_report(summary: dict, spread: dict[str, float], curve, tasks: list[Task], args, peers: list,
+                  peer_reps: dict, seconds: float, store) -> None:
     print(format_table(summary))
-    spread = rep_spread(rows)
-    if spread:
+    if spread:  # summary.rep_spread
         print("rep to rep, one method on one task (median over tasks of |a rep's tok/s over the first's - 1|): "
               + ", ".join(f"{m} {100 * v:.1f}%" for m, v in spread.items()))
     print("cost of a k-token decode in one-token decodes, c(k): "

@@ -154,8 +154,24 @@ def test_the_loop_hands_every_row_s_candidates_and_recycled_trees_are_accepted(e
     seen = set(drafter.seen)
     text = prompt + out
     assert all((text[i - 2], text[i - 1], text[i]) in seen for i in range(len(prompt), len(text)))
+    # trees fill the decode: the rows of rejected nodes were handed too (the alternatives they tried)
+    committed = list(engine.tokens)  # the prompt and every token the decodes kept (past a stop too)
+    kept = set(zip(committed[:-1], committed[1:]))
+    assert not all((before, token) in kept for before, token, _ in drafter.seen)
     recycled = sum(e.source == SOURCE for e in events)
     assert recycled >= 20 and dec.stats.tau > 1.5  # ", " and the digits come round again
+
+
+def test_where_the_loop_cuts_drafts_only_the_rows_that_read_a_kept_token_are_handed(engine):
+    # short decodes nearly free (trees of a few nodes verified, some of them rejected), 16 rows not
+    cpu = CostCurve((1, 2, 4, 8, 16, 32, 64), (1.0, 1.02, 1.05, 1.1, 2.5, 5.0, 9.0))
+    drafter = Recorder(RecycleTable(engine.n_vocab))
+    dec = SpecDecoder(engine, method="recycle", drafter=drafter, cost=cpu)
+    list(dec.generate(chat(engine, "List the days of the week, one per line, then list them again in reverse."), 90))
+    committed = list(engine.tokens)
+    kept = set(zip(committed[:-1], committed[1:]))
+    assert dec.stats.drafted > dec.stats.accepted > 0  # drafts were verified, and some of them rejected
+    assert len(drafter.seen) > dec.stats.forwards and all((p, t) in kept for p, t, _ in drafter.seen)
 
 
 def test_no_rows_are_handed_where_a_recycled_draft_cannot_pay(engine):

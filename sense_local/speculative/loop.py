@@ -36,6 +36,12 @@ from .verify import AcceptanceRule, top2_gap
 # the longest draft: decoded with the token before it, 64 rows, the longest size the cost curve
 # measures (cost.py: a copy known to go on pays for long decodes on a CPU too)
 MAX_DRAFT = 63
+# Where a decode of 16 rows costs under FILLED one-token decodes (a GPU, --free-verification), the
+# recycle table takes every row of a decode: a tree's rejected nodes are the alternatives it learns.
+# On a curve that cuts drafts (this CPU's c(16) 3.5) it takes the rows that read a kept token: the
+# 1.5B's returning user without a history decoded 1.053x so (drafters/recycle.py), while under free
+# verification the chat kinds' tau fell from 2.37 / 1.88 / 1.22 to ~1.4 / ~1.3 / ~1.0 (chat, qa, translate).
+FILLED = 2.0
 
 
 @dataclass
@@ -95,6 +101,9 @@ class SpecDecoder:
         self.candidates = (drafter.candidates if drafter is not None and drafter.candidates
                            and self.rule.temperature == 0 and not self.chains_only
                            and self.cost.best_length(drafter.candidate_rate, 1) > 0 else 0)
+        # which rows: all where trees fill the decode (the table then learns the alternatives the tree
+        # tried), else only those that read a kept token (`_step`; drafters/recycle.py)
+        self.all_rows = self.candidates > 0 and self.cost.curve.effective(16) < FILLED
 
     def generate(
         self,
@@ -251,11 +260,15 @@ class SpecDecoder:
             else:
                 tokens = np.concatenate(([last], draft.tokens))
                 parents = np.arange(-1, len(draft.tokens) - 1) if draft.parents is None else draft.parents
-                self._hand_candidates(tokens, np.concatenate(([before], tokens[parents + 1])), raw)
+                kept = (np.arange(len(tokens)) if self.all_rows  # else `last` and the accepted draft tokens
+                        else np.arange(verdict.accepted + 1) if verdict.path is None
+                        else np.concatenate(([0], np.asarray(verdict.path, np.int64) + 1)))
+                previous = np.concatenate(([before], tokens[parents + 1]))
+                self._hand_candidates(tokens[kept], previous[kept], raw[kept])
         return _Step(proposal, draft, verdict, logits, raw)
 
     def _hand_candidates(self, tokens, previous, rows: np.ndarray) -> None:
-        """Each decoded row's likeliest next tokens to a drafter that recycles them: tokens [m] the
+        """Each kept row's likeliest next tokens to a drafter that recycles them: tokens [m] the
         tokens the rows read, previous [m] the tokens before those, rows [m, V] their logits."""
         if self.candidates:
             t0 = time.perf_counter()

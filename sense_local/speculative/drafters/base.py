@@ -14,13 +14,13 @@ class Drafter(ABC):
     `update(feedback)` and `extend(tokens)` with everything emitted (accepted + target's token).
     A drafter that `needs_keys` is also handed the key states of every committed position
     (`add_keys`: the prompt's after `begin`, then each decode's), and one that wants `candidates`
-    the target's likeliest next tokens at every row of each decode that read a kept token
-    (`add_candidates`): it never reads the engine.
+    the target's likeliest next tokens at each decode's rows (`add_candidates`: the rows that read a
+    kept token, or every row where trees fill the decode, loop.py's FILLED): it never reads the engine.
     """
 
     name: str = "drafter"
     needs_keys: bool = False  # True: the loop asks the target for key states on every decode
-    candidates: int = 0  # K > 0: the loop hands over each kept row's K likeliest next tokens,
+    candidates: int = 0  # K > 0: the loop hands over its rows' K likeliest next tokens (see above),
     candidate_rate: float = 0.0  # where a draft accepted at this rate (its best) pays on the cost curve
 
     @abstractmethod

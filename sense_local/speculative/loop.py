@@ -260,10 +260,10 @@ class SpecDecoder:
             else:
                 tokens = np.concatenate(([last], draft.tokens))
                 parents = np.arange(-1, len(draft.tokens) - 1) if draft.parents is None else draft.parents
-                kept = (np.arange(len(tokens)) if self.all_rows  # else `last` and the accepted draft tokens
-                        else np.arange(verdict.accepted + 1) if verdict.path is None
-                        else np.concatenate(([0], np.asarray(verdict.path, np.int64) + 1)))
                 previous = np.concatenate(([before], tokens[parents + 1]))
+                kept = (slice(None) if self.all_rows  # else `last` and the accepted draft tokens (views for a chain)
+                        else slice(verdict.accepted + 1) if verdict.path is None
+                        else np.concatenate(([0], np.asarray(verdict.path, np.int64) + 1)))
                 self._hand_candidates(tokens[kept], previous[kept], raw[kept])
         return _Step(proposal, draft, verdict, logits, raw)
 

@@ -37,10 +37,8 @@ from .verify import AcceptanceRule, top2_gap
 # measures (cost.py: a copy known to go on pays for long decodes on a CPU too)
 MAX_DRAFT = 63
 # Where a decode of 16 rows costs under FILLED one-token decodes (a GPU, --free-verification), the
-# recycle table takes every row of a decode: a tree's rejected nodes are the alternatives it learns.
-# On a curve that cuts drafts (this CPU's c(16) 3.5) it takes the rows that read a kept token: the
-# 1.5B's returning user without a history decoded 1.053x so (drafters/recycle.py), while under free
-# verification the chat kinds' tau fell from 2.37 / 1.88 / 1.22 to ~1.4 / ~1.3 / ~1.0 (chat, qa, translate).
+# recycle table takes every row of a decode (a tree's rejected nodes are the alternatives it learns),
+# else only the rows that read a kept token: why, and what each measured, in drafters/recycle.py.
 FILLED = 2.0
 
 

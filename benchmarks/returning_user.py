@@ -2,10 +2,11 @@
 (bench/chat_tasks.RETURNING_USER), asked in order through one runtime whose reply history fills as
 they go; figures for the last third.
 
-SENSE drafts from the history (reply_history.py) beside the live context (`sense`; the same runtime
-without a history: `sense-no-history`). llama-server's ngram-mod
-keeps one n-gram pool for all requests, so it is not restarted between them here. `ar`, `pld` and
-plain llama-server keep nothing from one conversation to the next, so they run on the last third only.
+SENSE drafts from the history (reply_history.py) beside the live context (`sense`; a runtime
+without a history: `sense-no-history`, which also runs all 30, so its recycle table fills as the
+other's does). llama-server's ngram-mod keeps one n-gram pool for all requests, so it is not
+restarted between them here. `ar`, `pld` and plain llama-server keep nothing from one conversation to
+the next, so they run on the last third only.
 Each pass (rep) starts empty: a new history, the pooled server restarted; methods are interleaved
 per conversation. Per turn of the last third: decode tok/s over `ar`'s on the same turn, tau, the
 tokens each source drafted, whether the text is `ar`'s; the history's size, its search and append
@@ -87,7 +88,8 @@ def run_pass(engine: Engine, peers: dict, max_tokens: int, history_dir: Path, cu
     history = ReplyHistory.open(engine, directory=history_dir)
     with_history = Conversation(engine)
     with_history.speculator.history = history
-    without = Conversation(engine)
+    without = Conversation(engine)  # `sense` with no history: its recycle table fills over all 30, as the other's
+    lookup = Conversation(engine)  # `pld`: nothing of its own outlives a reply
     for peer in peers.values():
         peer.restart()  # the pooled one starts empty
     turns, earlier, append_s = [], [], []
@@ -98,8 +100,8 @@ def run_pass(engine: Engine, peers: dict, max_tokens: int, history_dir: Path, cu
             runs = {}
             if measured:
                 runs["ar"] = _ar(engine, prompt, max_tokens)
-                runs["pld"] = _ours(without, question, "pld", max_tokens, free)
-                runs["sense-no-history"] = _ours(without, question, "sense", max_tokens, free)
+                runs["pld"] = _ours(lookup, question, "pld", max_tokens, free)
+            runs["sense-no-history"] = _ours(without, question, "sense", max_tokens, free)
             runs["sense"] = _ours(with_history, question, "sense", max_tokens, free)
             t0 = time.perf_counter()
             history.flush()  # committed before the next turn (a user reads the reply meanwhile)

@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--one-runtime", action="store_true",
                    help="run the tasks in order through one runtime per method, as a server or the chat app keeps "
                         "one (what a method keeps across replies, the recycle table, carries on; llama-server's "
-                        "n-gram pools likewise); needs --reps 1")
+                        "n-gram pools likewise): each rep through runtimes of its own, the pooled peers once a task")
     p.add_argument("--theta-sweep", action="store_true",
                    help="run ar, sense and sense-soft at several theta values: the speed/quality trade-off")
     p.add_argument("--json", dest="json_file", help="write the results as JSON to this file")

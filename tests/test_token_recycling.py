@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import chat, run_cli
+from conftest import chat
 from sense_local.bench.runner import NEAR_TIE, first_divergence
 from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.speculative.cost import FLAT, CostCurve
@@ -215,16 +215,37 @@ def test_one_runtime_carries_the_recycle_table_from_task_to_task(engine):
     runtimes: dict = {}
     first = Task("one", "open", "Count from 1 to 30, separated by commas.")
     runner.run_task(engine, first, ["ar", "recycle"], [], 1, {}, max_tokens=60, free_verification=True, runtimes=runtimes)
-    table = runtimes["recycle"].recycle_table()
+    table = runtimes[("recycle", 0)].recycle_table()
     learned = table.seen.sum()
-    assert learned > 20 and "ar" in runtimes  # every method has its runtime; the table learned the count
+    assert learned > 20 and ("ar", 0) in runtimes  # every method has its runtime; the table learned the count
     second = Task("two", "open", "Count from 31 to 50, separated by commas.")
     rows = runner.run_task(engine, second, ["ar", "recycle"], [], 1, {}, max_tokens=60, free_verification=True,
                            runtimes=runtimes)
-    assert runtimes["recycle"].recycle_table() is table and table.seen.sum() > learned
+    assert runtimes[("recycle", 0)].recycle_table() is table and table.seen.sum() > learned
     assert next(r for r in rows if r.method == "recycle").tau > 1.5  # the second count drafts from the first's rows
 
 
-def test_one_runtime_wants_one_repetition():
-    proc = run_cli("bench", "--model", "test", "--one-runtime", "--reps", "2", "--kinds", "open")
-    assert proc.returncode != 0 and "--one-runtime" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+def test_each_rep_of_one_runtime_has_runtimes_of_its_own(engine):
+    """Two reps through one runtime each: each rep's table sees the task once (a shared one would
+    draft the second rep from the first's rows of the same reply)."""
+    from sense_local.bench import runner
+    from sense_local.bench.tasks import Task
+
+    runtimes: dict = {}
+    task = Task("one", "open", "Count from 1 to 30, separated by commas.")
+    rows = runner.run_task(engine, task, ["ar", "recycle"], [], 2, {}, max_tokens=60, free_verification=True,
+                           runtimes=runtimes)
+    first, second = runtimes[("recycle", 0)].recycle_table(), runtimes[("recycle", 1)].recycle_table()
+    assert first is not second and first.seen.sum() > 20
+    assert abs(first.seen.sum() - second.seen.sum()) < 0.2 * first.seen.sum()  # alike: each read one reply
+    recycle = next(r for r in rows if r.method == "recycle")
+    assert len(recycle.tau_reps) == 2 and max(recycle.tau_reps) < 1.5 * min(recycle.tau_reps)
+
+
+def test_pooled_peers_run_a_task_once_through_one_runtime():
+    from sense_local.bench.runner import peer_repetitions
+
+    apart, pooled = peer_repetitions(2, False), peer_repetitions(2, True)
+    assert apart["llama-server-ngram-mod"] == 2 and pooled["llama-server-ngram-mod"] == 1
+    assert pooled["llama-server-ngram-cache"] == 1
+    assert pooled["llama-server"] == 2 and pooled["llama-server-ngram-simple"] == 2

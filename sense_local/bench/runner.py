@@ -27,7 +27,7 @@ from ..speculative.rewrap import rewrapped_tokens
 from ..speculative.speculator import Speculator
 from ..speculative.types import GenerationStats
 from .copy_ceiling import copy_ceiling
-from .llama_server import PEER_NAMES as SERVER_PEERS, PEER_PREFIX, SPEC_TYPES, LlamaServerPeer, server_binary
+from .llama_server import PEER_NAMES as SERVER_PEERS, PEER_PREFIX, POOLED, SPEC_TYPES, LlamaServerPeer, server_binary
 from .peers import LlamaCppPeer
 from .quality import chrf, contains_answer, mean_logprob
 from .rows import NEAR_TIE, RunRow  # noqa: F401  NEAR_TIE: the tests read it from here
@@ -86,8 +86,8 @@ def run_task(
 ) -> list[RunRow]:
     """All runs of one task. `store` (docqa tasks) is given to every method; methods that need a
     store are skipped without one. free_verification: drafts sized on a flat cost curve.
-    runtimes: each method's speculator kept across tasks (made here on first use; None: a new one
-    every reply)."""
+    runtimes: each method's speculator kept across tasks, one per rep (made here on first use; None:
+    a new one every reply)."""
     prompt = chat_tokens(engine, task.messages())
     engine.prefill(prompt, outputs="keys", with_keys=True)  # key states too: SENSE reads the prompt's
     methods = [m for m in methods if store is not None or not METHODS[parse_method(m)[0]].needs_store]
@@ -95,7 +95,7 @@ def run_task(
     peer_outs: dict[str, list] = {p.name: [] for p in peers}
     for rep in range(max([reps] + [peer_reps[p.name] for p in peers])):
         runs = [(outs[m], lambda m=m: _decode(engine, prompt, m, max_tokens, store, free_verification,
-                                              None if runtimes is None else _runtime(runtimes, engine, m, store)))
+                                              None if runtimes is None else _runtime(runtimes, engine, m, rep, store)))
                 for m in methods if rep < reps]
         runs += [(peer_outs[p.name], lambda p=p: p.run(prompt, max_tokens)) for p in peers if rep < peer_reps[p.name]]
         for results, run in runs if rep % 2 == 0 else reversed(runs):  # ABBA: a steady drift favours no one
@@ -111,12 +111,13 @@ def run_task(
     return rows
 
 
-def _runtime(runtimes: dict, engine: Engine, m: str, store) -> Speculator:
-    """Method `m`'s speculator of this run, retrieving from `store` from this reply on."""
-    if m not in runtimes:
-        runtimes[m] = Speculator(engine, store, remember_cost=False)
-    runtimes[m].use_store(store)
-    return runtimes[m]
+def _runtime(runtimes: dict, engine: Engine, m: str, rep: int, store) -> Speculator:
+    """Method `m`'s speculator of this run's rep `rep` (each rep's runtime sees every task once),
+    retrieving from `store` from this reply on."""
+    if (m, rep) not in runtimes:
+        runtimes[(m, rep)] = Speculator(engine, store, remember_cost=False)
+    runtimes[(m, rep)].use_store(store)
+    return runtimes[(m, rep)]
 
 
 def _decode(engine: Engine, prompt: list[int], m: str, max_tokens: int, store, free_verification: bool,
@@ -221,6 +222,14 @@ def fresh_prefills(engine: Engine, server, prompt: list[int], reps: int,
     return ours, theirs
 
 
+def peer_repetitions(reps: int, one_runtime: bool) -> dict[str, int]:
+    """How often each peer runs a task: as often as our methods, but for a pool kept across the tasks
+    (--one-runtime: ngram-mod's, ngram-cache's), which runs each once (a second rep would find its
+    own first reply to the same prompt in the pool)."""
+    pooled = {f"{PEER_PREFIX}-{t}" for t in POOLED} if one_runtime else set()
+    return {p: 1 if p in pooled else reps for p in PEERS}
+
+
 def _run_tasks(engine, tasks, methods, peers, peer_reps, max_tokens, store, args) -> list[RunRow]:
     rows: list[RunRow] = []
     runtimes = {} if args.one_runtime else None
@@ -244,7 +253,7 @@ def run_bench_cli(args) -> int:
     max_tokens = 128 if args.suite == "quick" else 256
     # The plain peer is what ar and pld must beat: as many reps as our methods. In the quick suite its
     # lookup decoding (a slow reference, ~0.5x on most kinds) runs once.
-    peer_reps = {p: args.reps for p in PEERS}  # peers run on every task, as often as our methods
+    peer_reps = peer_repetitions(args.reps, args.one_runtime)
 
     from ..cli_config import rpc_workers
 
@@ -292,8 +301,6 @@ def _method_names(args) -> tuple[list[str], list[str]]:
         args.reps = 1 if args.suite == "quick" else 3
     if args.reps < 1:
         raise SenseError("--reps must be at least 1")
-    if getattr(args, "one_runtime", False) and args.reps != 1:
-        raise SenseError("--one-runtime runs each task once through the runtime: use --reps 1")
     return names, ["ar"] + [n for n in names if parse_method(n)[0] in METHODS and n != "ar"]
 
 

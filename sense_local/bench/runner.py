@@ -114,10 +114,11 @@ def run_task(
 def _runtime(runtimes: dict, engine: Engine, m: str, rep: int, store) -> Speculator:
     """Method `m`'s speculator of this run's rep `rep` (each rep's runtime sees every task once),
     retrieving from `store` from this reply on."""
-    if (m, rep) not in runtimes:
-        runtimes[(m, rep)] = Speculator(engine, store, remember_cost=False)
-    runtimes[(m, rep)].use_store(store)
-    return runtimes[(m, rep)]
+    runtime = runtimes.get((m, rep))
+    if runtime is None:
+        runtime = runtimes[(m, rep)] = Speculator(engine, store, remember_cost=False)
+    runtime.use_store(store)
+    return runtime
 
 
 def _decode(engine: Engine, prompt: list[int], m: str, max_tokens: int, store, free_verification: bool,
@@ -251,8 +252,6 @@ def run_bench_cli(args) -> int:
     names, methods = _method_names(args)
     tasks = _bench_tasks(args)
     max_tokens = 128 if args.suite == "quick" else 256
-    # The plain peer is what ar and pld must beat: as many reps as our methods. In the quick suite its
-    # lookup decoding (a slow reference, ~0.5x on most kinds) runs once.
     peer_reps = peer_repetitions(args.reps, args.one_runtime)
 
     from ..cli_config import rpc_workers

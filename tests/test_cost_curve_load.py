@@ -3,6 +3,8 @@ the loop times while it comes and goes must neither switch drafting off nor stic
 Synthetic timings: the learner is arithmetic on (decode size, seconds)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -115,11 +117,14 @@ class _ClockedEngine:
 
     n_ctx, n_vocab = 4096, 32000
 
-    def __init__(self, true: CostCurve, rng):
+    def __init__(self, true: CostCurve, rng, *, quiet: bool = False, after_long: float = 0.0):
         self.true, self.rng = true, rng
+        self.quiet = quiet  # no busy rounds
+        self.after_long = after_long  # what the first decode after one of 32+ rows pays on top, in T1
         self.tokens: list[int] = []
         self.now = 0.0
         self.decodes = 0
+        self.last_rows = 0
 
     @property
     def n_past(self) -> int:
@@ -129,8 +134,10 @@ class _ClockedEngine:
         del self.tokens[start:]
         self.tokens.extend(int(t) for t in tokens)
         self.decodes += 1
-        busy = (self.decodes // len(cost.PROBE_LENGTHS)) % 2 == 1  # a round of all lengths under load
+        busy = not self.quiet and (self.decodes // (2 * len(cost.PROBE_LENGTHS))) % 2 == 1  # a round (each size behind a settling decode) under load
         self.now += T1 * self.true.cost(len(tokens)) * (self.rng.uniform(2.0, 4.0) if busy else self.rng.uniform(1.0, 1.02))
+        self.now += T1 * self.after_long * (self.last_rows >= 32)
+        self.last_rows = len(tokens)
         return type("Out", (), {"logits": np.zeros((len(tokens), 4), np.float32)})()
 
     def truncate(self, n: int) -> None:
@@ -147,6 +154,33 @@ def test_a_curve_measured_beside_other_work_is_the_quiet_machines(monkeypatch):
     measured = cost.measure_cost_curve(engine)
     assert all(abs(measured.cost(k) / PRIOR.cost(k) - 1.0) < 0.03 for k in PRIOR.lengths)
     assert engine.tokens == []  # the engine's state is given back
+
+
+def test_the_probe_times_each_size_after_a_one_token_decode_as_the_loop_runs_them(monkeypatch):
+    """The first decode after a long one pays extra (the 1.5B on the AMD EPYC: a one-token decode 29-31 ms
+    after another, 41-45 ms after one of 32-64 rows). Timed in turn, 1 right after 64, the probe's unit
+    was such a decode and every c(k) came out ~1.45x too cheap (c(2) 1.09 where the loop paid 1.85-1.98).
+    A probe that sizes drafts must measure the one-token decodes the loop compares them with."""
+    rng = np.random.default_rng(5)
+    true = CostCurve(cost.PROBE_LENGTHS, tuple(1.0 + 0.9 * (k - 1) ** 0.8 for k in cost.PROBE_LENGTHS))
+    engine = _ClockedEngine(true, rng, quiet=True, after_long=0.45)
+    monkeypatch.setattr(cost.time, "perf_counter", lambda: engine.now)
+    measured = cost.measure_cost_curve(engine)
+    assert all(abs(measured.cost(k) / true.cost(k) - 1.0) < 0.03 for k in (2, 4, 8, 16, 32, 64))
+
+
+def test_a_curve_the_first_probe_measured_is_not_read(cost_curve_file):
+    """A curve kept by the probe before PROBE_VERSION 2 (its unit taken after a 64-row decode) sizes no
+    draft: the prior serves and `curve --if-missing` measures it again; a learned one is still read."""
+    cost_curve_file.parent.mkdir(parents=True)
+    stale = {"lengths": list(BUSY_CURVE.lengths), "costs": list(BUSY_CURVE.costs), "source": "measured"}
+    cost_curve_file.write_text(json.dumps(stale))
+    assert cost.curve_source(None) == "prior" and not cost.cost_curve_known(None)
+    assert cost.cost_curve_for(None) == PRIOR
+    cost._write(cost_curve_file, BUSY_CURVE, "measured")  # what the probe keeps now
+    assert cost.curve_source(None) == "measured" and cost.cost_curve_for(None) == BUSY_CURVE
+    cost_curve_file.write_text(json.dumps({**stale, "source": "learned"}))
+    assert cost.curve_source(None) == "learned" and cost.cost_curve_for(None) == BUSY_CURVE
 
 
 def test_bench_measures_the_curve_again_on_every_run(monkeypatch, tmp_path):

@@ -224,6 +224,17 @@ class OnlineCost:
         return self.curve.best_size(path_probs, padded=False)
 
 
+# The first decode after a long one pays extra: on the AMD EPYC here (AVX-512) a one-token decode of
+# the 1.5B took 29-31 ms after another and 41-45 ms after one of 32-64 rows (8-16 rows: +0-3 ms). The
+# first probe timed each size in turn, 1 right after 64, so its unit was such a decode: it measured
+# c(2) 1.09, c(4) 1.9, c(8) 4.3 where it now measures 1.91, 3.32, 6.98, and the loop's own 2-row
+# decodes cost 1.85-1.98 of its one-token ones (pld and sense on the everyday kinds drafted at
+# that price and ran 0.94x and 0.93x `ar`). PROBE_VERSION 2 settles each timed decode behind a
+# one-token one; a curve the first probe measured is not read (the prior serves; `curve --if-missing`
+# measures it again).
+PROBE_VERSION = 2
+
+
 def measure_cost_curve(engine, *, reps: int = 5, context: int = 128) -> CostCurve:
     """Time decodes of each probe length after `context` filler tokens; engine state is restored."""
     base = engine.n_past
@@ -235,6 +246,9 @@ def measure_cost_curve(engine, *, reps: int = 5, context: int = 128) -> CostCurv
     times: dict[int, list[float]] = {k: [] for k in lengths}
     for _ in range(reps):
         for k in lengths:  # interleaved, so drift on a shared machine hits every length alike
+            # each timed decode comes after a one-token decode, as the loop's do: the first decode after
+            # a long one pays extra (PROBE_VERSION), and without this the unit, c(1), was always taken there
+            engine.eval(filler[context : context + 1], base + context, outputs="last", with_keys=False)
             t0 = time.perf_counter()
             out = engine.eval(filler[context : context + k], base + context, outputs="all", with_keys=False)
             out.logits[-1].argmax()
@@ -261,7 +275,10 @@ def _cache_file(engine) -> Path:
 def _read(path: Path) -> tuple[CostCurve, str] | None:
     try:
         raw = json.loads(path.read_text())
-        return CostCurve(tuple(raw["lengths"]), tuple(raw["costs"])), raw.get("source", "measured")
+        source = raw.get("source", "measured")
+        if source == "measured" and raw.get("probe", 1) < PROBE_VERSION:
+            return None  # measured by an earlier probe (PROBE_VERSION): as good as none
+        return CostCurve(tuple(raw["lengths"]), tuple(raw["costs"])), source
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None  # none yet, or damaged: the prior serves
 
@@ -270,7 +287,8 @@ def _write(path: Path, curve: CostCurve, source: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     # unrounded (to_dict rounds for reports): a curve read back is the very curve that was kept
-    tmp.write_text(json.dumps({"lengths": list(curve.lengths), "costs": list(curve.costs), "source": source}))
+    tmp.write_text(json.dumps({"lengths": list(curve.lengths), "costs": list(curve.costs), "source": source,
+                               "probe": PROBE_VERSION}))
     tmp.replace(path)
 
 
@@ -287,7 +305,7 @@ def curve_source(engine) -> str:
 
 def cost_curve_known(engine) -> bool:
     """Whether this model's curve was measured or learned here (else generation starts from PRIOR)."""
-    return bool(os.environ.get("SENSE_COST_FLAT")) or _cache_file(engine).exists()
+    return bool(os.environ.get("SENSE_COST_FLAT")) or _read(_cache_file(engine)) is not None
 
 
 def cost_curve_for(engine, *, measure: bool = False) -> CostCurve:

@@ -134,7 +134,8 @@ class _ClockedEngine:
         del self.tokens[start:]
         self.tokens.extend(int(t) for t in tokens)
         self.decodes += 1
-        busy = not self.quiet and (self.decodes // (2 * len(cost.PROBE_LENGTHS))) % 2 == 1  # a round (each size behind a settling decode) under load
+        # a round of all lengths (each behind a settling one-token decode) under load, every other one
+        busy = not self.quiet and (self.decodes // (2 * len(cost.PROBE_LENGTHS))) % 2 == 1
         self.now += T1 * self.true.cost(len(tokens)) * (self.rng.uniform(2.0, 4.0) if busy else self.rng.uniform(1.0, 1.02))
         self.now += T1 * self.after_long * (self.last_rows >= 32)
         self.last_rows = len(tokens)

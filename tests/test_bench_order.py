@@ -24,9 +24,12 @@ def test_every_second_repetition_runs_in_reverse_order(engine, monkeypatch):
     log: list[str] = []
     decode = runner._decode
 
-    def logged(engine, prompt, m, *args):
+    gaps: list[tuple[str, bool]] = []  # (method, whether its run recorded top-2 gaps), in run order
+
+    def logged(engine, prompt, m, *args, record_gaps=False):
         log.append(m)
-        return decode(engine, prompt, m, *args)
+        gaps.append((m, record_gaps))
+        return decode(engine, prompt, m, *args, record_gaps=record_gaps)
 
     monkeypatch.setattr(runner, "_decode", logged)
     peers = [_RecordingPeer("llama-server", log), _RecordingPeer("llama-server-ngram-mod", log)]
@@ -35,6 +38,8 @@ def test_every_second_repetition_runs_in_reverse_order(engine, monkeypatch):
     forward = ["ar", "pld", "llama-server", "llama-server-ngram-mod"]
     assert log == forward + forward[::-1] + forward + forward[::-1]
     assert {r.method for r in rows} == set(forward)
+    # only ar's first rep, the reference the others are compared with, pays for recording gaps
+    assert [g for g in gaps if g[1]] == [("ar", True)] and gaps[0] == ("ar", True)
     ar = next(r for r in rows if r.method == "ar")
     assert ar.tokens > 0 and ar.tok_per_s > 0  # the reversed repetitions still give every method its speed
     for row in rows:  # every rep's speed is kept beside the median the row reports

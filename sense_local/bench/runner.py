@@ -94,8 +94,10 @@ def run_task(
     outs: dict[str, list] = {m: [] for m in methods}
     peer_outs: dict[str, list] = {p.name: [] for p in peers}
     for rep in range(max([reps] + [peer_reps[p.name] for p in peers])):
+        # ar's first rep is the reference (ArReference): only it records each token's top-2 gap
         runs = [(outs[m], lambda m=m: _decode(engine, prompt, m, max_tokens, store, free_verification,
-                                              None if runtimes is None else _runtime(runtimes, engine, m, rep, store)))
+                                              None if runtimes is None else _runtime(runtimes, engine, m, rep, store),
+                                              record_gaps=(m == "ar" and rep == 0)))
                 for m in methods if rep < reps]
         runs += [(peer_outs[p.name], lambda p=p: p.run(prompt, max_tokens)) for p in peers if rep < peer_reps[p.name]]
         for results, run in runs if rep % 2 == 0 else reversed(runs):  # ABBA: a steady drift favours no one
@@ -122,11 +124,11 @@ def _runtime(runtimes: dict, engine: Engine, m: str, rep: int, store) -> Specula
 
 
 def _decode(engine: Engine, prompt: list[int], m: str, max_tokens: int, store, free_verification: bool,
-            speculator: Speculator | None = None):
+            speculator: Speculator | None = None, *, record_gaps: bool = False):
     """One run of method spec `m` from the prefilled prompt: (its tokens, its GenerationStats)."""
     name, theta = parse_method(m)
     options = GenerationOptions(method=name, max_tokens=max_tokens, theta=theta, free_verification=free_verification)
-    decoder = make_decoder(engine, options, store=store, record_gaps=(m == "ar"), speculator=speculator)
+    decoder = make_decoder(engine, options, store=store, record_gaps=record_gaps, speculator=speculator)
     tokens = [e.token for e in decoder.generate(prompt, max_tokens) if e.token >= 0]
     return tokens, decoder.stats
 

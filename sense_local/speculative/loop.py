@@ -81,6 +81,7 @@ class SpecDecoder:
         self.curve_memory = curve_memory  # told what this reply learned of the curve, at its end
         self.rng = np.random.default_rng(seed)
         self.record_gaps = record_gaps
+        self._t_gaps = 0.0  # seconds spent recording top-2 gaps this reply: the bench's, left out of t_total
         self.soft_bonus = soft_bonus
         self.keyed = drafter is not None and drafter.needs_keys  # drafts keyed on the target's key states
         self.stats = GenerationStats(method=method)
@@ -114,6 +115,7 @@ class SpecDecoder:
         this returns or when the caller closes the generator early (a stop string, a disconnect).
         progress(done, total): called as a long prompt is read (with `cancel`; Engine.prefill)."""
         self.stats = GenerationStats(method=self.method, prompt_tokens=len(prompt))
+        self._t_gaps = 0.0
         detok = StreamDetokenizer(self.engine.piece)
         t0 = time.perf_counter()
         self._gstate = self.grammar.start() if self.grammar is not None else None
@@ -133,7 +135,7 @@ class SpecDecoder:
             if tail:
                 yield TokenEvent(-1, tail, TARGET)
         finally:
-            self.stats.t_total = time.perf_counter() - t0 - self.stats.t_prefill
+            self.stats.t_total = time.perf_counter() - t0 - self.stats.t_prefill - self._t_gaps
             self._end_grammar()
             if self.drafter is not None:
                 self.drafter.report(self.stats)
@@ -311,7 +313,9 @@ class SpecDecoder:
         if draft is None:
             out = eng.eval([last], outputs="last", with_keys=self.keyed)
             if self.record_gaps:
+                tg = time.perf_counter()
                 self.stats.top2_gaps.append(top2_gap(out.logits[0]))
+                self._t_gaps += time.perf_counter() - tg
             logits = self._penalized(out.logits, np.empty(0, np.int32))
             return out.logits, logits, self._judge(logits, np.empty(0, np.int32)), out.keys
         if draft.parents is None:

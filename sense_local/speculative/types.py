@@ -156,7 +156,8 @@ class GenerationStats:
     t_prefill: float = 0.0
     t_draft: float = 0.0
     t_verify: float = 0.0
-    t_total: float = 0.0  # wall time after the prefill (which also yields the first token)
+    t_total: float = 0.0  # wall time after the prefill (which also yields the first token), less the
+    #                       time spent recording top2_gaps (the bench's measuring, not the reply's work)
     stop_reason: str = ""
     prediction_accepted: int = 0  # Predicted Outputs: prediction tokens the output followed
     prediction_rejected: int = 0  # and the prediction's other tokens

@@ -2,6 +2,7 @@
 layout's (plain_layout.py), which holds the same conversation and hands it back after."""
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,11 @@ from . import native
 from .errors import Cancelled
 
 llama_cpp = native.llama_cpp
+
+# llama_get_logits answering the buffer's address as an int (its own function object: the shared one
+# keeps its float pointer), so a one-token decode's row is viewed again only when the buffer moved
+_logits_address = llama_cpp.llama_cpp._lib["llama_get_logits"]
+_logits_address.argtypes, _logits_address.restype = [llama_cpp.llama_context_p_ctypes], ctypes.c_void_p
 
 
 @dataclass
@@ -26,6 +32,17 @@ class ContextHolder:
     def _decode(self, batch) -> int:
         self.key_source.before_decode()
         return self._cancel.decode(self._ctx, batch)
+
+    _row_at, _row = None, None  # the address of the one-token decode's logits, and their view [1, n_vocab]
+
+    def _one_row(self) -> np.ndarray:
+        """[1, n_vocab] view of a one-output decode's logits, made again only when llama.cpp's buffer
+        moved (every one-token step of plain decoding reads it: measured in `Engine.eval_one`)."""
+        at = _logits_address(self._ctx)
+        if at != self._row_at:
+            self._row_at = at
+            self._row = np.frombuffer((ctypes.c_float * self.n_vocab).from_address(at), np.float32).reshape(1, -1)
+        return self._row
 
     def _views(self, n_logits: int, n_keys: int) -> EvalOutput:
         """Views of the last decode's output rows: logits [n_logits, n_vocab] and the key states of

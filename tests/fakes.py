@@ -28,6 +28,7 @@ class FakeEngine:
         self.tokens: list[int] = []
         self.eos_at = eos_at  # absolute position whose next token is EOS
         self.decodes: list[int] = []  # sizes of every eval call
+        self.one_token_steps = 0  # of them, the plain steps (eval_one)
 
     @property
     def n_past(self) -> int:
@@ -53,6 +54,10 @@ class FakeEngine:
         logits = np.stack([self._row(t, start + i) for i, t in enumerate(tokens)])  # EOS only where asked for
         rows = logits if outputs == "all" else logits[-1:]
         return EvalOutput(rows, np.zeros((len(rows), self.n_embd), np.float32))
+
+    def eval_one(self, token: int) -> np.ndarray:
+        self.one_token_steps += 1
+        return self.eval([token], outputs="last", with_keys=False).logits
 
     def _row(self, token: int, pos: int) -> np.ndarray:
         nxt = EOS if self.eos_at == pos else true_next(token, pos)

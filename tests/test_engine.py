@@ -294,3 +294,35 @@ def test_prefill_chunks_grow_while_they_are_quick(engine, monkeypatch, quick):
     sizes.clear()
     engine.prefill(prompt, cancel=threading.Event())
     assert sizes[0] == (engine.n_batch if quick else first)
+
+
+def test_one_token_step_gives_evals_logits_and_commits_the_token(engine):
+    """`eval_one`, plain decoding's step, is `eval([t], outputs="last", with_keys=False)`: the same
+    row at the same position, the token committed, and the right row again after a long decode has
+    had llama.cpp's output buffer grown (the step keeps a view of that buffer)."""
+    tokens = engine.tokenize(PASSAGE)
+    engine.prefill(tokens[:-6], outputs="last")
+    steps = [engine.eval_one(t).copy() for t in tokens[-6:-3]]
+    assert engine.tokens == tokens[:-3] and all(type(t) is int for t in engine.tokens)
+    engine.truncate(len(tokens) - 6)
+    evals = [engine.eval([t], outputs="last", with_keys=False).logits.copy() for t in tokens[-6:-3]]
+    for step, ref in zip(steps, evals):
+        assert step.shape == (1, engine.n_vocab)
+        np.testing.assert_array_equal(step, ref)
+    assert not np.array_equal(steps[0], steps[1])  # each its own position's row
+    # a 200-row decode with every row an output, then the step again: the row it reads must be the new one
+    engine.eval(np.arange(1000, 1200, dtype=np.int32), outputs="all")
+    engine.truncate(len(tokens) - 3)
+    after = engine.eval_one(tokens[-3]).copy()
+    engine.truncate(len(tokens) - 3)
+    np.testing.assert_array_equal(after, engine.eval([tokens[-3]], outputs="last", with_keys=False).logits)
+
+
+def test_one_token_step_past_the_context_is_a_clear_error(engine):
+    engine.reset()
+    filler = np.full(engine.n_ctx, 100, dtype=np.int32)
+    engine.eval(filler, 0, outputs="last", with_keys=False)
+    with pytest.raises(ContextOverflowError, match="context full"):
+        engine.eval_one(100)
+    assert engine.n_past == engine.n_ctx
+    engine.reset()

@@ -11,6 +11,7 @@ from sense_local.speculative.cost import FLAT, CostCurve
 from sense_local.speculative.drafters.base import Drafter
 from sense_local.speculative.loop import SpecDecoder
 from sense_local.speculative.types import TARGET, Draft
+from sense_local.speculative.verify import AcceptanceRule
 
 PROMPT = [5, 9, 13, 2]
 
@@ -55,6 +56,18 @@ def test_ar_matches_reference_and_counts_one_forward_per_token():
     assert [e.token for e in events] == greedy_reference(PROMPT, 30)
     assert stats.tokens == stats.forwards == 30 and stats.tau == 1.0
     assert all(e.source == TARGET for e in events)
+
+
+def test_a_step_without_a_draft_is_the_plain_one_token_step_only_where_the_reply_needs_no_more():
+    eng, stats, events = run(None, 30, cost=None)
+    assert eng.one_token_steps == stats.forwards - 1 == 29  # every step after the prefill's token
+    eng = FakeEngine()  # logprobs read the same row: still the plain step
+    events = list(SpecDecoder(eng, method="ar", logprobs=2).generate(PROMPT, 30))
+    assert eng.one_token_steps == 29 and all(e.logprob is not None and len(e.logprob.top) == 2 for e in events)
+    eng = FakeEngine()  # sampling draws from the row: the rule's own path, the same decodes
+    dec = SpecDecoder(eng, method="ar", rule=AcceptanceRule(temperature=1e-6))
+    assert [e.token for e in dec.generate(PROMPT, 30)] == greedy_reference(PROMPT, 30)
+    assert eng.one_token_steps == 0 and eng.decodes == [len(PROMPT)] + [1] * 29
 
 
 def test_recording_top2_gaps_is_left_out_of_the_replys_time(monkeypatch):

@@ -4,7 +4,7 @@ own server decoding the same context (`scripts/profile_decode`).
 For each prompt, interleaved reps of:
   llama-server   its `timings.predicted_per_second` (C++ all the way, its sampler chain included)
   decode         `llama_decode` + argmax on our engine's context, nothing else (context set-up + ctypes)
-  engine         `Engine.eval([token], outputs="last", with_keys=False)` + argmax
+  engine         `Engine.eval_one(token)` + argmax: plain decoding's step (the loop's, without a draft)
   loop           the speculative loop with no drafter (`ar`): events, detokenizing, stats
   conversation   `Conversation.complete`: the runtime every front end renders (stop strings, events)
 Each row gives decode tok/s (tokens after the first over the time after the first), ms per token, and
@@ -66,8 +66,7 @@ def engine_decode(engine: Engine, prompt: list[int], n: int) -> float:
     tok = int(np.argmax(out.logits[-1]))
     t0 = time.perf_counter()
     for _ in range(n - 1):
-        out = engine.eval([tok], outputs="last", with_keys=False)
-        tok = int(np.argmax(out.logits[-1]))
+        tok = int(engine.eval_one(tok).logits[0].argmax())
     dt = time.perf_counter() - t0
     engine.truncate(len(prompt))
     return (n - 1) / dt

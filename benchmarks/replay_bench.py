@@ -139,8 +139,8 @@ class ReplayEngine:
         keyed = list(range(start, self.n_past)) if outputs in ("all", "keys") else [self.n_past - 1]
         return EvalOutput(rows, self._keys(keyed, [p < self._same for p in keyed]))
 
-    def eval_one(self, token: int) -> np.ndarray:
-        return self.eval([token], outputs="last").logits
+    def eval_one(self, token: int, *, with_keys: bool = False) -> EvalOutput:
+        return self.eval([token], outputs="last", with_keys=with_keys)
 
     def committed_keys(self, upto: int) -> np.ndarray | None:
         if not self._keyed or self.recorded_keys is None or upto > self._same:

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import native, plain_layout, prefill_reuse, side_pass
 from .cancel_hook import CancelHook
-from .chunked_eval import ContextHolder, EvalOutput, eval_chunks
+from .chunked_eval import ContextHolder, EvalOutput, eval_chunks, eval_one
 from .errors import Cancelled, ContextOverflowError, ModelError, SenseError
 from .hidden_pass import HiddenPass
 from .key_cache import KeyStateCache
@@ -204,24 +204,14 @@ class Engine(Vocabulary, ContextHolder):
             )
         return out
 
-    def eval_one(self, token: int) -> np.ndarray:
-        """`eval([token], outputs="last", with_keys=False).logits` in fewer steps: plain decoding's one
-        token a step, whose Python between two decodes is what the engine adds to llama.cpp's own
-        speed (`benchmarks/step_gap.py`). [1, n_vocab] view, valid until the next eval."""
-        start = len(self.tokens)
-        if start + 1 > self.n_ctx:
-            raise ContextOverflowError(f"context full: {start + 1} tokens needed, the context holds {self.n_ctx} (use --ctx)")
-        self.keys.truncate(start)
-        self.key_source.switch(self._ctx, False)
-        batch = self._batch
-        batch.token[0], batch.pos[0], batch.logits[0] = token, start, 1
-        batch.raw.n_tokens = 1
-        rc = self._decode(batch)
-        if rc != 0:  # nothing of it kept, as eval_chunks does
-            llama_cpp.llama_memory_seq_rm(self._mem, 0, start, -1)
-            raise RuntimeError(f"llama_decode failed with code {rc}")
-        self.tokens.append(int(token))
-        return self._one_row()
+    def eval_one(self, token: int, *, with_keys: bool = False) -> EvalOutput:
+        """`eval([token], outputs="last", with_keys=...)` in fewer steps (`chunked_eval.eval_one`):
+        a reply's step without a draft. Views valid until the next eval."""
+        if len(self.tokens) + 1 > self.n_ctx:
+            raise ContextOverflowError(f"context full: {len(self.tokens) + 1} tokens needed, the context holds {self.n_ctx} (use --ctx)")
+        if with_keys:
+            self._want_keys()
+        return eval_one(self, token, with_keys)
 
     def plain_layout(self):
         """The weights in the file's own layout with a context of their own, where this engine reads

@@ -55,9 +55,9 @@ class FakeEngine:
         rows = logits if outputs == "all" else logits[-1:]
         return EvalOutput(rows, np.zeros((len(rows), self.n_embd), np.float32))
 
-    def eval_one(self, token: int) -> np.ndarray:
+    def eval_one(self, token: int, *, with_keys: bool = False):
         self.one_token_steps += 1
-        return self.eval([token], outputs="last", with_keys=False).logits
+        return self.eval([token], outputs="last", with_keys=with_keys)
 
     def _row(self, token: int, pos: int) -> np.ndarray:
         nxt = EOS if self.eos_at == pos else true_next(token, pos)

@@ -302,7 +302,7 @@ def test_one_token_step_gives_evals_logits_and_commits_the_token(engine):
     had llama.cpp's output buffer grown (the step keeps a view of that buffer)."""
     tokens = engine.tokenize(PASSAGE)
     engine.prefill(tokens[:-6], outputs="last")
-    steps = [engine.eval_one(t).copy() for t in tokens[-6:-3]]
+    steps = [engine.eval_one(t).logits.copy() for t in tokens[-6:-3]]
     assert engine.tokens == tokens[:-3] and all(type(t) is int for t in engine.tokens)
     engine.truncate(len(tokens) - 6)
     evals = [engine.eval([t], outputs="last", with_keys=False).logits.copy() for t in tokens[-6:-3]]
@@ -313,9 +313,23 @@ def test_one_token_step_gives_evals_logits_and_commits_the_token(engine):
     # a 200-row decode with every row an output, then the step again: the row it reads must be the new one
     engine.eval(np.arange(1000, 1200, dtype=np.int32), outputs="all")
     engine.truncate(len(tokens) - 3)
-    after = engine.eval_one(tokens[-3]).copy()
+    after = engine.eval_one(tokens[-3]).logits.copy()
     engine.truncate(len(tokens) - 3)
     np.testing.assert_array_equal(after, engine.eval([tokens[-3]], outputs="last", with_keys=False).logits)
+
+
+def test_one_token_step_with_key_states_gives_evals_and_caches_them(engine):
+    tokens = engine.tokenize(PASSAGE)
+    engine.prefill(tokens[:-4], outputs="keys", with_keys=True)
+    steps = [engine.eval_one(t, with_keys=True) for t in tokens[-4:-1]]
+    keys = [s.keys.copy() for s in steps[-1:]]
+    assert steps[-1].keys.shape == (1, engine.n_embd)
+    cached = engine.committed_keys(len(tokens) - 1).copy()  # the steps' states joined the prompt's
+    engine.truncate(len(tokens) - 4)
+    ref = engine.eval(tokens[-4:-1], outputs="all", with_keys=True)
+    np.testing.assert_allclose(cached[-3:], ref.keys, atol=1e-3)  # one row a decode against three in one
+    np.testing.assert_allclose(keys[-1], ref.keys[-1:], atol=1e-3)
+    assert not np.allclose(cached[-1], cached[-2])
 
 
 def test_one_token_step_past_the_context_is_a_clear_error(engine):

@@ -58,16 +58,24 @@ def test_ar_matches_reference_and_counts_one_forward_per_token():
     assert all(e.source == TARGET for e in events)
 
 
-def test_a_step_without_a_draft_is_the_plain_one_token_step_only_where_the_reply_needs_no_more():
+class CountingRule(AcceptanceRule):
+    """The acceptance rule, counting the rows it was asked to judge."""
+
+    def __call__(self, logits, draft, rng, support=0.0):
+        self.judged.append(len(logits))
+        return super().__call__(logits, draft, rng, support)
+
+
+def test_a_step_without_a_draft_is_one_token_decoded_and_its_argmax_unless_the_rule_must_judge_it():
     eng, stats, events = run(None, 30, cost=None)
     assert eng.one_token_steps == stats.forwards - 1 == 29  # every step after the prefill's token
-    eng = FakeEngine()  # logprobs read the same row: still the plain step
-    events = list(SpecDecoder(eng, method="ar", logprobs=2).generate(PROMPT, 30))
-    assert eng.one_token_steps == 29 and all(e.logprob is not None and len(e.logprob.top) == 2 for e in events)
-    eng = FakeEngine()  # sampling draws from the row: the rule's own path, the same decodes
-    dec = SpecDecoder(eng, method="ar", rule=AcceptanceRule(temperature=1e-6))
-    assert [e.token for e in dec.generate(PROMPT, 30)] == greedy_reference(PROMPT, 30)
-    assert eng.one_token_steps == 0 and eng.decodes == [len(PROMPT)] + [1] * 29
+    for temperature, judged in ((0.0, [1]), (1e-6, [1] * 30)):  # greedy: only the prefill's row; sampling draws each
+        eng, rule = FakeEngine(), CountingRule(temperature=temperature)
+        object.__setattr__(rule, "judged", [])
+        events = list(SpecDecoder(eng, method="ar", rule=rule, logprobs=2).generate(PROMPT, 30))
+        assert [e.token for e in events] == greedy_reference(PROMPT, 30)
+        assert all(e.logprob is not None and len(e.logprob.top) == 2 for e in events)  # read off the same row
+        assert eng.one_token_steps == 29 and rule.judged == judged
 
 
 def test_recording_top2_gaps_is_left_out_of_the_replys_time(monkeypatch):

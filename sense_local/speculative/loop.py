@@ -45,12 +45,10 @@ FILLED = 2.0
 @dataclass
 class _Step:
     """One draft-and-verify step."""
-
     proposal: Draft | None  # what the drafter proposed (None: it had nothing)
     draft: Draft | None  # the part of it verified (None: a plain one-token decode)
     verdict: Verdict
-    logits: np.ndarray  # [1 + k, n_vocab] the rows judged (the decode's own, a view valid until the next
-    #                     decode; a penalized copy under penalties)
+    logits: np.ndarray  # [1 + k, n_vocab] the rows judged (the decode's own view, or a penalized copy)
     raw: np.ndarray  # [1 + k, n_vocab] the decode's own rows (log-probabilities are read here)
 
 
@@ -86,7 +84,7 @@ class SpecDecoder:
         self.keyed = drafter is not None and drafter.needs_keys  # drafts keyed on the target's key states
         self.stats = GenerationStats(method=method)
         self._shadow: Draft | None = None  # a draft we chose not to verify: scored for free next step
-        self._plain_step = False  # set per reply by generate(): a step without a draft may take eval_one
+        self._plain_step = False  # greedy, nothing penalized or constrained (per reply): a step without a draft is an argmax
         self._rows = 0  # rows of the latest verification decode (padding included): what its time bought
         self.grammar = grammar  # the output must match it (response_format)
         self._gstate: GrammarState | None = None  # the grammar after the emitted tokens, during generate()
@@ -121,8 +119,7 @@ class SpecDecoder:
         t0 = time.perf_counter()
         self._gstate = self.grammar.start() if self.grammar is not None else None
         self._pstate = self.penalties.start() if self.penalties is not None else None
-        # a step without a draft is then one token's decode and its argmax (`Engine.eval_one`)
-        self._plain_step = not self.keyed and self.rule.temperature <= 0 and self._gstate is None and self._pstate is None
+        self._plain_step = self.rule.temperature <= 0 and self._gstate is None and self._pstate is None
         try:
             last = self._prefill(prompt, cancel, progress)
         except Cancelled:
@@ -312,15 +309,14 @@ class SpecDecoder:
 
     def _verify(self, last: int, draft: Draft | None):
         """One target decode: (its rows [1 + k, V], the rows judged [1 + k, V], the verdict, the key
-        states of the positions it committed [1 + accepted, n_embd] (a view; empty or None when not keyed));
+        states of the positions it committed [1 + accepted, n_embd] (a view; empty when not keyed));
         the KV cache keeps `last` and the accepted part of the draft."""
         eng = self.engine
         self._rows = 1 if draft is None else len(draft.tokens) + 1  # the decode's rows (a chain's padded below)
-        if draft is None and self._plain_step:  # greedy, nothing to key, penalize or constrain: argmax
-            row = eng.eval_one(last)
-            return row, row, Verdict(accepted=0, next_token=int(row[0].argmax())), None
         if draft is None:
-            out = eng.eval([last], outputs="last", with_keys=self.keyed)
+            out = eng.eval_one(last, with_keys=self.keyed)
+            if self._plain_step:
+                return out.logits, out.logits, Verdict(accepted=0, next_token=int(out.logits[0].argmax())), out.keys
             logits = self._penalized(out.logits, np.empty(0, np.int32))
             return out.logits, logits, self._judge(logits, np.empty(0, np.int32)), out.keys
         if draft.parents is None:

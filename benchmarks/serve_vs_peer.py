@@ -1,0 +1,158 @@
+"""The wait a client sees, ours against llama.cpp's own server: the same streamed
+/v1/chat/completions turns sent by one client to `sense-local serve` and to llama-server (built from
+the llama.cpp that llama-cpp-python vendors: scripts/llama_server_build.py), same model, threads and
+context size, greedy.
+
+For each quick-suite task of the kinds asked, in interleaved reps whose order alternates, every side
+gets the task's messages once: our server with each method, llama-server plain and, where asked,
+with a `--spec-type` (one whose n-gram pool outlives a request is restarted first, as in the bench).
+Each rep's messages open with a system line of their own, so neither server finds the prompt cached
+from an earlier rep: every turn reads its whole prompt, as a new question does. Per side, over plain
+llama-server's on the same turn (median over the turns): the first-token wait (request sent to
+first text), decode tok/s (first text to last, tokens after the first over that time, as the
+servers count), and the whole wait (request to last text); then how many replies read the same as
+llama-server's (greedy on both: they part only at near-ties). Our server runs with --no-history:
+a rep must not draft from the answer it gave the rep before.
+
+    python -m benchmarks.serve_vs_peer --model default --kinds chat,qa,math --methods ar,pld --reps 2
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+from benchmarks.stream_timing import StreamClock
+from sense_local.bench.llama_server import LlamaServerPeer, free_port, server_binary
+from sense_local.bench.tasks import build_tasks
+from sense_local.engine import default_threads
+from sense_local.registry import resolve_model
+
+PLAIN = "llama-server"
+
+
+def chat_turn(base: str, messages: list[dict], tokens: int, extra: dict) -> dict:
+    """One streamed greedy chat turn, timed by the client: first text, last text, tokens shown, text.
+    llama-server counts a reply's end-of-generation token among its tokens (`timings.predicted_n`,
+    `usage`), we count what is shown: a turn that ended on it ("stop") is one token shorter here."""
+    body = {"messages": messages, "max_tokens": tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}, **extra}
+    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    clock = StreamClock()
+    usage, timings, finish = {}, {}, None
+    with urllib.request.urlopen(req, timeout=1800) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            doc = json.loads(line[6:])
+            usage, timings = doc.get("usage") or usage, doc.get("timings") or timings
+            for choice in doc.get("choices", []):
+                finish = choice.get("finish_reason") or finish
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    clock.piece(piece)
+    if timings:  # llama-server's
+        n = int(timings.get("predicted_n", 0)) - (finish == "stop")
+    else:
+        n = int(usage.get("completion_tokens", len(clock.pieces)))
+    out = clock.result(n, 0.0)
+    out["whole_s"] = (clock.last or time.perf_counter()) - clock.sent
+    return out
+
+
+@contextlib.contextmanager
+def our_server(model: str, n_ctx: int, threads: int) -> Iterator[str]:
+    """`sense-local serve` on a free port, up and its cost curve measured: its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "serve", "--model", model, "--port", str(port),
+                             "--ctx", str(n_ctx), "--threads", str(threads), "--no-history"],
+                            stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        for _ in range(900):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        chat_turn(base, [{"role": "user", "content": "Say hi."}], 8, {"method": "pld"})  # warm
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--kinds", default="chat,qa,translate,math,summary")
+    ap.add_argument("--methods", default="ar,pld,sense")
+    ap.add_argument("--spec-types", default="", help="llama-server --spec-type peers beside the plain one, e.g. ngram-mod")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=default_threads())
+    args = ap.parse_args(argv)
+
+    kinds = args.kinds.split(",")
+    tasks = [t for t in build_tasks("quick") if t.kind in kinds]
+    path = resolve_model(args.model)
+    peers = {PLAIN: None, **{f"{PLAIN}-{s}": s for s in args.spec_types.split(",") if s}}
+    results: dict[str, dict[str, list[dict]]] = {}  # side -> task -> its turns
+    with our_server(args.model, args.ctx, args.threads) as base:
+        servers = {name: LlamaServerPeer(server_binary(), path, spec_type=s, n_ctx=args.ctx, n_threads=args.threads)
+                   for name, s in peers.items()}
+        try:
+            sides = [*(f"sense-local {m}" for m in args.methods.split(",")), *servers]
+            for rep in range(args.reps):
+                for i, task in enumerate(tasks):
+                    messages = [{"role": "system", "content": f"You are a helpful assistant. (Session {rep + 1}.)"},
+                                *task.messages()]
+                    for side in sides if (rep + i) % 2 == 0 else reversed(sides):
+                        if side in servers:
+                            peer = servers[side]
+                            if peer.fresh_per_request:
+                                peer.restart()
+                            r = chat_turn(f"http://127.0.0.1:{peer.port}", messages, args.tokens, {"seed": 0})
+                        else:
+                            r = chat_turn(base, messages, args.tokens, {"method": side.split()[-1]})
+                        results.setdefault(side, {}).setdefault(task.name, []).append(r)
+                        print(f"rep {rep} {task.name:<28} {side:<26} {r['tokens']:>3} tokens, first text "
+                              f"{r['first_token_s']:.2f} s, {r['tok_per_s']:.2f} tok/s, whole {r['whole_s']:.2f} s",
+                              file=sys.stderr, flush=True)
+        finally:
+            for peer in servers.values():
+                peer.close()
+    report(results, tasks, args)
+    return 0
+
+
+def report(results: dict, tasks, args) -> None:
+    med = statistics.median
+    plain = results[PLAIN]
+    print(f"\n{len(tasks)} turns ({args.kinds}), {args.reps} interleaved reps, {args.tokens} tokens, {args.threads} "
+          f"threads; over plain llama-server on the same turn, median over turns (medians of reps):")
+    print("| side | first text | decode tok/s | whole wait | same text as llama-server |")
+    print("|---|---|---|---|---|")
+    for side, by_task in results.items():
+        def ratio(key: str) -> float:
+            pairs = [(med(r[key] for r in by_task[t.name]), med(r[key] for r in plain[t.name])) for t in tasks]
+            return med(a / b for a, b in pairs if a > 0 and b > 0)  # a one-token reply has no decode speed
+        same = sum(by_task[t.name][0]["text"].strip() == plain[t.name][0]["text"].strip() for t in tasks)
+        first = med(med(r["first_token_s"] for r in by_task[t.name]) for t in tasks)
+        print(f"| {side} | {ratio('first_token_s'):.3f}x ({first:.2f} s) | {ratio('tok_per_s'):.3f}x | "
+              f"{ratio('whole_s'):.3f}x | {same} of {len(tasks)} |")
+    print("(first text and whole wait: time over llama-server's, lower is better; decode: speed over its, higher is better)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,10 +4,12 @@ the llama.cpp that llama-cpp-python vendors: scripts/llama_server_build.py), sam
 context size, greedy.
 
 For each quick-suite task of the kinds asked, in interleaved reps whose order alternates, every side
-gets the task's messages once: our server with each method, llama-server plain and, where asked,
-with a `--spec-type` (one whose n-gram pool outlives a request is restarted first, as in the bench).
-Each rep's messages open with a system line of their own, so neither server finds the prompt cached
-from an earlier rep: every turn reads its whole prompt, as a new question does. Per side, over plain
+gets the task's messages once: a server of ours for each method (one server would find the turn
+already read for the method after the first), llama-server plain and, where asked, with a
+`--spec-type` (one whose n-gram pool outlives a request is restarted first, as in the bench).
+Each rep's messages open with a system line of their own (and the run's), so neither server finds
+the prompt cached from an earlier rep or run (ours keeps conversations on disk): every turn reads its
+whole prompt, as a new question does. Per side, over plain
 llama-server's on the same turn (median over the turns): the first-token wait (request sent to
 first text), decode tok/s (first text to last, tokens after the first over that time, as the
 servers count), and the whole wait (request to last text); then how many replies read the same as
@@ -108,14 +110,17 @@ def main(argv=None) -> int:
     path = resolve_model(args.model)
     peers = {PLAIN: None, **{f"{PLAIN}-{s}": s for s in args.spec_types.split(",") if s}}
     results: dict[str, dict[str, list[dict]]] = {}  # side -> task -> its turns
-    with our_server(args.model, args.ctx, args.threads) as base:
+    run = os.urandom(3).hex()  # our server keeps conversations on disk across runs: no turn of an earlier run may match
+    with contextlib.ExitStack() as stack:  # a server of ours per method: none finds the turn another read
+        ours = {f"sense-local {m}": (stack.enter_context(our_server(args.model, args.ctx, args.threads)), m)
+                for m in args.methods.split(",")}
         servers = {name: LlamaServerPeer(server_binary(), path, spec_type=s, n_ctx=args.ctx, n_threads=args.threads)
                    for name, s in peers.items()}
         try:
-            sides = [*(f"sense-local {m}" for m in args.methods.split(",")), *servers]
+            sides = [*ours, *servers]
             for rep in range(args.reps):
                 for i, task in enumerate(tasks):
-                    messages = [{"role": "system", "content": f"You are a helpful assistant. (Session {rep + 1}.)"},
+                    messages = [{"role": "system", "content": f"You are a helpful assistant. (Session {run}-{rep + 1}.)"},
                                 *task.messages()]
                     for side in sides if (rep + i) % 2 == 0 else reversed(sides):
                         if side in servers:
@@ -124,7 +129,8 @@ def main(argv=None) -> int:
                                 peer.restart()
                             r = chat_turn(f"http://127.0.0.1:{peer.port}", messages, args.tokens, {"seed": 0})
                         else:
-                            r = chat_turn(base, messages, args.tokens, {"method": side.split()[-1]})
+                            base, method = ours[side]
+                            r = chat_turn(base, messages, args.tokens, {"method": method})
                         results.setdefault(side, {}).setdefault(task.name, []).append(r)
                         print(f"rep {rep} {task.name:<28} {side:<26} {r['tokens']:>3} tokens, first text "
                               f"{r['first_token_s']:.2f} s, {r['tok_per_s']:.2f} tok/s, whole {r['whole_s']:.2f} s",

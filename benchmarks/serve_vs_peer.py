@@ -25,14 +25,12 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 
-from benchmarks.stream_timing import StreamClock
-from sense_local.bench.llama_server import LlamaServerPeer, free_port, server_binary
+from benchmarks.stream_timing import StreamClock, serving
+from sense_local.bench.llama_server import LlamaServerPeer, server_binary
 from sense_local.bench.tasks import build_tasks
 from sense_local.engine import default_threads
 from sense_local.registry import resolve_model
@@ -71,28 +69,6 @@ def chat_turn(base: str, messages: list[dict], tokens: int, extra: dict) -> dict
     return out
 
 
-@contextlib.contextmanager
-def our_server(model: str, n_ctx: int, threads: int) -> Iterator[str]:
-    """`sense-local serve` on a free port, up and its cost curve measured: its base URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "serve", "--model", model, "--port", str(port),
-                             "--ctx", str(n_ctx), "--threads", str(threads), "--no-history"],
-                            stderr=subprocess.DEVNULL, env=os.environ.copy())
-    try:
-        for _ in range(900):
-            try:
-                urllib.request.urlopen(base + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        chat_turn(base, [{"role": "user", "content": "Say hi."}], 8, {"method": "pld"})  # warm
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
@@ -112,7 +88,8 @@ def main(argv=None) -> int:
     results: dict[str, dict[str, list[dict]]] = {}  # side -> task -> its turns
     run = os.urandom(3).hex()  # our server keeps conversations on disk across runs: no turn of an earlier run may match
     with contextlib.ExitStack() as stack:  # a server of ours per method: none finds the turn another read
-        ours = {f"sense-local {m}": (stack.enter_context(our_server(args.model, args.ctx, args.threads)), m)
+        serve_args = ("--ctx", str(args.ctx), "--threads", str(args.threads))
+        ours = {f"sense-local {m}": (stack.enter_context(serving(args.model, *serve_args)), m)
                 for m in args.methods.split(",")}
         servers = {name: LlamaServerPeer(server_binary(), path, spec_type=s, n_ctx=args.ctx, n_threads=args.threads)
                    for name, s in peers.items()}

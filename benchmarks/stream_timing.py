@@ -82,12 +82,13 @@ def openai_request(base: str, prompt: str, method: str, tokens: int) -> dict:
 
 
 @contextlib.contextmanager
-def serving(model: str) -> Iterator[str]:
-    """A `sense-local serve` of `model` on a free port, up and warm: its base URL."""
+def serving(model: str, *serve_args: str) -> Iterator[str]:
+    """A `sense-local serve` of `model` (with `serve_args`, e.g. "--ctx", "4096") on a free port, up
+    and warm: its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "sense_local.cli", "serve", "--model", model, "--port",
-                               str(port), "--no-history"], stderr=subprocess.DEVNULL, env=os.environ.copy())
+                               str(port), "--no-history", *serve_args], stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
         for _ in range(600):
             try:

@@ -11,6 +11,7 @@ written as text. *Content* is the reply's text outside calls.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -39,9 +40,11 @@ HERMES = ToolSyntax("hermes", "<tool_call>", "</tool_call>")
 SYNTAXES = (HERMES,)
 
 
+@functools.lru_cache(maxsize=8)
 def tool_syntax(template: str) -> ToolSyntax | None:
     """The call syntax a chat template teaches (None: the template renders no tools, or teaches a
-    syntax this module does not read)."""
+    syntax this module does not read). Asked on every chat request: found once per template (Jinja's
+    parse of Qwen2.5's took ~7 ms, before the request's prompt was built)."""
     if not template or "tools" not in _template_variables(template):
         return None
     return next((s for s in SYNTAXES if s.open in template and s.close in template), None)

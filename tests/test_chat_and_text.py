@@ -44,3 +44,15 @@ def test_a_long_conversation_drops_exactly_the_oldest_messages_that_do_not_fit(e
     one_more = messages[:1] + messages[dropped:]
     assert len(chat_tokens(engine, one_more)) + 256 > engine.n_ctx  # the fewest dropped
     assert 0 < dropped < len(messages) - 2
+
+
+def test_each_model_renders_with_its_own_template_however_the_calls_interleave(engine, default_engine):
+    """Templates are compiled once each (chat_template._formatter): two models' turns, asked in
+    turn, still render each with its own, and with the generation prompt only where asked."""
+    chat = [{"role": "user", "content": "Hi"}]
+    for _ in range(2):
+        small, big = render_chat(engine, chat), render_chat(default_engine, chat)
+        assert "You are Qwen" in big and "Qwen" not in small
+        assert small.endswith("<|im_start|>assistant\n") and big.endswith("<|im_start|>assistant\n")
+        bare = render_chat(engine, chat, add_generation_prompt=False)
+        assert bare == small[: -len("<|im_start|>assistant\n")]

@@ -85,6 +85,16 @@ class DiskStates:
         self._writer: threading.Thread | None = None
 
     # ------------------------------------------------------------------ reading
+    def prefetch(self) -> None:
+        """Read what is kept on a thread of its own, now: a first prompt finds it read (or waits for
+        the rest) instead of reading it all before its prefill (190 kept files: 120 ms)."""
+        if self._kept is None:
+            threading.Thread(target=self._read_index, name="kv-disk-index", daemon=True).start()
+
+    def _read_index(self) -> None:
+        with self._lock:
+            self._index()
+
     def _index(self) -> list[_Kept]:
         if self._kept is None:
             pending = _writing.get(self.directory)

@@ -5,6 +5,7 @@ and Conversation over the same folder, the first one closed."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from sense_local.conversation import Conversation, ConversationConfig, Finished,
 from sense_local.datastore import DocumentStore
 from sense_local.engine import Engine
 from sense_local.generation import GenerationOptions
-from sense_local.kv_disk import states_dir
+from sense_local.kv_disk import DiskStates, states_dir
 from sense_local.speculative.verify import top2_gap
 
 OPTIONS = GenerationOptions(method="ar", max_tokens=24)
@@ -69,6 +70,26 @@ def test_a_reopened_chat_resumes_from_its_kept_state(model_path):
     if n < min(len(reply), len(cold_reply)):  # they may part only where the model had a near-tie
         with Engine(model_path, n_ctx=N_CTX) as fresh:
             assert top2_gap(fresh.prefill(prompt3 + reply[:n]).logits[-1]) < 0.25
+
+
+def test_an_opened_conversation_reads_what_is_kept_on_its_own_thread_and_resumes(model_path, monkeypatch):
+    """Conversation.open reads the index of kept conversations before the first question (a
+    thread of its own): the question is not kept waiting for it, and resumes as without."""
+    (_, f1, _), (p2, f2, after2) = run(model_path, PLAIN[:2])
+    readers, read = [], DiskStates._index
+    monkeypatch.setattr(DiskStates, "_index", lambda self: readers.append(threading.current_thread().name) or read(self))
+    conv = Conversation.open(ConversationConfig(model=str(model_path), n_ctx=N_CTX, options=OPTIONS, history=False,
+                                                cache_disk_mib=64))
+    try:
+        messages = [{"role": "user", "content": PLAIN[0]}, {"role": "assistant", "content": f1.text},
+                    {"role": "user", "content": PLAIN[1]}, {"role": "assistant", "content": f2.text},
+                    {"role": "user", "content": PLAIN[2]}]
+        prepared, *_, finished = conv.reply(messages)
+        prompt3 = list(conv.engine.tokens)[: prepared.prompt_tokens]
+    finally:
+        conv.engine.close()
+    assert "kv-disk-index" in readers
+    assert finished.stats.cached_tokens == common(after2, prompt3[:-1]) > p2.prompt_tokens
 
 
 def test_a_reopened_grounded_chat_finds_its_passages_in_place(engine, model_path, tmp_path_factory, monkeypatch):

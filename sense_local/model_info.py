@@ -48,6 +48,7 @@ def check_readable_gguf(path: Path) -> None:
 
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+_LENGTH = struct.Struct("<Q")  # a string's length prefix
 
 
 @dataclass
@@ -68,9 +69,13 @@ class _HeaderCursor:
         self.pos = 0
 
     def need(self, n: int) -> None:
-        if self.pos + n > len(self.buf):
-            more = self.f.read(max(n, 1 << 20))
-            if self.pos + n > len(self.buf) + len(more):
+        self._upto(self.pos + n)
+
+    def _upto(self, end: int) -> None:
+        """The buffer holds the file up to `end` (ValueError where the file ends first)."""
+        if end > len(self.buf):
+            more = self.f.read(max(end - len(self.buf), 1 << 20))
+            if end > len(self.buf) + len(more):
                 raise ValueError("header ends early")
             self.buf += more
 
@@ -92,8 +97,16 @@ class _HeaderCursor:
         self.pos += n
         return value
 
-    def skip_value(self, vtype: int) -> None:
-        self.skip(self.take("<Q") if vtype == _STRING else struct.calcsize(_SCALAR[vtype]))
+    def skip_strings(self, count: int) -> None:
+        """Step over `count` length-prefixed strings in one loop: a tokenizer's vocabulary and merges
+        are 300k of them on Qwen2.5, which a call per string took 116 ms to step over, at every start."""
+        pos, length = self.pos, _LENGTH.unpack_from
+        for _ in range(count):
+            if pos + 8 > len(self.buf):
+                self._upto(pos + 8)
+            pos += 8 + length(self.buf, pos)[0]
+        self._upto(pos)
+        self.pos = pos
 
 
 def _read_metadata(cursor: _HeaderCursor, n_kv: int) -> dict:
@@ -108,8 +121,7 @@ def _read_metadata(cursor: _HeaderCursor, n_kv: int) -> dict:
             itype, count = cursor.take("<I"), cursor.take("<Q")
             meta[key + "#len"] = count
             if itype == _STRING:
-                for _ in range(count):
-                    cursor.skip_value(_STRING)
+                cursor.skip_strings(count)
             else:
                 cursor.skip(struct.calcsize(_SCALAR[itype]) * count)
         elif vtype in _SCALAR:

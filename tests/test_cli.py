@@ -37,6 +37,25 @@ def test_fingerprint_ignores_weights_but_not_header(tmp_path, model_path):
     assert read_model_info(changed_header).fingerprint != base.fingerprint
 
 
+def test_a_gguf_cut_short_is_a_clear_error_wherever_it_ends(tmp_path, model_path):
+    """The header is read a buffer at a time and its vocabulary stepped over in one loop: a file
+    that ends inside the vocabulary, inside the tensor table, or inside the weights is named as
+    damaged or truncated, never read past its end."""
+    import pytest
+
+    from sense_local.errors import ModelError
+    from sense_local.model_info import read_model_info, scan_header
+
+    data = model_path.read_bytes()
+    header_end = scan_header(model_path).data_offset
+    for end, said in ((200_000, "damaged or truncated GGUF header"), (header_end - 100, "damaged or truncated GGUF header"),
+                      (header_end + 1000, "truncated GGUF")):
+        cut = tmp_path / f"cut{end}.gguf"
+        cut.write_bytes(data[:end])
+        with pytest.raises(ModelError, match=said):
+            read_model_info(cut)
+
+
 def test_info_text_output():
     proc = run_cli("info")
     assert proc.returncode == 0

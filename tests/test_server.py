@@ -130,6 +130,24 @@ def test_streamed_text_equals_the_whole_reply(server, method):
     assert chunks[-1].choices[0].finish_reason == "length" and chunks[-1].model_extra["sense"]["method"] == method
 
 
+def test_tokens_a_draft_gives_at_once_go_out_in_one_chunk_with_every_logprob(server):
+    """A verified draft's tokens reach the response together: they are streamed as one chunk
+    (turn_jobs.token_runs), the text and each token's log-probability as the whole reply has them."""
+    client = server.client()
+    ask = "Repeat this text exactly, nothing else:\n" + "the quick brown fox jumps over the lazy dog, " * 6
+    opts = {"max_tokens": 48, "temperature": 0, "extra_body": {"grounded": False, "method": "pld"}}
+    whole = chat(client, ask, logprobs=True, **opts)
+    text, chunks = streamed(client, ask, logprobs=True, **opts)
+    pieces = [c.choices[0] for c in chunks if c.choices and c.choices[0].delta.content]
+    assert whole.model_extra["sense"]["tau"] > 2  # the copy was drafted
+    assert text == whole.choices[0].message.content and len(pieces) < whole.usage.completion_tokens
+    streamed_logprobs = [e for p in pieces for e in p.logprobs.content]
+    whole_logprobs = whole.choices[0].logprobs.content
+    assert [e.token for e in streamed_logprobs] == [e.token for e in whole_logprobs]
+    # the second request reuses the first's prompt (a batch of another shape): equal up to rounding
+    assert [e.logprob for e in streamed_logprobs] == pytest.approx([e.logprob for e in whole_logprobs], abs=0.1)
+
+
 def test_usage_counts_the_prompt_tokens_a_follow_up_reuses(server):
     """`prompt_tokens_details.cached_tokens`: a grounded follow-up reuses its whole first turn
     (passages included, grounding/memory.py), streamed or not, and a fresh question does not."""

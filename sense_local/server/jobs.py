@@ -53,6 +53,16 @@ class EventQueue(asyncio.Queue):
         self.taken_at = time.monotonic()
         return item
 
+    def waiting(self, kind: type) -> list:
+        """The items of type `kind` at the front of the queue, taken without waiting."""
+        taken = []
+        while self._queue and isinstance(self._queue[0], kind):  # asyncio.Queue's own deque
+            taken.append(self.get_nowait())
+        if taken:
+            self.taken += len(taken)
+            self.taken_at = time.monotonic()
+        return taken
+
 
 @dataclass
 class Job:

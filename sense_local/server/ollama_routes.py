@@ -25,7 +25,6 @@ from starlette.routing import Mount, Route
 
 from ..conversation import Finished, Prepared
 from ..errors import SenseError
-from ..speculative.types import TokenEvent
 from .api_error import ApiError
 from .embeddings_api import embed_inputs
 from .error_replies import OLLAMA, exception_handlers
@@ -35,7 +34,7 @@ from .ollama_api import OllamaTurn, parse_chat, parse_embed, parse_generate, req
 from .ollama_shapes import ModelCard, chat_piece, closing, generate_piece, loaded
 from .request_checks import authorize, read_json
 from .state import ServerState
-from .turn_jobs import events, fim_prompt, release, start_job
+from .turn_jobs import events, fim_prompt, release, start_job, token_runs
 
 OLLAMA_VERSION = "0.33.0"  # the Ollama release whose API documentation these routes follow
 PIECES = {"chat": chat_piece, "generate": generate_piece}
@@ -196,10 +195,11 @@ async def _ndjson(job: Job, prepared: Prepared, watcher: asyncio.Task, model: st
                   started_ns: int) -> AsyncIterator[str]:
     piece = PIECES[kind]
     try:
-        async for item in events(job):
-            if isinstance(item, TokenEvent):
-                if item.text:
-                    yield _line(piece(model, item.text))
+        async for item in token_runs(job):
+            if isinstance(item, list):  # token events that came together: one piece
+                text = "".join(ev.text for ev in item)
+                if text:
+                    yield _line(piece(model, text))
             elif isinstance(item, Finished):
                 yield _line(closing(piece(model, ""), prepared, item, started_ns))
             elif isinstance(item, Failed):

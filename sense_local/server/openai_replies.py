@@ -16,7 +16,7 @@ from .logprobs_api import chat_entries, completion_logprobs
 from .openai_api import TurnRequest, choice, envelope, finish_reason, sense_stats, usage
 from .state import ServerState
 from .tools_api import CallPieces, add_tool_calls, call_chunks
-from .turn_jobs import events, release
+from .turn_jobs import events, release, token_runs
 
 
 async def whole_reply(state: ServerState, turn: TurnRequest, job: Job, prepared: Prepared, rid: str,
@@ -67,12 +67,12 @@ async def streamed_reply(state: ServerState, turn: TurnRequest, job: Job, prepar
     try:
         yield chunk(turn.prompt if turn.echo else "", first=True, sources=[s.to_dict() for s in prepared.sources],
                     dropped_messages=prepared.dropped)
-        async for item in events(job):
-            if isinstance(item, TokenEvent):
-                if item.logprob is not None:
-                    scored.append((item.token, item.logprob))
-                if item.text:
-                    yield chunk(item.text)
+        async for item in token_runs(job):
+            if isinstance(item, list):  # token events that came together: one chunk
+                scored += [(ev.token, ev.logprob) for ev in item if ev.logprob is not None]
+                text = "".join(ev.text for ev in item)
+                if text:
+                    yield chunk(text)
             elif isinstance(item, CallPieces):
                 for line in call_chunks(envelope(turn.kind, rid, state.model_id, chunk=True), item):
                     yield line
@@ -107,10 +107,11 @@ async def _infill_sse(state: ServerState, job: Job, prepared: Prepared, watcher:
         return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n"
 
     try:
-        async for item in events(job):
-            if isinstance(item, TokenEvent):
-                if item.text:
-                    yield line(infill_chunk(item.text))
+        async for item in token_runs(job):
+            if isinstance(item, list):  # token events that came together: one piece
+                text = "".join(ev.text for ev in item)
+                if text:
+                    yield line(infill_chunk(text))
             elif isinstance(item, Finished):
                 last = infill_result(state.model_id, item, prepared.prompt_tokens, truncated)
                 yield line({**last, "content": ""})  # the text went out piece by piece

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from ..conversation import Conversation, reply_reserve
 from ..errors import ContextOverflowError
 from ..fim import NoFimTokens, infill_tokens
+from ..speculative.types import TokenEvent
 from .api_error import ApiError
 from .jobs import END, Failed, Job, QueueFull
 from .openai_api import TurnRequest
@@ -90,6 +91,16 @@ async def events(job: Job) -> AsyncIterator:
     """The job's events (ReplyEvent | Failed) until its END."""
     while (item := await job.events.get()) is not END:
         yield item
+
+
+async def token_runs(job: Job) -> AsyncIterator:
+    """`events` for a streamed response: a token event comes as a list, with the token events
+    already waiting behind it (a verified draft's tokens arrive at once), so that they go out as one
+    piece of text in one write. Profiled inside serve streaming the 135M, a chunk's socket send took
+    0.45 ms of a loop thread sharing the 2 cores with the decode: streamed replies decoded 0.977x as
+    fast as unstreamed ones."""
+    async for item in events(job):
+        yield [item, *job.events.waiting(TokenEvent)] if isinstance(item, TokenEvent) else item
 
 
 def release(job: Job, watcher: asyncio.Task) -> None:

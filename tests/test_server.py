@@ -131,8 +131,9 @@ def test_streamed_text_equals_the_whole_reply(server, method):
 
 
 def test_tokens_a_draft_gives_at_once_go_out_in_one_chunk_with_every_logprob(server):
-    """A verified draft's tokens reach the response together: they are streamed as one chunk
-    (turn_jobs.token_runs), the text and each token's log-probability as the whole reply has them."""
+    """A forward's tokens (a verified draft's, then the bonus token) are pushed to the response
+    together and streamed as one chunk (jobs.GenerationQueue._run, turn_jobs.token_runs): no more
+    chunks than forwards, the text and each token's log-probability as the whole reply has them."""
     client = server.client()
     ask = "Repeat this text exactly, nothing else:\n" + "the quick brown fox jumps over the lazy dog, " * 6
     opts = {"max_tokens": 48, "temperature": 0, "extra_body": {"grounded": False, "method": "pld"}}
@@ -140,7 +141,8 @@ def test_tokens_a_draft_gives_at_once_go_out_in_one_chunk_with_every_logprob(ser
     text, chunks = streamed(client, ask, logprobs=True, **opts)
     pieces = [c.choices[0] for c in chunks if c.choices and c.choices[0].delta.content]
     assert whole.model_extra["sense"]["tau"] > 2  # the copy was drafted
-    assert text == whole.choices[0].message.content and len(pieces) < whole.usage.completion_tokens
+    forwards = next(c.model_extra["sense"]["forwards"] for c in chunks if (c.model_extra or {}).get("sense"))
+    assert text == whole.choices[0].message.content and len(pieces) <= forwards < whole.usage.completion_tokens
     streamed_logprobs = [e for p in pieces for e in p.logprobs.content]
     whole_logprobs = whole.choices[0].logprobs.content
     assert [e.token for e in streamed_logprobs] == [e.token for e in whole_logprobs]

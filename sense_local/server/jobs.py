@@ -79,6 +79,17 @@ class Job:
         self.pushed += 1
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
+    def push_all(self, items: list) -> None:
+        """Push `items` in one call on the loop: the response finds them all waiting together."""
+        if self.pushed == self.events.taken:
+            self.behind_since = time.monotonic()
+        self.pushed += len(items)
+        self.loop.call_soon_threadsafe(self._put_all, items)
+
+    def _put_all(self, items: list) -> None:
+        for item in items:
+            self.events.put_nowait(item)
+
     def stalled(self) -> bool:
         """Its response has stopped taking events (a client that does not read its stream): events
         wait, and none was taken for a while."""
@@ -165,19 +176,27 @@ class GenerationQueue:
             job.push(END)
 
     def _run(self, job: Job) -> str:
-        """Run the turn, pushing its events; which counter it ends in."""
+        """Run the turn, pushing its events, a forward's tokens together (TokenEvent.more: the
+        response then sends them as one chunk); which counter it ends in."""
+        burst: list = []  # events not pushed yet: token events of one forward, up to the one that ends it
         try:
             last = None
             for last in job.turn(self.conversation, job.cancel):
-                job.push(last)
+                burst.append(last)
+                if getattr(last, "more", False):
+                    continue
+                job.push_all(burst)
+                burst = []
                 if not job.cancel.is_set() and job.stalled():
                     job.cancel.set()  # the turn ends at its next decode: the model goes to the next job
                     self.counters.stalled += 1
-            return "cancelled" if getattr(last, "finish_reason", "") == "cancelled" else "completed"
+            outcome = "cancelled" if getattr(last, "finish_reason", "") == "cancelled" else "completed"
         except ContextOverflowError as exc:
-            job.push(Failed(413, str(exc)))
+            burst, outcome = [*burst, Failed(413, str(exc))], "failed"
         except SenseError as exc:
-            job.push(Failed(400, str(exc)))
+            burst, outcome = [*burst, Failed(400, str(exc))], "failed"
         except Exception as exc:  # a bug: the client gets a 500 in OpenAI's shape, the server goes on
-            job.push(Failed(500, f"internal error: {type(exc).__name__}: {exc}"))
-        return "failed"
+            burst, outcome = [*burst, Failed(500, f"internal error: {type(exc).__name__}: {exc}")], "failed"
+        if burst:  # the turn ended inside a forward's tokens (its length, a stop string), or failed
+            job.push_all(burst)
+        return outcome

@@ -182,7 +182,7 @@ class SpecDecoder:
                 stats.accepted += 1  # counted as emitted, so events and stats agree
                 self._emitted(tok)
                 stats.soft_accepted += int(soft)
-                yield TokenEvent(tok, detok.push(tok), source, soft, self._logprob(step.raw[row], tok))
+                yield TokenEvent(tok, detok.push(tok), source, soft, self._logprob(step.raw[row], tok), more=True)
                 if stats.tokens >= max_tokens:
                     stats.stop_reason = "length"
                     return

@@ -140,6 +140,7 @@ class TokenEvent:
     source: str  # TARGET or the draft's source
     soft: bool = False
     logprob: object = None  # logprobs.TokenLogprob when the reply asked for log-probabilities
+    more: bool = False  # more tokens of the same forward follow at once (a verified draft's, then its bonus)
 
 
 @dataclass

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
 import time
-import urllib.request
 
-from benchmarks.stream_timing import StreamClock, serving
+from benchmarks.stream_timing import StreamClock, chat_stream, serving
 from sense_local.bench.llama_server import LlamaServerPeer, server_binary
 from sense_local.bench.tasks import build_tasks
 from sense_local.engine import default_threads
@@ -44,22 +42,12 @@ def chat_turn(base: str, messages: list[dict], tokens: int, extra: dict) -> dict
     `usage`), we count what is shown: a turn that ended on it ("stop") is one token shorter here."""
     body = {"messages": messages, "max_tokens": tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}, **extra}
-    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
     clock = StreamClock()
     usage, timings, finish = {}, {}, None
-    with urllib.request.urlopen(req, timeout=1800) as r:
-        for raw in r:
-            line = raw.decode().strip()
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            doc = json.loads(line[6:])
-            usage, timings = doc.get("usage") or usage, doc.get("timings") or timings
-            for choice in doc.get("choices", []):
-                finish = choice.get("finish_reason") or finish
-                piece = (choice.get("delta") or {}).get("content")
-                if piece:
-                    clock.piece(piece)
+    for doc in chat_stream(base, body, timeout=1800):
+        usage, timings = doc.get("usage") or usage, doc.get("timings") or timings
+        finish = next((c["finish_reason"] for c in doc.get("choices", []) if c.get("finish_reason")), finish)
+        clock.take(doc)
     if timings:  # llama-server's
         n = int(timings.get("predicted_n", 0)) - (finish == "stop")
     else:

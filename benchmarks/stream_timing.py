@@ -51,6 +51,13 @@ class StreamClock:
         self.last = now
         self.pieces.append(text)
 
+    def take(self, doc: dict) -> None:
+        """The text pieces of one streamed chat chunk (OpenAI's shape)."""
+        for choice in doc.get("choices", []):
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                self.piece(text)
+
     def result(self, tokens: int, server_tok_per_s: float) -> dict:
         """The reply's figures as the client saw them, beside the speed the server reported."""
         speed = (tokens - 1) / (self.last - self.first) if tokens > 1 and self.last > self.first else 0.0
@@ -58,26 +65,27 @@ class StreamClock:
                 "text": "".join(self.pieces), "server_tok_per_s": server_tok_per_s}
 
 
+def chat_stream(base: str, body: dict, timeout: float = 600) -> Iterator[dict]:
+    """POST `body` to the server's /v1/chat/completions: each server-sent event's object, in order."""
+    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield json.loads(line[6:])
+
+
 def openai_request(base: str, prompt: str, method: str, tokens: int) -> dict:
     """A streamed, greedy /v1/chat/completions turn, timed."""
     body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0,
             "stream": True, "method": method, "stream_options": {"include_usage": True}}
-    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
     clock = StreamClock()
     usage, reported = None, None
-    with urllib.request.urlopen(req, timeout=600) as r:
-        for raw in r:
-            line = raw.decode().strip()
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            doc = json.loads(line[6:])
-            usage = doc.get("usage") or usage
-            reported = doc.get("sense") or reported
-            for c in doc.get("choices", []):
-                piece = c.get("delta", {}).get("content")
-                if piece:
-                    clock.piece(piece)
+    for doc in chat_stream(base, body):
+        usage = doc.get("usage") or usage
+        reported = doc.get("sense") or reported
+        clock.take(doc)
     return clock.result(usage["completion_tokens"], reported["tok_per_s"])
 
 

@@ -74,10 +74,7 @@ class Job:
     behind_since: float = 0.0  # when the response last had taken every event pushed
 
     def push(self, item) -> None:
-        if self.pushed == self.events.taken:
-            self.behind_since = time.monotonic()
-        self.pushed += 1
-        self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+        self.push_all([item])
 
     def push_all(self, items: list) -> None:
         """Push `items` in one call on the loop: the response finds them all waiting together."""

@@ -182,7 +182,7 @@ class Conversation:
 
         try:
             self.speculator.history = ReplyHistory.open(self.engine, self.config.history_owner)
-            self.history_note = None
+            self.history_note = self.speculator.history.table_note  # None, or why its recycle table starts anew
         except (StoreError, OSError) as exc:
             self.history_note = f"no reply history this session: {exc}"
 

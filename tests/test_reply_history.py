@@ -207,3 +207,66 @@ def test_history_drafts_learn_across_replies_and_are_counted_by_source(engine, h
     assert conversation.speculator.drafter_for(METHODS["sense"]).inner.history_estimate is neighbours_estimate
     by_source = again.stats.drafted_by_source
     assert sum(by_source.values()) == again.stats.drafted and by_source.get("history", 0) >= sources.get("history", 1)
+
+
+def _recycled_turn(conversation: Conversation, text: str, max_tokens: int = 48):
+    """A turn drafted from the recycle table alone where verification is cheap (a GPU's curve):
+    (the Finished event, tokens the table drafted and the target accepted)."""
+    options = GenerationOptions(method="recycle", max_tokens=max_tokens, free_verification=True)
+    events = list(conversation.reply([{"role": "user", "content": text}], options=options))
+    recycled = sum(1 for ev in events if isinstance(ev, TokenEvent) and ev.source == "recycle")
+    return next(ev for ev in events if isinstance(ev, Finished)), recycled
+
+
+def test_the_recycle_table_is_kept_with_the_history_and_a_reopened_one_drafts_from_it(engine, tmp_path):
+    from sense_local.reply_history import TABLE
+
+    directory = tmp_path / "h"
+    history = ReplyHistory.open(engine, directory=directory)
+    assert history.table_state is None and history.table_note is None  # nothing kept yet
+    engine.reset()
+    first = _with_history(engine, history)
+    _recycled_turn(first, QUESTION)
+    taught = first.speculator.recycle_table()
+    history.close()  # the table's write is finished before the history is given up
+    assert (directory / TABLE).exists()
+
+    again = ReplyHistory.open(engine, directory=directory)  # as the next process opens it
+    try:
+        kept = _with_history(engine, again)
+        table = kept.speculator.recycle_table()
+        assert table is not taught
+        for name in ("next", "grade", "pair_key", "pair_next", "pair_grade", "hits", "seen"):
+            assert np.array_equal(getattr(table, name), getattr(taught, name)), name
+        # the same question in a conversation that starts from the kept table, and in one that starts empty
+        warm, warm_recycled = _recycled_turn(kept, QUESTION)
+        cold, cold_recycled = _recycled_turn(Conversation(engine), QUESTION)
+        assert warm_recycled > cold_recycled and warm.stats.tau > cold.stats.tau + 0.5, \
+            (warm_recycled, cold_recycled, warm.stats.tau, cold.stats.tau)
+    finally:
+        again.close()
+
+
+def test_a_kept_recycle_table_that_cannot_be_read_is_said_once_and_replaced(engine, tmp_path, monkeypatch):
+    from sense_local.conversation import Prepared
+    from sense_local.reply_history import TABLE
+
+    monkeypatch.setenv("SENSE_HOME", str(tmp_path / "home"))
+    directory = history_dir(engine)
+    ReplyHistory.open(engine).close()  # the history's folder, as an earlier run left it
+    (directory / TABLE).write_bytes(b"PK\x03\x04 cut short by a crash of another kind")
+    conversation = Conversation(engine)
+    conversation.open_history()
+    try:
+        assert conversation.speculator.history.table_state is None
+        options = GenerationOptions(method="recycle", max_tokens=16, free_verification=True)
+        events = list(conversation.reply([{"role": "user", "content": QUESTION}], options=options))
+        notes = next(ev for ev in events if isinstance(ev, Prepared)).notes
+        said = [n for n in notes if "recycle table" in n]
+        assert len(said) == 1 and "could not be read" in said[0] and "\n" not in said[0], notes
+        assert any(isinstance(ev, Finished) for ev in events)  # the turn goes on, with a new table
+    finally:
+        conversation.close_history()
+    with np.load(directory / TABLE) as kept:  # the new table was written over the broken one
+        assert kept["next"].shape == (engine.n_vocab, 8)
+        assert (kept["next"][:, 0] >= 0).any()

@@ -10,6 +10,7 @@ here, never on the engine, the store or in module globals:
   * SENSE's buffers: the key states of the committed positions, which the loop hands over
     (`Drafter.add_keys`), and the live context store searched with them,
   * the recycle table (drafters/recycle.py): the target's likeliest next tokens after each token,
+    started from the one the reply history keeps (and kept there again after a reply that taught it),
   * the reply history (reply_history.py): the model's earlier replies to this user, which SENSE
     searches as a third source; every finished reply is handed to it (`remember`). How well its
     drafts are accepted is learned over the conversation's replies (`history_estimates`).
@@ -47,6 +48,7 @@ class Speculator:
         self._context: ContextStore | None = None
         self._history_estimates: tuple | None = None  # SENSE's neighbours', its n-gram recall's
         self._recycle: RecycleTable | None = None
+        self._recycle_kept = 0  # the table's rows when the history last kept it
 
     def use_store(self, store) -> None:
         """Retrieve from `store` (or none) from the next reply on (the same store: nothing changes)."""
@@ -89,6 +91,9 @@ class Speculator:
             rows = self._keys.upto(prompt_len + len(reply) - 1)  # row p chose the token at p + 1
             keys = None if rows is None else rows[prompt_len:]
         self.history.append(reply, None if keys is None else np.asarray(keys))
+        if self._recycle is not None and self._recycle.rows != self._recycle_kept:
+            self.history.keep_table(self._recycle.state())
+            self._recycle_kept = self._recycle.rows
 
     def soft_verifier(self, theta: float | None) -> SoftVerifier:
         """The soft rule with gate threshold `theta` (None: SoftOptions' default); the model's
@@ -112,9 +117,16 @@ class Speculator:
         return self._keys
 
     def recycle_table(self) -> RecycleTable:
-        """The target's recycled candidates (Token Recycling), kept over the conversation's replies."""
+        """The target's recycled candidates (Token Recycling), kept over the conversation's replies;
+        the first time, the one the reply history kept, where it has one of this vocabulary's shape."""
         if self._recycle is None:
-            self._recycle = RecycleTable(self.engine.n_vocab)
+            kept = self.history.table_state if self.history is not None else None
+            try:
+                self._recycle = RecycleTable.from_state(self.engine.n_vocab, kept) if kept else None
+            except ValueError:  # another version's layout: a new table is kept over it
+                self._recycle = None
+            self._recycle = self._recycle or RecycleTable(self.engine.n_vocab)
+            self._recycle_kept = self._recycle.rows
         return self._recycle
 
     def context_store(self) -> ContextStore:

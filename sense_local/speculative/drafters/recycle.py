@@ -91,6 +91,27 @@ class RecycleTable:
         others = (RANK_PRIOR + (0.0,) * k)[: k - 1]
         first = np.tile(FIRST_PRIOR, grades // STABLE)  # [G]
         self.prior = np.concatenate([first[:, None], np.broadcast_to(others, (grades, k - 1))], axis=1)  # [G, K]
+        self.rows = 0  # rows learnt from, ever (what tells a kept copy it is behind)
+
+    KEPT = ("next", "grade", "pair_key", "pair_next", "pair_grade", "hits", "seen")  # what a kept copy holds
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The arrays that make the table, as they are (the table goes on learning in them)."""
+        return {name: getattr(self, name) for name in self.KEPT}
+
+    @classmethod
+    def from_state(cls, n_vocab: int, state) -> "RecycleTable":
+        """A table learning on in a kept `state`'s arrays (a mapping of KEPT's, read from disk: taken,
+        not copied); ValueError when they are not a table of this vocabulary's shape (another
+        version's, another model's)."""
+        table = cls(n_vocab)
+        for name in cls.KEPT:
+            want = getattr(table, name)
+            got = state.get(name)
+            if not isinstance(got, np.ndarray) or got.shape != want.shape or got.dtype != want.dtype:
+                raise ValueError(f"the kept recycle table's {name} is not a {want.dtype}{list(want.shape)} array")
+            setattr(table, name, np.require(got, requirements=("C", "W")))
+        return table
 
     @property
     def k(self) -> int:
@@ -106,6 +127,7 @@ class RecycleTable:
         first candidate), then keep the row's candidates as both entries. Rows reading a token an
         earlier row of the decode read go in a later round, so each sees the entry the one before wrote."""
         rows = np.arange(len(candidates.tokens))
+        self.rows += len(rows)
         while len(rows):
             _, first = np.unique(candidates.tokens[rows], return_index=True)
             now = rows[np.sort(first)]

@@ -14,7 +14,7 @@ def cmd_generate(args) -> int:
     from .line_output import stream
     from .text_input import argument, read_file
 
-    config = conversation_config(args, store=args.store, grounded=False)  # the store feeds retrieval drafters only
+    config = conversation_config(args, store=args.store, grounded=False, one_shot=True)  # the store feeds retrieval drafters only
     prompt = argument(args.prompt, "the prompt")
     if args.predict:
         if args.predict == "-" and args.prompt == "-":
@@ -46,7 +46,7 @@ def cmd_ask(args) -> int:
     from .text_input import argument
 
     config = conversation_config(args, store=args.store or str(default_store()), ranker=args.ranker,
-                                 passages=args.passages, budget=args.budget, gate=not args.always_ground)
+                                 passages=args.passages, budget=args.budget, gate=not args.always_ground, one_shot=True)
     question = argument(args.question, "the question")
     if not question.strip():
         raise SenseError("empty question: nothing to ask")

@@ -61,6 +61,9 @@ class ConversationConfig:
     cache_disk_mib: int = DISK_MIB  # chat turns' states kept on disk for later runs (kv_disk.py)
     history: bool = True  # keep every reply in the model's reply history, which SENSE drafts from (reply_history.py)
     history_owner: str = LOCAL_OWNER  # whose history (a server's: one per API key, reply_history.owner_for_key)
+    # one turn and the process ends (`generate`, `ask`): the weights' plain layout (plain_layout.py) is
+    # opened by the first decode long enough to run there, not at start, so a short prompt never pays it
+    one_shot: bool = False
 
     def __post_init__(self):
         if self.cache_ram_mib < 0:
@@ -143,7 +146,7 @@ class Conversation:
 
         engine = Engine(resolve_model(config.model), n_ctx=config.n_ctx, n_threads=config.threads,
                         n_gpu_layers=config.gpu_layers, slot_mib=config.cache_ram_mib, rpc=config.rpc,
-                        disk_mib=config.cache_disk_mib)
+                        disk_mib=config.cache_disk_mib, plain_at_start=not config.one_shot)
         try:
             store = open_store(engine, config.store)
         except BaseException:

@@ -53,6 +53,7 @@ class Engine(Vocabulary, ContextHolder):
         slot_mib: int = DEFAULT_MIB,
         rpc: str | tuple[str, ...] = (),
         disk_mib: int = 0,
+        plain_at_start: bool = True,
     ):
         self.path = Path(model_path)
         check_readable_gguf(self.path)
@@ -83,7 +84,8 @@ class Engine(Vocabulary, ContextHolder):
         self._no_keys = np.zeros((0, self.n_embd), dtype=np.float32)  # [0, n_embd]
         self.keys = KeyStateCache(self.n_embd, self.n_ctx)  # key state of each committed position
         self.tokens: list[int] = []  # committed tokens in the KV cache (len == n_past)
-        self.plain_layout()  # where wanted, opened now (0.3-0.5 s): a first long prompt must not wait for it
+        if plain_at_start:  # where wanted, opened now (0.3-0.5 s): a first long prompt must not wait for it
+            self.plain_layout()  # (a one-shot command opens it where its prompt first wants it, if it does)
 
     @property
     def rpc_workers(self) -> tuple[str, ...]:

@@ -124,6 +124,30 @@ def test_the_verdict_decides_where_the_plain_layout_opens(model_path, monkeypatc
         engine.close()
 
 
+def test_a_one_shot_command_opens_the_plain_layout_only_when_a_prompt_wants_it(model_path, monkeypatch, tmp_path):
+    from sense_local.conversation import Conversation, ConversationConfig
+    from sense_local.generation import GenerationOptions
+
+    monkeypatch.setenv("SENSE_HOME", str(tmp_path))
+    monkeypatch.setenv("SENSE_PLAIN_LAYOUT", "1")
+    config = ConversationConfig(model=str(model_path), n_ctx=2048, history=False, cache_disk_mib=0,
+                                options=GenerationOptions(method="ar", max_tokens=4))
+    staying = Conversation.open(config)  # the chat app, a server: opened at start, before any prompt
+    try:
+        assert staying.engine._plain is not None
+    finally:
+        staying.close()
+    once = Conversation.open(config.replace(one_shot=True))  # `generate`, `ask`
+    try:
+        assert once.engine._plain is None
+        list(once.reply([{"role": "user", "content": "Hi"}]))
+        assert once.engine._plain is None  # a short prompt never pays for it
+        list(once.reply([{"role": "user", "content": "Summarize:\n" + TEXT[2000:4000]}]))
+        assert once.engine._plain is not None and len(once.engine._plain.tokens) > 200  # the long one was read there
+    finally:
+        once.close()
+
+
 def test_key_states_of_long_runs_come_from_the_plain_layout_alike(model_path, monkeypatch):
     tokens = None
     keys = {}

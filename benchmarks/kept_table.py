@@ -8,7 +8,7 @@ table, `new` an empty one. Both keep their own history and table from task to ta
 or the chat app does. Greedy, 128 tokens, `--free-verification` by default (a GPU's curve: where the
 loop hands rows to the table at all; on a steep CPU curve it does not, and nothing is kept).
 
-Per task and kind (median): tau of each runtime, and the tokens each source drafted and had accepted.
+Per task and kind (median): tau of each runtime; the tokens by source (each drafter's accepted, the target's own).
 `--turns returning` answers the returning user's later conversations instead (the same domain as
 the earlier run's: a user who comes back after the process ended).
 
@@ -86,7 +86,8 @@ def main(argv=None) -> int:
         print(f"earlier run: {args.earlier} conversations in {time.perf_counter() - t0:.0f} s, "
               f"table kept: {(kept_dir / 'recycle.npz').exists()}", flush=True)
         ReplyHistory.open(engine, directory=Path(tmp) / "table").close()  # a new history, given the kept table
-        shutil.copy(kept_dir / "recycle.npz", Path(tmp) / "table" / "recycle.npz")
+        if (kept_dir / "recycle.npz").exists():  # none where the curve handed the table no rows (--cpu-curve)
+            shutil.copy(kept_dir / "recycle.npz", Path(tmp) / "table" / "recycle.npz")
         runtimes = {name: runtime(engine, Path(tmp) / name) for name in args.runtimes.split(",")}
         for name, speculator in runtimes.items():
             print(f"{name}: {len(speculator.history.store.manifest.documents)} replies, "

@@ -236,7 +236,7 @@ def test_the_recycle_table_is_kept_with_the_history_and_a_reopened_one_drafts_fr
         kept = _with_history(engine, again)
         table = kept.speculator.recycle_table()
         assert table is not taught
-        for name in ("next", "grade", "pair_key", "pair_next", "pair_grade", "hits", "seen"):
+        for name in table.KEPT:
             assert np.array_equal(getattr(table, name), getattr(taught, name)), name
         # the same question in a conversation that starts from the kept table, and in one that starts empty
         warm, warm_recycled = _recycled_turn(kept, QUESTION)

@@ -122,10 +122,10 @@ class Speculator:
         if self._recycle is None:
             kept = self.history.table_state if self.history is not None else None
             try:
-                self._recycle = RecycleTable.from_state(self.engine.n_vocab, kept) if kept else None
+                table = RecycleTable.from_state(self.engine.n_vocab, kept) if kept else None
             except ValueError:  # another version's layout: a new table is kept over it
-                self._recycle = None
-            self._recycle = self._recycle or RecycleTable(self.engine.n_vocab)
+                table = None
+            self._recycle = table or RecycleTable(self.engine.n_vocab)
             self._recycle_kept = self._recycle.rows
         return self._recycle
 

@@ -176,10 +176,11 @@ def test_document_misses_do_not_lower_the_live_context_estimates(engine, story_s
 
     d = SenseDrafter(engine, use_context=True, docs=story_store)
     docs, context = SOURCES.index("docs"), SOURCES.index("context")
-    for _ in range(20):
-        d.estimate.observe((docs, 1, 0, 0), 4, 0)  # document drafts keep failing
-    assert d.estimate.get((docs, 2, 0, 0)) < PRIORS[(docs, 2, 0, 0)] - 0.2  # its pool learned it
-    assert d.estimate.get((context, 1, 0, 0)) == pytest.approx(PRIORS[(context, 1, 0, 0)])  # the context's did not
+    for missed_at, of in ((0, d.estimate.first), (1, d.estimate.get)):  # the first token's estimate, the run's
+        for _ in range(20):
+            d.estimate.observe((docs, 1, 0, 0), 4, missed_at)  # document drafts keep failing there
+        assert of((docs, 2, 0, 0)) < PRIORS[(docs, 2, 0, 0)] - 0.2  # its pool learned it
+        assert of((context, 1, 0, 0)) == pytest.approx(PRIORS[(context, 1, 0, 0)])  # the context's did not
 
 
 def test_sense_gives_its_lexical_drafter_the_prompt_once(engine):
@@ -226,14 +227,14 @@ def test_the_draft_that_loses_learns_from_the_next_token(engine):
     sense._propose_neighbours = lambda max_len: neighbour  # a confident neighbour draft wins
     assert sense.propose(8) is neighbour
     sense.extend([7])  # the neighbours missed; the lexical draft's first token was right
-    assert sense.lexical.estimate.get(lexical_key) > PLD_PRIORS[lexical_key]
+    assert sense.lexical.estimate.first(lexical_key) > PLD_PRIORS[lexical_key]
 
     weak = Draft(np.array([9], np.int32), "context", 0.05, key)
     sense._propose_neighbours = lambda max_len: weak
-    before = sense.estimate.get(key)
+    before = sense.estimate.first(key)
     assert sense.propose(8).source == "pld"  # now the lexical match wins ...
     sense.extend([8])
-    assert sense.estimate.get(key) < before  # ... and the neighbours' miss is counted all the same
+    assert sense.estimate.first(key) < before  # ... and the neighbours' miss is counted all the same
 
 
 def test_a_follow_up_that_repeats_the_answer_drafts_at_least_as_well_with_sense_as_with_pld(engine):

@@ -49,6 +49,8 @@ MATCH_BUCKETS = (2, 3, 4, 8, 16, 32)  # tokens in a row matching: 1 | 2 | 3 | 4-
 # of copy kinds as many). Replayed with the 1.5B's full measured curve: quick chat 0.99x -> 1.03x,
 # summary 0.97x -> 0.99x, code 1.70x -> 1.76x, grounded 1.40x -> 1.43x; full suite code 1.77x ->
 # 1.76x, grounded 1.45x the same; 135M: code 2.14x -> 2.16x, the other kinds within 0.01.
+# A bucket's first draft token and the run after it are estimated apart (base.AcceptanceEstimate's
+# split_first), both from these priors: a shadow scored on its first token teaches the first alone.
 PRIORS = {b: p for b, p in enumerate((0.2, 0.45, 0.6, 0.75, 0.85, 0.9, 0.99))}
 PLACE_AFTER_EDIT = 4  # soon after the output left a copy, only a match this long moves the cursor elsewhere
 
@@ -73,7 +75,7 @@ class PromptLookupDrafter(Drafter):
         self.context: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}  # n-gram -> start of its latest continuation
         self._recent: dict[tuple[int, ...], list[int]] = {}  # max_n-gram -> starts of its last CANDIDATES
-        self.estimate = AcceptanceEstimate(PRIORS)
+        self.estimate = AcceptanceEstimate(PRIORS, split_first=True)
         self._stops = np.zeros(0, np.int64)  # [s] ascending context positions a copy stops before
         self.follower = Follower(self.context, fixed)  # where in the context the output is copying from
 
@@ -136,7 +138,8 @@ class PromptLookupDrafter(Drafter):
         if not tokens:
             return None
         key = int(np.searchsorted(MATCH_BUCKETS, min(match, MAX_MATCH), side="right"))
-        return Draft(tokens=np.asarray(tokens, dtype=np.int32), source=self.name, acceptance=self.estimate.get(key), key=key)
+        return Draft(tokens=np.asarray(tokens, dtype=np.int32), source=self.name, acceptance=self.estimate.get(key), key=key,
+                     path_probs=self.estimate.chain(key, len(tokens)))
 
     def _lookup(self) -> tuple[int, int] | None:
         """(start, match length) of the latest earlier place of the context's last n-gram (n = max_n

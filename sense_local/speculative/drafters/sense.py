@@ -28,7 +28,6 @@ draft competes the same way: a phrase the model wrote before in another conversa
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -65,7 +64,7 @@ HISTORY = SOURCES.index("history")
 def new_estimate() -> AcceptanceEstimate:
     """SENSE's acceptance estimates: keys (source, similarity, lexical agreement, run), pooled by
     (source, lexical agreement)."""
-    return AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]))
+    return AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]), split_first=True)
 
 
 MAX_PAUSE = {"context": 16, "docs": 32, "history": 32}  # steps; a pause doubles from 2 while pauses end with no fruit
@@ -298,7 +297,7 @@ class SenseDrafter(Drafter):
         if lexical is not None and lexical.key >= self.copy_match_bucket:
             return lexical  # a copy under way: the n-gram match already knows what follows, as far as the loop allows
         if lexical is not None and len(lexical.tokens) > limit:  # else as long as the neighbours' drafts
-            lexical = dataclasses.replace(lexical, tokens=lexical.tokens[:limit])
+            lexical = lexical.first(limit)
         recalled = self.recall.propose(limit) if self.recall is not None else None
         drafts = [d for d in (self._propose_neighbours(max_len), lexical, recalled) if d is not None]
         drafts.sort(key=_value, reverse=True)  # stable: on a tie the neighbours' draft, then the live context's
@@ -363,7 +362,8 @@ class SenseDrafter(Drafter):
             if not self.tree:
                 tokens = tokens[:FEW_TOKENS]
         if not self.tree:
-            return Draft(tokens=tokens, source=SOURCES[src], acceptance=acceptance, key=key)
+            return Draft(tokens=tokens, source=SOURCES[src], acceptance=acceptance, key=key,
+                         path_probs=self._estimate(key).chain(key, len(tokens)))
         nodes, parents, path_probs = best_first_tree(conts, weights, acceptance, limit, self.max_branches)
         if len(nodes) == 0:
             return None

@@ -72,7 +72,7 @@ register(Method("rest", "REST: longest suffix match in the documents' tokens",
 # SENSE competes its neighbours' drafts with the exact n-gram match of the same context (the
 # lexical drafter), so it is never shorter than prompt lookup where the text is a copy (issue 18).
 # It grafts the target's recycled candidates (Token Recycling) around and after its draft where the cost
-# curve lets such drafts pay (c(2) under ~1.71: not on this AMD EPYC's measured curve, where it is the
+# curve lets such drafts pay (c(2) under ~1.62: not on this AMD EPYC's measured curve, where it is the
 # same as without them; the prior curve a fresh install starts from, c(2) 1.5, opens it until the
 # machine's own is learned); the 1.5B under --free-verification, chat kinds: README, "Where
 # verification is cheap".

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import native
+from . import native, native_build
 
 llama_cpp = native.llama_cpp
 FINAL_NORM = b"result_norm"  # the name llama.cpp's model graphs give the LM head's input
@@ -71,41 +71,14 @@ class _TapState(ctypes.Structure):
     ]
 
 
-C_SOURCE = Path(__file__).resolve().parent / "native_src" / "key_tap.c"
-
-
 @functools.cache
 def native_callback():
-    """The C callback (compiled on first use into the cache, keyed by its source), or None where
-    no C compiler is found or the build fails (the Python callback serves then)."""
-    import hashlib
-    import os
-    import shutil
-    import subprocess
-    import tempfile
-
-    from .paths import cache_dir
-
-    source = C_SOURCE.read_bytes()
-    lib_path = cache_dir() / "native" / f"key_tap-{hashlib.sha256(source).hexdigest()[:16]}.so"
-    if not lib_path.exists():
-        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-        if cc is None:
-            return None
-        lib_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
-            out = Path(tmp) / lib_path.name
-            done = subprocess.run([cc, "-O2", "-shared", "-fPIC", str(C_SOURCE), "-o", str(out)],
-                                  capture_output=True)
-            if done.returncode != 0 or not out.exists():
-                return None
-            out.replace(lib_path)  # the final name only for a whole library
-    try:
-        lib = ctypes.CDLL(str(lib_path))
-    except OSError:
+    """The C callback (native_src/key_tap.c, built on first use: native_build.py), or None where it
+    cannot be built (the Python callback serves then)."""
+    lib = native_build.library("key_tap")
+    if lib is None:
         return None
-    fn = lib.sense_key_tap_callback
-    return lib, llama_cpp.ggml_backend_sched_eval_callback(ctypes.cast(fn, ctypes.c_void_p).value)
+    return lib, llama_cpp.ggml_backend_sched_eval_callback(native_build.function_address(lib, "sense_key_tap_callback"))
 
 
 class KeyTap:

@@ -182,6 +182,35 @@ def test_a_cancel_stops_the_decode_under_way(engine, monkeypatch):
     assert np.allclose(after, engine.prefill(prompt).logits[-1], atol=1e-3)
 
 
+def test_the_cancel_event_is_read_once_a_millisecond_not_at_every_node(engine, monkeypatch):
+    """ggml asks the abort callback after every graph node (~1,000 a decode on the 135M); the C
+    poll (native_src/abort_poll.c) asks Python whether the event is set at the decode's first node
+    and then at most once a millisecond: a short multi-token decode (a draft's verification, a
+    prompt) reads it a few times where Python asked at every node reads it hundreds of times."""
+    import threading
+    import time
+
+    hook = engine._cancel
+    assert hook.native, "no C compiler found to build the abort poll"
+    reads = []
+    monkeypatch.setattr(hook, "requested", lambda: reads.append(1) or False)
+    prompt = chat(engine, "Say hello to the quick brown fox.")
+
+    def prefill_reads() -> tuple[int, float]:
+        reads.clear()
+        engine.reset()
+        t0 = time.perf_counter()
+        engine.prefill(prompt, cancel=threading.Event())
+        return len(reads), 1000 * (time.perf_counter() - t0)
+
+    native, ms = prefill_reads()
+    monkeypatch.setattr(hook, "_callback", hook._check)  # Python asked at every node, as without a compiler
+    monkeypatch.setattr(hook, "_data", None)
+    every_node, _ = prefill_reads()
+    assert 1 <= native <= ms + 2
+    assert every_node > 100 and native < every_node / 5
+
+
 def test_a_cancel_stops_a_drafts_verification(engine):
     """Esc while a draft is being verified: that decode polls the cancel flag too and stops, nothing
     of it committed, and the reply ends "cancelled" (without the hook the decode would finish, its

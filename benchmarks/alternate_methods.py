@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from sense_local.bench.runner import run_method
 from sense_local.bench.tasks import build_tasks
 from sense_local.chat_template import chat_tokens
 from sense_local.engine import Engine
-from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.registry import resolve_model
 
 
@@ -36,10 +36,8 @@ def main(argv=None) -> int:
             speed = {}
             for method in methods if (r + i) % 2 == 0 else methods[::-1]:
                 engine.prefill(prompt, outputs="keys", with_keys=True)  # as the suite does: the prompt's states cached
-                decoder = make_decoder(engine, GenerationOptions(method=method, max_tokens=args.tokens))
-                for _ in decoder.generate(prompt, args.tokens):
-                    pass
-                s, t = decoder.stats, totals[method]
+                _, s = run_method(engine, prompt, method, args.tokens, None, False)
+                t = totals[method]
                 t["tokens"] += s.tokens - 1  # after the first, as tok/s counts
                 t["forwards"] += s.forwards
                 t["draft"] += s.t_draft

@@ -42,10 +42,9 @@ class RawContext:
         b = self.batch
         for s in range(0, len(prompt), self.n_batch):
             part = prompt[s : s + self.n_batch]
-            k = len(part)
-            b.token[:k], b.pos[:k], b.logits[:k] = part, np.arange(s, s + k), 0
-            b.logits[k - 1] = s + k == len(prompt)
-            b.raw.n_tokens = k
+            b.fill(np.asarray(part, np.int32), s)
+            b.logits[: len(part)] = 0
+            b.logits[len(part) - 1] = s + len(part) == len(prompt)  # the prompt's last row only
             if llama_cpp.llama_decode(self.ctx, b.raw) != 0:
                 raise RuntimeError("llama_decode failed")
 

@@ -22,7 +22,7 @@ class _RecordingPeer:
 
 def test_every_second_repetition_runs_in_reverse_order(engine, monkeypatch):
     log: list[str] = []
-    decode = runner._decode
+    decode = runner.run_method
 
     gaps: list[tuple[str, bool]] = []  # (method, whether its run recorded top-2 gaps), in run order
 
@@ -31,7 +31,7 @@ def test_every_second_repetition_runs_in_reverse_order(engine, monkeypatch):
         gaps.append((m, record_gaps))
         return decode(engine, prompt, m, *args, record_gaps=record_gaps)
 
-    monkeypatch.setattr(runner, "_decode", logged)
+    monkeypatch.setattr(runner, "run_method", logged)
     peers = [_RecordingPeer("llama-server", log), _RecordingPeer("llama-server-ngram-mod", log)]
     task = Task("order", "open", "Name three colours.")
     rows = runner.run_task(engine, task, ["ar", "pld"], peers, 4, {p.name: 4 for p in peers}, max_tokens=6)

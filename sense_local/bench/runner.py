@@ -95,7 +95,7 @@ def run_task(
     peer_outs: dict[str, list] = {p.name: [] for p in peers}
     for rep in range(max([reps] + [peer_reps[p.name] for p in peers])):
         # ar's first rep is the reference (ArReference): only it records each token's top-2 gap
-        runs = [(outs[m], lambda m=m: _decode(engine, prompt, m, max_tokens, store, free_verification,
+        runs = [(outs[m], lambda m=m: run_method(engine, prompt, m, max_tokens, store, free_verification,
                                               None if runtimes is None else _runtime(runtimes, engine, m, rep, store),
                                               record_gaps=(m == "ar" and rep == 0)))
                 for m in methods if rep < reps]
@@ -123,8 +123,8 @@ def _runtime(runtimes: dict, engine: Engine, m: str, rep: int, store) -> Specula
     return runtime
 
 
-def _decode(engine: Engine, prompt: list[int], m: str, max_tokens: int, store, free_verification: bool,
-            speculator: Speculator | None = None, *, record_gaps: bool = False):
+def run_method(engine: Engine, prompt: list[int], m: str, max_tokens: int, store, free_verification: bool,
+                speculator: Speculator | None = None, *, record_gaps: bool = False):
     """One run of method spec `m` from the prefilled prompt: (its tokens, its GenerationStats)."""
     name, theta = parse_method(m)
     options = GenerationOptions(method=name, max_tokens=max_tokens, theta=theta, free_verification=free_verification)

@@ -2,9 +2,10 @@
 llama-server's: the engine's own context (the cancellable path serve and the TUI take), `--contexts`
 raw contexts shaped as ours (sequences for trees, one unified KV buffer, n_batch = n_ubatch = 512)
 and one shaped as llama-server's (one sequence, n_batch 2048, n_ubatch 512), on the same weights.
-Identical contexts can differ by their buffers alone: on the 135M here a context read a 1,500-token
-prompt at either ~750 or ~820-840 tok/s, the same for its whole life (tight quartiles), whichever
-shape it had, and which contexts came out fast changed from process to process.
+Identical contexts differed by their buffers alone: on the 135M here a context read a 1,500-token
+prompt at either ~750 or ~820-840 tok/s, the same for its whole life, whichever shape it had: fast
+where the CPU backend's work buffer happened to start on a 64-byte line (malloc aligns it to 16).
+Our wheel aligns it (scripts/llama_patches.py); llama-server, built without the patch, still draws.
 
     python -m benchmarks.prefill_contexts --model test --tokens 1500 --reps 8 --contexts 3
 """

@@ -9,9 +9,11 @@ of builds until one runs:
     native-no-amx    the same without AMX (CFLAGS/CXXFLAGS -mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
     portable         GGML_NATIVE=OFF: AVX2/FMA/F16C, what almost every x86-64 of the last decade has
 
-Wheels are built with pip's cache off into a wheelhouse keyed by everything that shapes the build
-(llama-cpp-python version, Python, CPU model and flags, CMAKE_ARGS, CFLAGS, CXXFLAGS, the rung), so
-a wheel built for other flags or another CPU is never handed back. The verdict (which rung ran on
+Each wheel is built from llama-cpp-python's sdist (kept in the cache) with our patches to the
+llama.cpp it vendors (llama_patches.py), pip's cache off, into a wheelhouse keyed by everything that
+shapes the build (llama-cpp-python version, Python, CPU model and flags, CMAKE_ARGS, CFLAGS,
+CXXFLAGS, the rung, the patches), so a wheel built for other flags or another CPU is never handed
+back. The verdict (which rung ran on
 this machine) is remembered next to the wheelhouse, so a second clone on the same machine installs
 the passing wheel in seconds; a changed CPU or CMAKE_ARGS gives another key and a fresh choice.
 
@@ -30,10 +32,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import llama_patches  # noqa: E402
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
@@ -171,7 +177,12 @@ class BuildEnv:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def build_key(self, rung: Rung) -> str:
+        """The machine, its flags and the rung: llama-server's build (the unpatched peer) is keyed by it."""
         return f"{self.machine_key()}-{rung.name}"
+
+    def wheel_key(self, rung: Rung) -> str:
+        """The wheel's: the build key and our patches (llama_patches.py), so a changed patch is a new wheel."""
+        return f"{self.build_key(rung)}-p{llama_patches.digest()}"
 
     def describe(self, rung: Rung) -> str:
         flags = self.env_for(rung)
@@ -196,23 +207,62 @@ def say(text: str) -> None:
     print(f"setup: {text}", flush=True)
 
 
+def sdist(python: str = sys.executable, tell=say) -> Path:
+    """llama-cpp-python's source distribution, downloaded once into the cache (the wheel and
+    llama-server are built from it)."""
+    folder = cache_root() / "sdist"
+    version = LLAMA_CPP_PYTHON.split("==")[1]
+    found = sorted(folder.glob(f"llama_cpp_python-{version}.tar.gz"))
+    if found:
+        return found[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    tell(f"downloading the {LLAMA_CPP_PYTHON} source (once)")
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        subprocess.run([python, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        "-d", tmp, LLAMA_CPP_PYTHON], check=True)
+        got = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        final = folder / got.name
+        shutil.move(str(got), final)
+    return final
+
+
+def unpack(source: Path, into: str) -> Path:
+    """The sdist unpacked under `into`: its llama_cpp_python-<version> folder."""
+    with tarfile.open(source) as tar:
+        try:
+            tar.extractall(into, filter="data")  # no links or paths out of the folder
+        except TypeError:  # Python before 3.11.4 has no extraction filters
+            tar.extractall(into)
+    return next(Path(into).glob("llama_cpp_python-*"))
+
+
 def build_wheel(benv: BuildEnv, rung: Rung, python: str, wheelhouse: Path, log: Path) -> Path | None:
-    """Build the wheel for one rung with pip's cache off; return it, or None if the build failed."""
-    target = wheelhouse / benv.build_key(rung)
+    """Build the wheel for one rung from the sdist with our patches (llama_patches.py), pip's cache
+    off; return it, or None if the build failed."""
+    target = wheelhouse / benv.wheel_key(rung)
     wheels = sorted(target.glob("llama_cpp_python-*.whl")) if target.is_dir() else []
     if wheels and not os.environ.get("SENSE_REBUILD"):
         return wheels[-1]
+    source = sdist(python)
     say(f"building llama.cpp {benv.describe(rung)}: about 7 minutes on 2 cores; log {log}")
     env = {**os.environ, **benv.env_for(rung)}
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     start = time.monotonic()
     with tempfile.TemporaryDirectory(dir=wheelhouse) as tmp, log.open("w") as out:
+        folder = unpack(source, tmp)
+        try:
+            names = llama_patches.apply(folder / "vendor" / "llama.cpp")
+        except ValueError as e:
+            out.write(f"{e}\n")
+            return None
+        out.write(f"patched: {', '.join(names)}\n")
+        out.flush()
+        built_dir = Path(tmp) / "wheel"
         proc = subprocess.run(
-            [python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--no-binary", "llama-cpp-python",
-             "-w", tmp, LLAMA_CPP_PYTHON],
+            [python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", str(built_dir), str(folder)],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )
-        built = sorted(Path(tmp).glob("llama_cpp_python-*.whl"))
+        built = sorted(built_dir.glob("llama_cpp_python-*.whl"))
         if proc.returncode != 0 or not built:
             return None
         if target.exists():
@@ -251,7 +301,7 @@ def gpu_layers_for(cmake_args: str) -> int:
 
 
 def stamp_text(benv: BuildEnv, rung: Rung, wheel: Path) -> str:
-    return json.dumps({"build": benv.build_key(rung), "wheel": wheel.name})
+    return json.dumps({"build": benv.wheel_key(rung), "wheel": wheel.name})
 
 
 def ensure(python: str, probe_model: Path, stamp: Path) -> int:
@@ -265,17 +315,20 @@ def ensure(python: str, probe_model: Path, stamp: Path) -> int:
     verdict_file = root / f"verdict-{benv.machine_key()}.json"
     rebuild = bool(os.environ.get("SENSE_REBUILD"))
 
-    # Fast path: the stamp names the build this venv holds, and the verdict still says it runs here.
+    # Fast path: the stamp names the build this venv holds, the verdict still says it runs here, and
+    # it is the wheel these patches make (a changed patch builds the verdict's rung again).
     verdict = {} if rebuild else _read_json(verdict_file)
-    if verdict.get("build") and stamp.exists() and _read_json(stamp).get("build") == verdict["build"]:
+    known = next((r for r in LADDER if r.name == verdict.get("rung")), None)
+    if (known is not None and verdict.get("build") == benv.wheel_key(known) and stamp.exists()
+            and _read_json(stamp).get("build") == verdict["build"]):
         return 0
 
     mark_changed()
     gpu_layers = gpu_layers_for(benv.cmake_args)
     tried: list[tuple[Rung, Probe]] = []
-    rung = next((r for r in LADDER if r.name == verdict.get("rung")), None) or next_rung(machine, tried, benv.cmake_args)
+    rung = known or next_rung(machine, tried, benv.cmake_args)
     while rung is not None:
-        log = root / f"build-{benv.build_key(rung)}.log"
+        log = root / f"build-{benv.wheel_key(rung)}.log"
         wheel = build_wheel(benv, rung, python, wheelhouse, log)
         if wheel is None:
             tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
@@ -288,7 +341,7 @@ def ensure(python: str, probe_model: Path, stamp: Path) -> int:
         if probe.ok:
             why = "" if rung == LADDER[0] else f": {rung.why}"
             say(f"llama.cpp build '{rung.name}' runs here ({machine.cpu}){why}")
-            _write_json(verdict_file, {"rung": rung.name, "build": benv.build_key(rung), "cpu": machine.cpu,
+            _write_json(verdict_file, {"rung": rung.name, "build": benv.wheel_key(rung), "cpu": machine.cpu,
                                        "tried": [[r.name, asdict(p)] for r, p in tried]})
             stamp.write_text(stamp_text(benv, rung, wheel))
             return 0

@@ -3,7 +3,8 @@ the peer `sense-local bench --peers` measures us against (same commit, same flag
 
 The source is llama-cpp-python's sdist (`pip download --no-binary :all:`, kept in the cache so a
 rebuild needs no network); it is configured with the flags of the wheel rung that runs on this
-machine (scripts/llama_build.py's verdict: CMAKE_ARGS, CFLAGS, CXXFLAGS) plus
+machine (scripts/llama_build.py's verdict: CMAKE_ARGS, CFLAGS, CXXFLAGS; not our wheel's patches,
+scripts/llama_patches.py: the peer is llama.cpp as its users build it) plus
 `-DLLAMA_BUILD_SERVER=ON -DLLAMA_OPENSSL=OFF`, and only the `llama-server` target is built (about
 7 minutes on 2 cores). llama.cpp's defaults are kept otherwise (shared libraries, OpenMP), as a user
 who builds llama.cpp gets them; the binary and its libraries land in one folder with an $ORIGIN
@@ -22,13 +23,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llama_build import LADDER, LLAMA_CPP_PYTHON, BuildEnv, _read_json, cache_root, read_machine  # noqa: E402
+from llama_build import LADDER, BuildEnv, _read_json, cache_root, read_machine, sdist, unpack  # noqa: E402
 
 SERVER_FLAGS = ("-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
                 "-DLLAMA_BUILD_EXAMPLES=OFF", "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_BUILD_RPATH=$ORIGIN")
@@ -53,39 +53,16 @@ def server_dir() -> Path:
     return cache_root() / "llama-server" / benv.build_key(rung)
 
 
-def sdist() -> Path:
-    """llama-cpp-python's source distribution, downloaded once into the cache."""
-    folder = cache_root() / "sdist"
-    version = LLAMA_CPP_PYTHON.split("==")[1]
-    found = sorted(folder.glob(f"llama_cpp_python-{version}.tar.gz"))
-    if found:
-        return found[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    say(f"downloading the {LLAMA_CPP_PYTHON} source (once)")
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "-d", tmp, LLAMA_CPP_PYTHON], check=True)
-        got = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-        final = folder / got.name
-        shutil.move(str(got), final)
-    return final
-
-
 def build(target: Path) -> Path:
     benv, rung = build_env()
     flags = benv.env_for(rung)
-    source = sdist()
+    source = sdist(sys.executable, say)
     start = time.monotonic()
     log = target.parent / f"{target.name}.log"
     say(f"building llama-server {benv.describe(rung)} from {source.name}: about 7 minutes on 2 cores; log {log}")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp, log.open("w") as out:
-        with tarfile.open(source) as tar:
-            try:
-                tar.extractall(tmp, filter="data")  # no links or paths out of the folder
-            except TypeError:  # Python before 3.11.4 has no extraction filters
-                tar.extractall(tmp)
-        root = next(Path(tmp).glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
+        root = unpack(source, tmp) / "vendor" / "llama.cpp"  # without our patches: llama.cpp as its users build it
         env = {**os.environ, "CFLAGS": flags["CFLAGS"], "CXXFLAGS": flags["CXXFLAGS"]}
         configure = ["cmake", "-S", str(root), "-B", str(root / "build"), *SERVER_FLAGS,
                      *shlex.split(flags["CMAKE_ARGS"])]

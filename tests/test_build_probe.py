@@ -21,6 +21,7 @@ def _load(name: str):
 
 
 lb = _load("llama_build")
+lp = _load("llama_patches")
 AMX_XEON = lb.Machine("x86_64", "Intel(R) Xeon(R) Processor", frozenset({"avx2", "avx512f", "amx_tile", "amx_int8"}))
 EPYC = lb.Machine("x86_64", "AMD EPYC 7B13", frozenset({"avx2", "fma"}))
 APPLE = lb.Machine("arm64", "Apple M2", frozenset())
@@ -93,6 +94,30 @@ def test_wheels_are_keyed_by_everything_that_shapes_the_build():
     }
     assert len(keys) == 6
     assert base.build_key(RUNG["native"]) == lb.BuildEnv(AMX_XEON, "cp311", "", "", "").build_key(RUNG["native"])
+
+
+def test_our_patches_apply_to_the_pinned_llama_cpp_source_and_only_to_it(tmp_path):
+    """The source our wheel is built from (set-up downloaded it): the CPU backend's work buffer comes
+    from ggml's 64-byte aligned allocator; a source without the patched text (here: patched already,
+    as another llama-cpp-python version would be) is refused, not built."""
+    import tarfile
+
+    root = tmp_path / "llama.cpp"
+    with tarfile.open(lb.sdist()) as tar:  # only the patched files: the whole source is ~50 MB
+        for member in tar.getmembers():
+            _, _, inside = member.name.partition("/vendor/llama.cpp/")
+            if inside in {patch.path for patch in lp.PATCHES}:
+                (root / inside).parent.mkdir(parents=True, exist_ok=True)
+                (root / inside).write_bytes(tar.extractfile(member).read())
+    cpu = root / lp.ALIGNED_WORK_BUFFER.path
+    assert "work_data = new uint8_t[cplan.work_size]" in cpu.read_text()
+    assert lp.apply(root) == ["aligned-work-buffer"]
+    patched = cpu.read_text()
+    assert "new uint8_t[" not in patched and "delete[] cpu_" not in patched
+    assert patched.count("ggml_aligned_malloc(") == 2 and patched.count("ggml_aligned_free(") == 3
+    with pytest.raises(ValueError, match="aligned-work-buffer: .* 0 times, expected"):
+        lp.apply(root)
+    assert cpu.read_text() == patched  # nothing half-applied
 
 
 def test_gpu_builds_probe_with_layers_offloaded():

@@ -98,26 +98,30 @@ def test_wheels_are_keyed_by_everything_that_shapes_the_build():
 
 def test_our_patches_apply_to_the_pinned_llama_cpp_source_and_only_to_it(tmp_path):
     """The source our wheel is built from (set-up downloaded it): the CPU backend's work buffer comes
-    from ggml's 64-byte aligned allocator; a source without the patched text (here: patched already,
-    as another llama-cpp-python version would be) is refused, not built."""
+    from ggml's 64-byte aligned allocator, which gives buffers of 2 MB or more huge pages on Linux; a
+    source without the patched text (here: patched already, as another llama-cpp-python version
+    would be) is refused, not built."""
     import tarfile
 
     root = tmp_path / "llama.cpp"
-    with tarfile.open(lb.sdist()) as tar:  # only the patched files: the whole source is ~50 MB
+    wanted = {patch.path for patch in lp.PATCHES}
+    with tarfile.open(lb.sdist()) as tar:  # only the patched files: the whole source is ~75 MB
         for member in tar.getmembers():
             _, _, inside = member.name.partition("/vendor/llama.cpp/")
-            if inside in {patch.path for patch in lp.PATCHES}:
+            if inside in wanted:
                 (root / inside).parent.mkdir(parents=True, exist_ok=True)
                 (root / inside).write_bytes(tar.extractfile(member).read())
-    cpu = root / lp.ALIGNED_WORK_BUFFER.path
-    assert "work_data = new uint8_t[cplan.work_size]" in cpu.read_text()
-    assert lp.apply(root) == ["aligned-work-buffer"]
-    patched = cpu.read_text()
-    assert "new uint8_t[" not in patched and "delete[] cpu_" not in patched
-    assert patched.count("ggml_aligned_malloc(") == 2 and patched.count("ggml_aligned_free(") == 3
+    assert {str(p.relative_to(root)) for p in root.rglob("*.c*")} == wanted
+    cpu, ggml = root / lp.ALIGNED_WORK_BUFFER.path, root / lp.HUGE_PAGES.path
+    assert "work_data = new uint8_t[cplan.work_size]" in cpu.read_text() and "MADV_HUGEPAGE" not in ggml.read_text()
+    assert lp.apply(root) == ["aligned-work-buffer", "huge-pages"]
+    patched = cpu.read_text(), ggml.read_text()
+    assert "new uint8_t[" not in patched[0] and "delete[] cpu_" not in patched[0]
+    assert patched[0].count("ggml_aligned_malloc(") == 2 and patched[0].count("ggml_aligned_free(") == 3
+    assert patched[1].count("MADV_HUGEPAGE);") == 1 and "#include <sys/mman.h>" in patched[1]
     with pytest.raises(ValueError, match="aligned-work-buffer: .* 0 times, expected"):
         lp.apply(root)
-    assert cpu.read_text() == patched  # nothing half-applied
+    assert (cpu.read_text(), ggml.read_text()) == patched  # nothing half-applied
 
 
 def test_gpu_builds_probe_with_layers_offloaded():

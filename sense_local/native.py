@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -93,6 +95,19 @@ def exit_with_line(line: str, code: int) -> None:
 
 _sigill_handler = None
 _install_sigill_hint()
+
+
+@functools.cache
+def build_id() -> str:
+    """Names the llama.cpp build this process loaded (a digest of its shared libraries): two builds of
+    one llama-cpp-python version (other flags, or our patches, scripts/llama_patches.py) decode at
+    other costs, so what was measured on one (the cost curve, the layout verdict) is not read for the
+    other. ~20 ms, once a process."""
+    digest = hashlib.sha256()
+    for lib in sorted((Path(llama_cpp.__file__).parent / "lib").glob("lib*.so")) + sorted(
+            (Path(llama_cpp.__file__).parent / "lib").glob("lib*.dylib")):
+        digest.update(lib.name.encode() + lib.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def system_info() -> str:

@@ -194,3 +194,23 @@ def test_bench_measures_the_curve_again_on_every_run(monkeypatch, tmp_path):
     assert cost.cost_curve_for(None, measure=True) == BUSY_CURVE
     assert cost.cost_curve_for(None, measure=True) == PRIOR  # measured again, not the first one kept
     assert cost.cost_curve_for(None) == PRIOR  # and what replies use from then on
+
+
+def test_a_curve_kept_for_another_llama_cpp_build_is_not_read(monkeypatch, tmp_path):
+    """One llama-cpp-python version built twice (other flags, or our patches: one-token decodes 1.05x
+    faster with huge pages) decodes at other costs: a curve kept for one build sizes no draft of the
+    other, whose own is measured or learned; the first build's is read again when it comes back."""
+    from types import SimpleNamespace
+
+    from sense_local import native
+
+    monkeypatch.setenv("SENSE_HOME", str(tmp_path))
+    engine = SimpleNamespace(fingerprint="f" * 16, n_threads=2, n_gpu_layers=0, rpc_workers=[])
+    assert len(native.build_id()) == 8  # this process's build, read from its libraries
+    cost._write(cost._cache_file(engine), BUSY_CURVE, "measured")
+    assert cost.curve_source(engine) == "measured" and cost.cost_curve_for(engine) == BUSY_CURVE
+    monkeypatch.setattr(native, "build_id", lambda: "0ther000")
+    assert cost.curve_source(engine) == "prior" and cost.cost_curve_for(engine) == PRIOR
+    monkeypatch.undo()
+    monkeypatch.setenv("SENSE_HOME", str(tmp_path))
+    assert cost.cost_curve_for(engine) == BUSY_CURVE

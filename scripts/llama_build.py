@@ -13,9 +13,9 @@ Each wheel is built from llama-cpp-python's sdist (kept in the cache) with our p
 llama.cpp it vendors (llama_patches.py), pip's cache off, into a wheelhouse keyed by everything that
 shapes the build (llama-cpp-python version, Python, CPU model and flags, CMAKE_ARGS, CFLAGS,
 CXXFLAGS, the rung, the patches), so a wheel built for other flags or another CPU is never handed
-back. The verdict (which rung ran on
-this machine) is remembered next to the wheelhouse, so a second clone on the same machine installs
-the passing wheel in seconds; a changed CPU or CMAKE_ARGS gives another key and a fresh choice.
+back. The verdict (which rung ran on this machine) is remembered next to the wheelhouse, so a second
+clone on the same machine installs the passing wheel in seconds; a changed CPU or CMAKE_ARGS gives
+another key and a fresh choice, a changed patch a new wheel of the same rung.
 
     python scripts/llama_build.py ensure --probe-model PATH [--python .venv/bin/python]
 

@@ -2,7 +2,8 @@
 its draft-model-free speculative types, one request at a time.
 
 The binary comes from scripts/llama_server_build.py (built once per machine from the llama.cpp the
-installed llama-cpp-python vendors). Speeds come from the server's own `timings`: (tokens - 1) over
+installed llama-cpp-python vendors, without the two patches our wheel carries, scripts/llama_patches.py:
+llama.cpp as its users build it). Speeds come from the server's own `timings`: (tokens - 1) over
 `predicted_ms` (first token to last), counted as our `tok_per_s` is (an end-of-generation token is
 not a token shown, its decode's time is in); `prompt_per_second` is its prefill speed.
 """

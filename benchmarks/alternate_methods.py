@@ -36,7 +36,7 @@ def main(argv=None) -> int:
             speed = {}
             for method in methods if (r + i) % 2 == 0 else methods[::-1]:
                 engine.prefill(prompt, outputs="keys", with_keys=True)  # as the suite does: the prompt's states cached
-                _, s = run_method(engine, prompt, method, args.tokens, None, False)
+                _, s = run_method(engine, prompt, method, args.tokens, store=None, free_verification=False)
                 t = totals[method]
                 t["tokens"] += s.tokens - 1  # after the first, as tok/s counts
                 t["forwards"] += s.forwards

@@ -28,8 +28,10 @@ PROMPT = "Explain how a hash table works, with an example in Python."
 
 def greedy_run(ctx: RawContext, prompt: list[int], n_vocab: int, tokens: int) -> float:
     """Prefill `prompt` afresh, then `tokens` one-token decodes: their tok/s."""
+    def row() -> np.ndarray:  # [n_vocab] the last decode's logits
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, -1), shape=(n_vocab,))
+
     ctx.prefill(prompt)
-    row = lambda: np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, -1), shape=(n_vocab,))  # noqa: E731
     token, pos = int(row().argmax()), len(prompt)
     t0 = time.perf_counter()
     for _ in range(tokens):

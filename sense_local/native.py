@@ -103,9 +103,9 @@ def build_id() -> str:
     one llama-cpp-python version (other flags, or our patches, scripts/llama_patches.py) decode at
     other costs, so what was measured on one (the cost curve, the layout verdict) is not read for the
     other. ~20 ms, once a process."""
+    folder = Path(llama_cpp.__file__).parent / "lib"
     digest = hashlib.sha256()
-    for lib in sorted((Path(llama_cpp.__file__).parent / "lib").glob("lib*.so")) + sorted(
-            (Path(llama_cpp.__file__).parent / "lib").glob("lib*.dylib")):
+    for lib in sorted(folder.glob("lib*.so")) + sorted(folder.glob("lib*.dylib")):
         digest.update(lib.name.encode() + lib.read_bytes())
     return digest.hexdigest()[:8]
 

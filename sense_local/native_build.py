@@ -22,8 +22,8 @@ def library(name: str) -> ctypes.CDLL | None:
     source, so an edited file is built again), or None."""
     from .paths import cache_dir
 
-    source = (SOURCES / f"{name}.c").read_bytes()
-    lib_path = cache_dir() / "native" / f"{name}-{hashlib.sha256(source).hexdigest()[:16]}.so"
+    c_file = SOURCES / f"{name}.c"
+    lib_path = cache_dir() / "native" / f"{name}-{hashlib.sha256(c_file.read_bytes()).hexdigest()[:16]}.so"
     if not lib_path.exists():
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
         if cc is None:
@@ -31,7 +31,7 @@ def library(name: str) -> ctypes.CDLL | None:
         lib_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
             out = Path(tmp) / lib_path.name
-            done = subprocess.run([cc, "-O2", "-shared", "-fPIC", str(SOURCES / f"{name}.c"), "-o", str(out)],
+            done = subprocess.run([cc, "-O2", "-shared", "-fPIC", str(c_file), "-o", str(out)],
                                   capture_output=True)
             if done.returncode != 0 or not out.exists():
                 return None

@@ -265,12 +265,10 @@ def measure_cost_curve(engine, *, reps: int = 5, context: int = 128) -> CostCurv
 
 
 def _cache_file(engine) -> Path:
-    import llama_cpp
-
     from .. import native
 
     rpc = f"-rpc{len(engine.rpc_workers)}" if engine.rpc_workers else ""  # a network hop per decode: another curve
-    build = f"{llama_cpp.__version__}-{native.build_id()}"  # the version and the build: flags, our patches
+    build = f"{native.llama_cpp.__version__}-{native.build_id()}"  # the version and the build: flags, our patches
     key = f"{engine.fingerprint}-t{engine.n_threads}-g{engine.n_gpu_layers}{rpc}-{build}"
     return cache_dir() / "cost" / f"{key}.json"
 

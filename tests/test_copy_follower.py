@@ -3,11 +3,19 @@ is drafted renamed at its later occurrences; a replacement a verification reject
 from __future__ import annotations
 
 from sense_local.speculative.drafters.follower import Follower
-from sense_local.speculative.drafters.pld import PromptLookupDrafter
+from sense_local.speculative.drafters.pld import PRIORS, PromptLookupDrafter
 from sense_local.speculative.types import Feedback
 
 X, Y = 900, 901  # the source's name and the output's new name for it
 BODY = list(range(100, 112))  # a stretch the output copies before the first edit
+
+
+def confident() -> PromptLookupDrafter:
+    """Prompt lookup sure of every match: a proposal is as long as asked (a 1-token match at its
+    prior would be cut to the tokens worth building, base.AcceptanceEstimate.useful)."""
+    d = PromptLookupDrafter()
+    d.estimate.priors = {key: 0.99 for key in PRIORS}
+    return d
 
 
 def source() -> list[int]:
@@ -16,7 +24,7 @@ def source() -> list[int]:
 
 
 def test_a_rename_learned_once_is_drafted_at_every_later_occurrence():
-    d = PromptLookupDrafter()
+    d = confident()
     d.begin([50, 51] + source() + [60, 61])
     d.extend(BODY[:2])
     assert d.propose(4).tokens.tolist() == BODY[2:6]  # the lookup finds the copy
@@ -49,7 +57,7 @@ def test_the_follower_alone_drafts_the_replacement_and_without_it_the_old_name()
 
 
 def test_a_replacement_rejected_where_it_was_made_is_forgotten():
-    d = PromptLookupDrafter()
+    d = confident()
     d.begin([50, 51] + source() + [60, 61])
     d.extend(BODY[:2])
     d.propose(4)

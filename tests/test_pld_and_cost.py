@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from sense_local.speculative.cost import CostCurve, OnlineCost
+from sense_local.speculative.drafters.base import USEFUL
 from sense_local.speculative.drafters.pld import PRIORS, PromptLookupDrafter, match_length
 from sense_local.speculative.rewrap import join_wraps, rewrapped_tokens
 from sense_local.speculative.types import Feedback
@@ -244,3 +245,35 @@ def test_joined_prompt_keeps_the_templates_control_tokens_in_place(engine):
     assert [t for t in joined if special[t]] == [t for t in prompt if special[t]]
     assert joined[-4:] == prompt[-4:]  # "...<|im_end|>\n<|im_start|>assistant\n" (the template's tail)
     assert "statement is a placeholder" in engine.detokenize(joined)
+
+
+def test_a_proposal_is_built_only_as_far_as_its_tokens_could_count():
+    """A chance match (one token, prior 0.2) is proposed a few tokens long however much room there
+    is; a copy under way (32 tokens matching, 0.99) as long as asked: tokens each under USEFUL to be
+    accepted are not built (base.AcceptanceEstimate.useful)."""
+    text = list(range(100, 200))
+    d = PromptLookupDrafter()
+    d.begin([5, 6, 7, 100, 101, 102, 103, 104, 105, 106, 107, 108, 9, 9, 100])  # only "100" matches
+    chance = d.propose(63)
+    assert chance.key == 0 and chance.tokens.tolist() == [101, 102][: len(chance.tokens)] and len(chance.tokens) <= 3
+    assert chance.path_probs[-1] >= USEFUL > chance.path_probs[-1] * chance.acceptance
+    d.begin(text + [7, 8] + text[:40])
+    copy = d.propose(50)
+    assert copy.key == 6 and copy.tokens.tolist() == text[40:90]
+
+
+def test_a_chain_under_the_curves_floor_is_never_one_the_policy_would_verify():
+    """cost.chain_floor lets the loop turn a proposal down without the policy's arrays: on both
+    models' curves and a flat one, no geometric chain under the floor gets a length from
+    best_chain_size, and the floor is not so low that it turns nothing down on a CPU curve."""
+    rng = np.random.default_rng(0)
+    for curve in (STEEP, FLATTER, FLAT_CURVE):
+        for _ in range(3000):
+            run, first, n = rng.uniform(0, 1), rng.uniform(0, 1), int(rng.integers(1, 64))
+            if first < curve.chain_floor(run):
+                assert curve.best_chain_size(first * run ** np.arange(n), run) == 0
+    assert STEEP.chain_floor(PRIORS[0]) > PRIORS[0] and FLATTER.chain_floor(PRIORS[0]) > PRIORS[0]  # a 1-token match
+    assert FLAT_CURVE.chain_floor(0.2) < 0.05  # on a flat curve (a GPU) nearly every proposal may go
+
+
+FLAT_CURVE = CostCurve((1, 2, 4, 8, 16, 32), (1.0, 1.0, 1.02, 1.05, 1.1, 1.2))

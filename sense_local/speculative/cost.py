@@ -27,6 +27,7 @@ c(64) 24.6, so a copy verified whole yields 2.25 / 2.56 / 2.65 tokens per one-to
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import deque
@@ -40,6 +41,7 @@ from ..paths import cache_dir
 # every decode size a draft of up to 31 tokens can need, then every fourth to the loop's longest
 PROBE_LENGTHS = tuple(range(1, 33)) + tuple(range(36, 65, 4))
 MIN_GAIN = 1.05  # a draft must promise at least this speed ratio over plain decoding
+FLOOR_STEPS = 100  # chain_floor's table: acceptance rounded up to a hundredth (up: never too high a floor)
 PAD_MARGIN = 0.03  # a longer decode is run instead only when it costs this much less: not a timing's noise
 LEARNED_AFTER = 24  # multi-token decodes a generation must have counted before its learned curve is kept
 
@@ -59,9 +61,24 @@ class CostCurve:
                 cost[i], pad[i] = cost[i + 1], pad[i + 1]
         object.__setattr__(self, "_effective", cost)  # [n] c(padded(size))
         object.__setattr__(self, "_padded", pad)
+        # [FLOOR_STEPS + 1] chain_floor at acceptance j / FLOOR_STEPS: a draft of n tokens yields at most
+        # first * S_n(a) more tokens (S_n = 1 + a + ... + a^(n-1)) and, by either of best_chain_size's
+        # rules, goes only if those beat MIN_GAIN * (c(n + 1) - 1)
+        runs = np.arange(FLOOR_STEPS + 1)[:, None] / FLOOR_STEPS
+        sums = np.cumsum(runs ** np.arange(len(cost) - 1)[None, :], axis=1)  # [steps, n] S_n(a), n = 1..
+        floors = np.min(MIN_GAIN * (cost[None, 1:] - 1.0) / sums, axis=1) if len(cost) > 1 else np.ones(FLOOR_STEPS + 1)
+        object.__setattr__(self, "_floors", floors.tolist())  # a list: read per step without numpy
 
     def cost(self, k: int) -> float:
         return float(np.interp(k, self.lengths, self.costs))
+
+    def chain_floor(self, acceptance: float) -> float:
+        """The least first-token chance at which a `geometric` chain (each token after the first
+        accepted at `acceptance`) can be worth verifying at any length: under it best_chain_size
+        returns 0. A step's proposal mostly cannot pay on a CPU's curve (a chance match in a chat
+        reply), and this check costs a table read where the policy's arrays cost ~50 us a step,
+        ~1% of a token on the 135M."""
+        return self._floors[min(FLOOR_STEPS, math.ceil(max(acceptance, 0.0) * FLOOR_STEPS))]
 
     def padded(self, n: int) -> int:
         """The decode size to run for n rows: the cheapest size >= n measured (n itself if none is
@@ -219,6 +236,9 @@ class OnlineCost:
 
     def best_chain_size(self, path_probs: np.ndarray, acceptance: float) -> int:
         return self.curve.best_chain_size(path_probs, acceptance)
+
+    def chain_floor(self, acceptance: float) -> float:
+        return self.curve.chain_floor(acceptance)
 
     def best_tree_size(self, path_probs: np.ndarray) -> int:
         return self.curve.best_size(path_probs, padded=False)

@@ -33,12 +33,11 @@ from .top_tokens import top_tokens
 from .types import TARGET, CommittedKeys, Draft, Feedback, GenerationStats, RowCandidates, TokenEvent, Verdict
 from .verify import AcceptanceRule, top2_gap
 
-# the longest draft: decoded with the token before it, 64 rows, the longest size the cost curve
-# measures (cost.py: a copy known to go on pays for long decodes on a CPU too)
+# the longest draft: 64 rows with the token before it, the curve's longest (cost.py: a copy pays for long decodes)
 MAX_DRAFT = 63
-# Where a decode of 16 rows costs under FILLED one-token decodes (a GPU, --free-verification), the
-# recycle table takes every row of a decode (a tree's rejected nodes are the alternatives it learns),
-# else only the rows that read a kept token: why, and what each measured, in drafters/recycle.py.
+# Where a decode of 16 rows costs under FILLED one-token decodes (a GPU, --free-verification), the recycle
+# table takes every row of a decode (a tree's rejected nodes: alternatives it learns), else only the rows
+# that read a kept token: why, and what each measured, in drafters/recycle.py.
 FILLED = 2.0
 
 
@@ -99,8 +98,7 @@ class SpecDecoder:
         self.candidates = (drafter.candidates if drafter is not None and drafter.candidates
                            and self.rule.temperature == 0 and not self.chains_only
                            and self.cost.best_length(drafter.candidate_rate, 1) > 0 else 0)
-        # which rows: all where trees fill the decode (the table then learns the alternatives the tree
-        # tried), else only those that read a kept token (`_step`; drafters/recycle.py)
+        # which rows: all where trees fill the decode, else only those that read a kept token (FILLED)
         self.all_rows = self.candidates > 0 and self.cost.curve.effective(16) < FILLED
 
     def generate(
@@ -285,27 +283,29 @@ class SpecDecoder:
         verifying is kept as the shadow, to be scored against the next token for free."""
         if self.drafter is None:
             return None, None
-        td = time.perf_counter()
+        td, draft = time.perf_counter(), None
         room = min(MAX_DRAFT, left, self.engine.n_ctx - self.engine.n_past - 2)
         proposal = self.drafter.propose(room) if room > 0 else None
-        draft = None
         if proposal is not None:
             if proposal.parents is not None and (self.rule.temperature > 0 or self.chains_only):
                 proposal = proposal.main_path()  # sampling, grammars, penalties and logprobs verify chains only
-            proposal = proposal.to_end(self.engine.is_eog)
-            if proposal.parents is None:
-                k = (self.cost.best_length(proposal.acceptance, len(proposal.tokens)) if proposal.path_probs is None
-                     else self.cost.best_chain_size(proposal.path_probs, proposal.acceptance))
-                if k > 0:  # the decode runs padded: the proposal's own tokens fill what they can of it
-                    k = min(self.cost.padded(k + 1) - 1, len(proposal.tokens))
-            else:
-                k = self.cost.best_tree_size(proposal.path_probs)
-            if k > 0:
-                draft = proposal.first(k)
-            else:
+            if not (proposal.geometric and proposal.path_probs[0] < self.cost.chain_floor(proposal.acceptance)):
+                proposal = proposal.to_end(self.engine.is_eog)  # (else no length of it can pay: cost.chain_floor)
+                k = self._worth(proposal)
+                draft = proposal.first(k) if k > 0 else None
+            if draft is None:
                 self._shadow = proposal
         self.stats.t_draft += time.perf_counter() - td
         return proposal, draft
+
+    def _worth(self, proposal: Draft) -> int:
+        """How many of the proposal's first tokens (nodes) to verify (0: none); a chain's decode runs
+        padded, the proposal's own tokens filling what they can of it."""
+        if proposal.parents is not None:
+            return self.cost.best_tree_size(proposal.path_probs)
+        k = (self.cost.best_length(proposal.acceptance, len(proposal.tokens)) if proposal.path_probs is None
+             else self.cost.best_chain_size(proposal.path_probs, proposal.acceptance))
+        return min(self.cost.padded(k + 1) - 1, len(proposal.tokens)) if k > 0 else 0
 
     def _verify(self, last: int, draft: Draft | None):
         """One target decode: (its rows [1 + k, V], the rows judged [1 + k, V], the verdict, the key

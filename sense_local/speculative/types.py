@@ -25,6 +25,7 @@ class Draft:
     path_probs: np.ndarray | None = None  # [k] float estimated P(root..node all accepted); a tree's, or a
     # chain's whose tokens differ in how sure they are (None: a chain of `acceptance` ** i)
     sources: tuple[str, ...] | None = None  # [k] each node's source where they differ (None: all `source`)
+    geometric: bool = False  # a chain whose path_probs are path_probs[0] * acceptance ** i (cost.chain_floor)
 
     def source_of(self, node: int) -> str:
         return self.source if self.sources is None else self.sources[node]
@@ -34,7 +35,7 @@ class Draft:
         sources = None if self.sources is None else self.sources[:n]
         if self.parents is None:
             probs = None if self.path_probs is None else self.path_probs[:n]
-            return Draft(self.tokens[:n], self.source, self.acceptance, self.key, None, probs, sources)
+            return Draft(self.tokens[:n], self.source, self.acceptance, self.key, None, probs, sources, self.geometric)
         parents = self.parents[:n]
         if np.array_equal(parents, np.arange(-1, n - 1)):
             return Draft(self.tokens[:n], self.source, self.acceptance, self.key, sources=sources)

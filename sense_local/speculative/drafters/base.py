@@ -1,12 +1,16 @@
 """The drafter role and the acceptance estimates drafters keep to let draft length adapt."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..types import CommittedKeys, Draft, Feedback, GenerationStats, RowCandidates
+
+# a chain's token accepted with a lower chance is not worth building (`AcceptanceEstimate.useful`)
+USEFUL = 0.01
 
 
 class Drafter(ABC):
@@ -113,8 +117,20 @@ class AcceptanceEstimate:
         return (self.first_tokens if self.first_tokens is not None else self).get(key)
 
     def chain(self, key, k: int) -> np.ndarray:
-        """[k] P(a chain's first i + 1 tokens are all accepted): its first token's, then the run's."""
-        return self.first(key) * self.get(key) ** np.arange(k)
+        """[k] P(a chain's first i + 1 tokens are all accepted): its first token's, then the run's
+        (`get`: a Draft of it is `geometric` with that acceptance)."""
+        first, run = self.first(key), self.get(key)
+        return np.array([first * run**i for i in range(k)])  # a list: numpy's calls cost more on a few tokens
+
+    def useful(self, key, max_len: int) -> int:
+        """How many of a chain's first tokens (at most max_len) are each accepted with a chance of
+        USEFUL or more: tokens past them add under USEFUL expected tokens apiece, so no cost curve
+        verifies them, and building them (a copy's replacements, end-of-generation checks, the
+        policy's arrays) is wasted work on every step whose proposal is not verified."""
+        first, run = self.first(key), min(self.get(key), 0.999)
+        if first < USEFUL or run < USEFUL or max_len <= 1:
+            return min(max_len, 1)
+        return min(max_len, 1 + int(math.log(USEFUL / first) / math.log(run)))  # math: no numpy on scalars per step
 
     def observe(self, key, drafted: int, accepted: int) -> None:
         if self.first_tokens is not None:

@@ -72,9 +72,9 @@ COPYING = 4  # a context neighbour this many tokens in lexical agreement: a copy
 HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens occurred before
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 COPY_MATCH_BUCKET = 4  # the lexical drafter's match bucket from which a copy is under way (8+ tokens)
-# A reply that copies little draws little from its live context and documents: while under COPY_RATE
-# of its tokens so far came in a copy (the lexical drafter's run of COPY_RUN or more), their drafts are cut
-# to FEW_TOKENS. Their keys do not tell the two apart: on the 1.5B's quick suite, drafts keyed (sim
+# A reply that copies little draws little from its live context and documents: while the lexical
+# drafter says so (pld.PromptLookupDrafter.copying_little: under its COPY_RATE of the reply's tokens
+# came in a copy), their drafts are cut to FEW_TOKENS. Their keys do not tell the two apart: on the 1.5B's quick suite, drafts keyed (sim
 # < 0.9, 2-3 tokens lexical, run 1-3) kept 45 of 75 tokens on the copy kinds and 0 of 40 on the chat
 # kinds, ~15 tokens each where c(16) is 5.7. Replayed (1.5B recordings, this EPYC's curve): quick
 # chat 0.98x -> 1.01x, math 0.96x -> 0.98x, summary 0.96x -> 1.00x, open 0.99x -> 1.00x, docqa-rag
@@ -82,8 +82,6 @@ COPY_MATCH_BUCKET = 4  # the lexical drafter's match bucket from which a copy is
 # docqa-rag 1.14x, grounded 1.61x -> 1.60x. The reply history keeps its drafts whole (its estimates
 # learn across replies; the returning user 1.029x -> 1.026x modeled, with the Intel VM's curve 1.178x
 # -> 1.182x).
-COPY_RATE = 0.2
-COPY_RUN = 4  # the lexical drafter's run (tokens copied in a row) from which a token came in a copy
 FEW_TOKENS = 2
 
 
@@ -132,7 +130,6 @@ class SenseDrafter(Drafter):
         self._seen: set[tuple[int, ...]] = set()  # HINT_N-grams of the context before its last token
         self._added = 0  # positions [0, _added) are in the context store
         self._run = 0  # draft tokens accepted in a row
-        self._written = self._copied = 0  # output tokens so far, those of them written in a copy
         self.estimate = new_estimate()
         # the history's drafts learn across replies (one reply is too short to learn which of a whole
         # history's neighbours pay): an estimate lent by the speculator, else this reply's
@@ -157,7 +154,6 @@ class SenseDrafter(Drafter):
         self._extend_own(prompt)  # the lexical drafter has the prompt already (its begin)
         self._added = 0
         self._run = 0
-        self._written = self._copied = 0  # output tokens so far, those of them written in a copy
         for b in self.backoff.values():
             b.reset()
         self._searched = []
@@ -185,9 +181,6 @@ class SenseDrafter(Drafter):
             self._score_rivals(int(tokens[0]))
         for d in self._competitors:
             d.extend(tokens)
-        self._written += len(tokens)
-        if self.lexical is not None and self.lexical.run >= COPY_RUN:
-            self._copied += len(tokens)
         self._extend_own(tokens)
 
     def _score_rivals(self, token: int) -> None:
@@ -363,7 +356,7 @@ class SenseDrafter(Drafter):
                 tokens = tokens[:FEW_TOKENS]
         if not self.tree:
             return Draft(tokens=tokens, source=SOURCES[src], acceptance=acceptance, key=key,
-                         path_probs=self._estimate(key).chain(key, len(tokens)))
+                         path_probs=self._estimate(key).chain(key, len(tokens)), geometric=True)
         nodes, parents, path_probs = best_first_tree(conts, weights, acceptance, limit, self.max_branches)
         if len(nodes) == 0:
             return None
@@ -371,8 +364,8 @@ class SenseDrafter(Drafter):
         return draft.first(len(nodes))  # a tree with a single path is a chain
 
     def _copying_little(self) -> bool:
-        """The reply so far came under COPY_RATE in a copy (never without a lexical drafter to tell)."""
-        return self.lexical is not None and self._written > 0 and self._copied < COPY_RATE * self._written
+        """The reply so far came little in a copy (never without a lexical drafter to tell)."""
+        return self.lexical is not None and self.lexical.copying_little
 
     def _estimate(self, key) -> AcceptanceEstimate:
         return self.history_estimate if key[0] == HISTORY else self.estimate

@@ -263,27 +263,34 @@ def test_a_follow_up_that_repeats_the_answer_drafts_at_least_as_well_with_sense_
     assert runs["sense"][1] >= runs["pld"][1] - 0.1, runs
 
 
-def test_a_reply_that_copies_little_gets_short_drafts_from_its_live_context(engine):
-    """The neighbours' drafts are cut to FEW_TOKENS while under COPY_RATE of the reply came in a copy
-    (their keys look the same on copy and chat kinds); a reply copying its prompt drafts them whole.
-    The search is stood in for (one neighbour, eight tokens after it): the cut is what is tested."""
+def test_a_reply_that_copies_little_does_not_search_its_live_context(engine):
+    """While under the lexical drafter's COPY_RATE of the reply came in a copy, the live context is
+    not searched (its neighbours' drafts looked the same on copy and chat kinds and never paid on the
+    chat kinds); a reply copying its prompt searches it and drafts its neighbours whole. The search
+    is stood in for (one neighbour, eight tokens after it), counting the searches."""
     from sense_local.speculative.drafters.pld import PromptLookupDrafter
-    from sense_local.speculative.drafters.sense import FEW_TOKENS, SOURCES, SenseDrafter
+    from sense_local.speculative.drafters.sense import SOURCES, SenseDrafter
 
     conts = np.arange(21, 29, dtype=np.int32)[None, :]  # [1, 8] what followed the one neighbour
+    searches = {}
 
-    def drafter() -> SenseDrafter:
+    def drafter(name: str) -> SenseDrafter:
         d = SenseDrafter(engine, use_context=True, rewrap=False, lexical=PromptLookupDrafter())
         d._query = lambda: (0, np.zeros(1, np.float32))
-        d._proposals = lambda *args: (conts, np.array([0.95]), np.array([2]), np.array([SOURCES.index("context")]))
+
+        def proposals(*args):
+            searches[name] = searches.get(name, 0) + 1
+            return conts, np.array([0.95]), np.array([2]), np.array([SOURCES.index("context")])
+        d._proposals = proposals
         return d
 
     prompt = list(range(100, 140))
-    copying, fresh = drafter(), drafter()
+    copying, fresh = drafter("copying"), drafter("fresh")
     for d, reply in ((copying, prompt[:20]), (fresh, list(range(300, 320)))):
         d.begin(prompt)
         for token in reply:  # step by step, as the loop goes: propose, then the token written
             d.propose(8)
             d.extend([token])
     assert copying._propose_neighbours(63).tokens.tolist() == conts[0].tolist()
-    assert fresh._propose_neighbours(63).tokens.tolist() == conts[0, :FEW_TOKENS].tolist()
+    assert fresh._propose_neighbours(63) is None and fresh.lexical.copying_little
+    assert searches.get("fresh", 0) <= 1 < searches["copying"]  # at most its first step, before a token was written

@@ -1,16 +1,14 @@
-"""The speculative loop: draft -> one batched target decode of [last token + draft] -> verify ->
-commit the accepted prefix, truncate the rest -> emit events. A tree draft is decoded in one batch
-too (one sequence per branch) and its accepted path kept.
+"""The speculative loop: draft -> one batched target decode of [last token + draft] -> verify -> commit
+the accepted prefix, truncate the rest -> emit events. A tree draft is decoded in one batch too.
 
 With no drafter (or when the cost policy says a draft would not pay) a step is a plain one-token
 decode, so `ar` is this same loop with drafting switched off. Under the soft rule the proposal's
 token at the row after the verified part (the bonus row, computed anyway) is judged too (`_bonus`).
 
-Under a grammar (grammar.py) every row is judged as masked by the grammar state after the tokens
-before it, drafts are chains (a tree's main path) and the exact rule decides; the committed state
-advances over emitted tokens only. Presence and frequency penalties (penalties.py) are applied the
-same way: row by row, as if the draft tokens before a row had been emitted. Log-probabilities
-(logprobs.py) are read off the row that produced each emitted token.
+Under a grammar (grammar.py) every row is judged as masked by the grammar state after the tokens before
+it, drafts are chains (a tree's main path) and the exact rule decides; the committed state advances over
+emitted tokens only. Presence and frequency penalties (penalties.py) apply row by row, as if the draft
+tokens before a row had been emitted. Log-probabilities (logprobs.py): off the row of each emitted token.
 """
 from __future__ import annotations
 
@@ -98,8 +96,10 @@ class SpecDecoder:
         self.candidates = (drafter.candidates if drafter is not None and drafter.candidates
                            and self.rule.temperature == 0 and not self.chains_only
                            and self.cost.best_length(drafter.candidate_rate, 1) > 0 else 0)
-        # which rows: all where trees fill the decode, else only those that read a kept token (FILLED)
-        self.all_rows = self.candidates > 0 and self.cost.curve.effective(16) < FILLED
+        # a decode of 16 rows under FILLED one-token decodes: the recycle table takes all its rows (else
+        # those that read a kept token), and the drafter is told (a weak source's short drafts pay there)
+        self.cheap = self.cost is not None and self.cost.curve.effective(16) < FILLED
+        self.all_rows = self.candidates > 0 and self.cheap
 
     def generate(
         self,
@@ -145,7 +145,6 @@ class SpecDecoder:
             self._gstate.close()
             self._gstate = None
 
-    # ------------------------------------------------------------------ the loop
     def _decode(self, last: int, max_tokens: int, cancel, detok) -> Iterator[TokenEvent]:
         """Emit `last`, then step (draft -> verify -> accept) until a stop; every token goes out as
         an event the moment it is known."""
@@ -198,6 +197,7 @@ class SpecDecoder:
         self.stats.cached_tokens = out.reused
         self._shadow = None
         if self.drafter is not None:
+            self.drafter.cheap_verification(self.cheap)
             self.drafter.begin(prompt)
             self._hand_candidates(prompt[-1:], [prompt[-2] if len(prompt) > 1 else -1], out.logits[-1:])
         if self.keyed:  # the prompt's key states: evaluated now, or kept from an earlier prefill
@@ -237,7 +237,6 @@ class SpecDecoder:
             return "context"
         return ""
 
-    # ------------------------------------------------------------------ one step
     def _step(self, last: int, left: int) -> _Step:
         """Draft (if it pays), then one target decode of [last + draft] judged by the rule."""
         proposal, draft = self._draft(left)

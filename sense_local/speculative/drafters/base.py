@@ -42,6 +42,10 @@ class Drafter(ABC):
     def update(self, feedback: Feedback) -> None:  # noqa: B027 - optional hook
         pass
 
+    def cheap_verification(self, cheap: bool) -> None:  # noqa: B027 - drafters that size by it
+        """Before each reply's `begin`: whether a decode of 16 rows costs under two one-token decodes
+        (loop.py's FILLED: a GPU, --free-verification), where a weak source's short drafts pay."""
+
     def add_keys(self, keys: CommittedKeys) -> None:  # noqa: B027 - drafters that need_keys
         """Key states of committed positions (views: copy what is kept)."""
 

@@ -52,6 +52,9 @@ class PastedCode(Drafter):
             self.vocab.tokenize(block, add_special=False), fallback=self.inner, vocab=self.vocab, believed=False)
         self.active.begin(prompt)
 
+    def cheap_verification(self, cheap: bool) -> None:
+        self.inner.cheap_verification(cheap)
+
     def extend(self, tokens: Sequence[int]) -> None:
         self.active.extend(tokens)
 

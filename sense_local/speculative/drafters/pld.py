@@ -54,7 +54,7 @@ MATCH_BUCKETS = (2, 3, 4, 8, 16, 32)  # tokens in a row matching: 1 | 2 | 3 | 4-
 # split_first), both from these priors: a shadow scored on its first token teaches the first alone.
 PRIORS = {b: p for b, p in enumerate((0.2, 0.45, 0.6, 0.75, 0.85, 0.9, 0.99))}
 # A reply copies little while under COPY_RATE of its tokens so far came in a copy (the follower's run
-# of COPY_RUN or more): SENSE then cuts its neighbours' drafts (sense.py). Keying this drafter's
+# of COPY_RUN or more): SENSE then searches neither its live context nor documents (sense.py). Keying this drafter's
 # matches apart by it (priors of their own, lower for the long matches) was replayed on both models'
 # quick-suite recordings: the 135M's everyday kinds +0.01-0.02, the 1.5B's grounded 1.62x -> 1.56x
 # and the 135M's code 2.05x -> 1.96x (a copy begun late is drafted later): not kept.

@@ -171,6 +171,10 @@ class PredictionDrafter(Drafter):
         if self.fallback is not None:
             self.fallback.extend(tokens)
 
+    def cheap_verification(self, cheap: bool) -> None:
+        if self.fallback is not None:
+            self.fallback.cheap_verification(cheap)
+
     def add_keys(self, keys: CommittedKeys) -> None:
         if self.fallback is not None:
             self.fallback.add_keys(keys)

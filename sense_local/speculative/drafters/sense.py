@@ -72,18 +72,20 @@ COPYING = 4  # a context neighbour this many tokens in lexical agreement: a copy
 HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens occurred before
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 COPY_MATCH_BUCKET = 4  # the lexical drafter's match bucket from which a copy is under way (8+ tokens)
-# A reply that copies little draws little from its live context and documents: while the lexical
-# drafter says so (pld.PromptLookupDrafter.copying_little: under its COPY_RATE of the reply's tokens
-# came in a copy), they are not searched. Their keys do not tell the two apart: on the 1.5B's quick
-# suite, drafts keyed (sim < 0.9, 2-3 tokens lexical, run 1-3) kept 45 of 75 tokens on the copy kinds
-# and 0 of 40 on the chat kinds, ~15 tokens each where c(16) is 5.7. First their drafts were cut to
-# 2 tokens there (replayed, 1.5B recordings, this EPYC's curve: quick chat 0.98x -> 1.01x, math
-# 0.96x -> 0.98x, summary 0.96x -> 1.00x, open 0.99x -> 1.00x, docqa-rag 1.35x -> 1.33x; full suite
-# (held out) open 1.01x -> 1.02x, docqa-rag 1.14x, grounded 1.61x -> 1.60x). Cut so, none of them
-# ever went: with no search at all, every modeled figure of both models' quick suites is the same,
-# and the searches' ~0.2 ms a token (the 135M's chat, qa and math: 3% of its decode) is saved. The
-# reply history is searched still, its drafts whole (its estimates learn across replies; the
-# returning user 1.029x -> 1.026x modeled with the cut, with the Intel VM's curve 1.178x -> 1.182x).
+# A reply that copies little draws little from its live context and documents: while the lexical drafter
+# says so (pld.PromptLookupDrafter.copying_little: under its COPY_RATE of the reply's tokens came in a
+# copy), their drafts are cut to FEW_TOKENS, and where verification is not cheap (a CPU's curve:
+# Drafter.cheap_verification) they are not searched at all. Their keys do not tell the two apart: on the
+# 1.5B's quick suite, drafts keyed (sim < 0.9, 2-3 tokens lexical, run 1-3) kept 45 of 75 tokens on the
+# copy kinds and 0 of 40 on the chat kinds, ~15 tokens each where c(16) is 5.7. The cut, replayed (1.5B
+# recordings, this EPYC's curve): quick chat 0.98x -> 1.01x, math 0.96x -> 0.98x, summary 0.96x -> 1.00x,
+# open 0.99x -> 1.00x, docqa-rag 1.35x -> 1.33x; full suite (held out) open 1.01x -> 1.02x, docqa-rag
+# 1.14x, grounded 1.61x -> 1.60x. Cut so, none of them ever went on a CPU's curve: with no search there,
+# every modeled figure of both models' quick suites and of the 1.5B's returning user is the same, and
+# the searches' ~0.13 ms a token (the 135M's chat, qa and math: 2% of its decode) is saved. The reply
+# history is searched still, its drafts whole (its estimates learn across replies; the returning user
+# 1.029x -> 1.026x modeled with the cut, with the Intel VM's curve 1.178x -> 1.182x).
+FEW_TOKENS = 2
 
 
 def _agreement(stream: np.ndarray, positions: np.ndarray, recent: np.ndarray) -> np.ndarray:
@@ -146,6 +148,7 @@ class SenseDrafter(Drafter):
         self.candidates = TOP_K if self.recycle is not None else 0
         self.candidate_rate = CANDIDATE_RATE
         self._handed = False  # the loop hands this reply's rows over: only then are they recycled
+        self._cheap = False  # verification is cheap (the loop says so each reply)
 
     def begin(self, prompt: Sequence[int]) -> None:
         for d in self._competitors:
@@ -167,6 +170,9 @@ class SenseDrafter(Drafter):
         if self.context is not None:
             self.context.reset()
         self.keys.truncate(0)  # the prompt's come next (add_keys)
+
+    def cheap_verification(self, cheap: bool) -> None:
+        self._cheap = cheap
 
     def add_candidates(self, candidates: RowCandidates) -> None:
         if self.recycle is not None:
@@ -304,7 +310,7 @@ class SenseDrafter(Drafter):
         return best
 
     def _propose_neighbours(self, max_len: int) -> Draft | None:
-        little = self._copying_little()  # the live context and documents are not searched (above)
+        little = self._copying_little() and not self._cheap  # the context and documents are not searched (above)
         search_context = self.context is not None and not little and (self.backoff["context"].due() or self._repeating())
         search_stores = [name for name, store in self.stores.items()
                          if store.n_vectors > 0 and (name == "history" or not little) and self.backoff[name].due()]
@@ -353,6 +359,10 @@ class SenseDrafter(Drafter):
             int(np.searchsorted(RUN_BUCKETS, self._run, side="right")),
         )
         acceptance = self._estimate(key).get(key)
+        if src != HISTORY and self._copying_little():  # verification is cheap, else not searched (above)
+            limit = min(limit, FEW_TOKENS)
+            if not self.tree:
+                tokens = tokens[:FEW_TOKENS]
         if not self.tree:
             return Draft(tokens=tokens, source=SOURCES[src], acceptance=acceptance, key=key,
                          path_probs=self._estimate(key).chain(key, len(tokens)), geometric=True)
@@ -362,8 +372,7 @@ class SenseDrafter(Drafter):
         draft = Draft(nodes, SOURCES[src], acceptance, key, parents, path_probs)
         return draft.first(len(nodes))  # a tree with a single path is a chain
 
-    def _copying_little(self) -> bool:
-        """The reply so far came little in a copy (never without a lexical drafter to tell)."""
+    def _copying_little(self) -> bool:  # the reply so far came little in a copy (never without a lexical drafter)
         return self.lexical is not None and self.lexical.copying_little
 
     def _estimate(self, key) -> AcceptanceEstimate:

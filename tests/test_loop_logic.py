@@ -136,6 +136,40 @@ def test_steep_cost_curve_stops_drafting_unlikely_drafts():
     assert stats.drafted > 0 and stats.forwards < 30
 
 
+def test_the_drafter_is_told_each_reply_whether_verification_is_cheap():
+    """Flat (a GPU, --free-verification): cheap; the steep CPU curve above: not."""
+    told = []
+
+    class Listening(ScriptedDrafter):
+        def cheap_verification(self, cheap):
+            told.append(cheap)
+
+    steep = CostCurve((1, 2, 4, 8, 16, 32), (1.0, 1.9, 3.0, 5.0, 9.0, 17.0))
+    for cost in (FLAT, steep):
+        run(Listening(4, 0), 8, cost=cost)
+    assert told == [True, False]
+
+
+def test_a_geometric_chain_under_the_curves_floor_is_scored_but_never_verified():
+    """A proposal whose first token's chance is under the curve's floor (cost.chain_floor) goes to
+    the shadow without a decode of it; the same chain just over the floor's acceptance is verified."""
+    steep = CostCurve((1, 2, 4, 8, 16, 32), (1.0, 1.9, 3.0, 5.0, 9.0, 17.0))
+
+    class Geometric(ScriptedDrafter):
+        def propose(self, max_len):
+            d = super().propose(max_len)
+            first = self.first
+            return Draft(d.tokens, d.source, d.acceptance, path_probs=first * d.acceptance ** np.arange(len(d.tokens)),
+                         geometric=True)
+
+    low, high = Geometric(8, 0, acceptance=0.97), Geometric(8, 0, acceptance=0.97)
+    low.first, high.first = steep.chain_floor(0.97) * 0.99, 0.97
+    _, stats, events = run(low, 30, cost=steep)
+    assert stats.drafted == 0 and [e.token for e in events] == greedy_reference(PROMPT, 30)
+    _, stats, _ = run(high, 30, cost=steep)
+    assert stats.drafted > 0
+
+
 def test_cancel_stops_cleanly():
     cancel = threading.Event()
     eng = FakeEngine()

@@ -266,10 +266,11 @@ def test_a_follow_up_that_repeats_the_answer_drafts_at_least_as_well_with_sense_
 def test_a_reply_that_copies_little_does_not_search_its_live_context(engine):
     """While under the lexical drafter's COPY_RATE of the reply came in a copy, the live context is
     not searched (its neighbours' drafts looked the same on copy and chat kinds and never paid on the
-    chat kinds); a reply copying its prompt searches it and drafts its neighbours whole. The search
-    is stood in for (one neighbour, eight tokens after it), counting the searches."""
+    chat kinds); where verification is cheap (a GPU) it is, its drafts cut to FEW_TOKENS; a reply
+    copying its prompt searches it and drafts its neighbours whole. The search is stood in for (one
+    neighbour, eight tokens after it), counting the searches."""
     from sense_local.speculative.drafters.pld import PromptLookupDrafter
-    from sense_local.speculative.drafters.sense import SOURCES, SenseDrafter
+    from sense_local.speculative.drafters.sense import FEW_TOKENS, SOURCES, SenseDrafter
 
     conts = np.arange(21, 29, dtype=np.int32)[None, :]  # [1, 8] what followed the one neighbour
     searches = {}
@@ -285,8 +286,9 @@ def test_a_reply_that_copies_little_does_not_search_its_live_context(engine):
         return d
 
     prompt = list(range(100, 140))
-    copying, fresh = drafter("copying"), drafter("fresh")
-    for d, reply in ((copying, prompt[:20]), (fresh, list(range(300, 320)))):
+    copying, fresh, cheap = drafter("copying"), drafter("fresh"), drafter("cheap")
+    cheap.cheap_verification(True)
+    for d, reply in ((copying, prompt[:20]), (fresh, list(range(300, 320))), (cheap, list(range(300, 320)))):
         d.begin(prompt)
         for token in reply:  # step by step, as the loop goes: propose, then the token written
             d.propose(8)
@@ -294,3 +296,4 @@ def test_a_reply_that_copies_little_does_not_search_its_live_context(engine):
     assert copying._propose_neighbours(63).tokens.tolist() == conts[0].tolist()
     assert fresh._propose_neighbours(63) is None and fresh.lexical.copying_little
     assert searches.get("fresh", 0) <= 1 < searches["copying"]  # at most its first step, before a token was written
+    assert cheap._propose_neighbours(63).tokens.tolist() == conts[0, :FEW_TOKENS].tolist() and searches["cheap"] > 1

@@ -260,6 +260,9 @@ def test_a_proposal_is_built_only_as_far_as_its_tokens_could_count():
     d.begin(text + [7, 8] + text[:40])
     copy = d.propose(50)
     assert copy.key == 6 and copy.tokens.tolist() == text[40:90]
+    d.cheap_verification(True)  # a GPU's curve: SENSE grafts its tree around the whole proposal
+    d.begin([5, 6, 7, 100, 101, 102, 103, 104, 105, 106, 107, 108, 9, 9, 100])
+    assert d.propose(63).tokens.tolist() == list(range(101, 109)) + [9, 9, 100]
 
 
 def test_a_chain_under_the_curves_floor_is_never_one_the_policy_would_verify():

@@ -87,6 +87,7 @@ class PromptLookupDrafter(Drafter):
         self._stops: list[int] = []  # [s] ascending context positions a copy stops before
         self.follower = Follower(self.context, fixed)  # where in the context the output is copying from
         self._written = self._copied = 0  # output tokens so far, those of them written in a copy
+        self._cheap = False  # verification is cheap (the loop says so each reply): proposals built whole
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.context = []
@@ -102,6 +103,9 @@ class PromptLookupDrafter(Drafter):
         self._stops = sorted(stops)  # [s] ascending
         self.follower = Follower(self.context, self.fixed, stops=frozenset(stops))
         self._written = self._copied = 0
+
+    def cheap_verification(self, cheap: bool) -> None:
+        self._cheap = cheap  # where a tree fills the decode (SENSE's, grafted), a long tail still counts
 
     def extend(self, tokens: Sequence[int]) -> None:
         for t in tokens:
@@ -153,7 +157,7 @@ class PromptLookupDrafter(Drafter):
         else:
             return None
         key = bisect.bisect_right(MATCH_BUCKETS, min(match, MAX_MATCH))  # bisect: no numpy on scalars per step
-        tokens = f.ahead(self.estimate.useful(key, max_len), start=start)
+        tokens = f.ahead(max_len if self._cheap else self.estimate.useful(key, max_len), start=start)
         if not tokens:
             return None
         return Draft(tokens=np.asarray(tokens, dtype=np.int32), source=self.name, acceptance=self.estimate.get(key), key=key,

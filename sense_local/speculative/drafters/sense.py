@@ -73,18 +73,16 @@ HINT_N = 3  # a context search runs despite a pause when the last HINT_N tokens 
 SHARPNESS = 0.05  # weight = exp((similarity - 1) / SHARPNESS): near-duplicates dominate the vote
 COPY_MATCH_BUCKET = 4  # the lexical drafter's match bucket from which a copy is under way (8+ tokens)
 # A reply that copies little draws little from its live context and documents: while the lexical drafter
-# says so (pld.PromptLookupDrafter.copying_little: under its COPY_RATE of the reply's tokens came in a
-# copy), their drafts are cut to FEW_TOKENS, and where verification is not cheap (a CPU's curve:
-# Drafter.cheap_verification) they are not searched at all. Their keys do not tell the two apart: on the
-# 1.5B's quick suite, drafts keyed (sim < 0.9, 2-3 tokens lexical, run 1-3) kept 45 of 75 tokens on the
-# copy kinds and 0 of 40 on the chat kinds, ~15 tokens each where c(16) is 5.7. The cut, replayed (1.5B
-# recordings, this EPYC's curve): quick chat 0.98x -> 1.01x, math 0.96x -> 0.98x, summary 0.96x -> 1.00x,
-# open 0.99x -> 1.00x, docqa-rag 1.35x -> 1.33x; full suite (held out) open 1.01x -> 1.02x, docqa-rag
-# 1.14x, grounded 1.61x -> 1.60x. Cut so, none of them ever went on a CPU's curve: with no search there,
-# every modeled figure of both models' quick suites and of the 1.5B's returning user is the same, and
-# the searches' ~0.13 ms a token (the 135M's chat, qa and math: 2% of its decode) is saved. The reply
-# history is searched still, its drafts whole (its estimates learn across replies; the returning user
-# 1.029x -> 1.026x modeled with the cut, with the Intel VM's curve 1.178x -> 1.182x).
+# says so (pld.PromptLookupDrafter.copying_little: under COPY_RATE of the reply came in a copy), their
+# drafts are cut to FEW_TOKENS, and where verification is not cheap (a CPU: Drafter.cheap_verification)
+# they are not searched at all. Their keys do not tell the two apart: on the 1.5B's quick suite, drafts
+# keyed (sim < 0.9, 2-3 tokens lexical, run 1-3) kept 45 of 75 tokens on the copy kinds and 0 of 40 on
+# the chat kinds, ~15 tokens each where c(16) is 5.7. The cut, replayed (1.5B, this EPYC's curve): quick
+# chat 0.98x -> 1.01x, math 0.96x -> 0.98x, summary 0.96x -> 1.00x, open 0.99x -> 1.00x, docqa-rag 1.35x
+# -> 1.33x; full suite (held out) open 1.01x -> 1.02x, grounded 1.61x -> 1.60x. Cut so, none ever went on
+# a CPU's curve: with no search there every modeled figure of both models' quick suites and the 1.5B's
+# returning user is the same, and ~0.13 ms a token is saved (2% of the 135M's decode). The reply history
+# is searched still, its drafts whole (its estimates learn across replies).
 FEW_TOKENS = 2
 
 
@@ -173,6 +171,8 @@ class SenseDrafter(Drafter):
 
     def cheap_verification(self, cheap: bool) -> None:
         self._cheap = cheap
+        for d in self._competitors:
+            d.cheap_verification(cheap)
 
     def add_candidates(self, candidates: RowCandidates) -> None:
         if self.recycle is not None:

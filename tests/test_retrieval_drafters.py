@@ -13,6 +13,21 @@ from sense_local.generation import GenerationOptions, make_decoder
 from sense_local.speculative.drafters.trie import heaviest_path
 
 
+def test_a_querys_suffix_hashes_are_those_of_the_streams_ngrams():
+    """The query's hash for every suffix length, made in one pass (ngram_index._suffix_hashes), is
+    the one the stream's table holds for the same n tokens: a random stream's n-grams all found."""
+    from sense_local.datastore.ngram_index import _hashes, _suffix_hashes
+
+    rng = np.random.default_rng(0)
+    stream = rng.integers(0, 152_000, 400).astype(np.int32)
+    for end in range(20, 400, 7):
+        suffix = _suffix_hashes(stream[:end], 16)
+        assert suffix[1:] == [int(_hashes(stream[end - n : end], n)[0]) for n in range(1, 17)]
+    idx = NgramIndex(stream, sizes=(16, 8, 1))
+    conts, n = idx.lookup(stream[:100], length=4)
+    assert n == 16 and conts.tolist() == [stream[100:104].tolist()]
+
+
 def test_ngram_index_finds_longest_match_within_live_documents():
     stream = np.array([1, 2, 3, 4, 5, 6, 9, 9, 2, 3, 4, 7, 8, 1, 2, 3, 4, 5], np.int32)
     spans = np.array([[0, 6], [8, 13]])  # tokens 6..7 and 13.. belong to no live document

@@ -13,6 +13,21 @@ NGRAM_SIZES = (16, 12, 8, 6, 4, 3, 2)
 _BASE = np.uint64(0x9E3779B97F4A7C15)
 
 
+_MASK = (1 << 64) - 1
+
+
+def _suffix_hashes(context: np.ndarray, longest: int) -> list[int]:
+    """[min(longest, len(context)) + 1] the hash `_hashes` gives the context's last n tokens, for every
+    n (entry 0: none), in one pass of Python integers: a query hashed per size with numpy took ~0.1 ms
+    a step over the reply history's eight sizes."""
+    out, h, power, base = [0], 0, 1, int(_BASE)
+    for token in context[-1 : -min(longest, len(context)) - 1 : -1].tolist():
+        h = (h + (token + 1) * power) & _MASK
+        power = (power * base) & _MASK
+        out.append(h)
+    return out
+
+
 def _hashes(tokens: np.ndarray, n: int) -> np.ndarray:
     """[T - n + 1] uint64 polynomial hashes of every n-gram (wrapping arithmetic)."""
     t = tokens.astype(np.uint64) + np.uint64(1)
@@ -51,13 +66,15 @@ class NgramIndex:
         the latest `max_matches` matches in stream order, oldest first (drafters/rest.py weighs
         newer ones more)."""
         context = np.asarray(context, np.int32)
+        suffix = _suffix_hashes(context, max(self.tables, default=0))  # [n] the last n tokens' hash
         for n, (hashes, after) in self.tables.items():
             if len(context) < n:
                 continue
-            key = _hashes(context[-n:], n)[0]
-            lo, hi = np.searchsorted(hashes, key, "left"), np.searchsorted(hashes, key, "right")
-            if lo == hi:
+            key = np.uint64(suffix[n])
+            lo = int(hashes.searchsorted(key, "left"))
+            if lo == len(hashes) or hashes[lo] != key:
                 continue
+            hi = int(hashes.searchsorted(key, "right"))
             starts = after[lo:hi]
             starts = starts[-max_matches * 2 :]
             # verify the tokens (no collisions) and that a continuation exists

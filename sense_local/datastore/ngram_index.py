@@ -11,9 +11,7 @@ import numpy as np
 
 NGRAM_SIZES = (16, 12, 8, 6, 4, 3, 2)
 _BASE = np.uint64(0x9E3779B97F4A7C15)
-
-
-_MASK = (1 << 64) - 1
+_MASK = (1 << 64) - 1  # the uint64 hashes' wrapping, for Python integers
 
 
 def _suffix_hashes(context: np.ndarray, longest: int) -> list[int]:

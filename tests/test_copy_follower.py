@@ -12,7 +12,7 @@ BODY = list(range(100, 112))  # a stretch the output copies before the first edi
 
 def confident() -> PromptLookupDrafter:
     """Prompt lookup sure of every match: a proposal is as long as asked (a 1-token match at its
-    prior would be cut to the tokens worth building, base.AcceptanceEstimate.useful)."""
+    prior would be cut to the tokens worth building, base.AcceptanceEstimate.chain with useful)."""
     d = PromptLookupDrafter()
     d.estimate.priors = {key: 0.99 for key in PRIORS}
     return d

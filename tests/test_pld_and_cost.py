@@ -250,7 +250,7 @@ def test_joined_prompt_keeps_the_templates_control_tokens_in_place(engine):
 def test_a_proposal_is_built_only_as_far_as_its_tokens_could_count():
     """A chance match (one token, prior 0.2) is proposed a few tokens long however much room there
     is; a copy under way (32 tokens matching, 0.99) as long as asked: tokens each under USEFUL to be
-    accepted are not built (base.AcceptanceEstimate.useful)."""
+    accepted are not built (base.AcceptanceEstimate.chain with useful)."""
     text = list(range(100, 200))
     d = PromptLookupDrafter()
     d.begin([5, 6, 7, 100, 101, 102, 103, 104, 105, 106, 107, 108, 9, 9, 100])  # only "100" matches

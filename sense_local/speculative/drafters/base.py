@@ -9,7 +9,7 @@ import numpy as np
 
 from ..types import CommittedKeys, Draft, Feedback, GenerationStats, RowCandidates
 
-# a chain's token accepted with a lower chance is not worth building (`AcceptanceEstimate.useful`)
+# a chain's token accepted with a lower chance is not worth building (`AcceptanceEstimate.chain(useful=True)`)
 USEFUL = 0.01
 
 
@@ -120,21 +120,19 @@ class AcceptanceEstimate:
         """P(a draft's first token is accepted) for the key (`get` where not split)."""
         return (self.first_tokens if self.first_tokens is not None else self).get(key)
 
-    def chain(self, key, k: int) -> np.ndarray:
+    def chain(self, key, k: int, useful: bool = False) -> np.ndarray:
         """[k] P(a chain's first i + 1 tokens are all accepted): its first token's, then the run's
-        (`get`: a Draft of it is `geometric` with that acceptance)."""
+        (`get`: a Draft of it is `geometric` with that acceptance). With `useful`, only as many of the
+        first k as are each accepted with a chance of USEFUL or more (at least one): tokens past them
+        add under USEFUL expected tokens apiece, so no CPU's curve verifies them, and building them (a
+        copy's replacements, end-of-generation checks, the policy's arrays) is wasted work on every
+        step whose proposal is not verified."""
         first, run = self.first(key), self.get(key)
+        if useful:
+            r = min(run, 0.999)
+            k = (min(k, 1) if first < USEFUL or r < USEFUL or k <= 1
+                 else min(k, 1 + int(math.log(USEFUL / first) / math.log(r))))  # math: no numpy on scalars per step
         return np.array([first * run**i for i in range(k)])  # a list: numpy's calls cost more on a few tokens
-
-    def useful(self, key, max_len: int) -> int:
-        """How many of a chain's first tokens (at most max_len) are each accepted with a chance of
-        USEFUL or more: tokens past them add under USEFUL expected tokens apiece, so no cost curve
-        verifies them, and building them (a copy's replacements, end-of-generation checks, the
-        policy's arrays) is wasted work on every step whose proposal is not verified."""
-        first, run = self.first(key), min(self.get(key), 0.999)
-        if first < USEFUL or run < USEFUL or max_len <= 1:
-            return min(max_len, 1)
-        return min(max_len, 1 + int(math.log(USEFUL / first) / math.log(run)))  # math: no numpy on scalars per step
 
     def observe(self, key, drafted: int, accepted: int) -> None:
         if self.first_tokens is not None:

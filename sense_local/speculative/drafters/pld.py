@@ -157,11 +157,12 @@ class PromptLookupDrafter(Drafter):
         else:
             return None
         key = bisect.bisect_right(MATCH_BUCKETS, min(match, MAX_MATCH))  # bisect: no numpy on scalars per step
-        tokens = f.ahead(max_len if self._cheap else self.estimate.useful(key, max_len), start=start)
+        path = self.estimate.chain(key, max_len, useful=not self._cheap)  # [n] built only as far as it can count
+        tokens = f.ahead(len(path), start=start)
         if not tokens:
             return None
         return Draft(tokens=np.asarray(tokens, dtype=np.int32), source=self.name, acceptance=self.estimate.get(key), key=key,
-                     path_probs=self.estimate.chain(key, len(tokens)), geometric=True)
+                     path_probs=path[: len(tokens)], geometric=True)
 
     def _lookup(self) -> tuple[int, int] | None:
         """(start, match length) of the latest earlier place of the context's last n-gram (n = max_n

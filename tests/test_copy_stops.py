@@ -1,11 +1,13 @@
-"""A copy of a grounded prompt's passage stops where the passage ends (speculative/copy_stops.py)."""
+"""A copy of a grounded prompt's passage is doubted past where the passage ends (speculative/copy_stops.py)."""
 from __future__ import annotations
 
+import numpy as np
 from conftest import chat
 from sense_local.datastore.passages import PassageRow
 from sense_local.grounding.prompt import grounded_message
 from sense_local.grounding.retrieve import PassageHit
 from sense_local.speculative.copy_stops import copy_stops
+from sense_local.speculative.cost import PRIOR
 from sense_local.speculative.drafters.pld import PromptLookupDrafter
 
 FIRST = ('"pass" is a null operation -- when it is executed, nothing happens. It is useful as a placeholder '
@@ -32,17 +34,25 @@ def _drafter(engine, stops: bool) -> PromptLookupDrafter:
     return PromptLookupDrafter(stops=(lambda tokens: copy_stops(engine, tokens)) if stops else None)
 
 
-def test_a_copy_of_a_passage_is_not_drafted_past_its_end(engine):
+def test_a_copy_of_a_passage_is_doubted_past_its_end(engine):
+    """The draft runs on into the next passage's header, but from the stop on at a tenth of the
+    chance: sized on a CPU's curve it ends with the passage (a decode padded past it may still
+    carry the header for nothing); the same tokens undoubted are drafted on past it."""
     prompt = grounded_prompt(engine)
     first, second = copy_stops(engine, prompt)[:2]
     free, stopped = _drafter(engine, False), _drafter(engine, True)
     for d in (free, stopped):
         d.begin(prompt)
-        d.extend(prompt[first : first + 20])  # the answer starts quoting passage 1, its header first
-    assert "[2] try.txt" in engine.detokenize(free.propose(63).tokens.tolist())  # without stops: on into [2]
-    draft = engine.detokenize(stopped.propose(63).tokens.tolist())
-    assert draft.endswith("for example:") or draft.endswith("for example:\n\n")
-    assert "[2]" not in draft
+        d.extend(prompt[first : second - 6])  # the answer has quoted passage 1, its header first, to 6 tokens from its end
+    loose, doubted = free.propose(63), stopped.propose(63)
+    assert loose.tokens.tolist() == doubted.tokens.tolist()  # the same tokens, on into [2]
+    assert "[2] try.txt" in engine.detokenize(doubted.tokens.tolist())
+    own = doubted.path_probs / np.concatenate(([1.0], doubted.path_probs[:-1]))  # each token's chance after those before
+    assert int(np.flatnonzero(own < 0.5)[0]) == 6  # the first doubted token: the one after the passage
+    assert engine.detokenize(doubted.tokens[:6].tolist()).endswith(("for example:", "for example:\n\n"))
+    assert np.allclose(doubted.path_probs[:6], loose.path_probs[:6]) and not doubted.geometric and loose.geometric
+    assert 0 < PRIOR.best_chain_size(doubted.path_probs, doubted.acceptance) <= 6  # sized to the passage's end
+    assert PRIOR.best_chain_size(loose.path_probs, loose.acceptance) > 6  # undoubted: on past it
 
 
 def test_past_the_end_of_a_passage_a_match_counts_only_from_its_end(engine):

@@ -34,7 +34,7 @@ class Follower:
     def __init__(self, source: Sequence[int], fixed: Callable[[int], bool] | None = None, renames=None,
                  stops: frozenset[int] = frozenset()):
         self.source = source  # the tokens copied (a list that may grow, or an array)
-        self.stops = stops  # source positions a draft never copies (copy_stops.py: what follows a passage)
+        self.stops = stops  # source positions where a copy ends (copy_stops.py: what follows a passage)
         self.fixed = fixed  # token -> True for tokens a replacement never involves (None: none such)
         self.renames = renames  # a WordRenames (renames.py): learned words renamed in any token (None: tokens only)
         self.replaced: dict[tuple[int, ...], tuple[int, ...]] = {}  # source span -> what the output wrote instead
@@ -50,6 +50,7 @@ class Follower:
         self.declined: Callable[[int], bool] | None = None  # source position -> draft it as it is, no replacement
         self._declined: list[tuple[int, int]] = []  # (index in the latest `ahead`, source position) of those declined
         self.ahead_positions: list[int] = []  # [len(latest ahead)] the source position each of its tokens copies (-1: none)
+        self.stop_in_ahead: int | None = None  # index in the latest `ahead` of its first token at a stop (None: none)
 
     def place(self, cursor: int, run: int = 0) -> None:
         """The output follows the source from `cursor` on (found by the caller, with `run` tokens
@@ -150,7 +151,9 @@ class Follower:
 
     def ahead(self, max_len: int, start: int | None = None) -> list[int]:
         """The source from the cursor (or from `start`, with no pending tokens) with the
-        replacements learned so far made (but where `declined`): what the output should write next."""
+        replacements learned so far made (but where `declined`): what the output should write next.
+        It runs on past a stop (`stop_in_ahead` says where it crossed the first): the drafter
+        doubts what follows, and a decode run padded may still carry it for nothing."""
         if start is None:
             out, i = list(self.pending[:max_len]), self.cursor
         else:
@@ -158,7 +161,10 @@ class Follower:
         drafted, declined = [], []
         positions = [-1] * len(out)  # the source position each token copies (-1: a replacement's)
         n = len(self.source)
-        while len(out) < max_len and i < n and i not in self.stops:
+        crossed = None
+        while len(out) < max_len and i < n:
+            if crossed is None and i in self.stops:
+                crossed = len(out)
             made = next(iter(self._replacements_at(i)), None)
             if made is not None and self._declines(i):
                 declined.append((len(out) + _shared(*made), i))  # where the kept word parts from the rename
@@ -174,6 +180,7 @@ class Follower:
                 positions.append(i)
                 i += 1
         self._drafted, self._declined, self.ahead_positions = drafted, declined, positions[:max_len]
+        self.stop_in_ahead = crossed
         return out[:max_len]
 
     @property

@@ -60,6 +60,7 @@ PRIORS = {b: p for b, p in enumerate((0.2, 0.45, 0.6, 0.75, 0.85, 0.9, 0.99))}
 # and the 135M's code 2.05x -> 1.96x (a copy begun late is drafted later): not kept.
 COPY_RATE = 0.2
 COPY_RUN = 4
+PAST_STOP = 0.1  # a token past a stop: its chance after those before it (what the answer writes there is rarely the next header)
 PLACE_AFTER_EDIT = 4  # soon after the output left a copy, only a match this long moves the cursor elsewhere
 
 
@@ -161,8 +162,11 @@ class PromptLookupDrafter(Drafter):
         tokens = f.ahead(len(path), start=start)
         if not tokens:
             return None
+        path, crossed = path[: len(tokens)], f.stop_in_ahead
+        if crossed is not None:  # what follows a passage is doubted, not cut: a padded decode carries it for nothing
+            path[crossed:] *= PAST_STOP
         return Draft(tokens=np.asarray(tokens, dtype=np.int32), source=self.name, acceptance=self.estimate.get(key), key=key,
-                     path_probs=path[: len(tokens)], geometric=True)
+                     path_probs=path, geometric=crossed is None)
 
     def _lookup(self) -> tuple[int, int] | None:
         """(start, match length) of the latest earlier place of the context's last n-gram (n = max_n

@@ -20,6 +20,7 @@ COPY = next(t for t in build_tasks("quick") if t.kind == "grounded").prompt
 # batched and one-token evaluation differ a little (near-ties, test_lossless): 0.07 seen at a prompt's
 # last row evaluated whole vs after a cached prefix; a wrong row is off by whole nats
 LP_TOL = 0.15
+FAR_TOL = 0.5  # for alternatives under -2.5, still well short of a wrong row's whole nats
 
 
 def _run(engine, prompt, method, n=64, **options):
@@ -48,8 +49,9 @@ def test_speculated_tokens_get_the_log_probabilities_of_their_own_rows(engine):
         expected = _log_softmax(_row(engine, prompt, tokens, at))
         got = events[at].logprob
         assert got.logprob == pytest.approx(expected[tokens[at]], abs=LP_TOL), at
-        # each alternative with real mass its own (far-down logits drift more between batch shapes)
-        assert all(v == pytest.approx(expected[t], abs=LP_TOL) for t, v in got.top if v > -5), at
+        # each alternative with real mass its own (far-down logits drift more between batch shapes: an
+        # alternative at -3.7 read 0.28 off, the prompt's last row cached by an earlier test's decodes)
+        assert all(v == pytest.approx(expected[t], abs=LP_TOL if v > -2.5 else FAR_TOL) for t, v in got.top if v > -5), at
         assert got.top[0][1] == pytest.approx(expected.max(), abs=LP_TOL)  # the likeliest first
         assert got.top[0][1] >= got.top[1][1] >= got.top[2][1]
         assert sum(math.exp(v) for _, v in got.top) <= 1.0 + 1e-6

@@ -274,9 +274,27 @@ def test_a_chain_under_the_curves_floor_is_never_one_the_policy_would_verify():
         for _ in range(3000):
             run, first, n = rng.uniform(0, 1), rng.uniform(0, 1), int(rng.integers(1, 64))
             if first < curve.chain_floor(run):
-                assert curve.best_chain_size(first * run ** np.arange(n), run) == 0
+                for head_usual in (True, False):  # the loop's reading of a geometric chain, and the other
+                    assert curve.best_chain_size(first * run ** np.arange(n), run, head_usual) == 0
     assert STEEP.chain_floor(PRIORS[0]) > PRIORS[0] and FLATTER.chain_floor(PRIORS[0]) > PRIORS[0]  # a 1-token match
     assert FLAT_CURVE.chain_floor(0.2) < 0.05  # on a flat curve (a GPU) nearly every proposal may go
+
+
+def test_a_geometric_chains_first_token_estimate_is_not_a_doubt():
+    """Prompt lookup and SENSE estimate a chain's first token apart from its run, often lower: read
+    as a doubt about that token, the policy weighed every length against a sure run that never
+    came and drafted nothing; as the chain's usual head it is sized by tokens per cost. A doubt
+    after the head (a token past a copy's stop) is still one. The curve: the 1.5B's on the AMD
+    EPYC, whose 16-row decode costs less than a 13-row one."""
+    epyc = CostCurve((1, 2, 4, 8, 12, 13, 16, 32, 48), (1.0, 1.899, 3.104, 5.098, 6.441, 6.913, 6.204, 9.666, 13.717))
+    path = 0.8 * 0.9 ** np.arange(15)
+    assert epyc.best_chain_size(path, 0.9, head_usual=True) == epyc.best_size(path) == 15
+    assert epyc.best_chain_size(path, 0.9) == 0  # its head read as a doubt: nothing drafted
+    copy = 0.924 * 0.976 ** np.arange(48)
+    copy[9:] *= 0.1  # a passage ends 9 tokens on (docqa-rag-del's step)
+    assert epyc.best_chain_size(copy, 0.976, head_usual=True) == 9 and epyc.best_chain_size(copy, 0.976) == 0
+    for curve in (STEEP, FLATTER):
+        assert curve.best_chain_size(path, 0.9, head_usual=True) == curve.best_size(path)
 
 
 FLAT_CURVE = CostCurve((1, 2, 4, 8, 16, 32), (1.0, 1.0, 1.02, 1.05, 1.1, 1.2))

@@ -96,7 +96,7 @@ class CostCurve:
         a = min(acceptance, 0.999)
         return self.best_size(a ** np.arange(1, max_len + 1), min_gain)
 
-    def best_chain_size(self, path_probs: np.ndarray, acceptance: float) -> int:
+    def best_chain_size(self, path_probs: np.ndarray, acceptance: float, head_usual: bool = False) -> int:
         """Draft length for a chain whose tokens differ in how sure they are: path_probs [k], where
         a token the drafter doubts (its own chance under `acceptance`, the chain's usual) lowers
         the product from there on.
@@ -110,17 +110,29 @@ class CostCurve:
         decode). Where the usual chain would stop short of it anyway, it is sized as that chain.
         Copy's edit (the 1.5B): its first `cls`, in the request's words and so doubtful at one
         half, one token into a sure 63: 63 verified for 1 (c(64) 13.5) where stopping there costs
-        c(2) 1.8."""
+        c(2) 1.8.
+
+        `head_usual`: path_probs[0] is the drafter's usual chance for a first token (a geometric
+        chain's, estimated apart from the run), not a doubt about this one: the usual chain starts
+        from it and only the tokens after it can be doubts. Read as a doubt, a first-token
+        estimate under the run's made every step's proposal "stop before its first token" (draft
+        nothing) in favour of a run that never came: a copy 0.924 / 0.976 sure, 9 tokens to a
+        passage's end, went undrafted for 8 steps (docqa-rag-del, the 1.5B)."""
         n_max = min(len(path_probs), self.lengths[-1] - 1)
         if n_max <= 0:
             return 0
         path = np.asarray(path_probs[:n_max], dtype=float)
         own = path / np.concatenate(([1.0], path[:-1]))  # [n] each token's chance, the one before accepted
-        doubts = np.flatnonzero(own < min(acceptance, 0.999) - 1e-9)
+        a = min(acceptance, 0.999)
+        if head_usual:  # the first token is the usual head: doubts only after it
+            doubts = np.flatnonzero(own[1:] < a - 1e-9) + 1
+            usual = path[0] * a ** np.arange(n_max)
+        else:
+            doubts = np.flatnonzero(own < a - 1e-9)
+            usual = a ** np.arange(1, n_max + 1)
         if len(doubts) == 0:
             return self.best_size(path)
         first = int(doubts[0])
-        usual = min(acceptance, 0.999) ** np.arange(1, n_max + 1)
         if (short := self.best_size(usual)) < first or short == 0:
             return short  # the usual chain stops before the doubt, or does not pay at all
         rate = float(np.max((1.0 + np.cumsum(usual)) / self._effective[1 : n_max + 1]))
@@ -234,8 +246,8 @@ class OnlineCost:
     def padded(self, n: int) -> int:
         return self.curve.padded(n)
 
-    def best_chain_size(self, path_probs: np.ndarray, acceptance: float) -> int:
-        return self.curve.best_chain_size(path_probs, acceptance)
+    def best_chain_size(self, path_probs: np.ndarray, acceptance: float, head_usual: bool = False) -> int:
+        return self.curve.best_chain_size(path_probs, acceptance, head_usual)
 
     def chain_floor(self, acceptance: float) -> float:
         return self.curve.chain_floor(acceptance)

@@ -303,7 +303,7 @@ class SpecDecoder:
         if proposal.parents is not None:
             return self.cost.best_tree_size(proposal.path_probs)
         k = (self.cost.best_length(proposal.acceptance, len(proposal.tokens)) if proposal.path_probs is None
-             else self.cost.best_chain_size(proposal.path_probs, proposal.acceptance))
+             else self.cost.best_chain_size(proposal.path_probs, proposal.acceptance, proposal.geometric))
         return min(self.cost.padded(k + 1) - 1, len(proposal.tokens)) if k > 0 else 0
 
     def _verify(self, last: int, draft: Draft | None):

@@ -25,7 +25,9 @@ class Draft:
     path_probs: np.ndarray | None = None  # [k] float estimated P(root..node all accepted); a tree's, or a
     # chain's whose tokens differ in how sure they are (None: a chain of `acceptance` ** i)
     sources: tuple[str, ...] | None = None  # [k] each node's source where they differ (None: all `source`)
-    geometric: bool = False  # a chain whose path_probs are path_probs[0] * acceptance ** i (cost.chain_floor)
+    geometric: bool = False  # a chain whose path_probs are path_probs[0] * acceptance ** i, lowered from a token
+    # its drafter doubts on (pld: past a copy's stop): path_probs[0] is the drafter's usual first-token chance,
+    # estimated apart from the run, not a doubt about this token (cost.chain_floor, best_chain_size's head_usual)
 
     def source_of(self, node: int) -> str:
         return self.source if self.sources is None else self.sources[node]

@@ -164,9 +164,9 @@ class PromptLookupDrafter(Drafter):
             return None
         path, crossed = path[: len(tokens)], f.stop_in_ahead
         if crossed is not None:  # what follows a passage is doubted, not cut: a padded decode carries it for nothing
-            path[crossed:] *= PAST_STOP
+            path[crossed:] *= PAST_STOP  # (still `geometric`: the usual chain up to the doubt)
         return Draft(tokens=np.asarray(tokens, dtype=np.int32), source=self.name, acceptance=self.estimate.get(key), key=key,
-                     path_probs=path, geometric=crossed is None)
+                     path_probs=path, geometric=True)
 
     def _lookup(self) -> tuple[int, int] | None:
         """(start, match length) of the latest earlier place of the context's last n-gram (n = max_n

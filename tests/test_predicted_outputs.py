@@ -365,3 +365,23 @@ def test_the_server_takes_openai_prediction(engine, tmp_path):
         assert "prediction" in str(err.value)
     finally:
         server.stop()
+
+
+def test_a_pasted_blocks_runs_estimate_their_first_token_apart():
+    """A reply that talks about a pasted block meets its 4-grams by chance: the next token is often
+    the block's, the run after it rarely (the 135M's chat-1: five drafts of 7-15 tokens kept 1).
+    The implicit prediction estimates a run's first token apart from the run, as prompt lookup
+    does its matches': first tokens that hit do not raise the run's estimate, and a draft that
+    failed at its second token lowers the run alone. A client's prediction is believed whole."""
+    pred = list(range(100, 160))
+    implicit, client = PredictionDrafter(pred, believed=False), PredictionDrafter(pred)
+    for d in (implicit, client):
+        d.begin(pred)  # the prompt holds the block
+        for _ in range(4):  # proposals not verified, scored on their first tokens: all right
+            d.update(Feedback(d.propose(15).first(1), 1))
+        draft = d.propose(15)
+        d.update(Feedback(draft.first(8), 1))  # verified: the first token kept, the second not
+    after = implicit.propose(15)
+    assert after.geometric and after.path_probs[0] > after.acceptance  # the head surer than the run
+    assert implicit.estimate.get(0) < implicit.estimate.first(0)
+    assert client.propose(15).path_probs is None  # one estimate for the whole run

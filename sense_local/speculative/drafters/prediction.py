@@ -148,7 +148,15 @@ class PredictionDrafter(Drafter):
         if self.mentions is not None:
             self.mentions.begin([self.vocab.piece(int(t)) for t in prompt])
         believed = self.believed and self._held_in(prompt)
-        self.estimate = AcceptanceEstimate(PRIORS if believed else NOT_HELD_PRIORS, pool=_one_pool)
+        # an implicit prediction (a pasted block) estimates its runs' first tokens apart, as prompt
+        # lookup does its matches': a reply that talks about the block meets its 4-grams by chance,
+        # and first tokens that hit had raised the run's estimate (the 135M's chat-1, a follow-up on
+        # an answer's code: five drafts of 7-15 tokens kept 1). Replayed (replay_bench --methods
+        # pld,sense): the 135M's chat 0.97x -> 0.99x (pld) and 0.96x -> 0.98x (sense) on the live run's
+        # texts, 1.00x -> 1.01x on its recording, code 1.92x -> 1.95x; the 1.5B's code 2.98x -> 2.97x,
+        # chat 1.04x -> 1.03x (chat-1 1.12x -> 1.11x: its copies of the block start a little later)
+        self.estimate = AcceptanceEstimate(PRIORS if believed else NOT_HELD_PRIORS, pool=_one_pool,
+                                           split_first=not self.believed)
         self.habits.reset()
         self.named_estimate.reset()
         if self.fallback is not None:
@@ -210,10 +218,13 @@ class PredictionDrafter(Drafter):
             acceptance = self.estimate.get(key)
             doubts = self._doubts(tokens)
             probs = np.full(len(tokens), acceptance)  # [k] each token's chance, the one before it accepted
+            probs[:1] = self.estimate.first(key)  # the run's first token (its own estimate where split)
             for at, made, word, kind, _ in doubts:
                 probs[at] = self._chance(made, word, kind, acceptance)
+            differs = bool((probs != acceptance).any())  # geometric: the usual head, lowered only at doubts after it
             return Draft(tokens=tokens, source=SOURCE, acceptance=acceptance, key=(key, doubts),
-                         path_probs=np.cumprod(probs) if (probs < acceptance).any() else None)
+                         path_probs=np.cumprod(probs) if differs else None,
+                         geometric=differs and not any(at == 0 for at, *_ in doubts) and bool((probs[1:] <= acceptance).all()))
         return self.fallback.propose(max_len) if self.fallback is not None else None
 
     def _doubts(self, tokens: np.ndarray) -> tuple[tuple[int, bool, bytes | None, str, int], ...]:

@@ -128,7 +128,10 @@ async def test_cancel_then_send_again_and_session_survives_restart(tmp_path):
 
 @pytest.mark.asyncio
 async def test_a_message_sent_during_a_reply_is_kept_and_sent_after_it(tmp_path):
-    app = make_app(tmp_path, max_tokens=400, method="pld")
+    # plain decoding, long: the reply must still be going when the message is sent (with `pld` the
+    # 135M's story, which repeats itself, reached 253 tokens in long accepted drafts before the
+    # pilot saw its 5th, and all 400 before the message went)
+    app = make_app(tmp_path, max_tokens=1500, method="ar")
     async with app.run_test(size=SIZE) as pilot:
         await start_long_reply(pilot, app)
         box = app.query_one(PromptBox)

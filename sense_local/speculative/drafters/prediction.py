@@ -221,10 +221,11 @@ class PredictionDrafter(Drafter):
             probs[:1] = self.estimate.first(key)  # the run's first token (its own estimate where split)
             for at, made, word, kind, _ in doubts:
                 probs[at] = self._chance(made, word, kind, acceptance)
-            differs = bool((probs != acceptance).any())  # geometric: the usual head, lowered only at doubts after it
+            # a doubt lowers the chain; a split first token moves its head (a client's prediction: never)
+            differs = bool((probs < acceptance).any()) or (self.estimate.first_tokens is not None and probs[0] != acceptance)
             return Draft(tokens=tokens, source=SOURCE, acceptance=acceptance, key=(key, doubts),
                          path_probs=np.cumprod(probs) if differs else None,
-                         geometric=differs and not any(at == 0 for at, *_ in doubts) and bool((probs[1:] <= acceptance).all()))
+                         geometric=differs and not any(at == 0 for at, *_ in doubts) and bool((probs[1:] <= acceptance).all()))  # the usual head
         return self.fallback.propose(max_len) if self.fallback is not None else None
 
     def _doubts(self, tokens: np.ndarray) -> tuple[tuple[int, bool, bytes | None, str, int], ...]:

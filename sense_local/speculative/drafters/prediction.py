@@ -223,9 +223,10 @@ class PredictionDrafter(Drafter):
                 probs[at] = self._chance(made, word, kind, acceptance)
             # a doubt lowers the chain; a split first token moves its head (a client's prediction: never)
             differs = bool((probs < acceptance).any()) or (self.estimate.first_tokens is not None and probs[0] != acceptance)
+            # geometric: its head the usual first token (no doubt on it: `doubts` ascend), lowered only after
+            geometric = differs and not (doubts and doubts[0][0] == 0) and bool((probs[1:] <= acceptance).all())
             return Draft(tokens=tokens, source=SOURCE, acceptance=acceptance, key=(key, doubts),
-                         path_probs=np.cumprod(probs) if differs else None,
-                         geometric=differs and not any(at == 0 for at, *_ in doubts) and bool((probs[1:] <= acceptance).all()))  # the usual head
+                         path_probs=np.cumprod(probs) if differs else None, geometric=geometric)
         return self.fallback.propose(max_len) if self.fallback is not None else None
 
     def _doubts(self, tokens: np.ndarray) -> tuple[tuple[int, bool, bytes | None, str, int], ...]:

@@ -266,6 +266,23 @@ def test_the_drafter_finds_its_place_after_an_insertion():
     assert drafter.propose(4).tokens.tolist() == pred[14:18]
 
 
+def test_a_reply_is_not_placed_in_its_prediction_by_blank_lines_and_punctuation(engine):
+    """A reply that talks about a pasted block writes ")\\n\\n" before code of its own; the block's
+    ")\\n\\n" a few lines on is not where the reply is (the 135M's ":\\n\\n" drafted from there kept
+    nothing), while a short match with a word in it is (an insertion ends where the old text resumes)."""
+    pred = engine.tokenize(PREDICTION, add_special=False)
+    talk = engine.tokenize("It adds the values up (then divides)\n\n", add_special=False)
+    assert any(pred[i : i + 2] == talk[-2:] for i in range(len(pred) - 1))  # the block has them too
+    drafter = PredictionDrafter(pred, vocab=engine)
+    drafter.begin(engine.tokenize("Explain this code:\n" + PREDICTION, add_special=False))
+    drafter.extend(talk)
+    assert drafter.propose(8) is None  # lost: not placed after the block's ")\n\n"
+    words = engine.tokenize(" total = 0", add_special=False)
+    at = next(i for i in range(len(pred)) if pred[i : i + len(words)] == words)
+    drafter.extend(engine.tokenize("\n    x = 1\n   ", add_special=False) + pred[at : at + 3])
+    assert drafter.propose(4).tokens.tolist() == pred[at + 3 : at + 7]
+
+
 def test_a_reply_that_kept_to_its_prediction_drafts_long_again_after_an_edit():
     """After every edit the run starts again at 0; how far the reply has kept to its prediction
     (here: 3 drafts of 16, all accepted) decides the next draft's estimate, not the short-run prior

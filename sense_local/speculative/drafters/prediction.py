@@ -37,7 +37,10 @@ from .rename_habits import RenameHabits
 from .renames import WordRenames
 
 RESYNC_N = 4  # tokens of output matched anywhere in the prediction to find the cursor again
-RESYNC_WINDOW = 48  # shorter matches (2, 3 tokens) count only this close after the cursor
+RESYNC_WINDOW = 48  # shorter matches (2, 3 tokens) count only this close after the cursor,
+# and only where a token of the match has a letter or digit: a reply that talks about a pasted block
+# writes ":\n\n" before its own code, and the block's ":\n\n" 20 tokens on was followed (the 135M's
+# chat-1: a 15-token draft kept none)
 SOURCE = "prediction"
 # Acceptance is estimated per run bucket: how many tokens in a row the output has followed the
 # prediction since it last left it (0-1, 2-3, 4-7, 8-15, 16-31, 32 and more), as prompt lookup does
@@ -115,6 +118,8 @@ class PredictionDrafter(Drafter):
         self.estimate = AcceptanceEstimate(PRIORS, pool=_one_pool)
         self.habits = RenameHabits()
         pieces = [vocab.piece(t) for t in pred] if vocab is not None else None
+        self.wordy = (np.array([any(c.isalnum() for c in p.decode("utf-8", "ignore")) for p in pieces], dtype=bool)
+                      if pieces is not None else np.ones(len(pred), dtype=bool))  # [P] tokens with a letter or digit
         self.prose = prose_tokens(pieces) if pieces is not None else np.zeros(len(pred), dtype=bool)  # [P] in comments, strings
         self.words = word_starts(pieces) if pieces is not None else [None] * len(pred)  # [P] the identifier starting in each
         self.mentions = Mentions(pieces, self.words, self.prose) if pieces is not None else None  # words the request names
@@ -200,8 +205,8 @@ class PredictionDrafter(Drafter):
             if not places:
                 continue
             ahead = [p for p in places if p >= cursor]
-            if n < RESYNC_N:
-                ahead = [p for p in ahead if p - n <= cursor + RESYNC_WINDOW]
+            if n < RESYNC_N:  # near, and not blank lines and punctuation alone
+                ahead = [p for p in ahead if p - n <= cursor + RESYNC_WINDOW and self.wordy[p - n : p].any()]
                 if not ahead:
                     continue
             at = ahead[0] if ahead else places[-1]

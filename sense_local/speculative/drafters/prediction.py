@@ -5,7 +5,7 @@ A cursor marks the prediction token the output should produce next. While the ou
 prediction, the draft is the prediction from the cursor on. Where the output leaves it (an edit),
 the cursor is lost until the output's last tokens are found in the prediction again: a 4-gram
 anywhere (the nearest place at or after the cursor first, so repeated lines resume in order), or a
-2- or 3-gram within RESYNC_WINDOW tokens after the cursor (an insertion that ends where the old
+2- or 3-gram with a word in it within RESYNC_WINDOW tokens after the cursor (an insertion that ends where the old
 text resumes), or a single token within a few tokens of where the output left, right after it left
 (follower.py, which prompt lookup shares). What the output wrote between leaving and coming back
 is learned as a replacement of the prediction tokens it skipped, and later drafts make it: after

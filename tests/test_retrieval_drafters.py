@@ -252,6 +252,31 @@ def test_the_draft_that_loses_learns_from_the_next_token(engine):
     assert sense.estimate.first(key) < before  # ... and the neighbours' miss is counted all the same
 
 
+def test_prompt_lookups_shadow_hits_are_no_run_of_the_neighbours(engine):
+    """A run of accepted drafts raises the neighbours' estimate (a copy under way), and a shadow
+    (a proposal not verified, scored on its first token) of the neighbours' own that comes true
+    counts in it; prompt lookup's does not: its first tokens hitting say nothing of the
+    neighbours', and counted, they sent a neighbour's restatement of the question at 0.84, where
+    at its own 0.64 it does not pay (docqa-rag-break on the 1.5B: 3 drafted, 1 kept, `sense`
+    0.90x `ar` where `pld` drafted nothing)."""
+    from sense_local.speculative.drafters.pld import PromptLookupDrafter
+    from sense_local.speculative.drafters.sense import SOURCES, SenseDrafter
+    from sense_local.speculative.types import Draft, Feedback
+
+    def run_bucket(shadow_source: str | None, verified: bool = False) -> int:
+        sense = SenseDrafter(engine, lexical=PromptLookupDrafter())
+        sense.begin([5, 6, 7, 8])
+        key = (SOURCES.index("context"), 1, 0, 0) if shadow_source == "context" else 4
+        for _ in range(4):
+            draft = Draft(np.array([9], np.int32), shadow_source or "pld", 0.5, key)
+            sense.update(Feedback(draft, 1, next_token=10 if verified else -1))
+        conts = np.array([[9, 10, 11]], np.int32)
+        return sense._draft(conts, np.ones(1), np.array([0.95]), np.array([0]), 0, 3).key[3]
+
+    assert run_bucket("context") == run_bucket("pld", verified=True) == 2  # 4-11 in a row
+    assert run_bucket("pld") == 0
+
+
 def test_a_follow_up_that_repeats_the_answer_drafts_at_least_as_well_with_sense_as_with_pld(engine):
     """Issue 31's second-turn case: "repeat your answer" copies the previous reply, which prompt
     lookup finds word for word; SENSE's neighbour drafts must not win against that match (they did:

@@ -44,7 +44,7 @@ from .trie import best_first_tree, continuations, heaviest_path
 SIM_BUCKETS = (0.9, 0.98)  # similarity of the best agreeing neighbour: < 0.9 | 0.9-0.98 | >= 0.98
 LEXICAL = 32  # how many tokens before a neighbour are compared with the query's
 LEX_BUCKETS = (2, 4, 8, 16)  # tokens agreeing right before the best neighbour: 0-1 | 2-3 | 4-7 | 8-15 | 16+
-RUN_BUCKETS = (1, 4, 12)  # draft tokens accepted in a row: 0 | 1-3 | 4-11 | 12+ (a copy under way)
+RUN_BUCKETS = (1, 4, 12)  # draft tokens accepted in a row (`update`): 0 | 1-3 | 4-11 | 12+ (a copy under way)
 # Priors: a prototype on this model found the top neighbour's next token right ~65% of the time
 # (~76% at cosine >= 0.9); a neighbour whose preceding tokens also match is an n-gram match on top,
 # and a copy under way (a long lexical match, a run of accepted drafts) tends to go on. Observed
@@ -53,17 +53,14 @@ LEX_PRIOR = (0.0, 0.12, 0.24, 0.34, 0.42)
 SOURCES = ("context", "docs", "history")  # estimates are kept per source: one source's misses say nothing of another's
 PRIORS = {
     (src, s, x, r): min(0.95, 0.25 + 0.15 * s + LEX_PRIOR[x] + (0.0, 0.1, 0.2, 0.25)[r])
-    for src in range(len(SOURCES))
-    for s in range(len(SIM_BUCKETS) + 1)
-    for x in range(len(LEX_BUCKETS) + 1)
-    for r in range(len(RUN_BUCKETS) + 1)
+    for src in range(len(SOURCES)) for s in range(len(SIM_BUCKETS) + 1)
+    for x in range(len(LEX_BUCKETS) + 1) for r in range(len(RUN_BUCKETS) + 1)
 }
 HISTORY = SOURCES.index("history")
 
 
 def new_estimate() -> AcceptanceEstimate:
-    """SENSE's acceptance estimates: keys (source, similarity, lexical agreement, run), pooled by
-    (source, lexical agreement)."""
+    """SENSE's acceptance estimates: keys (source, similarity, lexical agreement, run), pooled by (source, lexical agreement)."""
     return AcceptanceEstimate(PRIORS, pool=lambda key: (key[0], key[2]), split_first=True)
 
 
@@ -390,7 +387,10 @@ class SenseDrafter(Drafter):
             self._fruit(feedback.draft.source if feedback.accepted > 0 else None)
         else:  # a competing drafter's draft went
             self._owner(feedback.draft).update(feedback)
-        self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0
+        # our shadows that came true count in the run, prompt lookup's do not: its first tokens hitting say nothing
+        # of ours (counted, a restatement of the question went at 0.84, not its own 0.64: docqa-rag-break, 1.5B)
+        if feedback.next_token >= 0 or feedback.accepted < drafted or feedback.draft.source != getattr(self.lexical, "name", None):
+            self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0
 
 
 def _value(draft: Draft) -> float:

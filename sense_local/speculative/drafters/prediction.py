@@ -39,8 +39,8 @@ from .renames import WordRenames
 RESYNC_N = 4  # tokens of output matched anywhere in the prediction to find the cursor again
 RESYNC_WINDOW = 48  # shorter matches (2, 3 tokens) count only this close after the cursor,
 # and only where a token of the match has a letter or digit: a reply that talks about a pasted block
-# writes ":\n\n" before its own code, and the block's ":\n\n" 20 tokens on was followed (the 135M's
-# chat-1: a 15-token draft kept none)
+# writes ":\n\n" before its own code, and the blank line in the block 20 tokens on was followed (the
+# 135M's chat-1: a 15-token draft kept none)
 SOURCE = "prediction"
 # Acceptance is estimated per run bucket: how many tokens in a row the output has followed the
 # prediction since it last left it (0-1, 2-3, 4-7, 8-15, 16-31, 32 and more), as prompt lookup does

@@ -325,7 +325,7 @@ class SenseDrafter(Drafter):
         weights = np.exp((sims - 1.0) / SHARPNESS) * (1.0 + lex)
         limit = min(max_len, self.max_len)
         best, best_value = None, 0.0
-        for src in np.unique(srcs).tolist():  # each source drafts on its own; the likelier draft goes
+        for src in sorted(set(srcs.tolist())):  # each source on its own, the likelier draft goes (np.unique: numpy.ma, 23 ms, at first use)
             rows = srcs == src
             draft = self._draft(conts[rows], weights[rows], sims[rows], lex[rows], src, limit)
             if draft is None:

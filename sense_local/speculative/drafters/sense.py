@@ -325,7 +325,7 @@ class SenseDrafter(Drafter):
         weights = np.exp((sims - 1.0) / SHARPNESS) * (1.0 + lex)
         limit = min(max_len, self.max_len)
         best, best_value = None, 0.0
-        for src in sorted(set(srcs.tolist())):  # each source on its own, the likelier draft goes (np.unique: numpy.ma, 23 ms, at first use)
+        for src in sorted(set(srcs.tolist())):  # each source drafts on its own (np.unique imports numpy.ma: 23 ms)
             rows = srcs == src
             draft = self._draft(conts[rows], weights[rows], sims[rows], lex[rows], src, limit)
             if draft is None:
@@ -387,10 +387,10 @@ class SenseDrafter(Drafter):
             self._fruit(feedback.draft.source if feedback.accepted > 0 else None)
         else:  # a competing drafter's draft went
             self._owner(feedback.draft).update(feedback)
-        # our shadows that came true count in the run, prompt lookup's do not: its first tokens hitting say nothing
-        # of ours (counted, a restatement of the question went at 0.84, not its own 0.64: docqa-rag-break, 1.5B)
-        if feedback.next_token >= 0 or feedback.accepted < drafted or feedback.draft.source != getattr(self.lexical, "name", None):
-            self._run = self._run + feedback.accepted if feedback.accepted == drafted else 0
+        # prompt lookup's shadow (not verified: no next token) that came true is no run of ours (counted, a restated
+        # question went at 0.84, not its own 0.64: docqa-rag-break, 1.5B); a miss ends the run all the same
+        lexical_shadow = feedback.next_token < 0 and feedback.draft.source == getattr(self.lexical, "name", None)
+        self._run = 0 if feedback.accepted < drafted else self._run + (0 if lexical_shadow else feedback.accepted)
 
 
 def _value(draft: Draft) -> float:

@@ -20,6 +20,8 @@ import numpy as np
 
 from ..grounding.prompt import AFTER_PASSAGE
 
+HEADER_MAX = 8  # the most tokens a role header (control token, role, newline) is taken to have
+
 
 def copy_stops(engine, tokens: Sequence[int]) -> list[int]:
     """Indices of the tokens in `tokens` that start the part after a passage (the token holding its
@@ -30,3 +32,22 @@ def copy_stops(engine, tokens: Sequence[int]) -> list[int]:
         return []
     ends = np.cumsum([len(p) for p in pieces])  # [n] byte offset where each token ends
     return sorted({int(i) for i in np.searchsorted(ends, starts, side="right")})
+
+
+def reply_starts(tokens: Sequence[int], special: np.ndarray) -> list[int]:
+    """Indices in `tokens` (a chat prompt, ending in the assistant's header) where an earlier reply
+    of the assistant begins: after each earlier copy of that header (its last control token and
+    what follows it, e.g. "<|im_start|>assistant\n"). special: [V] bool, the control tokens.
+
+    A reply beginning as an earlier one did ("Use the") matches that reply back through the header
+    the two share: two tokens of its own, seven counted, and prompt lookup drafted 15 tokens at its
+    8-15-token prior where the 135M kept 0-3 (the quick suite's chat-0, chat-1, chat-3). A stop here
+    counts such a match from the reply's start."""
+    last = next((i for i in range(len(tokens) - 1, max(-1, len(tokens) - 1 - HEADER_MAX), -1)
+                 if special[int(tokens[i])]), None)
+    if last is None or last == len(tokens) - 1:
+        return []
+    toks = [int(t) for t in tokens]
+    header = toks[last:]
+    n = len(header)
+    return [i + n for i in range(last) if toks[i] == header[0] and toks[i : i + n] == header]

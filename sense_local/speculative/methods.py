@@ -12,7 +12,7 @@ from .drafters.pld import PromptLookupDrafter
 from .drafters.recycle import RecycleDrafter
 from .drafters.rest import RestDrafter
 from .drafters.sense import SenseDrafter
-from .copy_stops import copy_stops
+from .copy_stops import copy_stops, reply_starts
 from .rewrap import rewrapped_tokens
 
 RECALL = "history-ngram"  # SENSE's exact n-gram drafts from the reply history (the neighbours' are "history")
@@ -43,7 +43,7 @@ def _lookup(s: Speculator) -> PromptLookupDrafter:
     special = s.engine.special_mask  # [V] the template's control and end-of-generation tokens
     return PromptLookupDrafter(rewrap=lambda tokens: rewrapped_tokens(s.engine, tokens),
                                fixed=lambda token: bool(special[token]),
-                               stops=lambda tokens: copy_stops(s.engine, tokens))
+                               stops=lambda tokens: sorted({*copy_stops(s.engine, tokens), *reply_starts(tokens, special)}))
 
 
 def _sense(s: Speculator, *, context: bool = True, docs: bool = True, tree: bool = False,

@@ -13,9 +13,8 @@ source's draft (or, with tree=True, the trie's most probable nodes, verified in 
 draft with more expected accepted tokens goes, and the loop's cost policy decides how much of it to
 verify from the learned acceptance of similar drafts (estimates are kept per source: documents
 that never match the answer must not talk down the live context).
-Per step: at most two k-NN searches and array work on at most 2k continuations; a source whose
-searches bear no fruit pauses (Backoff), and the documents are not searched while the live
-context is in a verbatim copy.
+Per step: at most two k-NN searches and array work on at most 2k continuations; a source whose searches
+bear no fruit pauses (Backoff), and the documents are not searched while the live context is a copy.
 
 With `lexical` (a prompt-lookup drafter over the same context), SENSE subsumes exact n-gram
 matching: the positions an n-gram match finds are key-state neighbours too, but a k-NN search
@@ -151,6 +150,7 @@ class SenseDrafter(Drafter):
         self.ctx = []
         self._seen = set()
         self._extend_own(prompt)  # the lexical drafter has the prompt already (its begin)
+        self._reply_start = len(self.ctx)  # lexical agreement stops here: every reply's header is the same
         self._added = 0
         self._run = 0
         for b in self.backoff.values():
@@ -239,7 +239,7 @@ class SenseDrafter(Drafter):
         (an index into SOURCES)."""
         L = self.max_len
         ctx = self._ctx_array[: len(self.ctx)]  # [n] the context (a view: no per-step list copy)
-        recent = ctx[-2 : -2 - LEXICAL : -1]  # tokens at the query position and before, newest first
+        recent = ctx[max(self._reply_start, len(ctx) - 1 - LEXICAL) : len(ctx) - 1][::-1]  # the reply's, newest first
         conts, sims, lex, srcs = [], [], [], []
         if search_context and len(self.context):
             self._searched.append("context")

@@ -1,4 +1,5 @@
-"""Where a copy of the prompt stops: the end of each passage of a grounded question.
+"""Where a copy of the prompt stops: the end of each passage of a grounded question, and the start
+of each earlier reply of a conversation (`reply_starts`).
 
 A grounded answer often quotes a passage to its end; prompt lookup, following the copy, then drafts
 on into what comes next in the prompt: the next passage's header ("[2] try.txt, line 203") or the
@@ -41,7 +42,7 @@ def reply_starts(tokens: Sequence[int], special: np.ndarray) -> list[int]:
 
     A reply beginning as an earlier one did ("Use the") matches that reply back through the header
     the two share: two tokens of its own, seven counted, and prompt lookup drafted 15 tokens at its
-    8-15-token prior where the 135M kept 0-3 (the quick suite's chat-0, chat-1, chat-3). A stop here
+    8-15-token prior where the 135M kept 0-3 (the quick suite's chat-1 and chat-3). A stop here
     counts such a match from the reply's start."""
     last = next((i for i in range(len(tokens) - 1, max(-1, len(tokens) - 1 - HEADER_MAX), -1)
                  if special[int(tokens[i])]), None)

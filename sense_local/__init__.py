@@ -1,6 +1,5 @@
 """sense-local: local GGUF chat with SENSE retrieval-based speculative decoding."""
 from . import native  # noqa: F401  (llama.cpp first: see native.py on import order)
-from .huge_pages import advise_no_huge_pages
 from .conversation import Conversation, ConversationConfig, Finished, Prepared
 from .engine import Engine, EvalOutput
 from .errors import ContextOverflowError, ModelError, SenseError
@@ -26,5 +25,3 @@ __all__ = [
     "resolve_model",
 ]
 __version__ = "0.1.0"
-
-advise_no_huge_pages()  # a fresh key-state buffer's first rows: ~1 ms, not 5-46 ms (huge_pages.py)

@@ -41,6 +41,19 @@ _preload_libstdcxx()
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import llama_cpp  # noqa: E402  (after the preload, before anything of ours)
+import numpy as np  # noqa: E402  (loaded by llama_cpp already)
+
+
+# On Linux numpy advises the kernel to back every array of 4 MiB or more with transparent huge pages;
+# where THP defrag is `madvise` (most distributions' default, this machine's) the first touch of such
+# an array may wait on memory compaction. A speculator's key cache and live context store are such
+# arrays ([n_ctx, n_embd] float32, 25 MB each on the 1.5B): the first 401 rows written into a fresh
+# one took 10 ms (5-46 ms) against ~1 ms, twice in a process's first SENSE reply (the 1.5B's 13-token
+# docqa-rag-assert drafted for 19.5 ms against 10.5 ms, prefilled in 44 against 34). Nothing of ours
+# gains from huge pages (the weights are llama.cpp's, the document index USearch's; a context-store
+# search of 3,000 rows ran 0.136 / 0.139 ms with / without), so new arrays get ordinary pages: numpy's
+# own switch, what NUMPY_MADVISE_HUGEPAGE=0 sets at its import (numpy is loaded by now).
+np._core.multiarray._set_madvise_hugepage(False)
 
 
 def limit_blas_threads() -> None:

@@ -1,4 +1,4 @@
-"""The package switches NumPy's huge-page advice off (huge_pages.py), in a process of its own: an
+"""The package switches NumPy's huge-page advice off (native.py), in a process of its own: an
 import elsewhere in the test session would have done it already."""
 from __future__ import annotations
 

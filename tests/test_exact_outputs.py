@@ -35,8 +35,16 @@ def test_prompt_lookup_follows_the_place_that_matches_furthest_back():
 
 def test_prompt_lookup_drafts_up_to_the_context_end_and_nothing_without_a_match():
     assert lookup([1, 2, 3, 1, 2]).tokens.tolist() == [3, 1, 2]
+    assert lookup([1, 2, 3, 4, 5, 1, 2, 3]).tokens.tolist() == [4, 5, 1, 2, 3]  # 3 matching, 5 since the place
     assert lookup([1, 2, 3]) is None
     assert lookup([]) is None
+
+
+def test_a_loop_is_drafted_on_past_the_context_end():
+    """Where the match reaches back past the place it continues from (the output wrote the span since
+    that place once more: a loop), the draft goes on with its own tokens (an overlapping copy)."""
+    assert lookup([1, 2, 3, 1, 2, 3, 1, 2]).tokens.tolist() == [3, 1, 2, 3, 1, 2, 3, 1]  # 5 matching, 3 since
+    assert lookup([7, 8, 9, 5, 5, 5, 5], max_len=6).tokens.tolist() == [5] * 6  # a one-token loop
 
 
 def rows(*tops, vocab=10):

@@ -149,11 +149,16 @@ class Follower:
     def _involves_fixed(self, tokens: tuple[int, ...]) -> bool:
         return self.fixed is not None and any(self.fixed(t) for t in tokens)
 
-    def ahead(self, max_len: int, start: int | None = None) -> list[int]:
+    def ahead(self, max_len: int, start: int | None = None, overlap: bool = False) -> list[int]:
         """The source from the cursor (or from `start`, with no pending tokens) with the
         replacements learned so far made (but where `declined`): what the output should write next.
         It runs on past a stop (`stop_in_ahead` says where it crossed the first): the drafter
-        doubts what follows, and a decode run padded may still carry it for nothing."""
+        doubts what follows, and a decode run padded may still carry it for nothing.
+
+        With `overlap` (the output is appended to the source itself, as pld's context), a copy
+        reaching the source's end goes on with the tokens it drafted, as an LZ77 copy overlapping its
+        own output does: the draft's token j lands at source position len(source) + j, so a
+        repetition is drafted whole, not one period a draft."""
         if start is None:
             out, i = list(self.pending[:max_len]), self.cursor
         else:
@@ -162,7 +167,12 @@ class Follower:
         positions = [-1] * len(out)  # the source position each token copies (-1: a replacement's)
         n = len(self.source)
         crossed = None
-        while len(out) < max_len and i < n:
+        while len(out) < max_len and (i < n or (overlap and i - n < len(out))):
+            if i >= n:  # past the source's end: what the draft itself put there
+                out.append(out[i - n])
+                positions.append(-1)
+                i += 1
+                continue
             if crossed is None and i in self.stops:
                 crossed = len(out)
             made = next(iter(self._replacements_at(i)), None)

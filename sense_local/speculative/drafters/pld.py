@@ -16,6 +16,12 @@ written as " items"), what it wrote instead is learned and later drafts make it,
 parameter costs one miss, not one per occurrence. Replayed on the 1.5B's recorded outputs with its
 cost curve (benchmarks/replay_bench.py), the full suite's code edits went from 1.46x to 1.53x
 modeled (tau 4.16 -> 4.66), grounded 1.37x -> 1.38x.
+
+A loop (a small model's greedy "la noche de la noche de ...") is drafted on past the context's end,
+the draft copying its own tokens (follower.ahead's overlap) where the match reaches back past the
+place it continues from: before, every draft ended with the context, one period long. Replayed on
+the 135M's quick-suite recording: translate 1.09x -> 1.27x, summary 1.22x -> 1.27x, code 1.94x ->
+1.99x; the 1.5B's recording the same.
 """
 from __future__ import annotations
 
@@ -159,7 +165,11 @@ class PromptLookupDrafter(Drafter):
             return None
         key = bisect.bisect_right(MATCH_BUCKETS, min(match, MAX_MATCH))  # bisect: no numpy on scalars per step
         path = self.estimate.chain(key, max_len, useful=not self._cheap)  # [n] built only as far as it can count
-        tokens = f.ahead(len(path), start=start)
+        at = f.cursor if start is None else start
+        # a match reaching back past the place it continues from (the output already wrote the
+        # span since that place once more, "noche de la noche de la"): a loop, drafted on through
+        # the context's end (an overlapping copy) instead of one period a draft
+        tokens = f.ahead(len(path), start=start, overlap=match >= len(self.context) - at)
         if not tokens:
             return None
         path, crossed = path[: len(tokens)], f.stop_in_ahead

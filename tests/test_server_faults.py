@@ -105,7 +105,9 @@ def test_a_client_that_never_reads_its_stream_does_not_hold_the_model(server):
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small-buffered client: the test's wait is shorter
     stuck.connect(("127.0.0.1", server.port))
     body = json.dumps({"prompt": "hello world " * 30, "max_tokens": 3900, "temperature": 0, "stream": True,
-                       "grounded": False, "method": "pld"}).encode()  # it repeats itself: fast, and never ends early
+                       "grounded": False, "method": "ar"}).encode()  # it repeats itself: it never ends early
+    # (`ar`: prompt lookup drafts the repetition whole, and its 3,900 tokens would be written before
+    # the stall's 2 s were up; the turn would complete, its events queued, the model free all the same)
     stuck.sendall(raw_request(server.port, "/v1/completions", body))  # and never reads a byte
     deadline = time.time() + 60
     while not server.health()["running"] and time.time() < deadline:

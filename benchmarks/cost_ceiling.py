@@ -5,9 +5,12 @@ with passages from the bench store). It tells a bar that asks more than copying 
 CPU from a drafter's shortfall. Beside it, a realizable copier modeled on the same outputs and curve
 (sense_local/bench/suffix_model.py: the longest suffix match in the prompt and the output so far,
 its occurrences' continuations voted, acceptance calibrated on the kind's other tasks): what a
-drafter that does not know the output gets from the same copying.
+drafter that does not know the output gets from the same copying. Its acceptance table is
+calibrated on the kind's other tasks (`--calibration kind`: it knows which kind a reply is, which a
+runtime does not), or on every other task of the run (`--calibration all`: one table for every
+reply, as a runtime would have to keep).
 
-    python -m benchmarks.cost_ceiling RUN.json [--model default]
+    python -m benchmarks.cost_ceiling RUN.json [--model default] [--calibration kind|all]
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cost_ceiling", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a `sense-local bench --json` file")
     parser.add_argument("--model", default="default", help="the model that run used")
+    parser.add_argument("--calibration", choices=("kind", "all"), default="kind",
+                        help="the suffix drafter's acceptance learned from the kind's other tasks, or from every other task")
     args = parser.parse_args(argv)
     try:
         data = json.loads(args.run.read_text())
@@ -57,9 +62,10 @@ def main(argv=None) -> int:
         print(f"{task.name:34s} {speed:5.2f}x ar  (copy ceiling tau {row.get('copy_ceiling')})", flush=True)
     modeled: dict[str, list[float]] = {}
     for i, (kind, prompt, output, sources) in enumerate(seen):
-        table = calibrate((p, out, src) for j, (k, p, out, src) in enumerate(seen) if k == kind and j != i)
+        table = calibrate((p, out, src) for j, (k, p, out, src) in enumerate(seen)
+                          if j != i and (k == kind or args.calibration == "all"))
         modeled.setdefault(kind, []).append(modeled_speed(prompt, output, sources, table, curve.effective)[0])
-    print(f"{'kind':34s} {'oracle':>7s}  {'suffix drafter (modeled)':>24s}  (medians over ar)")
+    print(f"{'kind':34s} {'oracle':>7s}  {'suffix drafter (modeled)':>24s}  (medians over ar; calibrated on: {args.calibration})")
     for kind, speeds in per_kind.items():
         print(f"{kind:34s} {statistics.median(speeds):6.2f}x  {statistics.median(modeled[kind]):23.2f}x")
     engine.close()

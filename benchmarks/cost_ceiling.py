@@ -4,11 +4,10 @@ over `ar`'s recorded output of each task (prompts rebuilt as the bench builds th
 with passages from the bench store). It tells a bar that asks more than copying can give on this
 CPU from a drafter's shortfall. Beside it, a realizable copier modeled on the same outputs and curve
 (sense_local/bench/suffix_model.py: the longest suffix match in the prompt and the output so far,
-its occurrences' continuations voted, acceptance calibrated on the kind's other tasks): what a
-drafter that does not know the output gets from the same copying. Its acceptance table is
-calibrated on the kind's other tasks (`--calibration kind`: it knows which kind a reply is, which a
-runtime does not), or on every other task of the run (`--calibration all`: one table for every
-reply, as a runtime would have to keep).
+its occurrences' continuations voted): what a drafter that does not know the output gets from the
+same copying. Its acceptance table is calibrated on the kind's other tasks (`--calibration kind`: it
+knows which kind a reply is, which a runtime does not), or on every other task of the run
+(`--calibration all`: one table for every reply, as a runtime would have to keep).
 
     python -m benchmarks.cost_ceiling RUN.json [--model default] [--calibration kind|all]
 """

@@ -67,7 +67,42 @@ HUGE_PAGES = Patch(
     ),
 )
 
-PATCHES = (ALIGNED_WORK_BUFFER, HUGE_PAGES)
+# The CPU backend's flash attention (on by default, as in llama-server) runs a decode of fewer than
+# 64 rows one row at a time: every row reads the whole KV cache again (F16, per query head), so a
+# verification of k draft tokens after a long context costs k passes over it. From 64 rows it runs
+# tiled (a 64-row tile of queries against 64-position tiles of K and V converted to F32 once, two
+# small GEMMs), its tile padded to 64 rows. Here the tiled kernel multiplies only the tile's rows
+# and runs from TILED_MIN rows (8; SENSE_FA_TILED_MIN overrides it per process, for an A/B; 64 is
+# the source's) where the KV view is 512 or more. A k-row decode's ms after 1,536 tokens of context
+# (`benchmarks.context_cost_curve --ab SENSE_FA_TILED_MIN=64,8`): k = 16 0.84x, 32 0.74x on the
+# 1.5B, 0.75x / 0.61x on the 135M; one-token decodes and prompts (64+ rows) as before. Below 8 rows
+# the row-at-a-time kernel stays (at 2-4 rows the tiled one cost the 135M 30-45% more), and after
+# short contexts too, where its rows equal one-token decodes' (the suite asserts it). README, "Flash
+# attention for a verification's rows".
+FA_TILED = Patch(
+    "fa-tiled-small",
+    "ggml/src/ggml-cpu/ops.cpp",
+    (
+        ('#include "vec.h"\n',
+         '#include "vec.h"\n#include <cstdlib>\n\n'
+         '// sense-local: decodes of this many rows or more run the tiled flash-attention kernel (64 upstream)\n'
+         'static int64_t sense_fa_tiled_min() {\n'
+         '    static const int64_t rows = getenv("SENSE_FA_TILED_MIN") ? atoll(getenv("SENSE_FA_TILED_MIN")) : 8;\n'
+         '    return rows;\n'
+         '}\n', 1),
+        # where the context is long (a KV view of 512 or more, where a one-token decode already takes
+        # its own split-KV path): a short context's rows stay those of the row-at-a-time kernel
+        ("neq1 >= Q_TILE_SZ);", "(neq1 >= Q_TILE_SZ || (neq1 >= sense_fa_tiled_min() && nek1 >= 512)));", 1),
+        # the tile's own rows only (the source runs all Q_TILE_SZ, the rows past tile_rows zeros)
+        ("for (int tq = 0; tq < Q_TILE_SZ; tq++) {", "for (int tq = 0; tq < tile_rows; tq++) {", 3),
+        ("simd_gemm(KQ, (const float *)Q_q, K_f32, Q_TILE_SZ, DK, KV_TILE_SZ);",
+         "simd_gemm(KQ, (const float *)Q_q, K_f32, tile_rows, DK, KV_TILE_SZ);", 1),
+        ("ggml_vec_scale_f32(Q_TILE_SZ * KV_TILE_SZ, KQ, scale);", "ggml_vec_scale_f32(tile_rows * KV_TILE_SZ, KQ, scale);", 1),
+        ("simd_gemm(VKQ32, KQ, V32, Q_TILE_SZ, KV_TILE_SZ, DV);", "simd_gemm(VKQ32, KQ, V32, tile_rows, KV_TILE_SZ, DV);", 1),
+    ),
+)
+
+PATCHES = (ALIGNED_WORK_BUFFER, HUGE_PAGES, FA_TILED)
 
 
 def digest() -> str:

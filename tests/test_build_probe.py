@@ -98,9 +98,10 @@ def test_wheels_are_keyed_by_everything_that_shapes_the_build():
 
 def test_our_patches_apply_to_the_pinned_llama_cpp_source_and_only_to_it(tmp_path):
     """The source our wheel is built from (set-up downloaded it): the CPU backend's work buffer comes
-    from ggml's 64-byte aligned allocator, which gives buffers of 2 MB or more huge pages on Linux; a
-    source without the patched text (here: patched already, as another llama-cpp-python version
-    would be) is refused, not built."""
+    from ggml's 64-byte aligned allocator, which gives buffers of 2 MB or more huge pages on Linux, and
+    flash attention runs its tiled kernel from 8 rows, on the tile's rows only; a source without the
+    patched text (here: patched already, as another llama-cpp-python version would be) is refused,
+    not built."""
     import tarfile
 
     root = tmp_path / "llama.cpp"
@@ -112,16 +113,20 @@ def test_our_patches_apply_to_the_pinned_llama_cpp_source_and_only_to_it(tmp_pat
                 (root / inside).parent.mkdir(parents=True, exist_ok=True)
                 (root / inside).write_bytes(tar.extractfile(member).read())
     assert {str(p.relative_to(root)) for p in root.rglob("*.c*")} == wanted
-    cpu, ggml = root / lp.ALIGNED_WORK_BUFFER.path, root / lp.HUGE_PAGES.path
+    cpu, ggml, ops = root / lp.ALIGNED_WORK_BUFFER.path, root / lp.HUGE_PAGES.path, root / lp.FA_TILED.path
     assert "work_data = new uint8_t[cplan.work_size]" in cpu.read_text() and "MADV_HUGEPAGE" not in ggml.read_text()
-    assert lp.apply(root) == ["aligned-work-buffer", "huge-pages"]
-    patched = cpu.read_text(), ggml.read_text()
+    assert "neq1 >= Q_TILE_SZ);" in ops.read_text()
+    tile_loops = ops.read_text().count("tq < tile_rows; tq++) {")  # loops over the tile's own rows
+    assert lp.apply(root) == ["aligned-work-buffer", "huge-pages", "fa-tiled-small"]
+    patched = cpu.read_text(), ggml.read_text(), ops.read_text()
     assert "new uint8_t[" not in patched[0] and "delete[] cpu_" not in patched[0]
     assert patched[0].count("ggml_aligned_malloc(") == 2 and patched[0].count("ggml_aligned_free(") == 3
     assert patched[1].count("MADV_HUGEPAGE);") == 1 and "#include <sys/mman.h>" in patched[1]
+    assert "(neq1 >= sense_fa_tiled_min() && nek1 >= 512)" in patched[2] and "Q_TILE_SZ, DK, KV_TILE_SZ)" not in patched[2]
+    assert patched[2].count("tq < tile_rows; tq++) {") == tile_loops + 3 and "tq = 0; tq < Q_TILE_SZ;" not in patched[2]
     with pytest.raises(ValueError, match="aligned-work-buffer: .* 0 times, expected"):
         lp.apply(root)
-    assert (cpu.read_text(), ggml.read_text()) == patched  # nothing half-applied
+    assert (cpu.read_text(), ggml.read_text(), ops.read_text()) == patched  # nothing half-applied
 
 
 def test_gpu_builds_probe_with_layers_offloaded():

@@ -130,8 +130,12 @@ class RecycleTable:
         pair's where there is one, else the token's) against the target's choice there (the row's
         first candidate), then keep the row's candidates as both entries. Rows reading a token an
         earlier row of the decode read go in a later round, so each sees the entry the one before wrote."""
-        rows = np.arange(len(candidates.tokens))
-        self.rows += len(rows)
+        n = len(candidates.tokens)
+        self.rows += n
+        if n == 1 or len(set(candidates.tokens.tolist())) == n:  # distinct tokens (most steps: one row): one round
+            self._add(candidates.tokens, candidates.previous, candidates.top[:, : self.k], candidates.logits)
+            return
+        rows = np.arange(n)
         while len(rows):
             _, first = np.unique(candidates.tokens[rows], return_index=True)
             now = rows[np.sort(first)]
